@@ -1,0 +1,343 @@
+//! Configuration: the YAML file (every `run` flag has a key of the same name)
+//! merged with the command line, where flags win. Pure apart from reading the
+//! file; the result is a validated [`Settings`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plan::DEFAULT_MAX_CERTIFICATES;
+use crate::sources::SourceSpec;
+
+/// Where the node's root is when the agent runs on the node itself.
+pub const DEFAULT_HOST_ROOT: &str = "/";
+/// The unit whose Go TLS stack caches root CAs until it restarts (NODE-FACTS §2).
+pub const DEFAULT_RESTART_UNIT: &str = "containerd.service";
+/// Node path of the agent's state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/node-cert-agent";
+/// Quiet time after the last change event before a pass runs: kubelet's
+/// AtomicWriter makes a burst of events within a few milliseconds.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 100;
+/// Node path of the system bus socket (NODE-FACTS §4).
+pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The YAML file. Keys are the `run` flags' names; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub host_root: Option<PathBuf>,
+    pub ca_dir: Option<Vec<PathBuf>>,
+    pub ca_file: Option<Vec<PathBuf>>,
+    pub restart_unit: Option<Vec<String>>,
+    pub once: Option<bool>,
+    pub state_dir: Option<PathBuf>,
+    pub max_certificates: Option<usize>,
+    pub debounce_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
+    pub trust_store: Option<TrustStoreOverride>,
+}
+
+/// Overrides of the detected trust store, for distros the agent does not know.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustStoreOverride {
+    pub anchors_dir: Option<PathBuf>,
+    pub refresh_command: Option<Vec<String>>,
+    pub bundle: Option<PathBuf>,
+    pub anchor_extension: Option<String>,
+}
+
+/// The `run` flags, as clap parsed them (absent = not given).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub host_root: Option<PathBuf>,
+    pub ca_dir: Vec<PathBuf>,
+    pub ca_file: Vec<PathBuf>,
+    pub restart_unit: Vec<String>,
+    pub once: bool,
+    pub state_dir: Option<PathBuf>,
+    pub max_certificates: Option<usize>,
+    pub debounce_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Effective, validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub host_root: PathBuf,
+    pub sources: Vec<SourceSpec>,
+    pub restart_units: Vec<String>,
+    pub once: bool,
+    pub state_dir: PathBuf,
+    pub max_certificates: usize,
+    pub debounce: Duration,
+    pub log_format: LogFormat,
+    pub trust_store: TrustStoreOverride,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("config key `{key}` has the value {value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("no CA source configured: give --ca-dir (a mounted Secret) or --ca-file (a provisioning file), or `ca-dir`/`ca-file` in the config file")]
+    NoSources,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    parse_file(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+pub fn parse_file(text: &str) -> Result<FileConfig, serde_yaml::Error> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(text)
+}
+
+/// Merges the file and the flags (flags win) and checks every value.
+pub fn resolve(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
+    let pick_list = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
+        if flag.is_empty() {
+            file.unwrap_or_default()
+        } else {
+            flag
+        }
+    };
+    let ca_dirs = pick_list(flags.ca_dir, file.ca_dir);
+    let ca_files = pick_list(flags.ca_file, file.ca_file);
+    let restart_units = if flags.restart_unit.is_empty() {
+        file.restart_unit
+            .unwrap_or_else(|| vec![DEFAULT_RESTART_UNIT.to_string()])
+    } else {
+        flags.restart_unit
+    };
+    let settings = Settings {
+        host_root: flags
+            .host_root
+            .or(file.host_root)
+            .unwrap_or_else(|| DEFAULT_HOST_ROOT.into()),
+        sources: ca_dirs
+            .into_iter()
+            .map(SourceSpec::SecretDir)
+            .chain(ca_files.into_iter().map(SourceSpec::File))
+            .collect(),
+        restart_units,
+        once: flags.once || file.once.unwrap_or(false),
+        state_dir: flags
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        max_certificates: flags
+            .max_certificates
+            .or(file.max_certificates)
+            .unwrap_or(DEFAULT_MAX_CERTIFICATES),
+        debounce: Duration::from_millis(
+            flags
+                .debounce_ms
+                .or(file.debounce_ms)
+                .unwrap_or(DEFAULT_DEBOUNCE_MS),
+        ),
+        log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+        trust_store: file.trust_store.unwrap_or_default(),
+    };
+    validate(&settings)?;
+    Ok(settings)
+}
+
+fn validate(s: &Settings) -> Result<(), ConfigError> {
+    if s.sources.is_empty() {
+        return Err(ConfigError::NoSources);
+    }
+    for unit in &s.restart_units {
+        if !is_valid_service_name(unit) {
+            return Err(ConfigError::Invalid {
+                key: "restart-unit",
+                value: unit.clone(),
+                reason: "not a service unit name; give a name such as containerd.service".into(),
+            });
+        }
+    }
+    if s.max_certificates == 0 {
+        return Err(ConfigError::Invalid {
+            key: "max-certificates",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    if !s.host_root.is_absolute() {
+        return Err(ConfigError::Invalid {
+            key: "host-root",
+            value: s.host_root.display().to_string(),
+            reason: "must be an absolute path, such as / or /host".into(),
+        });
+    }
+    if !s.state_dir.is_absolute() {
+        return Err(ConfigError::Invalid {
+            key: "state-dir",
+            value: s.state_dir.display().to_string(),
+            reason: "must be an absolute node path".into(),
+        });
+    }
+    if let Some(cmd) = &s.trust_store.refresh_command {
+        if cmd.first().is_none_or(|p| !p.starts_with('/')) {
+            return Err(ConfigError::Invalid {
+                key: "trust-store.refresh-command",
+                value: format!("{cmd:?}"),
+                reason: "must be an argv list whose first element is an absolute program path (no shell is used)".into(),
+            });
+        }
+    }
+    for (key, path) in [
+        ("trust-store.anchors-dir", &s.trust_store.anchors_dir),
+        ("trust-store.bundle", &s.trust_store.bundle),
+    ] {
+        if let Some(p) = path {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: p.display().to_string(),
+                    reason: "must be an absolute node path".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `name.service`, with the characters systemd allows in unit names.
+pub fn is_valid_service_name(unit: &str) -> bool {
+    let Some(stem) = unit.strip_suffix(".service") else {
+        return false;
+    };
+    !stem.is_empty()
+        && unit.len() <= 255
+        && stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@'))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_has_a_file_key() {
+        let yaml = "host-root: /host\nca-dir: [/etc/custom-ca]\nca-file: [/etc/ca.pem]\nrestart-unit: [containerd.service, kubelet.service]\nonce: true\nstate-dir: /var/lib/x\nmax-certificates: 5\ndebounce-ms: 50\nlog-format: json\ntrust-store:\n  anchors-dir: /etc/anchors\n  refresh-command: [/usr/bin/update-ca-trust, extract]\n  bundle: /etc/bundle.pem\n";
+        let s = resolve(parse_file(yaml).unwrap(), Flags::default()).unwrap();
+        assert_eq!(s.host_root, PathBuf::from("/host"));
+        assert_eq!(s.sources.len(), 2);
+        assert_eq!(s.restart_units.len(), 2);
+        assert!(s.once);
+        assert_eq!(s.max_certificates, 5);
+        assert_eq!(s.debounce, Duration::from_millis(50));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.trust_store.bundle, Some(PathBuf::from("/etc/bundle.pem")));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = parse_file("host-root: /host\nca-dir: [/a]\nrestart-unit: [kubelet.service]\n")
+            .unwrap();
+        let flags = Flags {
+            host_root: Some("/other".into()),
+            ca_dir: vec!["/b".into()],
+            restart_unit: vec!["containerd.service".into()],
+            ..Flags::default()
+        };
+        let s = resolve(file, flags).unwrap();
+        assert_eq!(s.host_root, PathBuf::from("/other"));
+        assert_eq!(s.sources, vec![SourceSpec::SecretDir("/b".into())]);
+        assert_eq!(s.restart_units, vec!["containerd.service"]);
+    }
+
+    #[test]
+    fn defaults_restart_containerd_only() {
+        let flags = Flags {
+            ca_dir: vec!["/a".into()],
+            ..Flags::default()
+        };
+        let s = resolve(FileConfig::default(), flags).unwrap();
+        assert_eq!(s.restart_units, vec![DEFAULT_RESTART_UNIT]);
+        assert_eq!(s.host_root, PathBuf::from("/"));
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse_file("ca-dirs: [/a]\n").unwrap_err().to_string();
+        assert!(err.contains("ca-dirs"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
+        let cases = [
+            (
+                "ca-dir: [/a]\nrestart-unit: [\"containerd; rm -rf /\"]\n",
+                "restart-unit",
+            ),
+            ("ca-dir: [/a]\nmax-certificates: 0\n", "max-certificates"),
+            ("ca-dir: [/a]\nhost-root: host\n", "host-root"),
+            (
+                "ca-dir: [/a]\ntrust-store:\n  refresh-command: [\"sh -c update\"]\n",
+                "trust-store.refresh-command",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let err = resolve(parse_file(yaml).unwrap(), Flags::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{yaml} -> {err}");
+        }
+    }
+
+    #[test]
+    fn no_source_is_an_error_that_says_what_to_give() {
+        let err = resolve(FileConfig::default(), Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ca-dir") && err.contains("--ca-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn service_names_are_checked() {
+        assert!(is_valid_service_name("containerd.service"));
+        assert!(is_valid_service_name("getty@tty1.service"));
+        assert!(!is_valid_service_name("containerd"));
+        assert!(!is_valid_service_name("a b.service"));
+        assert!(!is_valid_service_name(".service"));
+    }
+}

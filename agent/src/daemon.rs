@@ -1,0 +1,230 @@
+//! The long-running loop: watch the inputs with inotify, debounce bursts into
+//! one pass, retry failed passes with capped backoff, and on SIGTERM finish
+//! the pass in flight (under a timeout) before exiting.
+//!
+//! Nothing here polls: when nothing changes and nothing failed, the loop
+//! sleeps on the event channel and the signal streams only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::reconcile::{Outcome, Reconciler};
+use crate::sources::SourceSpec;
+use crate::systemd::Systemd;
+
+/// How long SIGTERM waits for the pass in flight before giving up.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// A burst never delays a pass by more than this many debounce windows.
+const MAX_DEBOUNCE_WINDOWS: u32 = 10;
+/// Retry delays for a failed pass: first, and cap.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot start the file watcher: {source}")]
+    Watcher { source: notify::Error },
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the file watcher stopped; the agent cannot see changes any more")]
+    WatcherStopped,
+    #[error("the pass in flight did not finish within {DRAIN_TIMEOUT:?} of the stop signal")]
+    DrainTimeout,
+}
+
+/// What to watch for one source: the directory to add, and which paths in
+/// its events concern the source.
+struct WatchSpec {
+    dir: PathBuf,
+    relevant: Box<dyn Fn(&Path) -> bool + Send>,
+}
+
+fn watch_specs(sources: &[SourceSpec]) -> Vec<WatchSpec> {
+    let mut specs = Vec::new();
+    for source in sources {
+        match source {
+            SourceSpec::SecretDir(dir) => {
+                // The dir itself sees the `..data` swap; its parent sees the
+                // dir appear or be replaced.
+                let d = dir.clone();
+                specs.push(WatchSpec {
+                    dir: dir.clone(),
+                    relevant: Box::new(move |p| p.starts_with(&d)),
+                });
+                if let Some(parent) = dir.parent() {
+                    let d = dir.clone();
+                    specs.push(WatchSpec {
+                        dir: parent.to_path_buf(),
+                        relevant: Box::new(move |p| p == d),
+                    });
+                }
+            }
+            SourceSpec::File(file) => {
+                if let Some(parent) = file.parent() {
+                    let f = file.clone();
+                    specs.push(WatchSpec {
+                        dir: parent.to_path_buf(),
+                        relevant: Box::new(move |p| p == f),
+                    });
+                }
+            }
+        }
+    }
+    specs
+}
+
+pub async fn run<S: Systemd>(
+    reconciler: Reconciler<S>,
+    debounce: Duration,
+) -> Result<(), DaemonError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| DaemonError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| DaemonError::Signal {
+        signal: "SIGINT",
+        source,
+    })?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let specs = watch_specs(&reconciler.settings().sources);
+    let dirs: Vec<PathBuf> = specs.iter().map(|s| s.dir.clone()).collect();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else {
+            // An overflowed queue may hide a change: treat it as one.
+            let _ = tx.send(());
+            return;
+        };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event.paths.is_empty()
+            || event
+                .paths
+                .iter()
+                .any(|p| specs.iter().any(|s| (s.relevant)(p)))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|source| DaemonError::Watcher { source })?;
+    let mut watched = std::collections::BTreeSet::new();
+    ensure_watches(&mut watcher, &dirs, &mut watched);
+
+    let mut next_pass: Option<Instant> = Some(Instant::now());
+    let mut burst_started: Option<Instant> = None;
+    let mut backoff = RETRY_FIRST;
+
+    loop {
+        let sleep_until =
+            next_pass.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+            ev = rx.recv() => {
+                if ev.is_none() {
+                    return Err(DaemonError::WatcherStopped);
+                }
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
+                next_pass = Some((now + debounce).min(latest));
+            }
+            _ = tokio::time::sleep_until(sleep_until), if next_pass.is_some() => {
+                burst_started = None;
+                next_pass = None;
+                // Drop events queued before this pass: the pass reads the newest state.
+                while rx.try_recv().is_ok() {}
+                let pass = reconciler.reconcile();
+                tokio::pin!(pass);
+                let result = tokio::select! {
+                    r = &mut pass => r,
+                    _ = sigterm.recv() => return drain(pass).await,
+                    _ = sigint.recv() => return drain(pass).await,
+                };
+                match result {
+                    Ok(outcome) => {
+                        log_outcome(&outcome);
+                        backoff = RETRY_FIRST;
+                    }
+                    Err(e) => {
+                        error!(retry_in_s = backoff.as_secs(), "reconcile failed: {e}");
+                        next_pass = Some(Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+                ensure_watches(&mut watcher, &dirs, &mut watched);
+            }
+        }
+    }
+}
+
+fn ensure_watches(
+    watcher: &mut notify::RecommendedWatcher,
+    dirs: &[PathBuf],
+    watched: &mut std::collections::BTreeSet<PathBuf>,
+) {
+    for dir in dirs {
+        if watched.contains(dir) && dir.is_dir() {
+            continue;
+        }
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(dir.clone());
+            }
+            Err(e) => {
+                watched.remove(dir);
+                warn!(path = %dir.display(), "cannot watch {}: {e}; changes there are seen once it exists and a parent changes", dir.display());
+            }
+        }
+    }
+}
+
+async fn drain<
+    F: std::future::Future<Output = Result<Outcome, crate::reconcile::ReconcileError>>,
+>(
+    pass: std::pin::Pin<&mut F>,
+) -> Result<(), DaemonError> {
+    info!(
+        timeout_s = DRAIN_TIMEOUT.as_secs(),
+        "stop signal: finishing the pass in flight"
+    );
+    match tokio::time::timeout(DRAIN_TIMEOUT, pass).await {
+        Ok(Ok(outcome)) => {
+            log_outcome(&outcome);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            error!("reconcile failed while stopping: {e}; the next start finishes it");
+            Ok(())
+        }
+        Err(_) => Err(DaemonError::DrainTimeout),
+    }
+}
+
+pub fn log_outcome(o: &Outcome) {
+    if o.installed.is_empty() && o.removed.is_empty() && !o.refreshed && o.restarted.is_empty() {
+        info!(input_errors = o.has_input_errors(), "reconciled: no change");
+        return;
+    }
+    info!(
+        installed = o.installed.len(),
+        removed = o.removed.len(),
+        refreshed = o.refreshed,
+        restarted = %o.restarted.join(","),
+        agent_ms = o.agent_time.as_millis() as u64,
+        refresh_ms = o.refresh_time.as_millis() as u64,
+        restart_ms = o.restart_time.as_millis() as u64,
+        input_errors = o.has_input_errors(),
+        "reconciled: trust set changed"
+    );
+}

@@ -1,0 +1,24 @@
+//! node-cert-agent: keeps a Kubernetes node's custom CA trust correct.
+//!
+//! The pure core (`validate`, `plan`, `distro`, `config`, `cert`) decides;
+//! the edges (`sources`, `trust`, `state`, `systemd`, `fsutil`, `hostroot`)
+//! touch the node. `reconcile` ties one pass together and `daemon` runs
+//! passes when the inputs change.
+
+pub mod cert;
+pub mod config;
+pub mod daemon;
+mod der;
+pub mod distro;
+pub mod fsutil;
+pub mod hostroot;
+pub mod logging;
+pub mod plan;
+pub mod reconcile;
+pub mod sources;
+pub mod state;
+pub mod systemd;
+#[cfg(test)]
+mod testpki;
+pub mod trust;
+pub mod validate;

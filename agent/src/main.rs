@@ -1,0 +1,278 @@
+//! The `node-cert-agent` command line. The one place that uses `anyhow`:
+//! every error chain is printed once, here, at the edge.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use node_cert_agent::cert::{now_unix, rfc3339};
+use node_cert_agent::config::{self, Flags, LogFormat, Settings};
+use node_cert_agent::distro::TrustStoreLayout;
+use node_cert_agent::hostroot::HostRoot;
+use node_cert_agent::logging::{self, LogTarget};
+use node_cert_agent::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
+use node_cert_agent::reconcile::{CaSettings, Reconciler};
+use node_cert_agent::sources::{read_source, SourceSpec};
+use node_cert_agent::state::STATE_FILE;
+use node_cert_agent::systemd::{bus_address, DbusSystemd};
+use node_cert_agent::trust::{detect_layout, TrustStore};
+use node_cert_agent::{daemon, fsutil};
+
+/// Keeps a Kubernetes node's custom CA trust correct.
+///
+/// Watches a mounted Secret (custom-ca-trust-secret) and provisioning files,
+/// installs their CAs into the node's OS trust store, and restarts containerd
+/// over D-Bus when the effective trust bundle changes.
+#[derive(Parser)]
+#[command(name = "node-cert-agent", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the CAs from the inputs into the node's trust store, and keep
+    /// them in sync (or once, with --once).
+    Run(RunArgs),
+    /// Validate a Secret directory or a provisioning file offline; print every
+    /// finding. Exit 0 when all input is valid, 1 otherwise.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// YAML config file; its keys are these flags' names. Flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    host_root: Option<PathBuf>,
+    /// A mounted Secret directory holding CA keys (repeatable).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Vec<PathBuf>,
+    /// A provisioning file of PEM certificates separated by blank lines (repeatable).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Vec<PathBuf>,
+    /// A unit to restart (if running) when the trust bundle changes
+    /// (repeatable; default containerd.service). No other unit is ever restarted.
+    #[arg(long, value_name = "UNIT")]
+    restart_unit: Vec<String>,
+    /// Reconcile once and exit: 0 on success, 1 on invalid input or a failed step.
+    #[arg(long)]
+    once: bool,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Most distinct CAs accepted across all inputs [default: 10].
+    #[arg(long, value_name = "N")]
+    max_certificates: Option<usize>,
+    /// Quiet time after a change before a pass runs [default: 100].
+    #[arg(long, value_name = "MS")]
+    debounce_ms: Option<u64>,
+    /// Log format on stdout.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
+    log_target: LogTarget,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Secret directories or provisioning files to validate.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Most distinct CAs accepted across all inputs.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CERTIFICATES)]
+    max_certificates: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(args) => Ok(check(&args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("node-cert-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let settings = config::resolve(
+        file,
+        Flags {
+            host_root: args.host_root,
+            ca_dir: args.ca_dir,
+            ca_file: args.ca_file,
+            restart_unit: args.restart_unit,
+            once: args.once,
+            state_dir: args.state_dir,
+            max_certificates: args.max_certificates,
+            debounce_ms: args.debounce_ms,
+            log_format: args.log_format,
+        },
+    )?;
+    logging::init(settings.log_format, args.log_target)?;
+
+    let host = HostRoot::new(&settings.host_root)?;
+    let layout = layout_for(&host, &settings)?;
+    let state_dir = host.resolve(&settings.state_dir)?;
+    fsutil::ensure_dir(&state_dir, 0o700)
+        .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let bus = bus_address(&env, &host.resolve(Path::new(config::SYSTEM_BUS_SOCKET))?);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        host_root = %settings.host_root.display(),
+        family = layout.family.name(),
+        anchors_dir = %layout.anchors_dir.display(),
+        bundle = %layout.bundle_path.display(),
+        restart_units = %settings.restart_units.join(","),
+        bus = %bus,
+        "node-cert-agent starting"
+    );
+    let reconciler = Reconciler::new(
+        TrustStore::new(host, layout),
+        DbusSystemd::new(bus),
+        CaSettings {
+            sources: settings.sources.clone(),
+            restart_units: settings.restart_units.clone(),
+            max_certificates: settings.max_certificates,
+            state_path: state_dir.join(STATE_FILE),
+        },
+    );
+    reconciler.sweep()?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if settings.once {
+        let outcome = runtime.block_on(reconciler.reconcile())?;
+        daemon::log_outcome(&outcome);
+        return Ok(if outcome.has_input_errors() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    runtime.block_on(daemon::run(reconciler, settings.debounce))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The detected layout with the config's overrides applied.
+fn layout_for(host: &HostRoot, settings: &Settings) -> anyhow::Result<TrustStoreLayout> {
+    let o = &settings.trust_store;
+    let detected = detect_layout(host);
+    let mut layout = match (detected, &o.anchors_dir, &o.refresh_command, &o.bundle) {
+        (Ok(l), ..) => l,
+        // An unknown distro works when the config says everything.
+        (Err(_), Some(_), Some(_), Some(_)) => node_cert_agent::distro::Family::Debian.layout(),
+        (Err(e), ..) => return Err(e.into()),
+    };
+    if let Some(d) = &o.anchors_dir {
+        layout.anchors_dir = d.clone();
+    }
+    if let Some(c) = &o.refresh_command {
+        layout.refresh_command = c.clone();
+    }
+    if let Some(b) = &o.bundle {
+        layout.bundle_path = b.clone();
+    }
+    if let Some(e) = &o.anchor_extension {
+        layout.anchor_extension = e.clone();
+    }
+    Ok(layout)
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let now = now_unix();
+    let inputs: Vec<_> = args
+        .paths
+        .iter()
+        .map(|p| {
+            let spec = if p.is_dir() {
+                SourceSpec::SecretDir(p.clone())
+            } else {
+                SourceSpec::File(p.clone())
+            };
+            read_source(&spec, now)
+        })
+        .collect();
+    let mut errors = 0usize;
+    let mut warnings = 0usize;
+    for input in &inputs {
+        println!("{}:", input.source);
+        match &input.keys {
+            Err(f) => {
+                println!("  {f}");
+                errors += 1;
+            }
+            Ok(verdicts) if verdicts.is_empty() => println!("  (no keys)"),
+            Ok(verdicts) => {
+                for v in verdicts {
+                    let status = if v.rejected {
+                        "REFUSED"
+                    } else if v.has_errors() {
+                        "partly used"
+                    } else {
+                        "ok"
+                    };
+                    println!(
+                        "  key \"{}\": {status}, {} certificate(s) to trust",
+                        v.key,
+                        v.certs.len()
+                    );
+                    for c in &v.certs {
+                        println!(
+                            "    - Subject \"{}\", expires {}, SHA256 {}",
+                            c.subject,
+                            rfc3339(c.not_after),
+                            c.fingerprint.short()
+                        );
+                    }
+                    for f in &v.findings {
+                        println!("    {f}");
+                        if f.is_error() {
+                            errors += 1;
+                        } else {
+                            warnings += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let total = plan::plan(
+        &inputs,
+        &KeyState::new(),
+        &Default::default(),
+        args.max_certificates,
+    );
+    for f in &total.findings {
+        println!("{f}");
+        errors += 1;
+    }
+    println!(
+        "{} distinct certificate(s), {errors} error(s), {warnings} warning(s)",
+        total.desired.len()
+    );
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,546 @@
+//! One pass of custom CA trust: read the inputs, validate, plan, write the
+//! anchors, refresh the trust store and restart the allowlisted units.
+//!
+//! Every step that changes the node is recorded in the state file first, so
+//! a pass cut short (crash, SIGKILL, a failed D-Bus call) is finished by the
+//! next one, and a pass with nothing to do makes no write, no D-Bus call, no
+//! refresh and no restart.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::cert::{now_unix, CertInfo};
+use crate::plan::{self, SourceInput};
+use crate::sources::{read_source, SourceSpec};
+use crate::state::{self, StateError};
+use crate::systemd::{Systemd, SystemdError};
+use crate::trust::{TrustError, TrustStore};
+use crate::validate::{Finding, Severity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("refresh tool {command:?}: {source}")]
+    RefreshCall {
+        command: Vec<String>,
+        source: SystemdError,
+    },
+    #[error("refresh tool {command:?} failed on the node (result {result}, exit status {status}); see `journalctl -u {unit}` on the node")]
+    RefreshFailed {
+        command: Vec<String>,
+        unit: String,
+        result: String,
+        status: i32,
+    },
+    #[error("restart of {unit}: {source}")]
+    RestartCall { unit: String, source: SystemdError },
+    #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
+    RestartFailed { unit: String, result: String },
+}
+
+/// What the agent needs to know for a pass.
+#[derive(Clone, Debug)]
+pub struct CaSettings {
+    pub sources: Vec<SourceSpec>,
+    /// The allowlist: the only units ever restarted.
+    pub restart_units: Vec<String>,
+    pub max_certificates: usize,
+    /// The state file, as this process sees it.
+    pub state_path: PathBuf,
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub installed: Vec<CertInfo>,
+    pub removed: Vec<CertInfo>,
+    pub refreshed: bool,
+    pub restarted: Vec<String>,
+    /// Time spent in the agent itself, the refresh tool, and unit restarts.
+    pub agent_time: Duration,
+    pub refresh_time: Duration,
+    pub restart_time: Duration,
+}
+
+impl Outcome {
+    pub fn has_input_errors(&self) -> bool {
+        self.findings.iter().any(Finding::is_error)
+    }
+}
+
+pub struct Reconciler<S: Systemd> {
+    store: TrustStore,
+    systemd: S,
+    settings: CaSettings,
+}
+
+impl<S: Systemd> Reconciler<S> {
+    pub fn new(store: TrustStore, systemd: S, settings: CaSettings) -> Self {
+        Self {
+            store,
+            systemd,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &TrustStore {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &CaSettings {
+        &self.settings
+    }
+
+    /// Removes temp files left by a crash; call once at start-up.
+    pub fn sweep(&self) -> Result<(), ReconcileError> {
+        let n = self.store.sweep()?;
+        if n > 0 {
+            warn!(
+                count = n,
+                "removed temp files left in the anchors directory by an interrupted write"
+            );
+        }
+        if let Some(dir) = self.settings.state_path.parent() {
+            let _ = crate::fsutil::sweep_temp_files(dir);
+        }
+        Ok(())
+    }
+
+    pub async fn reconcile(&self) -> Result<Outcome, ReconcileError> {
+        let started = Instant::now();
+        let mut outcome = Outcome::default();
+        let now = now_unix();
+        let mut st = state::load(&self.settings.state_path)?;
+
+        let inputs: Vec<SourceInput> = self
+            .settings
+            .sources
+            .iter()
+            .map(|s| read_source(s, now))
+            .collect();
+        let installed = self.store.installed()?;
+        let plan = plan::plan(
+            &inputs,
+            &st.key_state(),
+            &installed.certs,
+            self.settings.max_certificates,
+        );
+
+        for input in &inputs {
+            match &input.keys {
+                Err(f) => outcome.findings.push(f.clone()),
+                Ok(verdicts) => outcome
+                    .findings
+                    .extend(verdicts.iter().flat_map(|v| v.findings.iter().cloned())),
+            }
+        }
+        outcome.findings.extend(plan.findings.iter().cloned());
+        for f in &outcome.findings {
+            log_finding(f);
+        }
+
+        let keys_changed = st.key_state() != plan.keys;
+        let changes = !plan.is_noop() || !installed.stray.is_empty();
+        if changes {
+            if st.bundle_sha256.is_none() {
+                // The bundle the running units started with, before we touch it.
+                st.bundle_sha256 = self.store.bundle_digest()?;
+            }
+            st.refresh_pending = true;
+            state::save(&self.settings.state_path, &st)?;
+
+            for fp in &plan.install {
+                if let Some(d) = plan.desired.get(fp) {
+                    let path = self.store.install(&d.cert)?;
+                    let keys: Vec<&str> = d.keys.iter().map(|(_, k)| k.as_str()).collect();
+                    log_ca("installed CA", &keys.join(","), &d.cert, &path);
+                    outcome.installed.push(d.cert.clone());
+                }
+            }
+            for fp in &plan.remove {
+                if let Some(cert) = installed.certs.get(fp) {
+                    self.store.remove(fp)?;
+                    let keys = removed_keys(&st, fp);
+                    log_ca("removed CA", &keys, cert, &self.store.anchor_node_path(fp));
+                    outcome.removed.push(cert.clone());
+                }
+            }
+            for path in &installed.stray {
+                self.store.remove_path(path)?;
+                warn!(path = %path.display(), "removed a damaged anchor file of the agent's own");
+            }
+        }
+        if changes || keys_changed {
+            st.set_key_state(&plan.keys);
+            state::save(&self.settings.state_path, &st)?;
+        }
+
+        if st.refresh_pending {
+            let command = self.store.layout().refresh_command.clone();
+            let t = Instant::now();
+            let result = self.systemd.run_command(&command).await.map_err(|source| {
+                ReconcileError::RefreshCall {
+                    command: command.clone(),
+                    source,
+                }
+            })?;
+            outcome.refresh_time = t.elapsed();
+            if !result.succeeded() {
+                return Err(ReconcileError::RefreshFailed {
+                    command,
+                    unit: result.unit,
+                    result: result.result,
+                    status: result.exit_status,
+                });
+            }
+            outcome.refreshed = true;
+            let digest = self.store.bundle_digest()?;
+            info!(
+                refresh_unit = %result.unit,
+                bundle = %self.store.layout().bundle_path.display(),
+                bundle_changed = digest != st.bundle_sha256,
+                "refreshed the node trust store"
+            );
+            if digest != st.bundle_sha256 {
+                st.restart_pending = self.settings.restart_units.iter().cloned().collect();
+            }
+            st.refresh_pending = false;
+            state::save(&self.settings.state_path, &st)?;
+        }
+
+        // Only allowlisted units, even if an older config left others pending.
+        st.restart_pending
+            .retain(|u| self.settings.restart_units.contains(u));
+        let pending: Vec<String> = st.restart_pending.iter().cloned().collect();
+        let t = Instant::now();
+        for unit in pending {
+            let job = self
+                .systemd
+                .try_restart_unit(&unit)
+                .await
+                .map_err(|source| ReconcileError::RestartCall {
+                    unit: unit.clone(),
+                    source,
+                })?;
+            if !job.is_done() {
+                error!(unit = %unit, job_result = %job.0, "restart job did not succeed");
+                return Err(ReconcileError::RestartFailed {
+                    unit,
+                    result: job.0,
+                });
+            }
+            info!(unit = %unit, job_result = %job.0, "restarted unit (if it was running) so it reloads its root CAs");
+            st.restart_pending.remove(&unit);
+            outcome.restarted.push(unit);
+            state::save(&self.settings.state_path, &st)?;
+        }
+        outcome.restart_time = t.elapsed();
+        if !outcome.restarted.is_empty() || outcome.refreshed {
+            st.bundle_sha256 = self.store.bundle_digest()?;
+        }
+        if outcome.refreshed
+            || !outcome.restarted.is_empty()
+            || changes
+            || keys_changed
+            || st.last_success.is_none()
+        {
+            st.last_success = Some(now);
+            state::save(&self.settings.state_path, &st)?;
+        }
+        outcome.agent_time = started
+            .elapsed()
+            .saturating_sub(outcome.refresh_time + outcome.restart_time);
+        Ok(outcome)
+    }
+}
+
+fn removed_keys(st: &state::CaState, fp: &crate::cert::Fingerprint) -> String {
+    let hex = fp.hex();
+    let mut keys: Vec<&str> = st
+        .keys
+        .values()
+        .flat_map(|m| m.iter())
+        .filter(|(_, fps)| fps.contains(&hex))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.dedup();
+    keys.join(",")
+}
+
+fn log_ca(action: &str, key: &str, cert: &CertInfo, path: &std::path::Path) {
+    info!(
+        ca_key = %key,
+        ca_subject = %cert.subject,
+        ca_issuer = %cert.issuer,
+        ca_serial = %cert.serial,
+        ca_not_before = %crate::cert::rfc3339(cert.not_before),
+        ca_not_after = %crate::cert::rfc3339(cert.not_after),
+        ca_fingerprint = %cert.fingerprint,
+        anchor = %path.display(),
+        "{action} from key \"{key}\": {}",
+        cert.describe()
+    );
+}
+
+fn log_finding(f: &Finding) {
+    match f.severity {
+        Severity::Error => {
+            error!(ca_key = %f.key, ca_position = f.position.unwrap_or(0), finding = ?f.kind, "{f}")
+        }
+        Severity::Warning => {
+            warn!(ca_key = %f.key, ca_position = f.position.unwrap_or(0), finding = ?f.kind, "{f}")
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::distro::Family;
+    use crate::hostroot::HostRoot;
+    use crate::systemd::fake::RecordingSystemd;
+    use crate::testpki;
+    use std::fs;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    struct Node {
+        root: tempfile::TempDir,
+        secret: tempfile::TempDir,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let root = tempfile::tempdir().unwrap();
+            fs::create_dir_all(root.path().join("etc/ssl/certs")).unwrap();
+            fs::write(
+                root.path().join("etc/ssl/certs/ca-certificates.crt"),
+                "distro\n",
+            )
+            .unwrap();
+            Self {
+                root,
+                secret: tempfile::tempdir().unwrap(),
+            }
+        }
+
+        fn reconciler(&self, systemd: Arc<RecordingSystemd>) -> Reconciler<Arc<RecordingSystemd>> {
+            let host = HostRoot::new(self.root.path()).unwrap();
+            let store = TrustStore::new(host, Family::Debian.layout());
+            // Emulate update-ca-certificates: the bundle is distro + our anchors.
+            let root = self.root.path().to_path_buf();
+            *systemd.on_command.lock().unwrap() = Some(Box::new(move || rebuild_bundle(&root)));
+            Reconciler::new(
+                store,
+                systemd,
+                CaSettings {
+                    sources: vec![SourceSpec::SecretDir(self.secret.path().into())],
+                    restart_units: vec!["containerd.service".into()],
+                    max_certificates: 10,
+                    state_path: self
+                        .root
+                        .path()
+                        .join("var/lib/node-cert-agent/ca-state.json"),
+                },
+            )
+        }
+
+        fn put(&self, key: &str, value: &str) {
+            fs::write(self.secret.path().join(key), value).unwrap();
+        }
+
+        fn bundle(&self) -> String {
+            fs::read_to_string(self.root.path().join("etc/ssl/certs/ca-certificates.crt")).unwrap()
+        }
+    }
+
+    fn rebuild_bundle(root: &Path) {
+        let mut bundle = String::from("distro\n");
+        if let Ok(entries) =
+            fs::read_dir(root.join("usr/local/share/ca-certificates/node-cert-agent"))
+        {
+            let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+            paths.sort();
+            for p in paths {
+                bundle.push_str(&fs::read_to_string(p).unwrap());
+            }
+        }
+        fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), bundle).unwrap();
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn pem(cn: &str) -> String {
+        testpki::pem(&testpki::good_ca(cn).cert)
+    }
+
+    #[test]
+    fn new_ca_is_installed_refreshed_and_restarts_containerd_once() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        let r = node.reconciler(fake.clone());
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.installed.len(), 1);
+        assert!(node.bundle().contains(a.lines().nth(1).unwrap()));
+        assert_eq!(fake.commands(), 1);
+        assert_eq!(fake.restarts(), vec!["containerd.service"]);
+    }
+
+    #[test]
+    fn republish_and_agent_restarts_are_noops() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        rt().block_on(node.reconciler(fake.clone()).reconcile())
+            .unwrap();
+        for _ in 0..20 {
+            node.put("ca1.crt", &a);
+            let out = rt()
+                .block_on(node.reconciler(fake.clone()).reconcile())
+                .unwrap();
+            assert!(!out.refreshed && out.restarted.is_empty());
+        }
+        assert_eq!(fake.commands(), 1, "one refresh for the one real change");
+        assert_eq!(
+            fake.restarts().len(),
+            1,
+            "one restart for the one real change"
+        );
+    }
+
+    #[test]
+    fn bad_keys_cause_no_refresh_and_no_restart() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        rt().block_on(r.reconcile()).unwrap();
+        node.put("garbage.crt", "garbage");
+        node.put("key.crt", &testpki::private_key_pem());
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.has_input_errors());
+        assert!(out.findings.iter().any(|f| f.key == "garbage.crt"));
+        assert!(out.findings.iter().any(|f| f.key == "key.crt"));
+        assert_eq!(fake.commands(), 1);
+        assert_eq!(fake.restarts().len(), 1);
+        assert!(!node.bundle().contains("PRIVATE"));
+    }
+
+    #[test]
+    fn broken_replacement_keeps_the_previous_version_trusted() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        let r = node.reconciler(fake.clone());
+        rt().block_on(r.reconcile()).unwrap();
+        node.put("ca1.crt", "-----BEGIN CERTIFICATE-----\nbroken\n");
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.removed.is_empty());
+        assert!(node.bundle().contains(a.lines().nth(1).unwrap()));
+        assert_eq!(fake.restarts().len(), 1);
+    }
+
+    #[test]
+    fn removing_a_key_removes_its_ca_with_one_restart() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        let (a, b) = (pem("A"), pem("B"));
+        node.put("ca1.crt", &a);
+        node.put("ca2.crt", &b);
+        let r = node.reconciler(fake.clone());
+        rt().block_on(r.reconcile()).unwrap();
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.removed.len(), 1);
+        assert!(!node.bundle().contains(a.lines().nth(1).unwrap()));
+        assert_eq!(fake.restarts().len(), 2);
+    }
+
+    #[test]
+    fn failed_refresh_is_retried_by_the_next_pass_and_restarts_once() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        *fake.command_status.lock().unwrap() = 1;
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::RefreshFailed { status: 1, .. }),
+            "{err}"
+        );
+        assert!(fake.restarts().is_empty());
+        *fake.command_status.lock().unwrap() = 0;
+        // Nothing changed in the input, but the pending refresh is finished.
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.refreshed);
+        assert_eq!(fake.restarts().len(), 1);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(!out.refreshed && out.restarted.is_empty());
+    }
+
+    #[test]
+    fn failed_restart_job_is_retried_without_another_refresh() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        *fake.restart_result.lock().unwrap() = Some("failed".into());
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(matches!(err, ReconcileError::RestartFailed { .. }), "{err}");
+        *fake.restart_result.lock().unwrap() = None;
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(!out.refreshed);
+        assert_eq!(out.restarted, vec!["containerd.service"]);
+        assert_eq!(fake.commands(), 1);
+    }
+
+    #[test]
+    fn only_allowlisted_units_are_ever_restarted() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        // A state file from an older config asks for another unit.
+        let state_path = r.settings().state_path.clone();
+        fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+        let mut st = state::load(&state_path).unwrap();
+        st.restart_pending.insert("sshd.service".into());
+        state::save(&state_path, &st).unwrap();
+        rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(fake.restarts(), vec!["containerd.service"]);
+    }
+
+    #[test]
+    fn interrupted_pass_is_finished_after_a_crash() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        // A crash after writing anchors but before the refresh: state says pending.
+        let state_path = r.settings().state_path.clone();
+        fs::create_dir_all(state_path.parent().unwrap()).unwrap();
+        let mut st = state::load(&state_path).unwrap();
+        st.refresh_pending = true;
+        st.bundle_sha256 = r.store().bundle_digest().unwrap();
+        state::save(&state_path, &st).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.refreshed);
+        assert_eq!(fake.restarts().len(), 1);
+    }
+}

@@ -1,0 +1,415 @@
+//! Reads the CA inputs: mounted Secret directories and provisioning files.
+//!
+//! A Secret volume written by kubelet's AtomicWriter is only consistent
+//! through `..data`: this module reads the payload directory `..data` points
+//! at, never the user-visible links, and reads again if `..data` was swapped
+//! while it read. Source paths are this process's paths (a pod's mount), not
+//! node paths, so they do not go through `HostRoot`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::read_limited;
+use crate::plan::SourceInput;
+use crate::validate::{validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES};
+
+/// The link kubelet swaps atomically to publish a new Secret payload.
+const DATA_LINK: &str = "..data";
+/// How often a read is restarted when `..data` keeps moving under it.
+const MAX_READ_ATTEMPTS: usize = 5;
+/// More keys than this in one Secret directory is not a CA Secret.
+pub const MAX_KEYS_PER_SOURCE: usize = 1000;
+
+/// A configured input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A mounted Secret directory (or a plain directory of PEM files).
+    SecretDir(PathBuf),
+    /// A provisioning file: PEM certificates separated by blank lines.
+    File(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::SecretDir(p) | Self::File(p) => p,
+        }
+    }
+
+    /// The name this source has in state, logs and findings.
+    pub fn name(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
+/// Raw bytes of one key, or why it could not be read.
+#[derive(Debug)]
+pub struct RawKey {
+    pub key: String,
+    pub content: Result<Vec<u8>, Finding>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("Secret directory {path} does not exist; check the volume mount or the --ca-dir path")]
+    DirMissing { path: PathBuf },
+    #[error("cannot list Secret directory {path}: {source}")]
+    ListDir { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {source}")]
+    ReadLink { path: PathBuf, source: io::Error },
+    #[error("{path}/..data points at {target:?}, which is not a payload directory inside the Secret directory")]
+    BadDataLink { path: PathBuf, target: PathBuf },
+    #[error("{path}/..data changed {attempts} times while it was read; the next change event will read it again")]
+    Unstable { path: PathBuf, attempts: usize },
+    #[error("Secret directory {path} has {count} keys, over the limit of {MAX_KEYS_PER_SOURCE}; it does not look like a CA Secret")]
+    TooManyKeys { path: PathBuf, count: usize },
+    #[error("provisioning file {path} does not exist; create it or remove it from --ca-file")]
+    FileMissing { path: PathBuf },
+    #[error("cannot read provisioning file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: crate::fsutil::FsError,
+    },
+}
+
+/// Reads and validates one source at time `now`.
+pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
+    let source = spec.name();
+    let keys = match spec {
+        SourceSpec::SecretDir(dir) => read_secret_dir(dir).map(|raw| {
+            raw.into_iter()
+                .map(|k| match k.content {
+                    Ok(bytes) => validate_key(&k.key, &bytes, now),
+                    Err(finding) => KeyVerdict {
+                        key: k.key,
+                        certs: Vec::new(),
+                        findings: vec![finding],
+                        rejected: true,
+                    },
+                })
+                .collect()
+        }),
+        SourceSpec::File(path) => {
+            read_provisioning_file(path).map(|bytes| vec![validate_key(&source, &bytes, now)])
+        }
+    };
+    SourceInput {
+        keys: keys.map_err(|e| {
+            Finding::error(
+                FindingKind::SourceUnavailable,
+                &source,
+                None,
+                format!("{e}; the CAs last installed from it stay installed"),
+                "",
+            )
+        }),
+        source,
+    }
+}
+
+fn read_provisioning_file(path: &Path) -> Result<Vec<u8>, SourceError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SourceError::FileMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        _ => {}
+    }
+    // Over-size input still reaches validation, so the finding names the key.
+    read_limited(path, MAX_INPUT_BYTES + 1).or_else(|e| match e {
+        crate::fsutil::FsError::ReadTooLarge { .. } => Ok(vec![0; MAX_INPUT_BYTES as usize + 1]),
+        other => Err(SourceError::ReadFile {
+            path: path.to_path_buf(),
+            source: other,
+        }),
+    })
+}
+
+/// Reads every key of a Secret directory from one consistent payload.
+pub fn read_secret_dir(dir: &Path) -> Result<Vec<RawKey>, SourceError> {
+    if !dir.is_dir() {
+        return Err(SourceError::DirMissing {
+            path: dir.to_path_buf(),
+        });
+    }
+    let data_link = dir.join(DATA_LINK);
+    for _ in 0..MAX_READ_ATTEMPTS {
+        let target = match fs::read_link(&data_link) {
+            Ok(t) => t,
+            // Not written by kubelet: a plain directory of files.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return read_keys(dir, dir),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return read_keys(dir, dir),
+            Err(source) => {
+                return Err(SourceError::ReadLink {
+                    path: data_link,
+                    source,
+                })
+            }
+        };
+        if target.components().count() != 1 || !target.to_string_lossy().starts_with("..") {
+            return Err(SourceError::BadDataLink {
+                path: dir.to_path_buf(),
+                target,
+            });
+        }
+        let payload = dir.join(&target);
+        let result = read_keys(dir, &payload);
+        let after = fs::read_link(&data_link).ok();
+        match result {
+            Ok(keys) if after.as_deref() == Some(target.as_path()) => return Ok(keys),
+            // Swapped mid-read, or the old payload was deleted under us: again.
+            Ok(_) => continue,
+            Err(SourceError::ListDir { source, .. })
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(SourceError::Unstable {
+        path: dir.to_path_buf(),
+        attempts: MAX_READ_ATTEMPTS,
+    })
+}
+
+/// Reads the non-dot entries of `payload`; links must stay inside `dir`.
+fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
+    let entries = fs::read_dir(payload).map_err(|source| SourceError::ListDir {
+        path: payload.to_path_buf(),
+        source,
+    })?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| SourceError::ListDir {
+            path: payload.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        names.push(name);
+        if names.len() > MAX_KEYS_PER_SOURCE {
+            return Err(SourceError::TooManyKeys {
+                path: dir.to_path_buf(),
+                count: names.len(),
+            });
+        }
+    }
+    names.sort();
+    let dir_real = fs::canonicalize(dir).map_err(|source| SourceError::ListDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut keys = Vec::with_capacity(names.len());
+    for name in names {
+        let path = payload.join(&name);
+        let content = read_key(&dir_real, &name, &path);
+        if let Err(f) = &content {
+            // A payload dir deleted mid-read surfaces here as NotFound.
+            if f.kind == FindingKind::Unreadable && !path.exists() && !payload.exists() {
+                return Err(SourceError::ListDir {
+                    path: payload.to_path_buf(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+        }
+        if matches!(&content, Err(f) if f.kind == FindingKind::SourceUnavailable) {
+            // Sub-directories are not keys (kubelet writes none for a CA Secret).
+            continue;
+        }
+        keys.push(RawKey { key: name, content });
+    }
+    Ok(keys)
+}
+
+fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Finding::error(
+            FindingKind::Unreadable,
+            name,
+            None,
+            format!("cannot read {}: {e}", path.display()),
+            "check the Secret volume",
+        )
+    };
+    let meta = fs::symlink_metadata(path).map_err(|e| unreadable(&e))?;
+    if meta.file_type().is_symlink() {
+        let real = fs::canonicalize(path).map_err(|e| unreadable(&e))?;
+        if !real.starts_with(dir_real) {
+            return Err(Finding::error(
+                FindingKind::LinkOutsideDir,
+                name,
+                None,
+                format!(
+                    "the key is a link to {}, outside the Secret directory; it is refused",
+                    real.display()
+                ),
+                "publish the CA's content in the Secret itself",
+            ));
+        }
+    } else if meta.is_dir() {
+        return Err(Finding::warning(
+            FindingKind::SourceUnavailable,
+            name,
+            None,
+            "a directory, not a key",
+            "",
+        ));
+    }
+    match read_limited(path, MAX_INPUT_BYTES + 1) {
+        Ok(bytes) => Ok(bytes),
+        // Let validation report the size with its usual words.
+        Err(crate::fsutil::FsError::ReadTooLarge { .. }) => {
+            Ok(vec![0; MAX_INPUT_BYTES as usize + 1])
+        }
+        Err(e) => Err(unreadable(&e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::cert::now_unix;
+    use crate::testpki;
+    use std::os::unix::fs::symlink;
+
+    /// Publishes `keys` the way kubelet's AtomicWriter does.
+    fn publish(dir: &Path, generation: u32, keys: &[(&str, &[u8])]) {
+        let payload = format!("..2026_11_22_04_45_{generation:02}.000000001");
+        fs::create_dir(dir.join(&payload)).unwrap();
+        for (k, v) in keys {
+            fs::write(dir.join(&payload).join(k), v).unwrap();
+        }
+        let _ = fs::remove_file(dir.join("..data_tmp"));
+        symlink(&payload, dir.join("..data_tmp")).unwrap();
+        fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        for (k, _) in keys {
+            let link = dir.join(k);
+            if fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{k}"), &link).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn reads_exactly_the_keys_data_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one"), ("ca2.crt", b"two")]);
+        // A stale user-visible link and a dotfile must not count.
+        symlink("..data/gone.crt", dir.path().join("gone.crt")).unwrap();
+        fs::write(dir.path().join(".hidden"), b"x").unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        let names: Vec<_> = keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(names, ["ca1.crt", "ca2.crt"]);
+        assert_eq!(keys[1].content.as_ref().unwrap(), b"two");
+    }
+
+    #[test]
+    fn a_new_payload_replaces_the_old_key_set() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        publish(dir.path(), 2, &[("ca2.crt", b"two")]);
+        let keys = read_secret_dir(dir.path()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].key, "ca2.crt");
+    }
+
+    #[test]
+    fn half_written_payload_is_invisible_until_the_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        // Step 1 of an update: a new payload dir exists, ..data not yet swapped.
+        fs::create_dir(dir.path().join("..2026_11_22_04_45_09.000000001")).unwrap();
+        fs::write(
+            dir.path().join("..2026_11_22_04_45_09.000000001/ca1.crt"),
+            b"half",
+        )
+        .unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        assert_eq!(keys[0].content.as_ref().unwrap(), b"one");
+    }
+
+    #[test]
+    fn swap_in_the_middle_of_a_read_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        let payload = dir
+            .path()
+            .join(fs::read_link(dir.path().join("..data")).unwrap());
+        // Simulate the read seeing generation 1's listing, then a swap and the
+        // old payload's deletion before the key was read.
+        let listed = read_keys(dir.path(), &payload).unwrap();
+        assert_eq!(listed[0].content.as_ref().unwrap(), b"one");
+        publish(dir.path(), 2, &[("ca1.crt", b"two")]);
+        fs::remove_dir_all(&payload).unwrap();
+        let err = read_keys(dir.path(), &payload).unwrap_err();
+        assert!(matches!(err, SourceError::ListDir { .. }));
+        // The full read notices and returns only the new generation.
+        let keys = read_secret_dir(dir.path()).unwrap();
+        assert_eq!(keys[0].content.as_ref().unwrap(), b"two");
+    }
+
+    #[test]
+    fn link_leading_outside_the_dir_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"not yours").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ok.crt", b"x")]);
+        let payload = dir
+            .path()
+            .join(fs::read_link(dir.path().join("..data")).unwrap());
+        symlink(outside.path().join("secret"), payload.join("evil.crt")).unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        let evil = keys.iter().find(|k| k.key == "evil.crt").unwrap();
+        let finding = evil.content.as_ref().unwrap_err();
+        assert_eq!(finding.kind, FindingKind::LinkOutsideDir);
+        assert!(finding.to_string().contains("evil.crt"));
+    }
+
+    #[test]
+    fn plain_directory_without_data_link_is_read_directly() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.crt"), b"A").unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn missing_dir_is_a_source_error_that_keeps_state() {
+        let input = read_source(
+            &SourceSpec::SecretDir("/nonexistent/nca".into()),
+            now_unix(),
+        );
+        let finding = input.keys.unwrap_err();
+        assert_eq!(finding.kind, FindingKind::SourceUnavailable);
+        assert!(finding.problem.contains("/nonexistent/nca"));
+    }
+
+    #[test]
+    fn provisioning_file_with_blank_line_separated_pems_is_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = testpki::pem(&testpki::good_ca("A").cert);
+        let b = testpki::pem(&testpki::good_ca("B").cert);
+        let path = dir.path().join("custom-ca.pem");
+        fs::write(&path, format!("{a}\n{b}")).unwrap();
+        let input = read_source(&SourceSpec::File(path.clone()), now_unix());
+        let verdicts = input.keys.unwrap();
+        assert_eq!(verdicts.len(), 1);
+        assert_eq!(verdicts[0].certs.len(), 2);
+        assert_eq!(verdicts[0].key, path.display().to_string());
+    }
+
+    #[test]
+    fn oversized_key_reports_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("big.crt"), vec![b'a'; 5 * 1024 * 1024]).unwrap();
+        let input = read_source(&SourceSpec::SecretDir(dir.path().into()), now_unix());
+        let verdict = &input.keys.unwrap()[0];
+        assert_eq!(verdict.findings[0].kind, FindingKind::TooLarge);
+    }
+}

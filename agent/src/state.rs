@@ -1,0 +1,187 @@
+//! The agent's memory across restarts, in `<state-dir>/ca-state.json`.
+//!
+//! It records the last good version of every key (so a broken update never
+//! removes it), and the steps of an update that are not finished yet (so a
+//! crash between writing anchors and restarting containerd is finished on the
+//! next start, and a clean restart does nothing). Written atomically, 0600.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cert::Fingerprint;
+use crate::fsutil;
+use crate::plan::KeyState;
+
+pub const STATE_FILE: &str = "ca-state.json";
+const STATE_VERSION: u32 = 1;
+/// Only root reads what the agent remembers.
+const STATE_DIR_MODE: u32 = 0o700;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaState {
+    pub version: u32,
+    /// source → key → fingerprints (hex) of its last good version.
+    pub keys: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    /// Anchors were changed and the refresh tool has not yet succeeded.
+    pub refresh_pending: bool,
+    /// Units still to be restarted for the current bundle.
+    pub restart_pending: BTreeSet<String>,
+    /// SHA-256 of the bundle the restart units last (re)started with.
+    pub bundle_sha256: Option<String>,
+    /// Unix time of the last successful reconcile, for `status`.
+    pub last_success: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("state file {path} is not valid ({source}); move it aside to start from the trust store as it is")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: fsutil::FsError,
+    },
+    #[error("state file {path} has version {found}, this agent understands {STATE_VERSION}; upgrade the agent")]
+    Version { path: PathBuf, found: u32 },
+}
+
+impl CaState {
+    pub fn key_state(&self) -> KeyState {
+        self.keys
+            .iter()
+            .map(|(source, keys)| {
+                let keys = keys
+                    .iter()
+                    .map(|(k, fps)| {
+                        (
+                            k.clone(),
+                            fps.iter()
+                                .filter_map(|h| Fingerprint::from_hex(h))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                (source.clone(), keys)
+            })
+            .collect()
+    }
+
+    pub fn set_key_state(&mut self, keys: &KeyState) {
+        self.keys = keys
+            .iter()
+            .map(|(source, keys)| {
+                let keys = keys
+                    .iter()
+                    .map(|(k, fps)| (k.clone(), fps.iter().map(Fingerprint::hex).collect()))
+                    .collect();
+                (source.clone(), keys)
+            })
+            .collect();
+    }
+}
+
+/// Loads the state; a missing file is a fresh start.
+pub fn load(path: &Path) -> Result<CaState, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(CaState {
+                version: STATE_VERSION,
+                ..CaState::default()
+            })
+        }
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let state: CaState = serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(StateError::Version {
+            path: path.into(),
+            found: state.version,
+        });
+    }
+    Ok(state)
+}
+
+pub fn save(path: &Path, state: &CaState) -> Result<(), StateError> {
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    bytes.push(b'\n');
+    if let Some(dir) = path.parent() {
+        fsutil::ensure_dir(dir, STATE_DIR_MODE).map_err(|source| StateError::Write {
+            path: path.into(),
+            source,
+        })?;
+    }
+    fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_file_is_a_fresh_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = load(&dir.path().join(STATE_FILE)).unwrap();
+        assert_eq!(s.version, STATE_VERSION);
+        assert!(s.keys.is_empty() && !s.refresh_pending);
+    }
+
+    #[test]
+    fn save_then_load_round_trips_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let mut s = load(&path).unwrap();
+        let mut ks = KeyState::new();
+        ks.entry("/s".into())
+            .or_default()
+            .insert("ca1.crt".into(), vec![Fingerprint::of_der(b"x")]);
+        s.set_key_state(&ks);
+        s.refresh_pending = true;
+        s.restart_pending.insert("containerd.service".into());
+        save(&path, &s).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.key_state(), ks);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(&path, b"{not json").unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("move it aside"),
+            "{err}"
+        );
+    }
+}
