@@ -17,7 +17,7 @@ use crate::sources::{read_source, SourceSpec};
 use crate::state::{self, StateError};
 use crate::systemd::{Systemd, SystemdError};
 use crate::trust::{TrustError, TrustStore};
-use crate::validate::{Finding, Severity};
+use crate::validate::{Finding, FindingKind, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -134,6 +134,21 @@ impl<S: Systemd> Reconciler<S> {
 
         for input in &inputs {
             match &input.keys {
+                // A source that never existed is simply empty (say, no
+                // provisioning file on this node); one that provided CAs and
+                // vanished is an error, and its CAs stay.
+                Err(f)
+                    if f.kind == FindingKind::SourceMissing
+                        && !st.keys.contains_key(&input.source) =>
+                {
+                    let mut f = f.clone();
+                    f.severity = Severity::Warning;
+                    f.problem = format!(
+                        "{}; nothing was installed from it",
+                        f.problem.split(';').next().unwrap_or_default()
+                    );
+                    outcome.findings.push(f);
+                }
                 Err(f) => outcome.findings.push(f.clone()),
                 Ok(verdicts) => outcome
                     .findings
@@ -524,6 +539,27 @@ mod tests {
         state::save(&state_path, &st).unwrap();
         rt().block_on(r.reconcile()).unwrap();
         assert_eq!(fake.restarts(), vec!["containerd.service"]);
+    }
+
+    #[test]
+    fn missing_source_that_never_existed_is_a_warning_but_one_that_vanished_is_an_error() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        let mut r = node.reconciler(fake.clone());
+        r.settings
+            .sources
+            .push(SourceSpec::File(node.root.path().join("no-such-file.pem")));
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(!out.has_input_errors(), "{:?}", out.findings);
+        assert_eq!(out.installed.len(), 1);
+        // The Secret dir provided a CA; now it is gone: error, CA kept.
+        let secret = node.secret.path().to_path_buf();
+        fs::remove_dir_all(&secret).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.has_input_errors());
+        assert!(out.removed.is_empty());
+        assert_eq!(fake.restarts().len(), 1);
     }
 
     #[test]

@@ -96,8 +96,14 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     };
     SourceInput {
         keys: keys.map_err(|e| {
+            let kind = match e {
+                SourceError::DirMissing { .. } | SourceError::FileMissing { .. } => {
+                    FindingKind::SourceMissing
+                }
+                _ => FindingKind::SourceUnavailable,
+            };
             Finding::error(
-                FindingKind::SourceUnavailable,
+                kind,
                 &source,
                 None,
                 format!("{e}; the CAs last installed from it stay installed"),
@@ -217,7 +223,7 @@ fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
                 });
             }
         }
-        if matches!(&content, Err(f) if f.kind == FindingKind::SourceUnavailable) {
+        if matches!(&content, Err(f) if f.kind == FindingKind::NotAKey) {
             // Sub-directories are not keys (kubelet writes none for a CA Secret).
             continue;
         }
@@ -386,7 +392,7 @@ mod tests {
             now_unix(),
         );
         let finding = input.keys.unwrap_err();
-        assert_eq!(finding.kind, FindingKind::SourceUnavailable);
+        assert_eq!(finding.kind, FindingKind::SourceMissing);
         assert!(finding.problem.contains("/nonexistent/nca"));
     }
 

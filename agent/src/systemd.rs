@@ -83,13 +83,13 @@ pub enum SystemdError {
     #[error("cannot connect to the system bus at {address}: {source}; check that the node's D-Bus socket is mounted and this process runs as root")]
     Connect {
         address: String,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("D-Bus call {call} for unit {unit} failed: {source}")]
     Call {
         call: &'static str,
         unit: String,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("job for unit {unit} did not finish within {timeout:?}")]
     JobTimeout { unit: String, timeout: Duration },
@@ -140,7 +140,7 @@ impl DbusSystemd {
         }
         let connect_err = |source| SystemdError::Connect {
             address: self.address.clone(),
-            source,
+            source: Box::new(source),
         };
         let conn = zbus::connection::Builder::address(self.address.as_str())
             .map_err(connect_err)?
@@ -193,7 +193,7 @@ impl DbusSystemd {
         let call_err = |call, source| SystemdError::Call {
             call,
             unit: unit.to_string(),
-            source,
+            source: Box::new(source),
         };
         let manager = ManagerProxy::new(&conn)
             .await
@@ -217,7 +217,7 @@ impl DbusSystemd {
         let call_err = |call, source| SystemdError::Call {
             call,
             unit: unit.clone(),
-            source,
+            source: Box::new(source),
         };
         let manager = ManagerProxy::new(&conn)
             .await
@@ -254,11 +254,11 @@ impl DbusSystemd {
         let result: String = service
             .get_property("Result")
             .await
-            .map_err(|e| call_err("Get Result", zbus::Error::from(e)))?;
+            .map_err(|e| call_err("Get Result", e))?;
         let exit_status: i32 = service
             .get_property("ExecMainStatus")
             .await
-            .map_err(|e| call_err("Get ExecMainStatus", zbus::Error::from(e)))?;
+            .map_err(|e| call_err("Get ExecMainStatus", e))?;
         // Clean up: a failed unit stays loaded until reset, a good one until stopped.
         if result == "success" {
             let _ = manager.stop_unit(&unit, "replace").await;
@@ -307,6 +307,16 @@ pub fn bus_address(env: &HashMap<String, String>, socket_path: &std::path::Path)
     match env.get("DBUS_SYSTEM_BUS_ADDRESS") {
         Some(a) if !a.is_empty() => a.clone(),
         _ => format!("unix:path={}", socket_path.display()),
+    }
+}
+
+impl<T: Systemd> Systemd for std::sync::Arc<T> {
+    async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
+        self.as_ref().try_restart_unit(unit).await
+    }
+
+    async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
+        self.as_ref().run_command(argv).await
     }
 }
 
@@ -367,15 +377,5 @@ pub mod fake {
                 exit_status: status,
             })
         }
-    }
-}
-
-impl<T: Systemd> Systemd for std::sync::Arc<T> {
-    async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
-        self.as_ref().try_restart_unit(unit).await
-    }
-
-    async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
-        self.as_ref().run_command(argv).await
     }
 }

@@ -40,7 +40,12 @@ pub enum FindingKind {
     TooManyCertificates,
     Unreadable,
     LinkOutsideDir,
+    /// The configured directory or file does not exist.
+    SourceMissing,
+    /// The source exists but cannot be read consistently.
     SourceUnavailable,
+    /// An entry of a Secret directory that is not a file.
+    NotAKey,
 }
 
 /// One problem found in the input, in words an operator can act on.

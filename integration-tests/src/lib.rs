@@ -1,1 +1,35 @@
-//! Test harness for real-node tests.
+//! Test harness for real-node tests of node-cert-agent.
+//!
+//! Everything here drives real components, never mocks:
+//! - [`Node`]: a Debian node booted with `systemd-nspawn` on a fresh overlay of
+//!   the cached rootfs, running systemd, D-Bus and containerd.
+//! - [`Registry`]: a real `docker-registry` (distribution) process serving TLS.
+//! - [`cri`]: image pulls through containerd's CRI, exactly as kubelet does them.
+//! - [`pki`]: test CAs and certificates, plus malformed inputs.
+//! - [`SecretVolume`]: kubelet's AtomicWriter layout for a mounted Secret.
+//!
+//! Call [`preflight`] first in every end-to-end test: it panics, naming what is
+//! missing, when the machine cannot run them. Tests are never skipped.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness: a failed step must panic loudly"
+)]
+
+mod cmd;
+pub mod cri;
+pub mod image;
+pub mod node;
+mod overlay;
+pub mod pki;
+pub mod preflight;
+pub mod registry;
+pub mod secret_volume;
+pub mod wait;
+
+pub use cri::{cri_pull, cri_remove_image};
+pub use node::Node;
+pub use preflight::{preflight, rootfs_path};
+pub use registry::Registry;
+pub use secret_volume::SecretVolume;
+pub use wait::wait_until;

@@ -1,0 +1,114 @@
+//! Image pulls through containerd's CRI, exactly as kubelet does them:
+//! `runtime.v1.ImageService/PullImage` over the node's
+//! `/run/containerd/containerd.sock`.
+//!
+//! Every call opens a new connection (containerd is restarted during tests)
+//! on a small single-threaded tokio runtime, and blocks until it is done.
+//! A gRPC error comes back as `Err(<the status message>)`; failing to reach
+//! the socket at all, or a call outlasting [`CALL_TIMEOUT`], panics instead,
+//! since that is a broken node rather than a result.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PullImageRequest, RemoveImageRequest};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::node::{Node, CONTAINERD_SOCK};
+
+/// The longest a single CRI call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Pulls `image` (e.g. `registry.test:5000/test/hello:v1`) with
+/// `ImageService/PullImage`. Returns the image ref containerd reports
+/// (`sha256:...`), or the exact gRPC status message on failure.
+pub fn cri_pull(node: &Node, image: &str) -> Result<String, String> {
+    let sock = socket(node);
+    let req = PullImageRequest {
+        image: Some(spec(image)),
+        auth: None,
+        sandbox_config: None,
+    };
+    call(&sock, &format!("PullImage {image}"), |mut c| async move {
+        c.pull_image(req).await.map(|r| r.into_inner().image_ref)
+    })
+}
+
+/// Removes `image` with `ImageService/RemoveImage`, so that the next pull goes
+/// to the registry again. Removing an absent image succeeds.
+pub fn cri_remove_image(node: &Node, image: &str) -> Result<(), String> {
+    let sock = socket(node);
+    let req = RemoveImageRequest {
+        image: Some(spec(image)),
+    };
+    call(&sock, &format!("RemoveImage {image}"), |mut c| async move {
+        c.remove_image(req).await.map(drop)
+    })
+}
+
+/// The image id containerd has for `image` (`ImageService/ImageStatus`), or
+/// `None` if it has no such image.
+pub fn cri_image_id(node: &Node, image: &str) -> Result<Option<String>, String> {
+    let sock = socket(node);
+    let req = ImageStatusRequest {
+        image: Some(spec(image)),
+        verbose: false,
+    };
+    call(&sock, &format!("ImageStatus {image}"), |mut c| async move {
+        c.image_status(req)
+            .await
+            .map(|r| r.into_inner().image.map(|i| i.id))
+    })
+}
+
+fn socket(node: &Node) -> PathBuf {
+    node.host_path(CONTAINERD_SOCK)
+}
+
+fn spec(image: &str) -> ImageSpec {
+    ImageSpec {
+        image: image.to_owned(),
+        ..ImageSpec::default()
+    }
+}
+
+/// Connects to `sock`, runs `f` with an image client, and maps a gRPC error
+/// to its message. Panics, naming `what` and `sock`, on connection failure
+/// or timeout.
+fn call<T, F, Fut>(sock: &std::path::Path, what: &str, f: F) -> Result<T, String>
+where
+    F: FnOnce(ImageServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("CRI {what}: cannot build a tokio runtime: {e}"));
+    rt.block_on(async {
+        let path = sock.to_owned();
+        // The URI is required by tonic but unused: the connector dials the socket.
+        let channel = Endpoint::from_static("http://[::]:50051")
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap_or_else(|e| panic!("CRI {what}: cannot connect to {}: {e:?}", sock.display()));
+        let client = ImageServiceClient::new(channel);
+        match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
+            Ok(result) => result.map_err(|status| status.message().to_owned()),
+            Err(_) => panic!(
+                "CRI {what} on {} took longer than {CALL_TIMEOUT:?}",
+                sock.display()
+            ),
+        }
+    })
+}
