@@ -6,7 +6,9 @@
 //! on a small single-threaded tokio runtime, and blocks until it is done.
 //! A gRPC error comes back as `Err(<the status message>)`; failing to reach
 //! the socket at all, or a call outlasting [`CALL_TIMEOUT`], panics instead,
-//! since that is a broken node rather than a result.
+//! since that is a broken node rather than a result. The `cri_try_*` variants
+//! return an unreachable socket as [`CriError::Unreachable`], for code that
+//! expects containerd to be restarting.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -64,6 +66,52 @@ pub fn cri_image_id(node: &Node, image: &str) -> Result<Option<String>, String> 
     })
 }
 
+/// Why a `cri_try_*` call did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CriError {
+    /// containerd's socket could not be reached (absent, or nobody listening:
+    /// containerd is stopped or restarting).
+    Unreachable(String),
+    /// containerd answered with a gRPC error; this is its status message.
+    Status(String),
+}
+
+impl std::fmt::Display for CriError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CriError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            CriError::Status(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Like [`cri_pull`], but an unreachable socket (containerd restarting) is
+/// [`CriError::Unreachable`] instead of a panic, for loops that retry a pull
+/// across a containerd restart.
+pub fn cri_try_pull(node: &Node, image: &str) -> Result<String, CriError> {
+    let sock = socket(node);
+    let req = PullImageRequest {
+        image: Some(spec(image)),
+        auth: None,
+        sandbox_config: None,
+    };
+    try_call(&sock, &format!("PullImage {image}"), |mut c| async move {
+        c.pull_image(req).await.map(|r| r.into_inner().image_ref)
+    })
+}
+
+/// Like [`cri_remove_image`], but an unreachable socket is
+/// [`CriError::Unreachable`] instead of a panic.
+pub fn cri_try_remove_image(node: &Node, image: &str) -> Result<(), CriError> {
+    let sock = socket(node);
+    let req = RemoveImageRequest {
+        image: Some(spec(image)),
+    };
+    try_call(&sock, &format!("RemoveImage {image}"), |mut c| async move {
+        c.remove_image(req).await.map(drop)
+    })
+}
+
 fn socket(node: &Node) -> PathBuf {
     node.host_path(CONTAINERD_SOCK)
 }
@@ -79,6 +127,20 @@ fn spec(image: &str) -> ImageSpec {
 /// to its message. Panics, naming `what` and `sock`, on connection failure
 /// or timeout.
 fn call<T, F, Fut>(sock: &std::path::Path, what: &str, f: F) -> Result<T, String>
+where
+    F: FnOnce(ImageServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    match try_call(sock, what, f) {
+        Ok(v) => Ok(v),
+        Err(CriError::Status(msg)) => Err(msg),
+        Err(CriError::Unreachable(msg)) => panic!("{msg}"),
+    }
+}
+
+/// Like [`call`], but a socket that cannot be reached is
+/// [`CriError::Unreachable`] instead of a panic. Still panics on timeout.
+fn try_call<T, F, Fut>(sock: &std::path::Path, what: &str, f: F) -> Result<T, CriError>
 where
     F: FnOnce(ImageServiceClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
@@ -101,10 +163,15 @@ where
                 }
             }))
             .await
-            .unwrap_or_else(|e| panic!("CRI {what}: cannot connect to {}: {e:?}", sock.display()));
+            .map_err(|e| {
+                CriError::Unreachable(format!(
+                    "CRI {what}: cannot connect to {}: {e:?}",
+                    sock.display()
+                ))
+            })?;
         let client = ImageServiceClient::new(channel);
         match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
-            Ok(result) => result.map_err(|status| status.message().to_owned()),
+            Ok(result) => result.map_err(|status| CriError::Status(status.message().to_owned())),
             Err(_) => panic!(
                 "CRI {what} on {} took longer than {CALL_TIMEOUT:?}",
                 sock.display()

@@ -7,8 +7,12 @@
 //! - [`cri`]: image pulls through containerd's CRI, exactly as kubelet does them.
 //! - [`pki`]: test CAs and certificates, plus malformed inputs.
 //! - [`SecretVolume`]: kubelet's AtomicWriter layout for a mounted Secret.
+//! - [`Agent`]: node-cert-agent itself, as a systemd service of the node
+//!   ([`HostModeAgent`]) or as a DaemonSet pod would run it ([`PodModeAgent`]).
+//! - [`observe`]: containerd (re)starts, refresh-tool runs and the node's
+//!   trust bundle.
 //!
-//! Call [`preflight`] first in every end-to-end test: it panics, naming what is
+//! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
 #![allow(
     clippy::unwrap_used,
@@ -16,10 +20,13 @@
     reason = "test harness: a failed step must panic loudly"
 )]
 
+pub mod agent;
+mod cgroup;
 mod cmd;
 pub mod cri;
 pub mod image;
 pub mod node;
+pub mod observe;
 mod overlay;
 pub mod pki;
 pub mod preflight;
@@ -27,9 +34,10 @@ pub mod registry;
 pub mod secret_volume;
 pub mod wait;
 
-pub use cri::{cri_pull, cri_remove_image};
+pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};
+pub use cri::{cri_pull, cri_remove_image, cri_try_pull, cri_try_remove_image, CriError};
 pub use node::Node;
 pub use preflight::{preflight, rootfs_path};
 pub use registry::Registry;
 pub use secret_volume::SecretVolume;
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_until_or_timeout};

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::cgroup::NodeCgroups;
 use crate::cmd;
 use crate::overlay::Overlay;
 
@@ -44,6 +45,8 @@ pub struct Node {
     overlay: Option<Overlay>,
     nspawn: Option<Child>,
     pid: u32,
+    /// The node's own cgroups (see [`crate::cgroup`]); removed after nspawn.
+    cgroups: Option<NodeCgroups>,
 }
 
 impl Node {
@@ -54,8 +57,15 @@ impl Node {
     /// Panics, with the last lines of the node's console, if that takes longer
     /// than [`BOOT_TIMEOUT`].
     pub fn boot(name: &str) -> Node {
+        Node::boot_with(name, |_| {})
+    }
+
+    /// Like [`Node::boot`], but first calls `setup` with the node's root
+    /// directory on the host (the overlay's merged dir), before nspawn starts:
+    /// for files the node must have from its very first boot, such as units
+    /// enabled offline (see [`crate::agent::enable_unit_offline`]).
+    pub fn boot_with(name: &str, setup: impl FnOnce(&Path)) -> Node {
         crate::preflight::preflight();
-        let start = Instant::now();
         let machine = machine_name(name);
         let base = std::env::var_os("NCA_WORK_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
         let dir = tempfile::Builder::new()
@@ -72,18 +82,32 @@ impl Node {
             overlay: None,
             nspawn: None,
             pid: 0,
+            cgroups: None,
         };
         let overlay = Overlay::mount(&crate::preflight::rootfs_path(), &node.dir);
         let merged = overlay.merged().to_owned();
         node.overlay = Some(overlay);
+        setup(&merged);
+        // The boot timeout counts from here: setup time is not boot time.
+        let start = Instant::now();
 
         let log = File::create(&node.console)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", node.console.display()));
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot dup {}: {e}", node.console.display()));
-        let mut nspawn = Command::new("systemd-nspawn");
+        // nspawn must start in the node's own cgroups, before it looks at its
+        // cgroup: a tiny host shell joins them, then execs nspawn (same pid).
+        let cgroups = NodeCgroups::create(&node.name);
+        let procs_files = cgroups.procs_files();
+        node.cgroups = Some(cgroups);
+        let mut nspawn = Command::new("/bin/sh");
         nspawn
+            .arg("-c")
+            .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
+            .arg("nca-node-cgroup")
+            .args(&procs_files)
+            .args(["--", "systemd-nspawn"])
             .arg("-D")
             .arg(&merged)
             .args(["--boot", "--register=no", "--keep-unit", "-M", &node.name])
@@ -421,6 +445,11 @@ impl Node {
                 kill_init(child_of(nspawn_pid));
                 let _ = nspawn.kill();
                 let _ = nspawn.wait();
+            }
+        }
+        if let Some(mut cgroups) = self.cgroups.take() {
+            if let Err(e) = cgroups.remove() {
+                eprintln!("harness: warning: node {}: {e}", self.name);
             }
         }
         if let Some(mut overlay) = self.overlay.take() {

@@ -20,6 +20,22 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Calls `cond` every [`POLL_INTERVAL`] until it returns true or `timeout`
+/// has passed; returns its last answer. For waits whose outcome is then
+/// asserted with a better message than a timeout.
+pub fn wait_until_or_timeout(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every check and test of node-cert-agent, from a fresh machine: installs
+# the Debian packages the real-node tests need, builds (once, cached outside
+# the repo) the node rootfs, then lint, unit tests and real-node tests.
+# Must run as root: the integration tests boot systemd-nspawn nodes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [[ ${EUID} -ne 0 ]]; then
+  echo "test-all: must run as root (the real-node tests boot systemd-nspawn containers and mount overlays)" >&2
+  exit 1
+fi
+
+packages=(systemd-container debootstrap docker-registry protobuf-compiler ca-certificates openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "test-all: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+integration-tests/scripts/build-rootfs.sh
+
+# Leftovers of an aborted earlier run would hold overlay mounts; clear them.
+integration-tests/scripts/cleanup-nodes.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build the agent"
+cargo build -p node-cert-agent
+export NCA_AGENT_BIN="$PWD/target/debug/node-cert-agent"
+echo "== tests (unit and real-node)"
+cargo test --workspace --no-fail-fast
