@@ -82,6 +82,7 @@ fn watch_specs(sources: &[SourceSpec]) -> Vec<WatchSpec> {
     specs
 }
 
+/// Runs until SIGTERM or SIGINT.
 pub async fn run<S: Systemd>(
     reconciler: Reconciler<S>,
     debounce: Duration,
@@ -94,7 +95,27 @@ pub async fn run<S: Systemd>(
         signal: "SIGINT",
         source,
     })?;
+    let (stop_tx, stop_rx) = mpsc::channel::<&'static str>(4);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+            };
+            if stop_tx.send(name).await.is_err() {
+                return;
+            }
+        }
+    });
+    run_until(reconciler, debounce, stop_rx).await
+}
 
+/// Runs until a stop request arrives on `stop` (a signal's name, for the log).
+pub async fn run_until<S: Systemd>(
+    reconciler: Reconciler<S>,
+    debounce: Duration,
+    mut stop: mpsc::Receiver<&'static str>,
+) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let specs = watch_specs(&reconciler.settings().sources);
     let dirs: Vec<PathBuf> = specs.iter().map(|s| s.dir.clone()).collect();
@@ -128,8 +149,9 @@ pub async fn run<S: Systemd>(
         let sleep_until =
             next_pass.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+            // A stop request wins over starting a new pass.
+            biased;
+            why = stop.recv() => { info!("{}: stopping", why.unwrap_or("stop channel closed")); return Ok(()); }
             ev = rx.recv() => {
                 if ev.is_none() {
                     return Err(DaemonError::WatcherStopped);
@@ -148,8 +170,7 @@ pub async fn run<S: Systemd>(
                 tokio::pin!(pass);
                 let result = tokio::select! {
                     r = &mut pass => r,
-                    _ = sigterm.recv() => return drain(pass).await,
-                    _ = sigint.recv() => return drain(pass).await,
+                    _ = stop.recv() => return drain(pass).await,
                 };
                 match result {
                     Ok(outcome) => {
@@ -227,4 +248,120 @@ pub fn log_outcome(o: &Outcome) {
         input_errors = o.has_input_errors(),
         "reconciled: trust set changed"
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::distro::Family;
+    use crate::hostroot::HostRoot;
+    use crate::reconcile::CaSettings;
+    use crate::systemd::fake::RecordingSystemd;
+    use crate::testpki;
+    use crate::trust::TrustStore;
+    use std::fs;
+    use std::sync::Arc;
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_gives_one_refresh_and_one_restart() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        let state_path = root.path().join("var/lib/node-cert-agent/ca-state.json");
+        let reconciler = Reconciler::new(
+            TrustStore::new(HostRoot::new(root.path()).unwrap(), Family::Debian.layout()),
+            fake.clone(),
+            CaSettings {
+                sources: vec![SourceSpec::SecretDir(secret.path().into())],
+                restart_units: vec!["containerd.service".into()],
+                max_certificates: 10,
+                state_path: state_path.clone(),
+            },
+        );
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(run_until(reconciler, Duration::from_millis(100), stop_rx));
+        wait_for("the first pass", || state_path.exists()).await;
+
+        for i in 0..5 {
+            let pem = testpki::pem(&testpki::good_ca(&format!("Burst {i}")).cert);
+            fs::write(secret.path().join(format!("ca{i}.crt")), pem).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        wait_for("a restart", || !fake.restarts().is_empty()).await;
+        // Long enough for any straggling pass to have run.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(fake.commands(), 1, "one refresh for the burst");
+        assert_eq!(
+            fake.restarts(),
+            vec!["containerd.service"],
+            "one restart for the burst"
+        );
+        let anchors = fs::read_dir(
+            root.path()
+                .join("usr/local/share/ca-certificates/node-cert-agent"),
+        )
+        .unwrap()
+        .count();
+        assert_eq!(anchors, 5);
+
+        stop_tx.send("test").await.unwrap();
+        daemon.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_during_a_pass_finishes_the_pass_and_leaves_no_temp_files() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        fs::write(
+            secret.path().join("ca1.crt"),
+            testpki::pem(&testpki::good_ca("Drain").cert),
+        )
+        .unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        // A slow refresh tool: the stop request arrives while it runs.
+        *fake.command_delay.lock().unwrap() = Duration::from_millis(300);
+        let state_path = root.path().join("var/lib/node-cert-agent/ca-state.json");
+        let reconciler = Reconciler::new(
+            TrustStore::new(HostRoot::new(root.path()).unwrap(), Family::Debian.layout()),
+            fake.clone(),
+            CaSettings {
+                sources: vec![SourceSpec::SecretDir(secret.path().into())],
+                restart_units: vec!["containerd.service".into()],
+                max_certificates: 10,
+                state_path: state_path.clone(),
+            },
+        );
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(run_until(reconciler, Duration::from_millis(10), stop_rx));
+        wait_for("the refresh to start", || fake.commands() == 1).await;
+        stop_tx.send("test").await.unwrap();
+        daemon.await.unwrap().unwrap();
+        // The pass that had started ran to its end: refreshed and restarted.
+        assert_eq!(fake.commands(), 1);
+        assert_eq!(fake.restarts().len(), 1);
+        let st = crate::state::load(&state_path).unwrap();
+        assert!(!st.refresh_pending && st.restart_pending.is_empty());
+        for dir in [
+            root.path()
+                .join("usr/local/share/ca-certificates/node-cert-agent"),
+            state_path.parent().unwrap().to_path_buf(),
+        ] {
+            for e in fs::read_dir(dir).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(crate::fsutil::TEMP_PREFIX),
+                    "temp file left: {name}"
+                );
+            }
+        }
+    }
 }

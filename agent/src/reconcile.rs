@@ -323,7 +323,6 @@ mod tests {
     use crate::systemd::fake::RecordingSystemd;
     use crate::testpki;
     use std::fs;
-    use std::path::Path;
     use std::sync::Arc;
 
     struct Node {
@@ -349,9 +348,6 @@ mod tests {
         fn reconciler(&self, systemd: Arc<RecordingSystemd>) -> Reconciler<Arc<RecordingSystemd>> {
             let host = HostRoot::new(self.root.path()).unwrap();
             let store = TrustStore::new(host, Family::Debian.layout());
-            // Emulate update-ca-certificates: the bundle is distro + our anchors.
-            let root = self.root.path().to_path_buf();
-            *systemd.on_command.lock().unwrap() = Some(Box::new(move || rebuild_bundle(&root)));
             Reconciler::new(
                 store,
                 systemd,
@@ -376,20 +372,6 @@ mod tests {
         }
     }
 
-    fn rebuild_bundle(root: &Path) {
-        let mut bundle = String::from("distro\n");
-        if let Ok(entries) =
-            fs::read_dir(root.join("usr/local/share/ca-certificates/node-cert-agent"))
-        {
-            let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
-            paths.sort();
-            for p in paths {
-                bundle.push_str(&fs::read_to_string(p).unwrap());
-            }
-        }
-        fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), bundle).unwrap();
-    }
-
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -404,7 +386,7 @@ mod tests {
     #[test]
     fn new_ca_is_installed_refreshed_and_restarts_containerd_once() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let r = node.reconciler(fake.clone());
         let a = pem("A");
         node.put("ca1.crt", &a);
@@ -418,7 +400,7 @@ mod tests {
     #[test]
     fn republish_and_agent_restarts_are_noops() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let a = pem("A");
         node.put("ca1.crt", &a);
         rt().block_on(node.reconciler(fake.clone()).reconcile())
@@ -441,7 +423,7 @@ mod tests {
     #[test]
     fn bad_keys_cause_no_refresh_and_no_restart() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         node.put("ca1.crt", &pem("A"));
         let r = node.reconciler(fake.clone());
         rt().block_on(r.reconcile()).unwrap();
@@ -459,7 +441,7 @@ mod tests {
     #[test]
     fn broken_replacement_keeps_the_previous_version_trusted() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let a = pem("A");
         node.put("ca1.crt", &a);
         let r = node.reconciler(fake.clone());
@@ -474,7 +456,7 @@ mod tests {
     #[test]
     fn removing_a_key_removes_its_ca_with_one_restart() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let (a, b) = (pem("A"), pem("B"));
         node.put("ca1.crt", &a);
         node.put("ca2.crt", &b);
@@ -490,7 +472,7 @@ mod tests {
     #[test]
     fn failed_refresh_is_retried_by_the_next_pass_and_restarts_once() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         node.put("ca1.crt", &pem("A"));
         let r = node.reconciler(fake.clone());
         *fake.command_status.lock().unwrap() = 1;
@@ -512,7 +494,7 @@ mod tests {
     #[test]
     fn failed_restart_job_is_retried_without_another_refresh() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         node.put("ca1.crt", &pem("A"));
         let r = node.reconciler(fake.clone());
         *fake.restart_result.lock().unwrap() = Some("failed".into());
@@ -528,7 +510,7 @@ mod tests {
     #[test]
     fn only_allowlisted_units_are_ever_restarted() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         node.put("ca1.crt", &pem("A"));
         let r = node.reconciler(fake.clone());
         // A state file from an older config asks for another unit.
@@ -544,7 +526,7 @@ mod tests {
     #[test]
     fn missing_source_that_never_existed_is_a_warning_but_one_that_vanished_is_an_error() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let mut r = node.reconciler(fake.clone());
         r.settings
             .sources
@@ -565,7 +547,7 @@ mod tests {
     #[test]
     fn interrupted_pass_is_finished_after_a_crash() {
         let node = Node::new();
-        let fake = Arc::new(RecordingSystemd::default());
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         node.put("ca1.crt", &pem("A"));
         let r = node.reconciler(fake.clone());
         // A crash after writing anchors but before the refresh: state says pending.

@@ -334,18 +334,48 @@ pub mod fake {
         pub restart_result: StdMutex<Option<String>>,
         /// When set, commands exit with this status.
         pub command_status: StdMutex<i32>,
+        /// How long each command takes (awaited, so the runtime stays free).
+        pub command_delay: StdMutex<Duration>,
         /// Run on every command, to emulate the refresh tool's effect.
         #[allow(clippy::type_complexity, reason = "a test hook")]
         pub on_command: StdMutex<Option<Box<dyn Fn() + Send>>>,
     }
 
     impl RecordingSystemd {
+        /// A fake whose commands rebuild `<root>/etc/ssl/certs/ca-certificates.crt`
+        /// from a fixed distro part plus the agent's Debian anchors, as
+        /// `update-ca-certificates` does.
+        pub fn emulating_debian(root: &std::path::Path) -> Self {
+            let root = root.to_path_buf();
+            let fake = Self::default();
+            if let Ok(mut hook) = fake.on_command.lock() {
+                *hook = Some(Box::new(move || rebuild_debian_bundle(&root)));
+            }
+            fake
+        }
+
         pub fn restarts(&self) -> Vec<String> {
             self.restarts.lock().map(|g| g.clone()).unwrap_or_default()
         }
         pub fn commands(&self) -> usize {
             self.commands.lock().map(|g| g.len()).unwrap_or_default()
         }
+    }
+
+    fn rebuild_debian_bundle(root: &std::path::Path) {
+        let mut bundle = String::from("distro\n");
+        if let Ok(entries) =
+            std::fs::read_dir(root.join("usr/local/share/ca-certificates/node-cert-agent"))
+        {
+            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                bundle.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+        let dir = root.join("etc/ssl/certs");
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("ca-certificates.crt"), bundle);
     }
 
     impl Systemd for RecordingSystemd {
@@ -361,6 +391,8 @@ pub mod fake {
             if let Ok(mut g) = self.commands.lock() {
                 g.push(argv.to_vec());
             }
+            let delay = self.command_delay.lock().map(|g| *g).unwrap_or_default();
+            tokio::time::sleep(delay).await;
             if let Ok(hook) = self.on_command.lock() {
                 if let Some(f) = hook.as_ref() {
                     f();
