@@ -44,6 +44,47 @@ pub struct FileConfig {
     pub debounce_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub trust_store: Option<TrustStoreOverride>,
+    pub kubelet: Option<KubeletConfig>,
+}
+
+/// Whether the kubelet certificate job runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeletMode {
+    /// On when the node has a bootstrap kubeconfig or a kubelet kubeconfig.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The `kubelet:` section: kubelet client (and opt-in serving) certificates.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubeletConfig {
+    pub mode: Option<KubeletMode>,
+    pub node_name: Option<String>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub pki_dir: Option<PathBuf>,
+    pub kubelet_config: Option<PathBuf>,
+    pub key_type: Option<crate::csr::KeyType>,
+    pub expiration_seconds: Option<i32>,
+    pub csr_timeout_seconds: Option<u64>,
+    pub restart_unit: Option<Vec<String>>,
+    pub serving: Option<ServingConfig>,
+    pub defer_to_kubelet_rotation: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServingConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub ips: Vec<std::net::IpAddr>,
 }
 
 /// Overrides of the detected trust store, for distros the agent does not know.
@@ -68,6 +109,8 @@ pub struct Flags {
     pub max_certificates: Option<usize>,
     pub debounce_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub kubelet: Option<KubeletMode>,
+    pub node_name: Option<String>,
 }
 
 /// Effective, validated settings.
@@ -82,6 +125,9 @@ pub struct Settings {
     pub debounce: Duration,
     pub log_format: LogFormat,
     pub trust_store: TrustStoreOverride,
+    pub kubelet_mode: KubeletMode,
+    pub kubelet: KubeletConfig,
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +215,14 @@ pub fn resolve(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> 
         ),
         log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
         trust_store: file.trust_store.unwrap_or_default(),
+        kubelet_mode: flags
+            .kubelet
+            .or(file.kubelet.as_ref().and_then(|k| k.mode))
+            .unwrap_or_default(),
+        node_name: flags
+            .node_name
+            .or(file.kubelet.as_ref().and_then(|k| k.node_name.clone())),
+        kubelet: file.kubelet.unwrap_or_default(),
     };
     validate(&settings)?;
     Ok(settings)
@@ -184,6 +238,24 @@ fn validate(s: &Settings) -> Result<(), ConfigError> {
                 key: "restart-unit",
                 value: unit.clone(),
                 reason: "not a service unit name; give a name such as containerd.service".into(),
+            });
+        }
+    }
+    for unit in s.kubelet.restart_unit.iter().flatten() {
+        if !is_valid_service_name(unit) {
+            return Err(ConfigError::Invalid {
+                key: "kubelet.restart-unit",
+                value: unit.clone(),
+                reason: "not a service unit name; give a name such as kubelet.service".into(),
+            });
+        }
+    }
+    if let Some(e) = s.kubelet.expiration_seconds {
+        if e < 600 {
+            return Err(ConfigError::Invalid {
+                key: "kubelet.expiration-seconds",
+                value: e.to_string(),
+                reason: "the CSR API requires at least 600 seconds".into(),
             });
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::kubelet::{KubeletManager, MAX_SLEEP};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::sources::SourceSpec;
 use crate::systemd::Systemd;
@@ -25,6 +26,9 @@ const MAX_DEBOUNCE_WINDOWS: u32 = 10;
 /// Retry delays for a failed pass: first, and cap.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Retry delays for a failed kubelet pass (kubelet backs off from 2 s too).
+const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);
+const KUBELET_RETRY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -82,9 +86,11 @@ fn watch_specs(sources: &[SourceSpec]) -> Vec<WatchSpec> {
     specs
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn run<S: Systemd>(
+/// Runs the CA trust loop, and the kubelet certificate loop when given,
+/// until SIGTERM or SIGINT. A loop that ends on its own is an error.
+pub async fn run<S: Systemd, K: Systemd>(
     reconciler: Reconciler<S>,
+    kubelet: Option<KubeletManager<K>>,
     debounce: Duration,
 ) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| DaemonError::Signal {
@@ -95,19 +101,131 @@ pub async fn run<S: Systemd>(
         signal: "SIGINT",
         source,
     })?;
-    let (stop_tx, stop_rx) = mpsc::channel::<&'static str>(4);
+    let (ca_tx, ca_rx) = mpsc::channel::<&'static str>(4);
+    let (kubelet_tx, kubelet_rx) = mpsc::channel::<&'static str>(4);
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = sigterm.recv() => "SIGTERM",
                 _ = sigint.recv() => "SIGINT",
             };
-            if stop_tx.send(name).await.is_err() {
+            let _ = kubelet_tx.send(name).await;
+            if ca_tx.send(name).await.is_err() {
                 return;
             }
         }
     });
-    run_until(reconciler, debounce, stop_rx).await
+    let ca = run_until(reconciler, debounce, ca_rx);
+    let Some(manager) = kubelet else {
+        return ca.await;
+    };
+    let kubelet = run_kubelet_until(manager, kubelet_rx);
+    tokio::pin!(ca);
+    tokio::pin!(kubelet);
+    tokio::select! {
+        r = &mut ca => {
+            r?;
+            // Stopped by a signal: the kubelet loop got it too.
+            tokio::time::timeout(DRAIN_TIMEOUT, kubelet).await.map_err(|_| DaemonError::DrainTimeout)?
+        }
+        r = &mut kubelet => {
+            r?;
+            tokio::time::timeout(DRAIN_TIMEOUT, ca).await.map_err(|_| DaemonError::DrainTimeout)?
+        }
+    }
+}
+
+/// Kubelet certificate loop: a pass, then sleep until the next deadline (at
+/// most [`MAX_SLEEP`], so clock jumps are noticed), a RenewRevocation change,
+/// or a retry after a failure (capped backoff with jitter, or the API
+/// server's Retry-After).
+pub async fn run_kubelet_until<S: Systemd>(
+    manager: KubeletManager<S>,
+    mut stop: mpsc::Receiver<&'static str>,
+) -> Result<(), DaemonError> {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut watching = false;
+    let mut backoff = KUBELET_RETRY_FIRST;
+    loop {
+        let pass = manager.pass(false);
+        tokio::pin!(pass);
+        let result = tokio::select! {
+            biased;
+            why = stop.recv() => {
+                // Waiting for a CSR can take minutes; a stop drops the wait.
+                info!("{}: stopping the kubelet certificate loop", why.unwrap_or("stop channel closed"));
+                return Ok(());
+            }
+            r = &mut pass => r,
+        };
+        let sleep_for = match result {
+            Ok(outcome) => {
+                backoff = KUBELET_RETRY_FIRST;
+                let now = crate::cert::now_unix();
+                let until = outcome
+                    .next_deadline
+                    .map(|d| Duration::from_secs((d - now).max(0) as u64))
+                    .unwrap_or(MAX_SLEEP);
+                if let Some(d) = outcome.next_deadline {
+                    info!(next_renewal = %crate::cert::rfc3339(d), "kubelet certificates checked");
+                }
+                until.min(MAX_SLEEP)
+            }
+            Err(e) => {
+                let wait = e.retry_after().unwrap_or(backoff) + jitter(backoff);
+                error!(
+                    retry_in_s = wait.as_secs(),
+                    "kubelet certificate pass failed: {e}"
+                );
+                backoff = (backoff * 2).min(KUBELET_RETRY_MAX);
+                wait
+            }
+        };
+        if !watching {
+            if let Some(client) = manager.node_client() {
+                watching = true;
+                tokio::spawn(watch_revocations(client, wake.clone()));
+            }
+        }
+        tokio::select! {
+            biased;
+            why = stop.recv() => {
+                info!("{}: stopping the kubelet certificate loop", why.unwrap_or("stop channel closed"));
+                return Ok(());
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = wake.notified() => info!("RenewRevocations changed: checking the kubelet certificates"),
+        }
+    }
+}
+
+/// Wakes the kubelet loop on every RenewRevocation change after the first list.
+async fn watch_revocations(client: kube::Client, wake: std::sync::Arc<tokio::sync::Notify>) {
+    use futures_util::StreamExt;
+    use kube::runtime::{watcher, WatchStreamExt};
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(client, &crate::kubelet::revocation_resource());
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut initial_done = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => initial_done = true,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if initial_done => {
+                wake.notify_one()
+            }
+            Ok(_) => {}
+            Err(e) => warn!("RenewRevocation watch: {e}; retrying"),
+        }
+    }
+}
+
+/// Up to 10 % of `base`, so a fleet does not retry in lockstep.
+fn jitter(base: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    base.mul_f64(f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX) * 0.1)
 }
 
 /// Runs until a stop request arrives on `stop` (a signal's name, for the log).

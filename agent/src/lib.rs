@@ -7,14 +7,19 @@
 
 pub mod cert;
 pub mod config;
+pub mod csr;
 pub mod daemon;
 mod der;
 pub mod distro;
 pub mod fsutil;
 pub mod hostroot;
+pub mod kubeconfig;
+pub mod kubelet;
+pub mod kubelet_store;
 pub mod logging;
 pub mod plan;
 pub mod reconcile;
+pub mod renewal;
 pub mod sources;
 pub mod state;
 pub mod systemd;

@@ -12,6 +12,7 @@ use node_cert_agent::cert::{now_unix, rfc3339};
 use node_cert_agent::config::{self, Flags, LogFormat, Settings};
 use node_cert_agent::distro::TrustStoreLayout;
 use node_cert_agent::hostroot::HostRoot;
+use node_cert_agent::kubelet::KubeletManager;
 use node_cert_agent::logging::{self, LogTarget};
 use node_cert_agent::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
 use node_cert_agent::reconcile::{CaSettings, Reconciler};
@@ -41,6 +42,19 @@ enum Command {
     /// Validate a Secret directory or a provisioning file offline; print every
     /// finding. Exit 0 when all input is valid, 1 otherwise.
     Check(CheckArgs),
+    /// Renew the kubelet certificates now if they are due (or always, with
+    /// --force), from a node shell. Safe while the daemon runs: both take the
+    /// same lock, and the daemon picks up the new certificate.
+    Renew(RenewArgs),
+}
+
+#[derive(Args)]
+struct RenewArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Renew even if the current certificates are healthy.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -79,6 +93,13 @@ struct RunArgs {
     /// Where logs go.
     #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
     log_target: LogTarget,
+    /// The kubelet certificate job: auto = on when the node has a bootstrap
+    /// or kubelet kubeconfig.
+    #[arg(long, value_enum, value_name = "MODE")]
+    kubelet: Option<config::KubeletMode>,
+    /// This node's name (default: $NODE_NAME, then the node's /etc/hostname).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -96,6 +117,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => Ok(check(&args)),
+        Command::Renew(args) => renew(args),
     };
     match result {
         Ok(code) => code,
@@ -106,7 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn settings_of(args: RunArgs) -> anyhow::Result<(Settings, LogTarget)> {
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
@@ -123,9 +145,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             max_certificates: args.max_certificates,
             debounce_ms: args.debounce_ms,
             log_format: args.log_format,
+            kubelet: args.kubelet,
+            node_name: args.node_name,
         },
     )?;
-    logging::init(settings.log_format, args.log_target)?;
+    Ok((settings, args.log_target))
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (settings, log_target) = settings_of(args)?;
+    logging::init(settings.log_format, log_target)?;
 
     let host = HostRoot::new(&settings.host_root)?;
     let layout = layout_for(&host, &settings)?;
@@ -144,9 +173,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bus = %bus,
         "node-cert-agent starting"
     );
+    let host_for_kubelet = host.clone();
     let reconciler = Reconciler::new(
         TrustStore::new(host, layout),
-        DbusSystemd::new(bus),
+        DbusSystemd::new(bus.clone()),
         CaSettings {
             sources: settings.sources.clone(),
             restart_units: settings.restart_units.clone(),
@@ -169,8 +199,108 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
-    runtime.block_on(daemon::run(reconciler, settings.debounce))?;
+    let kubelet = kubelet_manager(&host_for_kubelet, &settings, &state_dir, &bus)?;
+    runtime.block_on(daemon::run(reconciler, kubelet, settings.debounce))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    let (mut settings, log_target) = settings_of(args.run)?;
+    logging::init(settings.log_format, log_target)?;
+    settings.kubelet_mode = config::KubeletMode::On;
+    let host = HostRoot::new(&settings.host_root)?;
+    let state_dir = host.resolve(&settings.state_dir)?;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let bus = bus_address(&env, &host.resolve(Path::new(config::SYSTEM_BUS_SOCKET))?);
+    let manager = kubelet_manager(&host, &settings, &state_dir, &bus)?
+        .context("the kubelet certificate job is not configured")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(manager.pass(args.force))?;
+    if outcome.renewed.is_empty() {
+        println!("nothing renewed (use --force to renew healthy certificates)");
+    }
+    for kind in &outcome.renewed {
+        println!("renewed the kubelet {} certificate", kind.name());
+    }
+    if let Some(d) = outcome.next_deadline {
+        println!("next renewal: {}", rfc3339(d));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The kubelet manager, if the job is on (or `auto` and the node has a kubeconfig).
+fn kubelet_manager(
+    host: &HostRoot,
+    settings: &Settings,
+    state_dir: &Path,
+    bus: &str,
+) -> anyhow::Result<Option<KubeletManager<DbusSystemd>>> {
+    use node_cert_agent::kubelet::*;
+    let k = &settings.kubelet;
+    let bootstrap = k
+        .bootstrap_kubeconfig
+        .clone()
+        .unwrap_or_else(|| DEFAULT_BOOTSTRAP_KUBECONFIG.into());
+    let kubeconfig = k
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| DEFAULT_KUBECONFIG.into());
+    let enabled = match settings.kubelet_mode {
+        config::KubeletMode::On => true,
+        config::KubeletMode::Off => false,
+        config::KubeletMode::Auto => {
+            host.resolve(&bootstrap)?.exists() || host.resolve(&kubeconfig)?.exists()
+        }
+    };
+    if !enabled {
+        tracing::info!("kubelet certificate job is off (no bootstrap or kubelet kubeconfig on the node; --kubelet on forces it)");
+        return Ok(None);
+    }
+    let node_name = match &settings.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string(host.resolve(Path::new("/etc/hostname"))?)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .context("no node name: give --node-name, set NODE_NAME (the downward API's spec.nodeName in a pod), or kubelet.node-name in the config")?,
+    };
+    let serving = k
+        .serving
+        .as_ref()
+        .filter(|s| s.enabled)
+        .map(|s| (s.dns.clone(), s.ips.clone()));
+    let settings = KubeletSettings {
+        node_name,
+        bootstrap_kubeconfig: bootstrap,
+        kubeconfig,
+        pki_dir: k.pki_dir.clone().unwrap_or_else(|| DEFAULT_PKI_DIR.into()),
+        kubelet_config: k
+            .kubelet_config
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KUBELET_CONFIG.into()),
+        key_type: k.key_type.unwrap_or_default(),
+        expiration_seconds: k.expiration_seconds,
+        csr_timeout: k
+            .csr_timeout_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(node_cert_agent::csr::DEFAULT_CSR_TIMEOUT),
+        restart_units: k
+            .restart_unit
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_KUBELET_UNIT.to_string()]),
+        serving,
+        defer_to_kubelet_rotation: k.defer_to_kubelet_rotation.unwrap_or(true),
+        lock_path: lock_path(state_dir),
+    };
+    tracing::info!(node = %settings.node_name, bootstrap_kubeconfig = %settings.bootstrap_kubeconfig.display(), pki_dir = %settings.pki_dir.display(), "kubelet certificate job is on");
+    Ok(Some(KubeletManager::new(
+        host.clone(),
+        DbusSystemd::new(bus.to_string()),
+        settings,
+    )))
 }
 
 /// The detected layout with the config's overrides applied.

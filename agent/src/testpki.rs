@@ -118,3 +118,14 @@ pub fn pem(cert: &X509) -> String {
 pub fn private_key_pem() -> String {
     String::from_utf8(key().private_key_to_pem_pkcs8().unwrap()).unwrap()
 }
+
+/// A leaf (CA:FALSE) issued by `ca`, with its private key.
+pub fn leaf_with_key(ca: &TestCa, cn: &str) -> (X509, PKey<Private>) {
+    let key = key();
+    let mut b = builder(cn, &key, -1, 30);
+    b.set_issuer_name(ca.cert.subject_name()).unwrap();
+    b.append_extension(BasicConstraints::new().build().unwrap())
+        .unwrap();
+    b.sign(&ca.key, MessageDigest::sha256()).unwrap();
+    (b.build(), key)
+}

@@ -1,0 +1,1346 @@
+//! Kubelet's kubeconfigs (NODE-FACTS §6): the kubelet kubeconfig and the
+//! bootstrap kubeconfig, reduced to what the agent needs to reach the API
+//! server: the server URL, the cluster CA and one credential.
+//!
+//! [`parse`] is pure: YAML text to the kubeconfig's serde structs. [`load`] is
+//! the edge: it reads the file and every file it references through
+//! [`HostRoot`], picks the context kubelet would use, decodes the inline
+//! `*-data` fields and checks that certificates and keys parse.
+//!
+//! Boundary: this module only reads. It never writes a kubeconfig, never
+//! talks to the API server, and does not run exec or auth-provider plugins.
+//! Token and key material never appear in `Debug` output or error messages.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+
+use crate::fsutil::{self, FsError};
+use crate::hostroot::{HostRoot, HostRootError};
+
+/// Real kubeconfigs are a few KiB even with inline certificates; the cap keeps
+/// a wrong path (a log, a device) from being read whole.
+pub const MAX_KUBECONFIG_BYTES: u64 = 1024 * 1024;
+/// Same reasoning for the CA, certificate, key and token files it references.
+pub const MAX_REFERENCED_BYTES: u64 = 1024 * 1024;
+
+/// The kubeconfig file format, as far as the agent reads it. Unknown fields
+/// (`apiVersion`, `preferences`, `extensions`, ...) are ignored: real
+/// kubeconfigs carry many. Wrong types are errors.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kubeconfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub clusters: Vec<NamedCluster>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub users: Vec<NamedUser>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub contexts: Vec<NamedContext>,
+    #[serde(default)]
+    pub current_context: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct NamedCluster {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cluster: Cluster,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Cluster {
+    pub server: Option<String>,
+    pub certificate_authority: Option<String>,
+    pub certificate_authority_data: Option<String>,
+    pub insecure_skip_tls_verify: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct NamedUser {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user: User,
+}
+
+/// A kubeconfig `user` (client-go's `AuthInfo`). Its `Debug` hides the token
+/// and the key.
+#[derive(Default, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct User {
+    pub token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    pub token_file: Option<String>,
+    pub client_certificate: Option<String>,
+    pub client_certificate_data: Option<String>,
+    pub client_key: Option<String>,
+    pub client_key_data: Option<String>,
+    /// Only noticed, to explain why such a user has no usable credentials.
+    pub exec: Option<IgnoredAny>,
+    /// Only noticed, like `exec`.
+    pub auth_provider: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct NamedContext {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub context: Context,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Context {
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub user: String,
+}
+
+/// What the agent needs from a kubeconfig to talk to the API server.
+#[derive(Clone)]
+pub struct ResolvedKubeconfig {
+    /// Node path of the kubeconfig, for messages.
+    pub path: PathBuf,
+    /// The API server's https URL.
+    pub server: String,
+    /// Cluster CA (PEM) from `certificate-authority-data` or the
+    /// `certificate-authority` file; `None` means the system's trust store.
+    pub ca_pem: Option<Vec<u8>>,
+    pub insecure_skip_tls_verify: bool,
+    pub auth: Auth,
+}
+
+/// The one credential the agent presents.
+#[derive(Clone)]
+pub enum Auth {
+    /// A bearer token (from `token`, or the trimmed contents of `tokenFile`).
+    Token(String),
+    /// A client certificate and its key, both PEM.
+    ClientCert {
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        /// Node path of the certificate file, if it came from a file (for
+        /// kubelet: `kubelet-client-current.pem`).
+        cert_path: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("kubeconfig {} does not exist", path.display())]
+    NotFound { path: PathBuf },
+    #[error("kubeconfig {}: cannot map it onto the host root: {source}", path.display())]
+    Resolve {
+        path: PathBuf,
+        source: Box<HostRootError>,
+    },
+    #[error("kubeconfig {}: cannot read it: {source}", path.display())]
+    Read { path: PathBuf, source: Box<FsError> },
+    #[error("kubeconfig {}: not UTF-8 text (invalid byte at offset {offset}); rewrite it as UTF-8 YAML", path.display())]
+    DecodeUtf8 { path: PathBuf, offset: usize },
+    #[error("kubeconfig {}: the file is empty; write the kubeconfig there or point the agent at the right file", path.display())]
+    Empty { path: PathBuf },
+    #[error("kubeconfig {}: not a valid kubeconfig: {source}; fix the file so it is kubeconfig YAML as kubectl writes it", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("kubeconfig {}: current-context {name:?} names no context; set current-context to one of: {}", path.display(), one_of(.known, "contexts"))]
+    SelectCurrentContext {
+        path: PathBuf,
+        name: String,
+        known: Vec<String>,
+    },
+    #[error("kubeconfig {}: current-context is not set and there are {} contexts; set current-context to one of: {}", path.display(), known.len(), one_of(.known, "contexts"))]
+    SelectContext { path: PathBuf, known: Vec<String> },
+    #[error("kubeconfig {}: {field} {name:?} names no {kind}; set it to one of: {}", path.display(), one_of(.known, &format!("{kind}s")))]
+    SelectReference {
+        path: PathBuf,
+        /// e.g. `contexts[0].context.user`
+        field: String,
+        /// `cluster` or `user`
+        kind: &'static str,
+        name: String,
+        known: Vec<String>,
+    },
+    #[error("kubeconfig {}: it has no clusters; add one under clusters with server and certificate-authority(-data)", path.display())]
+    SelectCluster { path: PathBuf },
+    #[error("kubeconfig {}: it has no users; add one under users with token, tokenFile, or client-certificate(-data) with client-key(-data)", path.display())]
+    SelectUser { path: PathBuf },
+    #[error("kubeconfig {}: {field} is missing; set it to the API server's https URL", path.display())]
+    ServerMissing { path: PathBuf, field: String },
+    #[error("kubeconfig {}: {field} {server:?} is not an https URL; the agent only talks TLS to the API server, use https://<host>:<port>", path.display())]
+    ServerNotHttps {
+        path: PathBuf,
+        field: String,
+        server: String,
+    },
+    #[error("kubeconfig {}: {field}: not valid base64 ({problem}); re-encode the {what} with base64 -w0", path.display())]
+    DecodeBase64 {
+        path: PathBuf,
+        field: String,
+        problem: String,
+        /// What the field holds, for the hint ("key", "certificate", ...).
+        what: &'static str,
+    },
+    #[error("kubeconfig {}: {field} refers to {}, which cannot be mapped onto the host root: {source}", path.display(), file.display())]
+    ResolveReferenced {
+        path: PathBuf,
+        field: String,
+        file: PathBuf,
+        source: Box<HostRootError>,
+    },
+    #[error("kubeconfig {}: {field} refers to {}, which does not exist on the node; create it or fix the path (relative paths are relative to the kubeconfig's directory)", path.display(), file.display())]
+    ReferencedNotFound {
+        path: PathBuf,
+        field: String,
+        file: PathBuf,
+    },
+    #[error("kubeconfig {}: {field} refers to {}, which cannot be read: {source}", path.display(), file.display())]
+    ReadReferenced {
+        path: PathBuf,
+        field: String,
+        file: PathBuf,
+        source: Box<FsError>,
+    },
+    #[error("kubeconfig {}: {}: holds no PEM certificate ({reason}); give the {what} in PEM (BEGIN CERTIFICATE)", path.display(), origin(.field, .file))]
+    ParseCertificate {
+        path: PathBuf,
+        field: String,
+        file: Option<PathBuf>,
+        reason: String,
+        what: &'static str,
+    },
+    #[error("kubeconfig {}: {}: holds no usable unencrypted PEM private key ({reason}); give the client key in PEM, without a passphrase", path.display(), origin(.field, .file))]
+    ParseKey {
+        path: PathBuf,
+        field: String,
+        file: Option<PathBuf>,
+        reason: String,
+    },
+    #[error("kubeconfig {}: {cert_field} and {key_field} do not belong together: the key is not the certificate's private key; point both at the same kubelet-client-current.pem or at a matching pair", path.display())]
+    MatchClientKey {
+        path: PathBuf,
+        cert_field: String,
+        key_field: String,
+    },
+    #[error("kubeconfig {}: {field} has {present} but no {missing}; give {missing}(-data) too (for kubelet's own certificate both point at kubelet-client-current.pem)", path.display())]
+    ClientCertIncomplete {
+        path: PathBuf,
+        field: String,
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error("kubeconfig {}: {}: the token {problem}; write the bearer token (<id>.<secret> for bootstrap tokens) on one line", path.display(), origin(.field, .file))]
+    ParseToken {
+        path: PathBuf,
+        field: String,
+        file: Option<PathBuf>,
+        problem: &'static str,
+    },
+    #[error("kubeconfig {}: no credentials in user {user:?} ({field}): give token, tokenFile, or client-certificate(-data) with client-key(-data){}", path.display(), if *.uses_plugin { " (exec and auth-provider plugins are not supported by the agent)" } else { "" })]
+    NoCredentials {
+        path: PathBuf,
+        field: String,
+        user: String,
+        uses_plugin: bool,
+    },
+}
+
+fn one_of(known: &[String], what: &str) -> String {
+    if known.is_empty() {
+        format!("(none: the file has no {what})")
+    } else {
+        known
+            .iter()
+            .map(|k| format!("{k:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn origin(field: &str, file: &Option<PathBuf>) -> String {
+    match file {
+        Some(file) => format!("{field} ({})", file.display()),
+        None => field.to_string(),
+    }
+}
+
+/// kubectl writes `users: null` and the like for empty lists.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// Parses kubeconfig YAML (pure). `path` is only used in errors. File
+/// references stay exactly as written.
+pub fn parse(text: &str, path: &Path) -> Result<Kubeconfig, KubeconfigError> {
+    if text.trim().is_empty() {
+        return Err(KubeconfigError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    serde_yaml::from_str(text).map_err(|source| KubeconfigError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads the kubeconfig at `node_path` through `host` and resolves it to what
+/// the agent needs.
+///
+/// The context is `current-context`; without one, the only context; without
+/// any contexts (as some of kubelet's kubeconfigs are written), the first
+/// cluster and the first user. File references are node paths, relative ones
+/// relative to the kubeconfig's directory (kubectl semantics); `*-data`
+/// fields win over the file fields, as in client-go.
+pub fn load(host: &HostRoot, node_path: &Path) -> Result<ResolvedKubeconfig, KubeconfigError> {
+    let path = node_path.to_path_buf();
+    let bytes = match read_node_file(host, node_path, MAX_KUBECONFIG_BYTES) {
+        Ok(bytes) => bytes,
+        Err(ReadFailure::Resolve(source)) => return Err(KubeconfigError::Resolve { path, source }),
+        Err(ReadFailure::NotFound) => return Err(KubeconfigError::NotFound { path }),
+        Err(ReadFailure::Read(source)) => return Err(KubeconfigError::Read { path, source }),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| KubeconfigError::DecodeUtf8 {
+        path: path.clone(),
+        offset: e.utf8_error().valid_up_to(),
+    })?;
+    let config = parse(&text, node_path)?;
+    let mut read = |field: &str, file: &Path| {
+        read_node_file(host, file, MAX_REFERENCED_BYTES).map_err(|failure| match failure {
+            ReadFailure::Resolve(source) => KubeconfigError::ResolveReferenced {
+                path: path.clone(),
+                field: field.to_string(),
+                file: file.to_path_buf(),
+                source,
+            },
+            ReadFailure::NotFound => KubeconfigError::ReferencedNotFound {
+                path: path.clone(),
+                field: field.to_string(),
+                file: file.to_path_buf(),
+            },
+            ReadFailure::Read(source) => KubeconfigError::ReadReferenced {
+                path: path.clone(),
+                field: field.to_string(),
+                file: file.to_path_buf(),
+                source,
+            },
+        })
+    };
+    config.resolve(node_path, &mut read)
+}
+
+enum ReadFailure {
+    Resolve(Box<HostRootError>),
+    NotFound,
+    Read(Box<FsError>),
+}
+
+fn read_node_file(host: &HostRoot, node_path: &Path, limit: u64) -> Result<Vec<u8>, ReadFailure> {
+    let host_path = host
+        .resolve(node_path)
+        .map_err(|e| ReadFailure::Resolve(Box::new(e)))?;
+    fsutil::read_limited(&host_path, limit).map_err(|e| match e {
+        FsError::Open { ref source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            ReadFailure::NotFound
+        }
+        other => ReadFailure::Read(Box::new(other)),
+    })
+}
+
+/// The cluster and user the selected context points at, with their indexes
+/// for field paths in messages.
+struct Selected<'a> {
+    cluster_index: usize,
+    cluster: &'a Cluster,
+    user_index: usize,
+    user: &'a NamedUser,
+}
+
+/// Where a credential comes from.
+enum Origin<'a> {
+    Data(&'a str),
+    File(&'a str),
+}
+
+/// The decoded bytes of one field and, if they came from a file, its node path.
+struct Loaded {
+    field: String,
+    file: Option<PathBuf>,
+    bytes: Vec<u8>,
+}
+
+/// kubectl treats empty strings as unset.
+fn nonempty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.is_empty())
+}
+
+fn pick<'a>(data: &'a Option<String>, file: &'a Option<String>) -> Option<Origin<'a>> {
+    nonempty(data)
+        .map(Origin::Data)
+        .or_else(|| nonempty(file).map(Origin::File))
+}
+
+impl Kubeconfig {
+    fn select(&self, path: &Path) -> Result<Selected<'_>, KubeconfigError> {
+        let context_names = || self.contexts.iter().map(|c| c.name.clone()).collect();
+        let context = match nonempty(&self.current_context) {
+            Some(name) => Some(
+                self.contexts
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| c.name == name)
+                    .ok_or_else(|| KubeconfigError::SelectCurrentContext {
+                        path: path.to_path_buf(),
+                        name: name.to_string(),
+                        known: context_names(),
+                    })?,
+            ),
+            None => match self.contexts.as_slice() {
+                [] => None,
+                [only] => Some((0, only)),
+                _ => {
+                    return Err(KubeconfigError::SelectContext {
+                        path: path.to_path_buf(),
+                        known: context_names(),
+                    })
+                }
+            },
+        };
+        let Some((ctx_index, ctx)) = context else {
+            let cluster = self
+                .clusters
+                .first()
+                .ok_or_else(|| KubeconfigError::SelectCluster {
+                    path: path.to_path_buf(),
+                })?;
+            let user = self
+                .users
+                .first()
+                .ok_or_else(|| KubeconfigError::SelectUser {
+                    path: path.to_path_buf(),
+                })?;
+            return Ok(Selected {
+                cluster_index: 0,
+                cluster: &cluster.cluster,
+                user_index: 0,
+                user,
+            });
+        };
+        let (cluster_index, cluster) = self
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == ctx.context.cluster)
+            .ok_or_else(|| KubeconfigError::SelectReference {
+                path: path.to_path_buf(),
+                field: format!("contexts[{ctx_index}].context.cluster"),
+                kind: "cluster",
+                name: ctx.context.cluster.clone(),
+                known: self.clusters.iter().map(|c| c.name.clone()).collect(),
+            })?;
+        let (user_index, user) = self
+            .users
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.name == ctx.context.user)
+            .ok_or_else(|| KubeconfigError::SelectReference {
+                path: path.to_path_buf(),
+                field: format!("contexts[{ctx_index}].context.user"),
+                kind: "user",
+                name: ctx.context.user.clone(),
+                known: self.users.iter().map(|u| u.name.clone()).collect(),
+            })?;
+        Ok(Selected {
+            cluster_index,
+            cluster: &cluster.cluster,
+            user_index,
+            user,
+        })
+    }
+
+    /// Selects the context and resolves it; `read` returns the contents of a
+    /// referenced node file (the caller decides how files are reached).
+    fn resolve(
+        &self,
+        path: &Path,
+        read: &mut ReadReferenced<'_>,
+    ) -> Result<ResolvedKubeconfig, KubeconfigError> {
+        let selected = self.select(path)?;
+        let resolver = Resolver { path, read };
+        resolver.resolve(&selected)
+    }
+}
+
+/// Returns the contents of a referenced node file, given the field that
+/// references it (for errors) and its node path.
+type ReadReferenced<'a> = dyn FnMut(&str, &Path) -> Result<Vec<u8>, KubeconfigError> + 'a;
+
+struct Resolver<'r> {
+    path: &'r Path,
+    read: &'r mut ReadReferenced<'r>,
+}
+
+impl Resolver<'_> {
+    fn resolve(mut self, selected: &Selected<'_>) -> Result<ResolvedKubeconfig, KubeconfigError> {
+        let cluster = selected.cluster;
+        let cluster_field = format!("clusters[{}].cluster", selected.cluster_index);
+
+        let server_field = format!("{cluster_field}.server");
+        let server = nonempty(&cluster.server).map(str::trim).ok_or_else(|| {
+            KubeconfigError::ServerMissing {
+                path: self.path.to_path_buf(),
+                field: server_field.clone(),
+            }
+        })?;
+        if !server.to_ascii_lowercase().starts_with("https://") {
+            return Err(KubeconfigError::ServerNotHttps {
+                path: self.path.to_path_buf(),
+                field: server_field,
+                server: server.to_string(),
+            });
+        }
+
+        let ca_pem = match pick(
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+        ) {
+            Some(origin) => {
+                let ca = self.load(
+                    &cluster_field,
+                    "certificate-authority",
+                    origin,
+                    "CA certificate",
+                )?;
+                self.check_certificate(&ca, "CA certificate")?;
+                Some(ca.bytes)
+            }
+            None => None,
+        };
+
+        let auth = self.auth(selected.user_index, selected.user)?;
+        Ok(ResolvedKubeconfig {
+            path: self.path.to_path_buf(),
+            server: server.to_string(),
+            ca_pem,
+            insecure_skip_tls_verify: cluster.insecure_skip_tls_verify.unwrap_or(false),
+            auth,
+        })
+    }
+
+    /// A client certificate wins over a token when both are given: the API
+    /// server's x509 authenticator runs before the token authenticator, so
+    /// that is the identity the node would have anyway. `tokenFile` wins
+    /// over `token`, as in client-go.
+    fn auth(&mut self, index: usize, named: &NamedUser) -> Result<Auth, KubeconfigError> {
+        let user = &named.user;
+        let user_field = format!("users[{index}].user");
+        let cert = pick(&user.client_certificate_data, &user.client_certificate);
+        let key = pick(&user.client_key_data, &user.client_key);
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                let cert = self.load(&user_field, "client-certificate", cert, "certificate")?;
+                self.check_certificate(&cert, "client certificate")?;
+                let key = self.load(&user_field, "client-key", key, "key")?;
+                let parsed_key =
+                    PKey::private_key_from_pem_passphrase(&key.bytes, b"").map_err(|e| {
+                        KubeconfigError::ParseKey {
+                            path: self.path.to_path_buf(),
+                            field: key.field.clone(),
+                            file: key.file.clone(),
+                            reason: openssl_reason(&e),
+                        }
+                    })?;
+                let matches = X509::from_pem(&cert.bytes)
+                    .and_then(|c| c.public_key())
+                    .map(|public| public.public_eq(&parsed_key))
+                    .unwrap_or(false);
+                if !matches {
+                    return Err(KubeconfigError::MatchClientKey {
+                        path: self.path.to_path_buf(),
+                        cert_field: cert.field,
+                        key_field: key.field,
+                    });
+                }
+                Ok(Auth::ClientCert {
+                    cert_pem: cert.bytes,
+                    key_pem: key.bytes,
+                    cert_path: cert.file,
+                })
+            }
+            (Some(_), None) => Err(KubeconfigError::ClientCertIncomplete {
+                path: self.path.to_path_buf(),
+                field: user_field,
+                present: "client-certificate",
+                missing: "client-key",
+            }),
+            (None, Some(_)) => Err(KubeconfigError::ClientCertIncomplete {
+                path: self.path.to_path_buf(),
+                field: user_field,
+                present: "client-key",
+                missing: "client-certificate",
+            }),
+            (None, None) => self.token(&user_field, named),
+        }
+    }
+
+    fn token(&mut self, user_field: &str, named: &NamedUser) -> Result<Auth, KubeconfigError> {
+        let user = &named.user;
+        let (field, file, raw) = if let Some(file) = nonempty(&user.token_file) {
+            let field = format!("{user_field}.tokenFile");
+            let node = self.reference(file);
+            let bytes = (self.read)(&field, &node)?;
+            match String::from_utf8(bytes) {
+                Ok(text) => (field, Some(node), text),
+                Err(_) => {
+                    return Err(KubeconfigError::ParseToken {
+                        path: self.path.to_path_buf(),
+                        field,
+                        file: Some(node),
+                        problem: "is not UTF-8 text",
+                    })
+                }
+            }
+        } else if let Some(token) = nonempty(&user.token) {
+            (format!("{user_field}.token"), None, token.to_string())
+        } else {
+            return Err(KubeconfigError::NoCredentials {
+                path: self.path.to_path_buf(),
+                field: user_field.to_string(),
+                user: named.name.clone(),
+                uses_plugin: user.exec.is_some() || user.auth_provider.is_some(),
+            });
+        };
+        let token = raw.trim();
+        let problem = if token.is_empty() {
+            Some("is empty")
+        } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            // It goes into an HTTP header; a second line or a stray space
+            // would be sent as part of the token and rejected.
+            Some("contains whitespace or non-ASCII characters inside it")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(KubeconfigError::ParseToken {
+                path: self.path.to_path_buf(),
+                field,
+                file,
+                problem,
+            });
+        }
+        Ok(Auth::Token(token.to_string()))
+    }
+
+    /// Decodes `<parent>.<name>-data` or reads the file `<parent>.<name>`.
+    fn load(
+        &mut self,
+        parent: &str,
+        name: &str,
+        origin: Origin<'_>,
+        what: &'static str,
+    ) -> Result<Loaded, KubeconfigError> {
+        match origin {
+            Origin::Data(data) => {
+                let field = format!("{parent}.{name}-data");
+                let bytes =
+                    decode_base64(data).map_err(|problem| KubeconfigError::DecodeBase64 {
+                        path: self.path.to_path_buf(),
+                        field: field.clone(),
+                        problem,
+                        what,
+                    })?;
+                Ok(Loaded {
+                    field,
+                    file: None,
+                    bytes,
+                })
+            }
+            Origin::File(file) => {
+                let field = format!("{parent}.{name}");
+                let node = self.reference(file);
+                let bytes = (self.read)(&field, &node)?;
+                Ok(Loaded {
+                    field,
+                    file: Some(node),
+                    bytes,
+                })
+            }
+        }
+    }
+
+    /// Relative references are relative to the kubeconfig's directory.
+    fn reference(&self, file: &str) -> PathBuf {
+        let file = Path::new(file);
+        if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new("/")).join(file)
+        }
+    }
+
+    fn check_certificate(
+        &self,
+        loaded: &Loaded,
+        what: &'static str,
+    ) -> Result<(), KubeconfigError> {
+        let reason = match X509::stack_from_pem(&loaded.bytes) {
+            Ok(certs) if !certs.is_empty() => return Ok(()),
+            Ok(_) => "no BEGIN CERTIFICATE block".to_string(),
+            Err(e) => openssl_reason(&e),
+        };
+        Err(KubeconfigError::ParseCertificate {
+            path: self.path.to_path_buf(),
+            field: loaded.field.clone(),
+            file: loaded.file.clone(),
+            reason,
+            what,
+        })
+    }
+}
+
+/// Base64 as Go's `encoding/json` reads `[]byte` (standard alphabet, padded),
+/// but tolerant of line breaks and spaces from wrapped `base64` output. The
+/// problem never quotes the input: it may be a private key.
+fn decode_base64(data: &str) -> Result<Vec<u8>, String> {
+    let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map_err(|e| match e {
+            base64::DecodeError::InvalidByte(offset, _) => {
+                format!("invalid character at offset {offset}")
+            }
+            base64::DecodeError::InvalidLength(len) => {
+                format!("{len} characters is not a valid base64 length; is it truncated?")
+            }
+            base64::DecodeError::InvalidLastSymbol(offset, _) => {
+                format!("invalid last character at offset {offset}")
+            }
+            base64::DecodeError::InvalidPadding => "invalid padding".to_string(),
+        })
+}
+
+/// OpenSSL's first reason, without its file and line noise. It never carries
+/// input bytes, so it is safe for key errors.
+fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
+    e.errors()
+        .first()
+        .and_then(|err| err.reason())
+        .unwrap_or("unreadable")
+        .to_string()
+}
+
+/// Shown instead of secrets in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Shown instead of long, non-secret data in `Debug` output.
+struct Bytes(usize);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Token(_) => f.debug_tuple("Token").field(&Redacted).finish(),
+            Auth::ClientCert {
+                cert_pem,
+                key_pem: _,
+                cert_path,
+            } => f
+                .debug_struct("ClientCert")
+                .field("cert_pem", &Bytes(cert_pem.len()))
+                .field("key_pem", &Redacted)
+                .field("cert_path", cert_path)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for ResolvedKubeconfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedKubeconfig")
+            .field("path", &self.path)
+            .field("server", &self.server)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| Bytes(p.len())))
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("token", &self.token.as_ref().map(|_| Redacted))
+            .field("token_file", &self.token_file)
+            .field("client_certificate", &self.client_certificate)
+            .field(
+                "client_certificate_data",
+                &self
+                    .client_certificate_data
+                    .as_ref()
+                    .map(|d| Bytes(d.len())),
+            )
+            .field("client_key", &self.client_key)
+            .field(
+                "client_key_data",
+                &self.client_key_data.as_ref().map(|_| Redacted),
+            )
+            .field("exec", &self.exec.is_some())
+            .field("auth_provider", &self.auth_provider.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::testpki;
+    use std::fs;
+
+    const TOKEN: &str = "abcdef.0123456789abcdef";
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/kubeconfig/",
+                $name
+            ))
+        };
+    }
+
+    /// A node in a tempdir, with a cluster CA and a kubelet client pair.
+    struct Node {
+        dir: tempfile::TempDir,
+        host: HostRoot,
+        ca_pem: Vec<u8>,
+        client_cert_pem: Vec<u8>,
+        client_key_pem: Vec<u8>,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let host = HostRoot::new(dir.path()).unwrap();
+            let ca = testpki::good_ca("kubernetes");
+            let (cert, key) = testpki::leaf_with_key(&ca, "system:node:node-1");
+            Self {
+                dir,
+                host,
+                ca_pem: ca.cert.to_pem().unwrap(),
+                client_cert_pem: cert.to_pem().unwrap(),
+                client_key_pem: key.private_key_to_pem_pkcs8().unwrap(),
+            }
+        }
+
+        fn write(&self, node_path: &str, contents: &[u8]) {
+            let p = self.dir.path().join(node_path.trim_start_matches('/'));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, contents).unwrap();
+        }
+
+        /// Fills the fixture's placeholders with this node's PKI, base64'd.
+        fn render(&self, fixture: &str) -> String {
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+            fixture
+                .replace("@CA_DATA@", &b64(&self.ca_pem))
+                .replace("@CLIENT_CERT_DATA@", &b64(&self.client_cert_pem))
+                .replace("@CLIENT_KEY_DATA@", &b64(&self.client_key_pem))
+        }
+
+        fn install_kubeconfig(&self, node_path: &str, fixture: &str) {
+            self.write(node_path, self.render(fixture).as_bytes());
+        }
+
+        fn write_ca(&self, node_path: &str) {
+            self.write(node_path, &self.ca_pem);
+        }
+
+        fn write_client_pair(&self, node_path: &str) {
+            let mut pem = self.client_cert_pem.clone();
+            pem.extend_from_slice(&self.client_key_pem);
+            self.write(node_path, &pem);
+        }
+
+        fn load(&self, node_path: &str) -> Result<ResolvedKubeconfig, KubeconfigError> {
+            load(&self.host, Path::new(node_path))
+        }
+    }
+
+    #[test]
+    fn aks_bootstrap_kubeconfig_gives_token_and_ca_file() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/bootstrap-kubeconfig",
+            fixture!("aks-bootstrap-kubeconfig"),
+        );
+        node.write_ca("/etc/kubernetes/certs/ca.crt");
+        let kc = node.load("/var/lib/kubelet/bootstrap-kubeconfig").unwrap();
+        assert_eq!(kc.path, Path::new("/var/lib/kubelet/bootstrap-kubeconfig"));
+        assert_eq!(
+            kc.server,
+            "https://mycluster-dns-1a2b3c4d.hcp.eastus.azmk8s.io:443"
+        );
+        assert_eq!(kc.ca_pem.as_deref(), Some(node.ca_pem.as_slice()));
+        assert!(!kc.insecure_skip_tls_verify);
+        assert!(matches!(&kc.auth, Auth::Token(t) if t == TOKEN), "{kc:?}");
+    }
+
+    #[test]
+    fn kubeadm_bootstrap_kubelet_conf_gives_token_and_ca_data() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            fixture!("kubeadm-bootstrap-kubelet.conf"),
+        );
+        let kc = node.load("/etc/kubernetes/bootstrap-kubelet.conf").unwrap();
+        assert_eq!(kc.server, "https://10.0.0.10:6443");
+        assert_eq!(kc.ca_pem.as_deref(), Some(node.ca_pem.as_slice()));
+        assert!(matches!(&kc.auth, Auth::Token(t) if t == TOKEN), "{kc:?}");
+    }
+
+    #[test]
+    fn kubelet_kubeconfig_reads_client_pair_from_current_pem() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/etc/kubernetes/kubelet.conf",
+            fixture!("kubeadm-kubelet.conf"),
+        );
+        node.write_client_pair("/var/lib/kubelet/pki/kubelet-client-current.pem");
+        let kc = node.load("/etc/kubernetes/kubelet.conf").unwrap();
+        assert_eq!(kc.ca_pem.as_deref(), Some(node.ca_pem.as_slice()));
+        match &kc.auth {
+            Auth::ClientCert {
+                cert_pem,
+                key_pem,
+                cert_path,
+            } => {
+                // Both fields name the same combined file.
+                let pair = [node.client_cert_pem.clone(), node.client_key_pem.clone()].concat();
+                assert_eq!(cert_pem, &pair);
+                assert_eq!(key_pem, &pair);
+                assert_eq!(
+                    cert_path.as_deref(),
+                    Some(Path::new("/var/lib/kubelet/pki/kubelet-client-current.pem"))
+                );
+            }
+            other => panic!("expected a client certificate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kubelet_kubeconfig_follows_current_symlink_through_host_root() {
+        let node = Node::new();
+        node.install_kubeconfig("/var/lib/kubelet/kubeconfig", fixture!("aks-kubeconfig"));
+        node.write_ca("/etc/kubernetes/certs/ca.crt");
+        node.write_client_pair("/var/lib/kubelet/pki/kubelet-client-2024-05-01-10-00-00.pem");
+        std::os::unix::fs::symlink(
+            "kubelet-client-2024-05-01-10-00-00.pem",
+            node.dir
+                .path()
+                .join("var/lib/kubelet/pki/kubelet-client-current.pem"),
+        )
+        .unwrap();
+        let kc = node.load("/var/lib/kubelet/kubeconfig").unwrap();
+        assert!(
+            matches!(&kc.auth, Auth::ClientCert { cert_path: Some(p), .. }
+                if p == Path::new("/var/lib/kubelet/pki/kubelet-client-current.pem")),
+            "{kc:?}"
+        );
+    }
+
+    #[test]
+    fn inline_data_kubeconfig_decodes_every_data_field() {
+        let node = Node::new();
+        node.install_kubeconfig("/etc/kubernetes/admin.conf", fixture!("data-fields.conf"));
+        let kc = node.load("/etc/kubernetes/admin.conf").unwrap();
+        assert_eq!(kc.ca_pem.as_deref(), Some(node.ca_pem.as_slice()));
+        match &kc.auth {
+            Auth::ClientCert {
+                cert_pem,
+                key_pem,
+                cert_path,
+            } => {
+                assert_eq!(cert_pem, &node.client_cert_pem);
+                assert_eq!(key_pem, &node.client_key_pem);
+                assert_eq!(cert_path, &None);
+            }
+            other => panic!("expected a client certificate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn kubeconfig_without_contexts_uses_first_cluster_and_user() {
+        let node = Node::new();
+        node.install_kubeconfig("/var/lib/kubelet/kubeconfig", fixture!("no-contexts.conf"));
+        let kc = node.load("/var/lib/kubelet/kubeconfig").unwrap();
+        assert_eq!(kc.server, "https://first.example:6443");
+        assert!(matches!(&kc.auth, Auth::Token(t) if t == "first.token0123456"));
+    }
+
+    #[test]
+    fn relative_references_are_relative_to_the_kubeconfig_directory() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            fixture!("relative-refs.conf"),
+        );
+        node.write_ca("/etc/kubernetes/pki/ca.crt");
+        node.write(
+            "/etc/kubernetes/bootstrap-token",
+            format!("  {TOKEN}\n").as_bytes(),
+        );
+        let kc = node.load("/etc/kubernetes/bootstrap-kubelet.conf").unwrap();
+        assert_eq!(kc.ca_pem.as_deref(), Some(node.ca_pem.as_slice()));
+        assert!(kc.insecure_skip_tls_verify);
+        assert!(
+            matches!(&kc.auth, Auth::Token(t) if t == TOKEN),
+            "token is trimmed"
+        );
+    }
+
+    #[test]
+    fn parse_keeps_relative_references_as_written() {
+        let config = parse(
+            fixture!("relative-refs.conf"),
+            Path::new("/etc/kubernetes/x.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            config.clusters[0].cluster.certificate_authority.as_deref(),
+            Some("pki/ca.crt")
+        );
+        assert_eq!(
+            config.users[0].user.token_file.as_deref(),
+            Some("bootstrap-token")
+        );
+    }
+
+    #[test]
+    fn missing_kubeconfig_is_not_found() {
+        let node = Node::new();
+        let err = node
+            .load("/var/lib/kubelet/bootstrap-kubeconfig")
+            .unwrap_err();
+        assert!(
+            matches!(&err, KubeconfigError::NotFound { path }
+            if path == Path::new("/var/lib/kubelet/bootstrap-kubeconfig")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_server_names_the_field() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/kubeconfig",
+            fixture!("broken-missing-server.conf"),
+        );
+        let err = node.load("/var/lib/kubelet/kubeconfig").unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::ServerMissing { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "kubeconfig /var/lib/kubelet/kubeconfig: clusters[0].cluster.server is missing; set it to the API server's https URL"
+        );
+    }
+
+    #[test]
+    fn bad_base64_key_names_field_and_hides_key() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/bootstrap-kubeconfig",
+            fixture!("broken-bad-base64.conf"),
+        );
+        let err = node
+            .load("/var/lib/kubelet/bootstrap-kubeconfig")
+            .unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::DecodeBase64 { .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "kubeconfig /var/lib/kubelet/bootstrap-kubeconfig: users[0].user.client-key-data: not valid base64 ("
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("; re-encode the key with base64 -w0"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SECRET"), "key text leaked: {msg}");
+    }
+
+    #[test]
+    fn context_naming_missing_user_lists_known_users() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/kubeconfig",
+            fixture!("broken-missing-user.conf"),
+        );
+        let err = node.load("/var/lib/kubelet/kubeconfig").unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::SelectReference { kind: "user", .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "kubeconfig /var/lib/kubelet/kubeconfig: contexts[0].context.user \"kubelet\" names no user; set it to one of: \"default-auth\""
+        );
+    }
+
+    #[test]
+    fn garbage_yaml_reports_line_and_column() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/kubeconfig",
+            fixture!("broken-garbage.conf"),
+        );
+        let err = node.load("/var/lib/kubelet/kubeconfig").unwrap_err();
+        assert!(matches!(err, KubeconfigError::Parse { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("kubeconfig /var/lib/kubelet/kubeconfig: not a valid kubeconfig: "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("did not find expected key at line 7 column 4"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_with_field_and_line() {
+        let text = "clusters:\n- name: c\n  cluster:\n    server: https://x\n    insecure-skip-tls-verify: \"yes\"\n";
+        let err = parse(text, Path::new("/k")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("clusters[0].cluster.insecure-skip-tls-verify"),
+            "{msg}"
+        );
+        assert!(msg.contains("line 5 column"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_fields_and_null_lists_are_accepted() {
+        let text = "apiVersion: v1\nkind: Config\npreferences: {}\nextensions: [{name: x, extension: {}}]\nclusters: null\nusers: null\ncontexts: null\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        assert!(
+            config.clusters.is_empty() && config.users.is_empty() && config.contexts.is_empty()
+        );
+    }
+
+    #[test]
+    fn empty_file_says_it_is_empty() {
+        let err = parse("\n  \n", Path::new("/k")).unwrap_err();
+        assert!(matches!(err, KubeconfigError::Empty { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn unknown_current_context_lists_contexts() {
+        let node = Node::new();
+        let text = fixture!("kubeadm-bootstrap-kubelet.conf").replace(
+            "current-context: tls-bootstrap-token-user@kubernetes",
+            "current-context: foo",
+        );
+        node.install_kubeconfig("/etc/kubernetes/bootstrap-kubelet.conf", &text);
+        let err = node
+            .load("/etc/kubernetes/bootstrap-kubelet.conf")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kubeconfig /etc/kubernetes/bootstrap-kubelet.conf: current-context \"foo\" names no context; set current-context to one of: \"tls-bootstrap-token-user@kubernetes\""
+        );
+    }
+
+    #[test]
+    fn several_contexts_without_current_context_is_ambiguous() {
+        let text = "clusters: [{name: c, cluster: {server: 'https://x'}}]\nusers: [{name: u, user: {token: t.t}}]\ncontexts:\n- {name: a, context: {cluster: c, user: u}}\n- {name: b, context: {cluster: c, user: u}}\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        let err = config.select(Path::new("/k")).err().unwrap();
+        assert!(
+            matches!(err, KubeconfigError::SelectContext { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("\"a\", \"b\""), "{err}");
+    }
+
+    #[test]
+    fn user_without_credentials_says_what_to_give() {
+        let text = "clusters: [{name: c, cluster: {server: 'https://x'}}]\nusers: [{name: kubelet, user: {exec: {command: foo}}}]\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        let err = config
+            .resolve(Path::new("/k"), &mut |_, _| unreachable!())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kubeconfig /k: no credentials in user \"kubelet\" (users[0].user): give token, tokenFile, or client-certificate(-data) with client-key(-data) (exec and auth-provider plugins are not supported by the agent)"
+        );
+    }
+
+    #[test]
+    fn client_cert_without_key_is_incomplete() {
+        let text = "clusters: [{name: c, cluster: {server: 'https://x'}}]\nusers: [{name: u, user: {client-certificate: /a.pem, token: t.t}}]\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        let err = config
+            .resolve(Path::new("/k"), &mut |_, _| unreachable!())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KubeconfigError::ClientCertIncomplete {
+                    missing: "client-key",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn plain_http_server_is_refused() {
+        let text = "clusters: [{name: c, cluster: {server: 'http://10.0.0.1:8080'}}]\nusers: [{name: u, user: {token: t.t}}]\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        let err = config
+            .resolve(Path::new("/k"), &mut |_, _| unreachable!())
+            .unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::ServerNotHttps { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_referenced_ca_file_names_field_and_file() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/bootstrap-kubeconfig",
+            fixture!("aks-bootstrap-kubeconfig"),
+        );
+        let err = node
+            .load("/var/lib/kubelet/bootstrap-kubeconfig")
+            .unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::ReferencedNotFound { .. }),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("clusters[0].cluster.certificate-authority refers to /etc/kubernetes/certs/ca.crt, which does not exist"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn ca_file_that_is_not_pem_names_the_file() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/var/lib/kubelet/bootstrap-kubeconfig",
+            fixture!("aks-bootstrap-kubeconfig"),
+        );
+        node.write("/etc/kubernetes/certs/ca.crt", b"not a certificate\n");
+        let err = node
+            .load("/var/lib/kubelet/bootstrap-kubeconfig")
+            .unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::ParseCertificate { .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("(/etc/kubernetes/certs/ca.crt)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn client_key_of_another_cert_is_a_mismatch() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/etc/kubernetes/kubelet.conf",
+            fixture!("kubeadm-kubelet.conf"),
+        );
+        let mut pem = node.client_cert_pem.clone();
+        pem.extend_from_slice(&testpki::key().private_key_to_pem_pkcs8().unwrap());
+        node.write("/var/lib/kubelet/pki/kubelet-client-current.pem", &pem);
+        let err = node.load("/etc/kubernetes/kubelet.conf").unwrap_err();
+        assert!(
+            matches!(err, KubeconfigError::MatchClientKey { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn token_file_with_two_lines_is_refused() {
+        let node = Node::new();
+        node.install_kubeconfig(
+            "/etc/kubernetes/bootstrap-kubelet.conf",
+            fixture!("relative-refs.conf"),
+        );
+        node.write_ca("/etc/kubernetes/pki/ca.crt");
+        node.write("/etc/kubernetes/bootstrap-token", b"abc.def\nghi.jkl\n");
+        let err = node
+            .load("/etc/kubernetes/bootstrap-kubelet.conf")
+            .unwrap_err();
+        assert!(matches!(err, KubeconfigError::ParseToken { .. }), "{err:?}");
+        assert!(!err.to_string().contains("abc.def"), "token leaked: {err}");
+    }
+
+    #[test]
+    fn debug_output_redacts_token_and_key() {
+        let token = Auth::Token("abcdef.supersecret".into());
+        let dbg = format!("{token:?}");
+        assert!(
+            !dbg.contains("supersecret") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let pair = Auth::ClientCert {
+            cert_pem: b"CERT".to_vec(),
+            key_pem: b"-----BEGIN PRIVATE KEY-----SECRET".to_vec(),
+            cert_path: None,
+        };
+        let dbg = format!("{pair:?}");
+        assert!(
+            !dbg.contains("SECRET") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let config = parse(
+            "users: [{name: u, user: {token: abcdef.supersecret, client-key-data: U0VDUkVU}}]\n",
+            Path::new("/k"),
+        )
+        .unwrap();
+        let dbg = format!("{config:?}");
+        assert!(
+            !dbg.contains("supersecret") && !dbg.contains("U0VDUkVU"),
+            "{dbg}"
+        );
+    }
+}

@@ -1,0 +1,557 @@
+//! The kubelet certificate lifecycle: decide (renewal.rs), obtain (csr.rs),
+//! check, install (kubelet_store.rs), restart kubelet (systemd.rs).
+//!
+//! One pass looks at the client certificate (and the serving one, opt-in),
+//! renews what is due, and returns when the next pass is needed. The identity
+//! used is the current client certificate while it is valid, otherwise the
+//! bootstrap kubeconfig. When kubelet rotates its own client certificate, the
+//! agent only monitors it. A pass holds `<state-dir>/kubelet.lock`, so the
+//! daemon and `node-cert-agent renew` never renew at the same time.
+
+use std::fs::{File, OpenOptions};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::ApiResource;
+use nix::fcntl::{Flock, FlockArg};
+use openssl::nid::Nid;
+use openssl::x509::X509;
+use tracing::{info, warn};
+
+use crate::cert::{common_name, now_unix, rfc3339, CertInfo};
+use crate::csr::{self, CsrError, KeyType, Purpose};
+use crate::hostroot::{HostRoot, HostRootError};
+use crate::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
+use crate::kubelet_store::{CertKind, CurrentCert, KubeletStore, StoreError};
+use crate::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
+use crate::systemd::{Systemd, SystemdError};
+
+pub const DEFAULT_BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
+pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
+pub const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+pub const DEFAULT_KUBELET_UNIT: &str = "kubelet.service";
+/// The longest sleep between passes, so a clock jump (suspend, NTP step) is
+/// noticed within this time even when nothing else wakes the agent.
+pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+/// The RenewRevocation custom resource (shipped as a CRD in manifests/).
+pub fn revocation_resource() -> ApiResource {
+    ApiResource {
+        group: "nodecert.dev".into(),
+        version: "v1alpha1".into(),
+        api_version: "nodecert.dev/v1alpha1".into(),
+        kind: "RenewRevocation".into(),
+        plural: "renewrevocations".into(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeletSettings {
+    pub node_name: String,
+    pub bootstrap_kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub pki_dir: PathBuf,
+    pub kubelet_config: PathBuf,
+    pub key_type: KeyType,
+    pub expiration_seconds: Option<i32>,
+    pub csr_timeout: Duration,
+    /// Units restarted after a new certificate is in place (the allowlist).
+    pub restart_units: Vec<String>,
+    /// Opt-in serving certificate: its DNS names and IPs.
+    pub serving: Option<(Vec<String>, Vec<IpAddr>)>,
+    /// When kubelet's config says `rotateCertificates: true`, only monitor.
+    pub defer_to_kubelet_rotation: bool,
+    /// The lock file shared with `renew`, as this process sees it.
+    pub lock_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error(transparent)]
+    HostRoot(#[from] HostRootError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(
+        "cannot bootstrap the kubelet client certificate: {reason}. Provide a bootstrap kubeconfig at {path} \
+         (server URL, cluster CA, and a bootstrap token `<id>.<secret>` of a token in group system:bootstrappers), \
+         or a valid client certificate at {pki}/kubelet-client-current.pem"
+    )]
+    NoBootstrap {
+        path: PathBuf,
+        pki: PathBuf,
+        reason: String,
+    },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error("building an API client for {server}: {reason}")]
+    Client { server: String, reason: String },
+    #[error("restart of {unit} after installing the new certificate: {source}")]
+    Restart { unit: String, source: SystemdError },
+    #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
+    RestartFailed { unit: String, result: String },
+    #[error("cannot take the kubelet lock {path}: {reason}")]
+    Lock { path: PathBuf, reason: String },
+}
+
+impl KubeletError {
+    /// How long the API server asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Csr(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// What a pass found and did.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    /// Unix time of the next scheduled renewal, if any certificate is managed.
+    pub next_deadline: Option<i64>,
+    pub renewed: Vec<CertKind>,
+    pub monitoring_only: bool,
+}
+
+pub struct KubeletManager<S: Systemd> {
+    host: HostRoot,
+    store: KubeletStore,
+    systemd: S,
+    settings: KubeletSettings,
+}
+
+impl<S: Systemd> KubeletManager<S> {
+    pub fn new(host: HostRoot, systemd: S, settings: KubeletSettings) -> Self {
+        let store = KubeletStore::new(host.clone(), settings.pki_dir.clone());
+        Self {
+            host,
+            store,
+            systemd,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &KubeletSettings {
+        &self.settings
+    }
+
+    /// Whether kubelet's own config turns on client certificate rotation.
+    pub fn kubelet_rotates_itself(&self) -> bool {
+        let Ok(path) = self.host.resolve(&self.settings.kubelet_config) else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v.get("rotateCertificates")
+                    .and_then(serde_yaml::Value::as_bool)
+            })
+            .unwrap_or(false)
+    }
+
+    fn lock(&self) -> Result<Flock<File>, KubeletError> {
+        let path = &self.settings.lock_path;
+        let lock_err = |reason: String| KubeletError::Lock {
+            path: path.clone(),
+            reason,
+        };
+        if let Some(dir) = path.parent() {
+            crate::fsutil::ensure_dir(dir, 0o700).map_err(|e| lock_err(e.to_string()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| lock_err(e.to_string()))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.to_string()))
+    }
+
+    /// One pass over the managed certificates. `force` renews now.
+    pub async fn pass(&self, force: bool) -> Result<PassOutcome, KubeletError> {
+        let _lock = self.lock()?;
+        let now = now_unix();
+        let mut outcome = PassOutcome::default();
+        let client_current = self.read_current(CertKind::Client);
+        let revocations = self.revocations(client_current.as_ref(), now).await;
+
+        let mut kinds = vec![(CertKind::Client, Purpose::Client)];
+        if let Some((dns, ips)) = &self.settings.serving {
+            kinds.push((
+                CertKind::Serving,
+                Purpose::Serving {
+                    dns: dns.clone(),
+                    ips: ips.clone(),
+                },
+            ));
+        }
+        for (kind, purpose) in kinds {
+            let current = if kind == CertKind::Client {
+                client_current.clone()
+            } else {
+                self.read_current(kind)
+            };
+            let facts = current.as_ref().map(facts_of);
+            let (decision, bad) =
+                renewal::decide(facts.as_ref(), &self.settings.node_name, now, &revocations);
+            for (r, e) in bad {
+                warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
+            }
+            let reason = match decision {
+                _ if force => Some(RenewReason::Forced),
+                Decision::RenewNow(reason) => Some(reason),
+                Decision::RenewAt { deadline, .. } if deadline <= now => {
+                    Some(RenewReason::Due { deadline })
+                }
+                Decision::RenewAt { deadline, fraction } => {
+                    info!(
+                        cert = kind.name(),
+                        deadline = %rfc3339(deadline),
+                        fraction = format!("{fraction:.3}"),
+                        not_after = %facts.as_ref().map(|f| rfc3339(f.not_after)).unwrap_or_default(),
+                        "kubelet {} certificate is healthy; renewal scheduled at {} ({:.1} % of its lifetime)",
+                        kind.name(),
+                        rfc3339(deadline),
+                        fraction * 100.0
+                    );
+                    outcome.next_deadline = Some(
+                        outcome
+                            .next_deadline
+                            .map_or(deadline, |d: i64| d.min(deadline)),
+                    );
+                    None
+                }
+            };
+            let Some(reason) = reason else { continue };
+            if kind == CertKind::Client
+                && !force
+                && self.settings.defer_to_kubelet_rotation
+                && self.kubelet_rotates_itself()
+            {
+                outcome.monitoring_only = true;
+                warn!(
+                    cert = kind.name(),
+                    reason = %reason,
+                    kubelet_config = %self.settings.kubelet_config.display(),
+                    "kubelet rotates its own client certificate (rotateCertificates: true); node-cert-agent only monitors it and does not renew: {reason}"
+                );
+                continue;
+            }
+            info!(cert = kind.name(), reason = %reason, "renewing the kubelet {} certificate: {reason}", kind.name());
+            let usable_client = client_current
+                .as_ref()
+                .filter(|c| is_usable_identity(c, now));
+            self.renew(kind, &purpose, usable_client, now).await?;
+            outcome.renewed.push(kind);
+        }
+        if !outcome.renewed.is_empty() {
+            self.restart_units().await?;
+            // The new certificates set the next deadline.
+            for kind in &outcome.renewed {
+                if let Some(f) = self.read_current(*kind).as_ref().map(facts_of) {
+                    let d = renewal::deadline(
+                        f.not_before,
+                        f.not_after,
+                        renewal::renewal_fraction(&self.settings.node_name),
+                    );
+                    outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn read_current(&self, kind: CertKind) -> Option<CurrentCert> {
+        match self.store.current(kind) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(
+                    cert = kind.name(),
+                    "the current kubelet {} certificate is unreadable and will be replaced: {e}",
+                    kind.name()
+                );
+                None
+            }
+        }
+    }
+
+    /// Server, CA and credentials for the API: the current client cert while
+    /// it is valid, else the bootstrap kubeconfig.
+    fn identity(
+        &self,
+        usable_client: Option<&CurrentCert>,
+    ) -> Result<(ResolvedKubeconfig, &'static str), KubeletError> {
+        if let Some(current) = usable_client {
+            // Server and CA from kubelet's kubeconfig, or the bootstrap one.
+            let base = kubeconfig::load(&self.host, &self.settings.kubeconfig)
+                .or_else(|_| kubeconfig::load(&self.host, &self.settings.bootstrap_kubeconfig));
+            if let Ok(mut kc) = base {
+                let mut cert_pem = Vec::new();
+                cert_pem.extend(current.cert.to_pem().unwrap_or_default());
+                for c in &current.chain {
+                    cert_pem.extend(c.to_pem().unwrap_or_default());
+                }
+                let key_pem = current.key.private_key_to_pem_pkcs8().unwrap_or_default();
+                kc.auth = Auth::ClientCert {
+                    cert_pem,
+                    key_pem,
+                    cert_path: None,
+                };
+                return Ok((kc, "current client certificate"));
+            }
+        }
+        match kubeconfig::load(&self.host, &self.settings.bootstrap_kubeconfig) {
+            Ok(kc) => Ok((kc, "bootstrap kubeconfig")),
+            Err(e) => Err(KubeletError::NoBootstrap {
+                path: self.settings.bootstrap_kubeconfig.clone(),
+                pki: self.settings.pki_dir.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn renew(
+        &self,
+        kind: CertKind,
+        purpose: &Purpose,
+        usable_client: Option<&CurrentCert>,
+        now: i64,
+    ) -> Result<(), KubeletError> {
+        let (kc, identity) = self.identity(usable_client)?;
+        let client = build_client(&kc)?;
+        let key = csr::generate_key(self.settings.key_type)?;
+        let request = csr::build_request(&key, &self.settings.node_name, purpose)?;
+        let object = csr::csr_object(
+            request,
+            purpose,
+            self.settings.key_type,
+            self.settings.expiration_seconds,
+        );
+        info!(cert = kind.name(), identity, server = %kc.server, "requesting a kubelet {} certificate", kind.name());
+        let (csr_name, chain_pem) =
+            csr::submit_and_wait(&client, &object, self.settings.csr_timeout).await?;
+        let leaf = csr::verify_issued(
+            &csr_name,
+            &chain_pem,
+            &key,
+            &self.settings.node_name,
+            kc.ca_pem.as_deref(),
+            now_unix(),
+        )?;
+        let key_pem = key
+            .private_key_to_pem_pkcs8()
+            .map_err(|e| CsrError::Rejected {
+                name: csr_name.clone(),
+                reason: crate::cert::openssl_reason(&e),
+            })?;
+        let path = self.store.install(kind, &chain_pem, &key_pem, now)?;
+        let info = leaf.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
+        if let Some(info) = info {
+            let next = renewal::deadline(
+                info.not_before,
+                info.not_after,
+                renewal::renewal_fraction(&self.settings.node_name),
+            );
+            info!(
+                cert = kind.name(),
+                csr = %csr_name,
+                subject = %info.subject,
+                serial = %info.serial,
+                not_after = %rfc3339(info.not_after),
+                next_renewal = %rfc3339(next),
+                path = %path.display(),
+                "installed a new kubelet {} certificate from CSR {csr_name}: {}; next renewal at {}",
+                kind.name(),
+                info.describe(),
+                rfc3339(next)
+            );
+        }
+        Ok(())
+    }
+
+    async fn restart_units(&self) -> Result<(), KubeletError> {
+        for unit in &self.settings.restart_units {
+            let job = self
+                .systemd
+                .try_restart_unit(unit)
+                .await
+                .map_err(|source| KubeletError::Restart {
+                    unit: unit.clone(),
+                    source,
+                })?;
+            if !job.is_done() {
+                return Err(KubeletError::RestartFailed {
+                    unit: unit.clone(),
+                    result: job.0,
+                });
+            }
+            info!(unit = %unit, job_result = %job.0, "restarted unit (if it was running) so it uses the new certificate");
+        }
+        Ok(())
+    }
+
+    /// The RenewRevocation entries, read with the node's identity. An API
+    /// failure leaves the list empty: revocations only ever add renewals.
+    async fn revocations(&self, client_current: Option<&CurrentCert>, now: i64) -> Vec<Revocation> {
+        let Some(current) = client_current.filter(|c| is_usable_identity(c, now)) else {
+            return Vec::new();
+        };
+        let Ok((kc, _)) = self.identity(Some(current)) else {
+            return Vec::new();
+        };
+        let client = match build_client(&kc) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("cannot read RenewRevocations: {e}");
+                return Vec::new();
+            }
+        };
+        list_revocations(&client).await.unwrap_or_else(|e| {
+            warn!("cannot read RenewRevocations: {e}");
+            Vec::new()
+        })
+    }
+
+    /// A client with the node's current identity, for watches.
+    pub fn node_client(&self) -> Option<kube::Client> {
+        let current = self.read_current(CertKind::Client)?;
+        if !is_usable_identity(&current, now_unix()) {
+            return None;
+        }
+        let (kc, _) = self.identity(Some(&current)).ok()?;
+        build_client(&kc).ok()
+    }
+}
+
+pub async fn list_revocations(client: &kube::Client) -> Result<Vec<Revocation>, kube::Error> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &revocation_resource());
+    let list = api.list(&ListParams::default()).await?;
+    let mut out = Vec::new();
+    for obj in list.items {
+        let entries = obj
+            .data
+            .get("spec")
+            .and_then(|s| s.get("revocations"))
+            .cloned()
+            .unwrap_or_default();
+        match serde_json::from_value::<Vec<Revocation>>(entries) {
+            Ok(mut v) => {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                for r in &mut v {
+                    if r.description.is_none() {
+                        r.description = Some(format!(
+                            "RenewRevocation {name}: {} {}",
+                            r.kind,
+                            r.serial_number
+                                .as_ref()
+                                .or(r.group.as_ref())
+                                .or(r.dns.as_ref())
+                                .or(r.ip.as_ref())
+                                .map(String::as_str)
+                                .unwrap_or("")
+                        ));
+                    }
+                }
+                out.extend(v);
+            }
+            Err(e) => {
+                warn!(object = ?obj.metadata.name, "ignoring a malformed RenewRevocation: {e}")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A client certificate works as an identity while it is unexpired and matches its key.
+fn is_usable_identity(c: &CurrentCert, now: i64) -> bool {
+    let f = facts_of(c);
+    c.key_matches && f.not_before <= now + 300 && f.not_after > now
+}
+
+pub fn facts_of(c: &CurrentCert) -> CertFacts {
+    facts_of_x509(&c.cert, c.key_matches)
+}
+
+pub fn facts_of_x509(cert: &X509, key_matches: bool) -> CertFacts {
+    let info = cert.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
+    let organizations = cert
+        .subject_name()
+        .entries_by_nid(Nid::ORGANIZATIONNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .collect();
+    let mut dns_names = Vec::new();
+    let mut ips = Vec::new();
+    for san in cert.subject_alt_names().into_iter().flatten() {
+        if let Some(d) = san.dnsname() {
+            dns_names.push(d.to_string());
+        }
+        if let Some(raw) = san.ipaddress() {
+            match raw.len() {
+                4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(raw).unwrap_or_default())),
+                16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(raw).unwrap_or_default())),
+                _ => {}
+            }
+        }
+    }
+    CertFacts {
+        serial: info
+            .as_ref()
+            .map(|i| renewal::normalize_serial(&i.serial))
+            .unwrap_or_default(),
+        common_name: common_name(cert.subject_name()),
+        organizations,
+        dns_names,
+        ips,
+        not_before: info.as_ref().map(|i| i.not_before).unwrap_or(0),
+        not_after: info.as_ref().map(|i| i.not_after).unwrap_or(0),
+        key_matches,
+    }
+}
+
+/// A kube client from resolved kubeconfig material (no file access).
+pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletError> {
+    let client_err = |reason: String| KubeletError::Client {
+        server: kc.server.clone(),
+        reason,
+    };
+    let uri: http::Uri = kc
+        .server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| client_err(format!("server URL is invalid: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    if let Some(ca) = &kc.ca_pem {
+        let certs = X509::stack_from_pem(ca).map_err(|e| {
+            client_err(format!(
+                "cluster CA does not parse: {}",
+                crate::cert::openssl_reason(&e)
+            ))
+        })?;
+        config.root_cert = Some(certs.iter().filter_map(|c| c.to_der().ok()).collect());
+    }
+    config.accept_invalid_certs = kc.insecure_skip_tls_verify;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match &kc.auth {
+        Auth::Token(t) => config.auth_info.token = Some(t.clone().into()),
+        Auth::ClientCert {
+            cert_pem, key_pem, ..
+        } => {
+            config.auth_info.client_certificate_data = Some(b64(cert_pem));
+            config.auth_info.client_key_data = Some(b64(key_pem).into());
+        }
+    }
+    kube::Client::try_from(config).map_err(|e| client_err(e.to_string()))
+}
+
+/// Where the lock lives for a given state dir (a process path).
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("kubelet.lock")
+}
