@@ -148,7 +148,7 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("no CA source configured: give --ca-dir (a mounted Secret) or --ca-file (a provisioning file), or `ca-dir`/`ca-file` in the config file")]
+    #[error("no CA source configured: give --ca-dir (a mounted Secret) or --ca-file (a provisioning file), or `ca-dir`/`ca-file` in the config file (or --kubelet on for a kubelet-only agent)")]
     NoSources,
 }
 
@@ -229,7 +229,8 @@ pub fn resolve(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> 
 }
 
 fn validate(s: &Settings) -> Result<(), ConfigError> {
-    if s.sources.is_empty() {
+    // A kubelet-only agent needs no CA source.
+    if s.sources.is_empty() && s.kubelet_mode != KubeletMode::On {
         return Err(ConfigError::NoSources);
     }
     for unit in &s.restart_units {

@@ -41,6 +41,8 @@ pub enum DaemonError {
     },
     #[error("the file watcher stopped; the agent cannot see changes any more")]
     WatcherStopped,
+    #[error("nothing to do: no CA source is configured and the kubelet certificate job is off")]
+    NothingToDo,
     #[error("the pass in flight did not finish within {DRAIN_TIMEOUT:?} of the stop signal")]
     DrainTimeout,
 }
@@ -89,7 +91,7 @@ fn watch_specs(sources: &[SourceSpec]) -> Vec<WatchSpec> {
 /// Runs the CA trust loop, and the kubelet certificate loop when given,
 /// until SIGTERM or SIGINT. A loop that ends on its own is an error.
 pub async fn run<S: Systemd, K: Systemd>(
-    reconciler: Reconciler<S>,
+    reconciler: Option<Reconciler<S>>,
     kubelet: Option<KubeletManager<K>>,
     debounce: Duration,
 ) -> Result<(), DaemonError> {
@@ -115,10 +117,13 @@ pub async fn run<S: Systemd, K: Systemd>(
             }
         }
     });
-    let ca = run_until(reconciler, debounce, ca_rx);
-    let Some(manager) = kubelet else {
-        return ca.await;
+    let (reconciler, manager) = match (reconciler, kubelet) {
+        (Some(r), None) => return run_until(r, debounce, ca_rx).await,
+        (None, Some(m)) => return run_kubelet_until(m, kubelet_rx).await,
+        (None, None) => return Err(DaemonError::NothingToDo),
+        (Some(r), Some(m)) => (r, m),
     };
+    let ca = run_until(reconciler, debounce, ca_rx);
     let kubelet = run_kubelet_until(manager, kubelet_rx);
     tokio::pin!(ca);
     tokio::pin!(kubelet);

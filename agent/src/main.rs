@@ -184,13 +184,22 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             state_path: state_dir.join(STATE_FILE),
         },
     );
-    reconciler.sweep()?;
+    let reconciler = if settings.sources.is_empty() {
+        // Kubelet-only: leave the CA state (and anchors) alone entirely.
+        None
+    } else {
+        reconciler.sweep()?;
+        Some(reconciler)
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     if settings.once {
+        let Some(reconciler) = reconciler else {
+            anyhow::bail!("--once reconciles the CA trust, but no CA source is configured; use `renew` for kubelet certificates");
+        };
         let outcome = runtime.block_on(reconciler.reconcile())?;
         daemon::log_outcome(&outcome);
         return Ok(if outcome.has_input_errors() {
