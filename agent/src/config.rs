@@ -21,6 +21,15 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/node-cert-agent";
 pub const DEFAULT_DEBOUNCE_MS: u64 = 100;
 /// Node path of the system bus socket (NODE-FACTS §4).
 pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+/// Where `/metrics`, `/healthz` and `/readyz` are served. Loopback, so a
+/// host-mode agent exposes nothing by default (a DaemonSet sets
+/// `0.0.0.0:9795` for Prometheus); port 9795, next to x509-certificate-exporter's
+/// 9793, so both can run on one node.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9795";
+/// The `metrics-address` value that turns the listener off (as does "").
+pub const METRICS_OFF: &str = "off";
+/// Node path of the host-mode config file, which `status` reads by default.
+pub const HOST_CONFIG_FILE: &str = "/etc/node-cert-agent/config.yaml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -43,6 +52,7 @@ pub struct FileConfig {
     pub max_certificates: Option<usize>,
     pub debounce_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub metrics_address: Option<String>,
     pub trust_store: Option<TrustStoreOverride>,
     pub kubelet: Option<KubeletConfig>,
 }
@@ -111,6 +121,7 @@ pub struct Flags {
     pub log_format: Option<LogFormat>,
     pub kubelet: Option<KubeletMode>,
     pub node_name: Option<String>,
+    pub metrics_address: Option<String>,
 }
 
 /// Effective, validated settings.
@@ -128,6 +139,8 @@ pub struct Settings {
     pub kubelet_mode: KubeletMode,
     pub kubelet: KubeletConfig,
     pub node_name: Option<String>,
+    /// `None` when the metrics listener is off.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +185,35 @@ pub fn parse_file(text: &str) -> Result<FileConfig, serde_yaml::Error> {
 
 /// Merges the file and the flags (flags win) and checks every value.
 pub fn resolve(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
+    let settings = merge(file, flags)?;
+    validate(&settings, true)?;
+    Ok(settings)
+}
+
+/// Like [`resolve`], but a config without any CA source is fine: `status`
+/// reports on a node whatever the agent's inputs are.
+pub fn resolve_for_status(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
+    let settings = merge(file, flags)?;
+    validate(&settings, false)?;
+    Ok(settings)
+}
+
+/// `metrics-address`: a socket address, or `off` / empty for no listener.
+pub fn parse_metrics_address(value: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case(METRICS_OFF) {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+        key: "metrics-address",
+        value: value.to_string(),
+        reason: format!(
+            "not an address:port such as {DEFAULT_METRICS_ADDRESS} or 0.0.0.0:9795 (or `{METRICS_OFF}` to turn the listener off)"
+        ),
+    })
+}
+
+fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
     let pick_list = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
         if flag.is_empty() {
             file.unwrap_or_default()
@@ -223,14 +265,20 @@ pub fn resolve(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> 
             .node_name
             .or(file.kubelet.as_ref().and_then(|k| k.node_name.clone())),
         kubelet: file.kubelet.unwrap_or_default(),
+        metrics_address: parse_metrics_address(
+            flags
+                .metrics_address
+                .as_deref()
+                .or(file.metrics_address.as_deref())
+                .unwrap_or(DEFAULT_METRICS_ADDRESS),
+        )?,
     };
-    validate(&settings)?;
     Ok(settings)
 }
 
-fn validate(s: &Settings) -> Result<(), ConfigError> {
+fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
     // A kubelet-only agent needs no CA source.
-    if s.sources.is_empty() && s.kubelet_mode != KubeletMode::On {
+    if require_sources && s.sources.is_empty() && s.kubelet_mode != KubeletMode::On {
         return Err(ConfigError::NoSources);
     }
     for unit in &s.restart_units {
@@ -403,6 +451,47 @@ mod tests {
             err.contains("--ca-dir") && err.contains("--ca-file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn metrics_address_defaults_to_loopback_and_can_be_turned_off() {
+        let base = || Flags {
+            ca_dir: vec!["/a".into()],
+            ..Flags::default()
+        };
+        let s = resolve(FileConfig::default(), base()).unwrap();
+        assert_eq!(
+            s.metrics_address,
+            Some(DEFAULT_METRICS_ADDRESS.parse().unwrap())
+        );
+        let s = resolve(parse_file("metrics-address: off\n").unwrap(), base()).unwrap();
+        assert_eq!(s.metrics_address, None);
+        let s = resolve(parse_file("metrics-address: \"\"\n").unwrap(), base()).unwrap();
+        assert_eq!(s.metrics_address, None);
+        let flags = Flags {
+            metrics_address: Some("0.0.0.0:9100".into()),
+            ..base()
+        };
+        let s = resolve(parse_file("metrics-address: off\n").unwrap(), flags).unwrap();
+        assert_eq!(
+            s.metrics_address,
+            Some("0.0.0.0:9100".parse().unwrap()),
+            "the flag wins"
+        );
+        let err = resolve(parse_file("metrics-address: localhost\n").unwrap(), base())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics-address") && err.contains("localhost"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn status_accepts_a_config_without_sources() {
+        let s = resolve_for_status(FileConfig::default(), Flags::default()).unwrap();
+        assert!(s.sources.is_empty());
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
 
     #[test]

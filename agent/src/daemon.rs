@@ -3,9 +3,14 @@
 //! the pass in flight (under a timeout) before exiting.
 //!
 //! Nothing here polls: when nothing changes and nothing failed, the loop
-//! sleeps on the event channel and the signal streams only.
+//! sleeps on the event channel and the signal streams only. Beside the loops
+//! run two more long-lived tasks: the metrics listener and the writer of
+//! `<state-dir>/daemon-status.json` (after every pass, and a heartbeat). Any
+//! of them ending is an error.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -14,9 +19,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::cert::now_unix;
 use crate::kubelet::{KubeletManager, MAX_SLEEP};
+use crate::metrics::{self, Endpoint, Metrics};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::sources::SourceSpec;
+use crate::status::{self, ProcessIdentity, StatusSources, HEARTBEAT_INTERVAL};
 use crate::systemd::Systemd;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
@@ -29,6 +37,8 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Retry delays for a failed kubelet pass (kubelet backs off from 2 s too).
 const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);
 const KUBELET_RETRY_MAX: Duration = Duration::from_secs(300);
+/// The shortest time between two renewals made by the loop itself.
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -45,6 +55,20 @@ pub enum DaemonError {
     NothingToDo,
     #[error("the pass in flight did not finish within {DRAIN_TIMEOUT:?} of the stop signal")]
     DrainTimeout,
+    #[error("the {task} task ended; the agent stops rather than run without it")]
+    TaskEnded { task: &'static str },
+}
+
+/// What the daemon publishes about itself: counters for `/metrics`, and its
+/// status file for `node-cert-agent status`.
+pub struct Observability {
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
+    pub listen: Option<SocketAddr>,
+    /// `<state-dir>/daemon-status.json`, as this process sees it.
+    pub status_path: PathBuf,
+    /// Where the certificate gauges come from (what `status` lists).
+    pub certificates: Option<StatusSources>,
 }
 
 /// What to watch for one source: the directory to add, and which paths in
@@ -94,6 +118,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     reconciler: Option<Reconciler<S>>,
     kubelet: Option<KubeletManager<K>>,
     debounce: Duration,
+    obs: Observability,
 ) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| DaemonError::Signal {
         signal: "SIGTERM",
@@ -117,25 +142,94 @@ pub async fn run<S: Systemd, K: Systemd>(
             }
         }
     });
-    let (reconciler, manager) = match (reconciler, kubelet) {
-        (Some(r), None) => return run_until(r, debounce, ca_rx).await,
-        (None, Some(m)) => return run_kubelet_until(m, kubelet_rx).await,
-        (None, None) => return Err(DaemonError::NothingToDo),
-        (Some(r), Some(m)) => (r, m),
-    };
-    let ca = run_until(reconciler, debounce, ca_rx);
-    let kubelet = run_kubelet_until(manager, kubelet_rx);
-    tokio::pin!(ca);
-    tokio::pin!(kubelet);
-    tokio::select! {
-        r = &mut ca => {
-            r?;
-            // Stopped by a signal: the kubelet loop got it too.
-            tokio::time::timeout(DRAIN_TIMEOUT, kubelet).await.map_err(|_| DaemonError::DrainTimeout)?
+    if reconciler.is_none() && kubelet.is_none() {
+        return Err(DaemonError::NothingToDo);
+    }
+    let m = obs.metrics.clone();
+    let loops = async move {
+        let (reconciler, manager) = match (reconciler, kubelet) {
+            (Some(r), None) => return run_until(r, debounce, ca_rx, m).await,
+            (None, Some(k)) => return run_kubelet_until(k, kubelet_rx, m).await,
+            (None, None) => return Err(DaemonError::NothingToDo),
+            (Some(r), Some(k)) => (r, k),
+        };
+        let ca = run_until(reconciler, debounce, ca_rx, m.clone());
+        let kubelet = run_kubelet_until(manager, kubelet_rx, m);
+        tokio::pin!(ca);
+        tokio::pin!(kubelet);
+        tokio::select! {
+            r = &mut ca => {
+                r?;
+                // Stopped by a signal: the kubelet loop got it too.
+                tokio::time::timeout(DRAIN_TIMEOUT, kubelet).await.map_err(|_| DaemonError::DrainTimeout)?
+            }
+            r = &mut kubelet => {
+                r?;
+                tokio::time::timeout(DRAIN_TIMEOUT, ca).await.map_err(|_| DaemonError::DrainTimeout)?
+            }
         }
-        r = &mut kubelet => {
-            r?;
-            tokio::time::timeout(DRAIN_TIMEOUT, ca).await.map_err(|_| DaemonError::DrainTimeout)?
+    };
+    let identity = ProcessIdentity::current();
+    let metrics = obs.metrics.clone();
+    let status_path = obs.status_path.clone();
+    let side = side_tasks(obs, identity.clone());
+    tokio::pin!(loops);
+    tokio::pin!(side);
+    let result = tokio::select! {
+        r = &mut loops => r,
+        e = &mut side => Err(e),
+    };
+    // Say so at once, rather than let `status` wait for a stale heartbeat.
+    let stopped = metrics.daemon_status(&identity, now_unix(), true);
+    if let Err(e) = status::write_daemon_status(&status_path, &stopped) {
+        warn!("{e}");
+    }
+    result
+}
+
+/// The listener and the status writer; returns only if one of them ended.
+async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonError {
+    let endpoint = Endpoint {
+        metrics: obs.metrics.clone(),
+        certificates: obs.certificates,
+    };
+    let listener = async move {
+        match obs.listen {
+            Some(address) => metrics::run_listener(address, endpoint).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let writer = write_status_until_stopped(obs.metrics, obs.status_path, identity);
+    tokio::select! {
+        _ = listener => DaemonError::TaskEnded { task: "metrics listener" },
+        _ = writer => DaemonError::TaskEnded { task: "status writer" },
+    }
+}
+
+/// Rewrites the daemon status file after every recorded pass and every
+/// [`HEARTBEAT_INTERVAL`]. A failed write is logged once per distinct error
+/// and retried with the next beat: status is secondary to the trust job.
+async fn write_status_until_stopped(
+    metrics: Arc<Metrics>,
+    path: PathBuf,
+    identity: ProcessIdentity,
+) {
+    let mut last_error: Option<String> = None;
+    loop {
+        let st = metrics.daemon_status(&identity, now_unix(), false);
+        match status::write_daemon_status(&path, &st) {
+            Ok(()) => last_error = None,
+            Err(e) => {
+                let e = e.to_string();
+                if last_error.as_deref() != Some(e.as_str()) {
+                    warn!("{e}; `node-cert-agent status` cannot see the daemon's view until this works");
+                    last_error = Some(e);
+                }
+            }
+        }
+        tokio::select! {
+            _ = metrics.changed().notified() => {}
+            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
         }
     }
 }
@@ -147,9 +241,12 @@ pub async fn run<S: Systemd, K: Systemd>(
 pub async fn run_kubelet_until<S: Systemd>(
     manager: KubeletManager<S>,
     mut stop: mpsc::Receiver<&'static str>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let mut watching = false;
+    // The RenewRevocation watch runs with the node's identity of the moment;
+    // it is restarted whenever that identity is renewed.
+    let mut watch: Option<tokio::task::JoinHandle<()>> = None;
     let mut backoff = KUBELET_RETRY_FIRST;
     loop {
         let pass = manager.pass(false);
@@ -167,16 +264,28 @@ pub async fn run_kubelet_until<S: Systemd>(
             Ok(outcome) => {
                 backoff = KUBELET_RETRY_FIRST;
                 let now = crate::cert::now_unix();
-                let until = outcome
+                metrics.record_kubelet_pass(&outcome, &manager.settings().restart_units, now);
+                let mut until = outcome
                     .next_deadline
                     .map(|d| Duration::from_secs((d - now).max(0) as u64))
                     .unwrap_or(MAX_SLEEP);
                 if let Some(d) = outcome.next_deadline {
                     info!(next_renewal = %crate::cert::rfc3339(d), "kubelet certificates checked");
                 }
+                if !outcome.renewed.is_empty() {
+                    // A signer that backdates notBefore (kube-controller-manager
+                    // does, by 5 min) can put a short-lived certificate's
+                    // deadline in the past: never renew in a tight loop.
+                    until = until.max(MIN_RENEWAL_INTERVAL);
+                    // The watch holds the old identity; restart it with the new one.
+                    if let Some(old) = watch.take() {
+                        old.abort();
+                    }
+                }
                 until.min(MAX_SLEEP)
             }
             Err(e) => {
+                metrics.record_kubelet_error(&e, now_unix());
                 let wait = e.retry_after().unwrap_or(backoff) + jitter(backoff);
                 error!(
                     retry_in_s = wait.as_secs(),
@@ -186,11 +295,10 @@ pub async fn run_kubelet_until<S: Systemd>(
                 wait
             }
         };
-        if !watching {
-            if let Some(client) = manager.node_client() {
-                watching = true;
-                tokio::spawn(watch_revocations(client, wake.clone()));
-            }
+        if watch.as_ref().is_none_or(|h| h.is_finished()) {
+            watch = manager
+                .node_client()
+                .map(|client| tokio::spawn(watch_revocations(client, wake.clone())));
         }
         tokio::select! {
             biased;
@@ -238,6 +346,7 @@ pub async fn run_until<S: Systemd>(
     reconciler: Reconciler<S>,
     debounce: Duration,
     mut stop: mpsc::Receiver<&'static str>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let specs = watch_specs(&reconciler.settings().sources);
@@ -293,14 +402,16 @@ pub async fn run_until<S: Systemd>(
                 tokio::pin!(pass);
                 let result = tokio::select! {
                     r = &mut pass => r,
-                    _ = stop.recv() => return drain(pass).await,
+                    _ = stop.recv() => return drain(pass, &metrics).await,
                 };
                 match result {
                     Ok(outcome) => {
                         log_outcome(&outcome);
+                        metrics.record_ca_pass(&outcome, now_unix());
                         backoff = RETRY_FIRST;
                     }
                     Err(e) => {
+                        metrics.record_ca_error(&e, now_unix());
                         error!(retry_in_s = backoff.as_secs(), "reconcile failed: {e}");
                         next_pass = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(RETRY_MAX);
@@ -337,6 +448,7 @@ async fn drain<
     F: std::future::Future<Output = Result<Outcome, crate::reconcile::ReconcileError>>,
 >(
     pass: std::pin::Pin<&mut F>,
+    metrics: &Metrics,
 ) -> Result<(), DaemonError> {
     info!(
         timeout_s = DRAIN_TIMEOUT.as_secs(),
@@ -345,9 +457,11 @@ async fn drain<
     match tokio::time::timeout(DRAIN_TIMEOUT, pass).await {
         Ok(Ok(outcome)) => {
             log_outcome(&outcome);
+            metrics.record_ca_pass(&outcome, now_unix());
             Ok(())
         }
         Ok(Err(e)) => {
+            metrics.record_ca_error(&e, now_unix());
             error!("reconcile failed while stopping: {e}; the next start finishes it");
             Ok(())
         }
@@ -379,12 +493,23 @@ mod tests {
     use super::*;
     use crate::distro::Family;
     use crate::hostroot::HostRoot;
+    use crate::metrics::MetricsOptions;
     use crate::reconcile::CaSettings;
+    use crate::status::AgentMode;
     use crate::systemd::fake::RecordingSystemd;
     use crate::testpki;
     use crate::trust::TrustStore;
     use std::fs;
-    use std::sync::Arc;
+
+    fn test_metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(MetricsOptions {
+            mode: AgentMode::Pod,
+            started_at: now_unix(),
+            ca_job: true,
+            kubelet_job: false,
+            metrics_address: None,
+        }))
+    }
 
     async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -411,7 +536,12 @@ mod tests {
             },
         );
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        let daemon = tokio::spawn(run_until(reconciler, Duration::from_millis(100), stop_rx));
+        let daemon = tokio::spawn(run_until(
+            reconciler,
+            Duration::from_millis(100),
+            stop_rx,
+            test_metrics(),
+        ));
         wait_for("the first pass", || state_path.exists()).await;
 
         for i in 0..5 {
@@ -464,7 +594,12 @@ mod tests {
             },
         );
         let (stop_tx, stop_rx) = mpsc::channel(1);
-        let daemon = tokio::spawn(run_until(reconciler, Duration::from_millis(10), stop_rx));
+        let daemon = tokio::spawn(run_until(
+            reconciler,
+            Duration::from_millis(10),
+            stop_rx,
+            test_metrics(),
+        ));
         wait_for("the refresh to start", || fake.commands() == 1).await;
         stop_tx.send("test").await.unwrap();
         daemon.await.unwrap().unwrap();

@@ -436,29 +436,33 @@ pub async fn list_revocations(client: &kube::Client) -> Result<Vec<Revocation>, 
     let list = api.list(&ListParams::default()).await?;
     let mut out = Vec::new();
     for obj in list.items {
-        let entries = obj
-            .data
-            .get("spec")
+        let spec = obj.data.get("spec");
+        let entries = spec
             .and_then(|s| s.get("revocations"))
             .cloned()
             .unwrap_or_default();
+        // The CRD holds one description per object; an entry may carry its own.
+        let object_description = spec
+            .and_then(|s| s.get("description"))
+            .and_then(|d| d.as_str())
+            .map(str::to_string);
         match serde_json::from_value::<Vec<Revocation>>(entries) {
             Ok(mut v) => {
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 for r in &mut v {
-                    if r.description.is_none() {
-                        r.description = Some(format!(
-                            "RenewRevocation {name}: {} {}",
-                            r.kind,
-                            r.serial_number
-                                .as_ref()
-                                .or(r.group.as_ref())
-                                .or(r.dns.as_ref())
-                                .or(r.ip.as_ref())
-                                .map(String::as_str)
-                                .unwrap_or("")
-                        ));
-                    }
+                    let what = r
+                        .serial_number
+                        .as_ref()
+                        .or(r.group.as_ref())
+                        .or(r.dns.as_ref())
+                        .or(r.ip.as_ref())
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    let label = match r.description.clone().or_else(|| object_description.clone()) {
+                        Some(d) => format!("RenewRevocation {name} ({d}): {} {what}", r.kind),
+                        None => format!("RenewRevocation {name}: {} {what}", r.kind),
+                    };
+                    r.description = Some(label);
                 }
                 out.extend(v);
             }

@@ -3,7 +3,8 @@
 //! The pure core (`validate`, `plan`, `distro`, `config`, `cert`) decides;
 //! the edges (`sources`, `trust`, `state`, `systemd`, `fsutil`, `hostroot`)
 //! touch the node. `reconcile` ties one pass together and `daemon` runs
-//! passes when the inputs change.
+//! passes when the inputs change. The operator surface: `status` (the node
+//! shell's report) and `metrics` (Prometheus, health and readiness).
 
 pub mod cert;
 pub mod config;
@@ -17,11 +18,13 @@ pub mod kubeconfig;
 pub mod kubelet;
 pub mod kubelet_store;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod renewal;
 pub mod sources;
 pub mod state;
+pub mod status;
 pub mod systemd;
 #[cfg(test)]
 mod testpki;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -14,10 +15,12 @@ use node_cert_agent::distro::TrustStoreLayout;
 use node_cert_agent::hostroot::HostRoot;
 use node_cert_agent::kubelet::KubeletManager;
 use node_cert_agent::logging::{self, LogTarget};
+use node_cert_agent::metrics::{Metrics, MetricsOptions};
 use node_cert_agent::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
 use node_cert_agent::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::sources::{read_source, SourceSpec};
 use node_cert_agent::state::STATE_FILE;
+use node_cert_agent::status::{AgentMode, StatusSources, DAEMON_STATUS_FILE};
 use node_cert_agent::systemd::{bus_address, DbusSystemd};
 use node_cert_agent::trust::{detect_layout, TrustStore};
 use node_cert_agent::{daemon, fsutil};
@@ -46,6 +49,38 @@ enum Command {
     /// --force), from a node shell. Safe while the daemon runs: both take the
     /// same lock, and the daemon picks up the new certificate.
     Renew(RenewArgs),
+    /// Show this node's custom CAs, trust store, kubelet and node
+    /// certificates, and the daemon's view, from a node shell (also while
+    /// the daemon is down). Exit 0 when healthy, 1 when anything is expired,
+    /// invalid, failing, or in the last 10 % of its lifetime with nothing to
+    /// renew it, 2 when status itself cannot run.
+    Status(StatusArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    host_root: Option<PathBuf>,
+    /// table for people, json (schemaVersion 1) for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    /// The agent's config file [default: the node's /etc/node-cert-agent/config.yaml, if any].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// This node's name, for the kubelet renewal time (default: $NODE_NAME,
+    /// then the node's /etc/hostname).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -100,6 +135,10 @@ struct RunArgs {
     /// This node's name (default: $NODE_NAME, then the node's /etc/hostname).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served, or `off`
+    /// [default: 127.0.0.1:9795].
+    #[arg(long, value_name = "ADDR")]
+    metrics_address: Option<String>,
 }
 
 #[derive(Args)]
@@ -118,6 +157,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(args) => Ok(check(&args)),
         Command::Renew(args) => renew(args),
+        Command::Status(args) => {
+            // Scripts tell "unhealthy" (1) from "could not look" (2).
+            return status(args).unwrap_or_else(|e| {
+                eprintln!("node-cert-agent: error: {e:#}");
+                ExitCode::from(node_cert_agent::status::EXIT_STATUS_ERROR)
+            });
+        }
     };
     match result {
         Ok(code) => code,
@@ -147,9 +193,56 @@ fn settings_of(args: RunArgs) -> anyhow::Result<(Settings, LogTarget)> {
             log_format: args.log_format,
             kubelet: args.kubelet,
             node_name: args.node_name,
+            metrics_address: args.metrics_address,
         },
     )?;
     Ok((settings, args.log_target))
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    use node_cert_agent::status::{build_report, gather, render_json, render_table, StatusSources};
+    // Without --config, the node's own host-mode config, if it has one: its
+    // paths are node paths.
+    let probe_root = HostRoot::new(args.host_root.as_deref().unwrap_or(Path::new("/")))?;
+    let (file, node_config) = match &args.config {
+        Some(path) => (config::load_file(path)?, false),
+        None => {
+            let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
+            if path.is_file() {
+                (config::load_file(&path)?, true)
+            } else {
+                (config::FileConfig::default(), false)
+            }
+        }
+    };
+    let settings = config::resolve_for_status(
+        file,
+        Flags {
+            host_root: args.host_root,
+            state_dir: args.state_dir,
+            node_name: args.node_name,
+            ..Flags::default()
+        },
+    )?;
+    let host = HostRoot::new(&settings.host_root)?;
+    let layout = layout_for(&host, &settings).map_err(|e| format!("{e:#}"));
+    let mut sources = StatusSources::from_settings(&settings, host.clone(), layout);
+    if node_config && settings.host_root != Path::new("/") {
+        // The node's config names its inputs as node paths.
+        for spec in &mut sources.sources {
+            let resolved = host.resolve(spec.path())?;
+            *spec = match spec {
+                SourceSpec::SecretDir(_) => SourceSpec::SecretDir(resolved),
+                SourceSpec::File(_) => SourceSpec::File(resolved),
+            };
+        }
+    }
+    let report = build_report(&gather(&sources, now_unix()));
+    match args.output {
+        OutputFormat::Table => print!("{}", render_table(&report)),
+        OutputFormat::Json => print!("{}", render_json(&report)?),
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -174,6 +267,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "node-cert-agent starting"
     );
     let host_for_kubelet = host.clone();
+    let certificates = StatusSources::from_settings(&settings, host.clone(), Ok(layout.clone()));
     let reconciler = Reconciler::new(
         TrustStore::new(host, layout),
         DbusSystemd::new(bus.clone()),
@@ -209,7 +303,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let kubelet = kubelet_manager(&host_for_kubelet, &settings, &state_dir, &bus)?;
-    runtime.block_on(daemon::run(reconciler, kubelet, settings.debounce))?;
+    let metrics = Arc::new(Metrics::new(MetricsOptions {
+        mode: AgentMode::of_host_root(&settings.host_root),
+        started_at: now_unix(),
+        ca_job: reconciler.is_some(),
+        kubelet_job: kubelet.is_some(),
+        metrics_address: settings.metrics_address,
+    }));
+    let obs = daemon::Observability {
+        metrics,
+        listen: settings.metrics_address,
+        status_path: state_dir.join(DAEMON_STATUS_FILE),
+        certificates: Some(certificates),
+    };
+    runtime.block_on(daemon::run(reconciler, kubelet, settings.debounce, obs))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,8 @@
 //! - [`SecretVolume`]: kubelet's AtomicWriter layout for a mounted Secret.
 //! - [`Agent`]: node-cert-agent itself, as a systemd service of the node
 //!   ([`HostModeAgent`]) or as a DaemonSet pod would run it ([`PodModeAgent`]).
+//! - [`apiserver`]: a Kubernetes API server (and CSR controllers) for tests,
+//!   enforcing kube-apiserver's rules, with fault knobs.
 //! - [`observe`]: containerd (re)starts, refresh-tool runs and the node's
 //!   trust bundle.
 //!
@@ -21,6 +23,7 @@
 )]
 
 pub mod agent;
+pub mod apiserver;
 mod cgroup;
 mod cmd;
 pub mod cri;

@@ -1,0 +1,745 @@
+//! A Kubernetes API server for tests, standing in for kube-apiserver and
+//! the kube-controller-manager CSR controllers where no real cluster can
+//! run. It serves what node-cert-agent uses, and enforces the real rules:
+//!
+//! - **Transport:** HTTPS on `127.0.0.1:<free port>`, its own cluster CA, a
+//!   serving cert for IP:127.0.0.1 and DNS:localhost; a client certificate
+//!   is requested, never required.
+//! - **Authentication:** client certificates signed by the cluster CA (user
+//!   = CN, groups = O), bootstrap tokens (`system:bootstrap:<id>` in
+//!   `system:bootstrappers`), service-account tokens; anything else is a 401
+//!   (anonymous auth is off, as on hardened clusters; see
+//!   [`ApiServer::set_anonymous_auth`]).
+//! - **Authorization:** the Node authorizer's rules and kubeadm's default
+//!   RBAC bindings (403 with kube-apiserver's message).
+//! - **APIs:** discovery (legacy and aggregated), CSRs
+//!   (`certificates.k8s.io/v1`), Nodes, Namespaces, Events (core/v1 and
+//!   `events.k8s.io/v1`, one storage), `RenewRevocation`
+//!   (`nodecert.dev/v1alpha1`); get/list/watch with kube-apiserver's
+//!   resourceVersion, selector, pagination, bookmark and 410 semantics.
+//! - **Controllers:** CSR auto-approval (`csrapproving`) and the built-in
+//!   signers (`csrsigning`) with their validation.
+//! - **Faults:** delays, 5xx, 429, dropped connections, denials, wrong
+//!   certificates, and going down and up, all switchable at run time.
+//!
+//! Every request is recorded ([`ApiServer::requests`]).
+
+mod auth;
+mod body;
+mod ca;
+mod controller;
+mod csr;
+mod handler;
+mod net;
+mod resources;
+mod revocation;
+mod selectors;
+mod status;
+mod store;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+pub use auth::{PolicyRule, Subject, UserInfo};
+pub use revocation::RENEW_REVOCATION_CRD;
+
+use ca::ClusterCa;
+use net::Control;
+use store::{Kind, Store};
+
+/// One request as the server saw it (after request-info parsing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method.
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// Authorization verb: get, list, watch, create, update, patch, delete,
+    /// deletecollection; for non-resource paths the lowercase method.
+    pub verb: String,
+    /// Whether this was a resource request (else a non-resource path).
+    pub resource_request: bool,
+    /// API group (`""` = core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Resource (plural).
+    pub resource: String,
+    /// Subresource.
+    pub subresource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Object name (for list/watch: from a `metadata.name` field selector).
+    pub name: String,
+    /// Authenticated user name (empty when unauthenticated or dropped early).
+    pub user: String,
+    /// Authenticated groups.
+    pub groups: Vec<String>,
+    /// HTTP status code; 0 when the connection was dropped unanswered.
+    pub code: u16,
+}
+
+/// How an injected 429 looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// API Priority and Fairness / max-in-flight: `text/plain` body
+    /// "Too many requests, please try again later.", `Retry-After` header.
+    Apf,
+    /// A `Status` with reason `TooManyRequests`,
+    /// `details.retryAfterSeconds` and `Retry-After`.
+    Status,
+}
+
+/// An Event as stored (core/v1 form), with the API it was written through.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The event in core/v1 form (events.k8s.io's `regarding`/`note`/
+    /// `reportingController` appear as `involvedObject`/`message`/
+    /// `reportingComponent`).
+    pub event: k8s_openapi::api::core::v1::Event,
+    /// The raw stored JSON.
+    pub raw: Value,
+}
+
+pub(crate) struct BootstrapToken {
+    secret: String,
+    extra_groups: Vec<String>,
+    expires_unix: Option<i64>,
+}
+
+pub(crate) struct Faults {
+    delay: Duration,
+    fail_remaining: u32,
+    fail_code: u16,
+    throttle_remaining: u32,
+    throttle_retry_after: u32,
+    throttle_style: Throttle,
+    drop_remaining: u32,
+}
+
+pub(crate) struct CsrSettings {
+    auto_approve: bool,
+    max_lifetime: Duration,
+    backdate: Duration,
+    controller_delay: Duration,
+    deny_next: VecDeque<(String, String)>,
+    deny_all: Option<(String, String)>,
+    wrong_key: u32,
+    wrong_subject: u32,
+}
+
+pub(crate) enum Verdict {
+    Deny(String, String),
+}
+
+pub(crate) struct State {
+    store: Store,
+    bindings: BTreeMap<String, auth::Binding>,
+    bootstrap_tokens: BTreeMap<String, BootstrapToken>,
+    sa_tokens: BTreeMap<String, UserInfo>,
+    anonymous: bool,
+    faults: Faults,
+    csr: CsrSettings,
+    verdicts: BTreeMap<String, Verdict>,
+    requests: Vec<RequestRecord>,
+    bookmark_interval: Duration,
+    up: bool,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    ca: ClusterCa,
+    controller: Notify,
+    port: u16,
+}
+
+/// The test API server. Runs on its own thread and tokio runtime; every
+/// method is blocking and callable from the test thread; dropped = stopped.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn obj_meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        uid: Some(resources::new_uid()),
+        creation_timestamp: Some(resources::now_time()),
+        ..Default::default()
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap(),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap(),
+    }
+}
+
+impl ApiServer {
+    /// Starts a server on `127.0.0.1:<free port>` with namespaces `default`,
+    /// `kube-system`, `kube-public` and `kube-node-lease`.
+    pub fn start() -> ApiServer {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let mut store = Store::new();
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            store.create(Kind::Namespace, namespace_json(ns));
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                store,
+                bindings: auth::default_bindings(),
+                bootstrap_tokens: BTreeMap::new(),
+                sa_tokens: BTreeMap::new(),
+                anonymous: false,
+                faults: Faults {
+                    delay: Duration::ZERO,
+                    fail_remaining: 0,
+                    fail_code: 500,
+                    throttle_remaining: 0,
+                    throttle_retry_after: 1,
+                    throttle_style: Throttle::Apf,
+                    drop_remaining: 0,
+                },
+                csr: CsrSettings {
+                    auto_approve: true,
+                    max_lifetime: Duration::from_secs(365 * 24 * 3600),
+                    backdate: Duration::from_secs(300),
+                    controller_delay: Duration::ZERO,
+                    deny_next: VecDeque::new(),
+                    deny_all: None,
+                    wrong_key: 0,
+                    wrong_subject: 0,
+                },
+                verdicts: BTreeMap::new(),
+                requests: vec![],
+                bookmark_interval: Duration::from_secs(1),
+                up: true,
+            }),
+            ca: ClusterCa::new(),
+            controller: Notify::new(),
+            port: addr.port(),
+        });
+        let acceptor = net::acceptor(&shared);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-apiserver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                    net::run(s2, acceptor, listener, control_rx).await;
+                });
+            })
+            .unwrap();
+        ApiServer {
+            shared,
+            control,
+            thread: Some(thread),
+            addr,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap()
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The cluster CA certificate (PEM): trust anchor for the serving cert,
+    /// issuer of client certificates and of signed CSRs.
+    pub fn cluster_ca_pem(&self) -> String {
+        self.shared.ca.cert_pem()
+    }
+
+    // ------------------------------------------------------------ identities
+
+    /// Registers a bootstrap token `<id>.<secret>` (as a
+    /// `bootstrap-token-<id>` Secret with `usage-bootstrap-authentication`).
+    pub fn add_bootstrap_token(&self, id: &str, secret: &str) {
+        self.add_bootstrap_token_with(id, secret, &[], None);
+    }
+
+    /// Like [`ApiServer::add_bootstrap_token`], with `auth-extra-groups`
+    /// and an optional expiration.
+    pub fn add_bootstrap_token_with(
+        &self,
+        id: &str,
+        secret: &str,
+        extra_groups: &[&str],
+        expires: Option<SystemTime>,
+    ) {
+        assert!(
+            auth::parse_bootstrap_token(&format!("{id}.{secret}")).is_some(),
+            "bootstrap token must match [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+        );
+        self.state().bootstrap_tokens.insert(
+            id.to_string(),
+            BootstrapToken {
+                secret: secret.to_string(),
+                extra_groups: extra_groups.iter().map(|s| s.to_string()).collect(),
+                expires_unix: expires.map(unix),
+            },
+        );
+    }
+
+    /// Creates a service-account bearer token for
+    /// `system:serviceaccount:<ns>:<name>` (groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<ns>`, `system:authenticated`).
+    pub fn add_service_account_token(&self, namespace: &str, name: &str) -> String {
+        let mut b = [0u8; 24];
+        openssl::rand::rand_bytes(&mut b).unwrap();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        self.state().sa_tokens.insert(
+            token.clone(),
+            UserInfo {
+                name: format!("system:serviceaccount:{namespace}:{name}"),
+                uid: resources::new_uid(),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".into(),
+                ],
+            },
+        );
+        token
+    }
+
+    /// Issues a client certificate `CN=<cn>, O=<orgs>` from the cluster CA,
+    /// valid from `not_before` to `not_after`. Returns `(cert_pem, key_pem)`.
+    pub fn issue_client_cert(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> (String, String) {
+        let (c, k) = self
+            .shared
+            .ca
+            .client_cert(cn, orgs, unix(not_before), unix(not_after));
+        (
+            String::from_utf8(c.to_pem().unwrap()).unwrap(),
+            String::from_utf8(k.private_key_to_pem_pkcs8().unwrap()).unwrap(),
+        )
+    }
+
+    /// Allows `rules` to `subject` (a ClusterRoleBinding named `binding`).
+    pub fn grant(&self, binding: &str, subject: Subject, rules: Vec<PolicyRule>) {
+        self.state().bindings.insert(
+            binding.to_string(),
+            auth::Binding {
+                subjects: vec![subject],
+                rules,
+            },
+        );
+    }
+
+    /// Removes a binding (also one of the defaults, e.g.
+    /// `node-cert-agent:renewrevocations-reader`).
+    pub fn revoke(&self, binding: &str) {
+        self.state().bindings.remove(binding);
+    }
+
+    /// Anonymous authentication (off by default): requests without
+    /// credentials become `system:anonymous` instead of a 401.
+    pub fn set_anonymous_auth(&self, on: bool) {
+        self.state().anonymous = on;
+    }
+
+    // ------------------------------------------------------------ kubeconfigs
+
+    fn kubeconfig(&self, user_name: &str, user_yaml: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.cluster_ca_pem());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n  cluster:\n    certificate-authority-data: {ca}\n    server: {url}\ncontexts:\n- name: {user_name}@kubernetes\n  context:\n    cluster: kubernetes\n    user: {user_name}\ncurrent-context: {user_name}@kubernetes\npreferences: {{}}\nusers:\n- name: {user_name}\n  user:\n{user_yaml}",
+            url = self.url()
+        )
+    }
+
+    /// A bootstrap kubeconfig (as `/var/lib/kubelet/bootstrap-kubeconfig`):
+    /// cluster CA data, server URL, user `kubelet-bootstrap` with `token`.
+    pub fn bootstrap_kubeconfig(&self, token_id: &str, token_secret: &str) -> String {
+        self.kubeconfig(
+            "kubelet-bootstrap",
+            &format!("    token: {token_id}.{token_secret}\n"),
+        )
+    }
+
+    /// A kubelet kubeconfig (as `/etc/kubernetes/kubelet.conf`): user
+    /// `default-auth` with `client-certificate` and `client-key` files (the
+    /// kubelet layout points both at `kubelet-client-current.pem`).
+    pub fn client_kubeconfig(&self, cert_path: &Path, key_path: &Path) -> String {
+        self.kubeconfig(
+            "default-auth",
+            &format!(
+                "    client-certificate: {}\n    client-key: {}\n",
+                cert_path.display(),
+                key_path.display()
+            ),
+        )
+    }
+
+    /// A kubeconfig with a bearer token (e.g. a service-account token).
+    pub fn token_kubeconfig(&self, token: &str) -> String {
+        self.kubeconfig("token-user", &format!("    token: {token}\n"))
+    }
+
+    /// A cluster-admin kubeconfig (`CN=kubernetes-admin, O=system:masters`,
+    /// embedded certificate data).
+    pub fn admin_kubeconfig(&self) -> String {
+        let now = SystemTime::now();
+        let (cert, key) = self.issue_client_cert(
+            "kubernetes-admin",
+            &["system:masters"],
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(24 * 3600),
+        );
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.kubeconfig(
+            "kubernetes-admin",
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert),
+                b64(&key)
+            ),
+        )
+    }
+
+    // ------------------------------------------------------------ objects
+
+    /// Adds a Node `name` (with a uid, hostname label, Ready condition).
+    pub fn add_node(&self, name: &str) -> Node {
+        let mut meta = obj_meta(name);
+        meta.labels = Some(BTreeMap::from([
+            ("kubernetes.io/hostname".to_string(), name.to_string()),
+            ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ]));
+        let node = Node {
+            metadata: meta,
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    reason: Some("KubeletReady".into()),
+                    message: Some("kubelet is posting ready status".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        };
+        let v = self
+            .state()
+            .store
+            .create(Kind::Node, serde_json::to_value(&node).unwrap());
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Adds a Namespace.
+    pub fn add_namespace(&self, name: &str) {
+        self.state()
+            .store
+            .create(Kind::Namespace, namespace_json(name));
+    }
+
+    /// Creates a RenewRevocation from JSON (`metadata.name` and `spec`;
+    /// apiVersion/kind optional), validated and pruned by the CRD schema
+    /// ([`RENEW_REVOCATION_CRD`]). Returns the stored object, or the 422
+    /// message.
+    pub fn add_revocation(&self, mut obj: Value) -> Result<Value, String> {
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        obj["metadata"]["uid"] = json!(resources::new_uid());
+        obj["metadata"]["creationTimestamp"] = serde_json::to_value(resources::now_time()).unwrap();
+        let mut st = self.state();
+        resources::create_revocation(&mut st, obj, false).map_err(|e| {
+            e.status_value()["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    }
+
+    /// Replaces the spec of RenewRevocation `name` (MODIFIED event).
+    pub fn update_revocation_spec(&self, name: &str, spec: Value) -> Result<Value, String> {
+        let mut st = self.state();
+        let Some(mut obj) = st.store.get(Kind::Revocation, "", name).cloned() else {
+            return Err(format!("renewrevocations.nodecert.dev {name:?} not found"));
+        };
+        obj["spec"] = spec;
+        let errs = revocation::validate_and_prune(&mut obj);
+        if !errs.is_empty() {
+            return Err(
+                status::invalid("nodecert.dev", "RenewRevocation", name, &errs).status_value()
+                    ["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        obj["metadata"]["generation"] = json!(g);
+        Ok(st.store.update(Kind::Revocation, obj))
+    }
+
+    /// Deletes RenewRevocation `name` (DELETED event). Returns whether it
+    /// existed.
+    pub fn delete_revocation(&self, name: &str) -> bool {
+        self.state()
+            .store
+            .delete(Kind::Revocation, "", name)
+            .is_some()
+    }
+
+    /// The stored RenewRevocations.
+    pub fn revocations(&self) -> Vec<Value> {
+        self.state().store.list(Kind::Revocation).cloned().collect()
+    }
+
+    /// CSR `name`.
+    pub fn csr(&self, name: &str) -> Option<CertificateSigningRequest> {
+        controller::load(&self.state(), name)
+    }
+
+    /// Every CSR, by name.
+    pub fn csrs(&self) -> Vec<CertificateSigningRequest> {
+        self.state()
+            .store
+            .list(Kind::Csr)
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .collect()
+    }
+
+    /// Approves CSR `name` as `kubectl certificate approve` does (reason
+    /// `KubectlApprove`); the signer then signs or fails it. Returns false
+    /// when it does not exist or is already approved/denied.
+    pub fn approve(&self, name: &str) -> bool {
+        let ok = controller::set_decision(
+            &mut self.state(),
+            name,
+            true,
+            "KubectlApprove",
+            "This CSR was approved by kubectl certificate approve.",
+        );
+        self.shared.controller.notify_one();
+        ok
+    }
+
+    /// Denies CSR `name` with `reason` and `message`.
+    pub fn deny(&self, name: &str, reason: &str, message: &str) -> bool {
+        controller::set_decision(&mut self.state(), name, false, reason, message)
+    }
+
+    /// Deletes CSR `name` (as the CSR cleaner or an admin would).
+    pub fn delete_csr(&self, name: &str) -> bool {
+        self.state().store.delete(Kind::Csr, "", name).is_some()
+    }
+
+    /// Every stored Event.
+    pub fn events(&self) -> Vec<StoredEvent> {
+        self.state()
+            .store
+            .list(Kind::Event)
+            .map(|v| StoredEvent {
+                event: serde_json::from_value(v.clone()).unwrap(),
+                raw: v.clone(),
+            })
+            .collect()
+    }
+
+    /// Every request so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.state().requests.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.state().requests.clear();
+    }
+
+    /// The current global resourceVersion (etcd revision).
+    pub fn resource_version(&self) -> u64 {
+        self.state().store.rv
+    }
+
+    /// Compacts the watch history: a watch or continue token from an older
+    /// resourceVersion now gets 410 Gone (reason `Expired`).
+    pub fn compact(&self) {
+        self.state().store.compact();
+    }
+
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK
+    /// (default 1 s; kube-apiserver sends them about once a minute).
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        self.state().bookmark_interval = every;
+    }
+
+    // ------------------------------------------------------------ CSR knobs
+
+    /// Automatic approval of kubelet client CSRs (on by default). Off: CSRs
+    /// stay pending until [`ApiServer::approve`].
+    pub fn set_auto_approve(&self, on: bool) {
+        self.state().csr.auto_approve = on;
+    }
+
+    /// The next CSR created is denied with `reason` and `message`.
+    pub fn deny_next_csr(&self, reason: &str, message: &str) {
+        self.state()
+            .csr
+            .deny_next
+            .push_back((reason.to_string(), message.to_string()));
+    }
+
+    /// Every CSR created from now on is denied (`None` to stop).
+    pub fn deny_all_csrs(&self, reason_message: Option<(&str, &str)>) {
+        self.state().csr.deny_all = reason_message.map(|(r, m)| (r.to_string(), m.to_string()));
+    }
+
+    /// The signer's maximum lifetime (`--cluster-signing-duration`, default
+    /// one year). Issued: min(expirationSeconds, this), at least 10 min when
+    /// expirationSeconds is set and this is longer. Tests may go below 10
+    /// min.
+    pub fn set_cert_lifetime(&self, d: Duration) {
+        self.state().csr.max_lifetime = d;
+    }
+
+    /// The signer's NotBefore backdating (5 min in kube-controller-manager).
+    pub fn set_backdate(&self, d: Duration) {
+        self.state().csr.backdate = d;
+    }
+
+    /// A pause before each controller step (approval, signing).
+    pub fn set_controller_delay(&self, d: Duration) {
+        self.state().csr.controller_delay = d;
+    }
+
+    /// The next `n` certificates are issued for a fresh key instead of the
+    /// CSR's (`u32::MAX`: all).
+    pub fn issue_wrong_key(&self, n: u32) {
+        self.state().csr.wrong_key = n;
+    }
+
+    /// The next `n` certificates get subject
+    /// `CN=system:node:wrong-subject, O=system:nodes` (`u32::MAX`: all).
+    pub fn issue_wrong_subject(&self, n: u32) {
+        self.state().csr.wrong_subject = n;
+    }
+
+    // ------------------------------------------------------------ faults
+
+    /// Delays every response by `d`.
+    pub fn set_delay(&self, d: Duration) {
+        self.state().faults.delay = d;
+    }
+
+    /// The next `n` authenticated requests fail with `code` (500
+    /// InternalError, 503 ServiceUnavailable, 504 Timeout `Status`).
+    pub fn fail_next(&self, n: u32, code: u16) {
+        let mut st = self.state();
+        st.faults.fail_remaining = n;
+        st.faults.fail_code = code;
+    }
+
+    /// The next `n` authenticated requests get 429 with `Retry-After:
+    /// retry_after_secs`.
+    pub fn throttle_next(&self, n: u32, retry_after_secs: u32, style: Throttle) {
+        let mut st = self.state();
+        st.faults.throttle_remaining = n;
+        st.faults.throttle_retry_after = retry_after_secs;
+        st.faults.throttle_style = style;
+    }
+
+    /// The next `n` requests: the connection is closed without an answer.
+    pub fn drop_next(&self, n: u32) {
+        self.state().faults.drop_remaining = n;
+    }
+
+    /// Stops listening and closes every open connection (watches included):
+    /// connections are refused until [`ApiServer::up`].
+    pub fn down(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control.send(Control::Down(tx)).unwrap();
+        rx.recv().unwrap();
+    }
+
+    /// Listens again on the same port.
+    pub fn up(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.control.send(Control::Up(tx)).unwrap();
+        rx.recv().unwrap();
+    }
+
+    /// Whether the server is listening.
+    pub fn is_up(&self) -> bool {
+        self.state().up
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn namespace_json(name: &str) -> Value {
+    let ns = k8s_openapi::api::core::v1::Namespace {
+        metadata: {
+            let mut m = obj_meta(name);
+            m.labels = Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                name.to_string(),
+            )]));
+            m
+        },
+        spec: Some(k8s_openapi::api::core::v1::NamespaceSpec {
+            finalizers: Some(vec!["kubernetes".into()]),
+        }),
+        status: Some(k8s_openapi::api::core::v1::NamespaceStatus {
+            phase: Some("Active".into()),
+            ..Default::default()
+        }),
+    };
+    serde_json::to_value(ns).unwrap()
+}

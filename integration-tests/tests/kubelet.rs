@@ -1,0 +1,523 @@
+//! Kubelet certificate lifecycle, end to end: the agent (pod mode, node root
+//! under --host-root) against a real node (systemd, D-Bus, a stand-in
+//! `kubelet.service`) and the Kubernetes API test server (CSR API with the
+//! real validation, auth, approval and signing rules).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must panic loudly"
+)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use integration_tests::agent::{agent_binary, render_tail, PodModeAgent};
+use integration_tests::apiserver::ApiServer;
+use integration_tests::{wait_until, Node};
+use openssl::x509::X509;
+use serde_json::json;
+
+const PKI: &str = "/var/lib/kubelet/pki";
+const CLIENT_LINK: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+const TOKEN_ID: &str = "abcdef";
+const TOKEN_SECRET: &str = "0123456789abcdef";
+
+/// A node with a stand-in kubelet, a bootstrap kubeconfig, and an API server.
+struct Fixture {
+    node: Node,
+    server: ApiServer,
+    config: tempfile::TempDir,
+    secret: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let server = ApiServer::start();
+        server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
+        server.add_node("n1");
+        let node = Node::boot(name);
+        node.write_file(
+            "/etc/systemd/system/kubelet.service",
+            b"[Unit]\nDescription=stand-in kubelet for node-cert-agent tests\n[Service]\nExecStart=/bin/sleep infinity\n",
+            0o644,
+        );
+        node.systemctl(&["daemon-reload"]);
+        node.exec_ok(&["systemctl", "start", "kubelet.service"]);
+        node.write_file(
+            "/var/lib/kubelet/bootstrap-kubeconfig",
+            server
+                .bootstrap_kubeconfig(TOKEN_ID, TOKEN_SECRET)
+                .as_bytes(),
+            0o600,
+        );
+        Fixture {
+            node,
+            server,
+            config: tempfile::tempdir().unwrap(),
+            secret: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config_path(&self, extra_kubelet_yaml: &str) -> PathBuf {
+        let path = self.config.path().join("config.yaml");
+        let yaml = format!("kubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n{extra_kubelet_yaml}");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    fn start_agent(&self, extra_kubelet_yaml: &str) -> PodModeAgent<'_> {
+        let cfg = self.config_path(extra_kubelet_yaml);
+        PodModeAgent::start(
+            &self.node,
+            self.secret.path(),
+            &["--config", cfg.to_str().unwrap()],
+        )
+    }
+
+    fn client_cert(&self) -> Option<X509> {
+        if !self.node.exists(CLIENT_LINK) {
+            return None;
+        }
+        X509::stack_from_pem(&self.node.read_file(CLIENT_LINK))
+            .ok()?
+            .into_iter()
+            .next()
+    }
+
+    fn wait_for_client_cert(
+        &self,
+        agent: &PodModeAgent<'_>,
+        what: &str,
+        cond: impl Fn(&X509) -> bool,
+    ) -> X509 {
+        let mut found = None;
+        let ok = integration_tests::wait_until_or_timeout(Duration::from_secs(60), || {
+            found = self.client_cert().filter(|c| cond(c));
+            found.is_some()
+        });
+        assert!(
+            ok,
+            "timed out waiting for {what}; agent log:\n{}",
+            render_tail(&agent.logs(), 30)
+        );
+        found.unwrap()
+    }
+
+    fn kubelet_pid(&self) -> u32 {
+        self.node.main_pid("kubelet.service")
+    }
+}
+
+/// The agent's log without the revocation watch's retry lines.
+fn log_tail(agent: &PodModeAgent<'_>) -> String {
+    let logs: Vec<_> = agent
+        .logs()
+        .into_iter()
+        .filter(|e| {
+            !e.message.contains("RenewRevocation watch")
+                && !e.message.starts_with("failed with error")
+        })
+        .collect();
+    render_tail(&logs, 40)
+}
+
+fn serial(c: &X509) -> String {
+    c.serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string()
+}
+
+fn subject(c: &X509) -> String {
+    c.subject_name()
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap(),
+                e.data().to_string().unwrap()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn chains_to(c: &X509, ca_pem: &str) -> bool {
+    let ca = X509::from_pem(ca_pem.as_bytes()).unwrap();
+    c.verify(&ca.public_key().unwrap()).unwrap_or(false)
+}
+
+/// Who created each CSR, oldest first (the server lists by name).
+fn csr_requesters(server: &ApiServer) -> Vec<String> {
+    let mut csrs = server.csrs();
+    csrs.sort_by_key(|c| {
+        c.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    csrs.into_iter()
+        .map(|c| c.spec.username.unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn fresh_bootstrap_from_a_bootstrap_token_lands_in_the_node_and_restarts_kubelet_once() {
+    let fx = Fixture::new("kb-bootstrap");
+    let kubelet_before = fx.kubelet_pid();
+    let agent = fx.start_agent("");
+    let cert = fx.wait_for_client_cert(&agent, "the bootstrapped client certificate", |_| true);
+
+    assert_eq!(subject(&cert), "O=system:nodes, CN=system:node:n1");
+    assert!(
+        chains_to(&cert, &fx.server.cluster_ca_pem()),
+        "the certificate is not signed by the cluster CA"
+    );
+    assert_eq!(
+        csr_requesters(&fx.server),
+        vec![format!("system:bootstrap:{TOKEN_ID}")]
+    );
+    // Kubelet's layout: a relative link to a timestamped 0600 file in the node's pki dir.
+    let target = fx.node.read_link(CLIENT_LINK).unwrap();
+    assert!(
+        target.starts_with("kubelet-client-20") && target.ends_with(".pem"),
+        "{target}"
+    );
+    let mode = fx
+        .node
+        .exec_ok(&["stat", "-c", "%a", &format!("{PKI}/{target}")]);
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "600");
+    // The configured unit was restarted exactly once.
+    wait_until(Duration::from_secs(10), "kubelet restart", || {
+        fx.kubelet_pid() != kubelet_before
+    });
+    let after = fx.kubelet_pid();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        fx.kubelet_pid(),
+        after,
+        "kubelet was restarted more than once"
+    );
+    let restarts = agent
+        .logs()
+        .iter()
+        .filter(|e| e.message.contains("so it uses the new certificate"))
+        .count();
+    assert_eq!(restarts, 1, "{}", render_tail(&agent.logs(), 30));
+}
+
+#[test]
+fn renewal_happens_at_the_nodes_fraction_of_a_short_lifetime_with_the_nodes_own_identity() {
+    let fx = Fixture::new("kb-renew");
+    fx.server.set_cert_lifetime(Duration::from_secs(30));
+    // No backdating, so the fraction is measured over the real 30 s lifetime.
+    fx.server.set_backdate(Duration::ZERO);
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    let first_serial = serial(&first);
+    let second = fx.wait_for_client_cert(&agent, "the renewed certificate", |c| {
+        serial(c) != first_serial
+    });
+    let renewed_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    // notBefore/notAfter of the first certificate, as Unix seconds.
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).unwrap();
+    let secs = |t: &openssl::asn1::Asn1TimeRef| {
+        let d = epoch.diff(t).unwrap();
+        i64::from(d.days) * 86_400 + i64::from(d.secs)
+    };
+    let (nb, na) = (secs(first.not_before()), secs(first.not_after()));
+    let lifetime = na - nb;
+    let earliest = nb + lifetime * 70 / 100;
+    let latest = nb + lifetime * 80 / 100;
+    assert!(
+        renewed_at >= earliest && renewed_at <= latest + 5,
+        "renewed at {renewed_at}, expected within [{earliest}, {latest}] (+5 s for the CSR round trip)"
+    );
+    assert_eq!(subject(&second), "O=system:nodes, CN=system:node:n1");
+    let requesters = csr_requesters(&fx.server);
+    assert_eq!(requesters.len(), 2, "{requesters:?}");
+    assert_eq!(
+        requesters[1], "system:node:n1",
+        "renewal must use the current client certificate"
+    );
+}
+
+#[test]
+fn expired_client_certificate_is_rebootstrapped_with_the_bootstrap_token() {
+    let fx = Fixture::new("kb-expired");
+    let now = SystemTime::now();
+    let (cert, key) = fx.server.issue_client_cert(
+        "system:node:n1",
+        &["system:nodes"],
+        now - Duration::from_secs(7200),
+        now - Duration::from_secs(60),
+    );
+    fx.node.write_file(
+        &format!("{PKI}/kubelet-client-2020-01-01-00-00-00.pem"),
+        format!("{cert}{key}").as_bytes(),
+        0o600,
+    );
+    fx.node.exec_ok(&[
+        "ln",
+        "-s",
+        "kubelet-client-2020-01-01-00-00-00.pem",
+        CLIENT_LINK,
+    ]);
+    let old_serial = serial(&fx.client_cert().unwrap());
+    let agent = fx.start_agent("");
+    let new = fx.wait_for_client_cert(&agent, "a re-bootstrapped certificate", |c| {
+        serial(c) != old_serial
+    });
+    assert!(chains_to(&new, &fx.server.cluster_ca_pem()));
+    assert_eq!(
+        csr_requesters(&fx.server),
+        vec![format!("system:bootstrap:{TOKEN_ID}")]
+    );
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("has expired")),
+        "{}",
+        render_tail(&agent.logs(), 30)
+    );
+}
+
+#[test]
+fn api_outage_keeps_the_old_certificate_and_the_agent_recovers_by_itself() {
+    let fx = Fixture::new("kb-outage");
+    fx.server.set_cert_lifetime(Duration::from_secs(20));
+    fx.server.set_backdate(Duration::ZERO);
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    let first_serial = serial(&first);
+    let first_target = fx.node.read_link(CLIENT_LINK).unwrap();
+    fx.server.down();
+    // Past the renewal deadline (at most 80 % of 20 s) with the API down.
+    wait_until(Duration::from_secs(40), "a failed renewal attempt", || {
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.error && e.message.contains("kubelet certificate pass failed"))
+    });
+    assert_eq!(
+        fx.node.read_link(CLIENT_LINK).unwrap(),
+        first_target,
+        "the old certificate must stay in place"
+    );
+    assert_eq!(serial(&fx.client_cert().unwrap()), first_serial);
+    fx.server.up();
+    let second = fx.wait_for_client_cert(&agent, "renewal after the API returned", |c| {
+        serial(c) != first_serial
+    });
+    assert!(chains_to(&second, &fx.server.cluster_ca_pem()));
+}
+
+#[test]
+fn denied_csr_and_a_wrong_certificate_are_rejected_and_never_installed() {
+    let fx = Fixture::new("kb-denied");
+    fx.server
+        .deny_all_csrs(Some(("PolicyViolation", "node n1 is quarantined")));
+    let agent = fx.start_agent("");
+    wait_until(
+        Duration::from_secs(30),
+        "the denial in the agent's log",
+        || {
+            agent.logs().iter().any(|e| {
+                e.error
+                    && e.message.contains("PolicyViolation")
+                    && e.message.contains("node n1 is quarantined")
+            })
+        },
+    );
+    assert!(
+        fx.client_cert().is_none(),
+        "a denied CSR installed something"
+    );
+
+    // Next: the signer issues a certificate for a different key.
+    fx.server.deny_all_csrs(None);
+    fx.server.issue_wrong_key(1);
+    wait_until(Duration::from_secs(60), "the wrong-key rejection", || {
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.error && e.message.contains("different key"))
+    });
+    // The retry after that gets a proper certificate, which matches its key.
+    let cert =
+        fx.wait_for_client_cert(&agent, "a proper certificate after the rejection", |_| true);
+    let pem = fx.node.read_file(CLIENT_LINK);
+    let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
+    assert!(
+        cert.public_key().unwrap().public_eq(&key),
+        "the installed certificate does not match the installed key"
+    );
+}
+
+#[test]
+fn revocation_of_the_current_serial_triggers_renewal() {
+    let fx = Fixture::new("kb-revoke");
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    let first_serial = serial(&first);
+    // Give the agent time to start its RenewRevocation watch with the new identity.
+    wait_until(Duration::from_secs(30), "the revocation watch", || {
+        fx.server
+            .requests()
+            .iter()
+            .any(|r| r.resource == "renewrevocations" && r.verb == "watch")
+    });
+    fx.server
+        .add_revocation(json!({
+            "metadata": {"name": "incident-42"},
+            "spec": {"description": "incident 42: key leaked", "revocations": [{"kind": "serialnumber", "serialNumber": first_serial}]}
+        }))
+        .unwrap();
+    let second = fx.wait_for_client_cert(&agent, "renewal after the revocation", |c| {
+        serial(c) != first_serial
+    });
+    assert_ne!(serial(&second), first_serial);
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("incident 42: key leaked")),
+        "the revocation's description is not logged:\n{}",
+        log_tail(&agent)
+    );
+}
+
+#[test]
+fn kubelet_self_rotation_is_detected_and_the_agent_only_monitors() {
+    let fx = Fixture::new("kb-selfrot");
+    fx.node.write_file(
+        "/var/lib/kubelet/config.yaml",
+        b"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
+        0o644,
+    );
+    let agent = fx.start_agent("");
+    wait_until(Duration::from_secs(30), "the monitor-only message", || {
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("only monitors"))
+    });
+    assert!(
+        fx.server.csrs().is_empty(),
+        "the agent created a CSR although kubelet rotates its own certificate"
+    );
+    assert!(fx.client_cert().is_none());
+}
+
+#[test]
+fn serving_certificate_is_issued_when_opted_in() {
+    let fx = Fixture::new("kb-serving");
+    let agent = fx.start_agent(
+        "  serving:\n    enabled: true\n    dns: [n1.nodes.test]\n    ips: [10.0.0.7]\n",
+    );
+    fx.wait_for_client_cert(&agent, "the client certificate", |_| true);
+    // kubelet-serving CSRs are never auto-approved: approve it as an admin would.
+    wait_until(Duration::from_secs(30), "the serving CSR", || {
+        fx.server
+            .csrs()
+            .iter()
+            .any(|c| c.spec.signer_name == "kubernetes.io/kubelet-serving")
+    });
+    let name = fx
+        .server
+        .csrs()
+        .into_iter()
+        .find(|c| c.spec.signer_name == "kubernetes.io/kubelet-serving")
+        .and_then(|c| c.metadata.name)
+        .unwrap();
+    assert!(fx.server.approve(&name));
+    let link = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+    wait_until(
+        Duration::from_secs(30),
+        "kubelet-server-current.pem",
+        || fx.node.exists(link),
+    );
+    let cert = X509::stack_from_pem(&fx.node.read_file(link))
+        .unwrap()
+        .remove(0);
+    assert_eq!(subject(&cert), "O=system:nodes, CN=system:node:n1");
+    let sans: Vec<String> = cert
+        .subject_alt_names()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            n.dnsname()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{:?}", n.ipaddress().unwrap()))
+        })
+        .collect();
+    assert!(sans.contains(&"n1.nodes.test".to_string()), "{sans:?}");
+    assert!(sans.contains(&format!("{:?}", [10u8, 0, 0, 7])), "{sans:?}");
+}
+
+#[test]
+fn renew_force_replaces_a_healthy_certificate_from_a_node_shell() {
+    let fx = Fixture::new("kb-force");
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    let first_serial = serial(&first);
+    drop(agent);
+    let cfg = fx.config_path("");
+    let out = Command::new(agent_binary())
+        .args(["renew", "--force", "--log-target", "stdout", "--config"])
+        .arg(&cfg)
+        .arg("--host-root")
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "renew --force failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("renewed the kubelet client certificate"),
+        "{stdout}"
+    );
+    let second = fx.client_cert().unwrap();
+    assert_ne!(serial(&second), first_serial);
+    assert_eq!(csr_requesters(&fx.server).last().unwrap(), "system:node:n1");
+
+    // Without --force a healthy certificate is left alone.
+    let out = Command::new(agent_binary())
+        .args(["renew", "--log-target", "stdout", "--config"])
+        .arg(&cfg)
+        .arg("--host-root")
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing renewed"));
+    assert_eq!(serial(&fx.client_cert().unwrap()), serial(&second));
+}
+
+#[test]
+fn missing_bootstrap_kubeconfig_says_what_to_provide() {
+    let fx = Fixture::new("kb-nobootstrap");
+    fx.node.remove_file("/var/lib/kubelet/bootstrap-kubeconfig");
+    let agent = fx.start_agent("");
+    wait_until(Duration::from_secs(30), "the bootstrap error", || {
+        agent.logs().iter().any(|e| {
+            e.error
+                && e.message.contains(
+                    "Provide a bootstrap kubeconfig at /var/lib/kubelet/bootstrap-kubeconfig",
+                )
+        })
+    });
+    assert!(fx.server.csrs().is_empty());
+}
