@@ -244,6 +244,9 @@ pub async fn run_kubelet_until<S: Systemd>(
     metrics: Arc<Metrics>,
 ) -> Result<(), DaemonError> {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    // A bootstrap or kubelet kubeconfig that appears or changes (say, an
+    // operator repairing a node) wakes the loop at once.
+    let _kubeconfig_watch = watch_kubeconfigs(&manager, wake.clone());
     // The RenewRevocation watch runs with the node's identity of the moment;
     // it is restarted whenever that identity is renewed.
     let mut watch: Option<tokio::task::JoinHandle<()>> = None;
@@ -310,6 +313,38 @@ pub async fn run_kubelet_until<S: Systemd>(
             _ = wake.notified() => info!("RenewRevocations changed: checking the kubelet certificates"),
         }
     }
+}
+
+/// Watches the directories of the kubeconfigs (as this process sees them)
+/// and wakes the loop when one of the files changes. `None` (with a warning)
+/// if no directory can be watched; the hourly wake-up still covers it.
+fn watch_kubeconfigs<S: Systemd>(
+    manager: &KubeletManager<S>,
+    wake: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    let files = manager.kubeconfig_paths();
+    let dirs: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    let targets = files.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            if !matches!(event.kind, EventKind::Access(_))
+                && event.paths.iter().any(|p| targets.contains(p))
+            {
+                wake.notify_one();
+            }
+        }
+    })
+    .map_err(|e| warn!("cannot watch the kubeconfigs: {e}"))
+    .ok()?;
+    for dir in &dirs {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            warn!(path = %dir.display(), "cannot watch {} for kubeconfig changes: {e}", dir.display());
+        }
+    }
+    Some(watcher)
 }
 
 /// Wakes the kubelet loop on every RenewRevocation change after the first list.
@@ -517,6 +552,31 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn status_file_follows_the_passes_and_says_when_the_daemon_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(status::DAEMON_STATUS_FILE);
+        let m = test_metrics();
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&fs::read(&path).unwrap_or_default()).unwrap_or_default()
+        };
+        let writer = tokio::spawn(write_status_until_stopped(
+            m.clone(),
+            path.clone(),
+            ProcessIdentity::current(),
+        ));
+        wait_for("the first write", || path.exists()).await;
+        assert!(read()["lastCaPass"].is_null());
+        m.record_ca_pass(&Outcome::default(), 1234);
+        wait_for("the pass in the file", || read()["lastCaPass"] == 1234).await;
+        assert_eq!(read()["mode"], "pod");
+        assert_eq!(read()["process"]["pid"], std::process::id());
+        writer.abort();
+        let stopped = m.daemon_status(&ProcessIdentity::current(), 2000, true);
+        status::write_daemon_status(&path, &stopped).unwrap();
+        assert_eq!(read()["stoppedAt"], 2000);
     }
 
     #[tokio::test]

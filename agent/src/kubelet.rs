@@ -420,6 +420,17 @@ impl<S: Systemd> KubeletManager<S> {
         })
     }
 
+    /// The bootstrap and kubelet kubeconfigs as this process sees them.
+    pub fn kubeconfig_paths(&self) -> Vec<PathBuf> {
+        [
+            &self.settings.bootstrap_kubeconfig,
+            &self.settings.kubeconfig,
+        ]
+        .into_iter()
+        .filter_map(|p| self.host.resolve(p).ok())
+        .collect()
+    }
+
     /// A client with the node's current identity, for watches.
     pub fn node_client(&self) -> Option<kube::Client> {
         let current = self.read_current(CertKind::Client)?;
@@ -558,4 +569,60 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletErro
 /// Where the lock lives for a given state dir (a process path).
 pub fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kubelet.lock")
+}
+
+/// Default serving-certificate names: the node name and the hostname as DNS
+/// names, and the node's non-loopback, non-link-local addresses (the agent
+/// shares the node's network namespace, as a hostNetwork pod does).
+pub fn default_serving_names(
+    node_name: &str,
+    hostname: Option<&str>,
+) -> (Vec<String>, Vec<IpAddr>) {
+    let mut dns = vec![node_name.to_string()];
+    if let Some(h) = hostname.filter(|h| !h.is_empty() && *h != node_name) {
+        dns.push(h.to_string());
+    }
+    let mut ips: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|sa| {
+                    sa.as_sockaddr_in()
+                        .map(|v4| IpAddr::from(v4.ip()))
+                        .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
+                })
+                .filter(|ip| match ip {
+                    IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+                    IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    (dns, ips)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serving_defaults_name_the_node_and_its_routable_addresses() {
+        let (dns, ips) = default_serving_names("n1", Some("n1.example.com"));
+        assert_eq!(dns, ["n1", "n1.example.com"]);
+        assert!(ips.iter().all(|ip| !ip.is_loopback()), "{ips:?}");
+        let (dns, _) = default_serving_names("n1", Some("n1"));
+        assert_eq!(dns, ["n1"]);
+    }
+
+    #[test]
+    fn revocation_resource_is_the_shipped_crd() {
+        let r = revocation_resource();
+        assert_eq!(
+            (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
+            ("nodecert.dev", "v1alpha1", "renewrevocations")
+        );
+    }
 }

@@ -383,11 +383,18 @@ fn kubelet_manager(
             .filter(|s| !s.is_empty())
             .context("no node name: give --node-name, set NODE_NAME (the downward API's spec.nodeName in a pod), or kubelet.node-name in the config")?,
     };
-    let serving = k
-        .serving
-        .as_ref()
-        .filter(|s| s.enabled)
-        .map(|s| (s.dns.clone(), s.ips.clone()));
+    let serving = k.serving.as_ref().filter(|s| s.enabled).map(|s| {
+        if s.dns.is_empty() && s.ips.is_empty() {
+            let hostname = std::fs::read_to_string(
+                host.resolve(Path::new("/etc/hostname")).unwrap_or_default(),
+            )
+            .ok()
+            .map(|h| h.trim().to_string());
+            default_serving_names(&node_name, hostname.as_deref())
+        } else {
+            (s.dns.clone(), s.ips.clone())
+        }
+    });
     let settings = KubeletSettings {
         node_name,
         bootstrap_kubeconfig: bootstrap,

@@ -730,7 +730,9 @@ fn scan_dir(
         }
         *budget -= 1;
         let name_str = name.to_string_lossy();
+        // Private keys hold no certificate: not even read.
         if name_str.starts_with(fsutil::TEMP_PREFIX)
+            || name_str.ends_with(".key")
             || (skip_rotated && is_rotated_kubelet_file(&name_str))
         {
             continue;

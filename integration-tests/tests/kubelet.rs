@@ -520,4 +520,15 @@ fn missing_bootstrap_kubeconfig_says_what_to_provide() {
         })
     });
     assert!(fx.server.csrs().is_empty());
+
+    // Providing it heals the node without restarting the agent.
+    fx.node.write_file(
+        "/var/lib/kubelet/bootstrap-kubeconfig",
+        fx.server
+            .bootstrap_kubeconfig(TOKEN_ID, TOKEN_SECRET)
+            .as_bytes(),
+        0o600,
+    );
+    let cert = fx.wait_for_client_cert(&agent, "bootstrap after the kubeconfig appeared", |_| true);
+    assert_eq!(subject(&cert), "O=system:nodes, CN=system:node:n1");
 }
