@@ -115,6 +115,8 @@ pub struct PassOutcome {
     /// Unix time of the next scheduled renewal, if any certificate is managed.
     pub next_deadline: Option<i64>,
     pub renewed: Vec<CertKind>,
+    /// Why each renewal happened, in the order of `renewed`.
+    pub reasons: Vec<(CertKind, RenewReason)>,
     pub monitoring_only: bool,
 }
 
@@ -250,6 +252,7 @@ impl<S: Systemd> KubeletManager<S> {
                 .as_ref()
                 .filter(|c| is_usable_identity(c, now));
             self.renew(kind, &purpose, usable_client, now).await?;
+            outcome.reasons.push((kind, reason.clone()));
             outcome.renewed.push(kind);
         }
         if !outcome.renewed.is_empty() {

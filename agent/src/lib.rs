@@ -12,6 +12,7 @@ pub mod csr;
 pub mod daemon;
 mod der;
 pub mod distro;
+pub mod events;
 pub mod fsutil;
 pub mod hostroot;
 pub mod kubeconfig;

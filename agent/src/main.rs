@@ -225,7 +225,7 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let host = HostRoot::new(&settings.host_root)?;
-    let layout = layout_for(&host, &settings).map_err(|e| format!("{e:#}"));
+    let layout = layout_for(&host, &settings).map_err(|e| e.to_string());
     let mut sources = StatusSources::from_settings(&settings, host.clone(), layout);
     if node_config && settings.host_root != Path::new("/") {
         // The node's config names its inputs as node paths.
@@ -316,6 +316,22 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         status_path: state_dir.join(DAEMON_STATUS_FILE),
         certificates: Some(certificates),
     };
+    if let Some(manager) = &kubelet {
+        // Node Events need the node's API identity, which the kubelet job
+        // keeps; a second handle reads it when an event is posted.
+        let identity = KubeletManager::new(
+            host_for_kubelet.clone(),
+            DbusSystemd::new(bus.clone()),
+            manager.settings().clone(),
+        );
+        let node = manager.settings().node_name.clone();
+        let _enter = runtime.enter();
+        let sink = node_cert_agent::events::start(
+            node,
+            std::sync::Arc::new(move || identity.node_client()),
+        );
+        obs.metrics.set_event_sink(sink);
+    }
     runtime.block_on(daemon::run(reconciler, kubelet, settings.debounce, obs))?;
     Ok(ExitCode::SUCCESS)
 }

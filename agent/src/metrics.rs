@@ -9,6 +9,7 @@
 //! tiny: GET (and HEAD) only, one request per connection (`Connection:
 //! close`), a capped request head and a read timeout.
 
+use crate::events::{EventSink, NodeEvent};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -62,6 +63,9 @@ pub struct Metrics {
     refreshes_failed: AtomicU64,
     inner: Mutex<Inner>,
     changed: Notify,
+    /// Node Events for what the passes did; set once at start, when the
+    /// node has an API identity.
+    events: std::sync::OnceLock<EventSink>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +108,7 @@ impl Metrics {
             refreshes_failed: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -124,7 +129,40 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// Sends Node Events for every outcome recorded from now on.
+    pub fn set_event_sink(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
+    }
+
+    fn emit(&self, event: NodeEvent) {
+        if let Some(sink) = self.events.get() {
+            sink.emit(event);
+        }
+    }
+
     pub fn record_ca_pass(&self, o: &Outcome, now: i64) {
+        if !o.installed.is_empty() || !o.removed.is_empty() {
+            let names = |v: &[crate::cert::CertInfo]| {
+                v.iter()
+                    .map(|c| format!("\"{}\" ({})", c.subject, c.fingerprint.short()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut msg = String::from("custom CA trust changed:");
+            if !o.installed.is_empty() {
+                msg.push_str(&format!(" installed {}", names(&o.installed)));
+            }
+            if !o.removed.is_empty() {
+                msg.push_str(&format!(" removed {}", names(&o.removed)));
+            }
+            self.emit(NodeEvent::normal("CATrustChanged", msg));
+        }
+        for unit in &o.restarted {
+            self.emit(NodeEvent::normal(
+                "UnitRestarted",
+                format!("restarted {unit} (if it was running) so it reloads its root CAs"),
+            ));
+        }
         if o.refreshed {
             self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
         }
@@ -154,6 +192,7 @@ impl Metrics {
     }
 
     pub fn record_ca_error(&self, e: &ReconcileError, now: i64) {
+        self.emit(NodeEvent::warning("CATrustUpdateFailed", e.to_string()));
         {
             let mut i = self.inner();
             match e {
@@ -180,6 +219,26 @@ impl Metrics {
 
     /// A kubelet pass that ended well; `restart_units` were restarted if it renewed.
     pub fn record_kubelet_pass(&self, o: &PassOutcome, restart_units: &[String], now: i64) {
+        for (kind, reason) in &o.reasons {
+            if let crate::renewal::RenewReason::Revoked(label) = reason {
+                self.emit(NodeEvent::warning(
+                    "KubeletCertificateRevoked",
+                    format!("the kubelet {} certificate matched {label}", kind.name()),
+                ));
+            }
+            self.emit(NodeEvent::normal(
+                "KubeletCertificateRenewed",
+                format!("renewed the kubelet {} certificate: {reason}", kind.name()),
+            ));
+        }
+        if !o.renewed.is_empty() {
+            for unit in restart_units {
+                self.emit(NodeEvent::normal(
+                    "UnitRestarted",
+                    format!("restarted {unit} (if it was running) so it uses the new certificate"),
+                ));
+            }
+        }
         {
             let mut i = self.inner();
             if !o.renewed.is_empty() {
@@ -202,6 +261,10 @@ impl Metrics {
     }
 
     pub fn record_kubelet_error(&self, e: &KubeletError, now: i64) {
+        self.emit(NodeEvent::warning(
+            "KubeletCertificateRenewalFailed",
+            e.to_string(),
+        ));
         {
             let mut i = self.inner();
             *i.kubelet_renewals.entry("failure".to_string()).or_default() += 1;

@@ -171,7 +171,17 @@ where
             })?;
         let client = ImageServiceClient::new(channel);
         match tokio::time::timeout(CALL_TIMEOUT, f(client)).await {
-            Ok(result) => result.map_err(|status| CriError::Status(status.message().to_owned())),
+            // Right after containerd (re)starts, its CRI plugin answers
+            // "server is not initialized yet" for a moment: that is containerd
+            // not being ready, not an answer about the pull.
+            Ok(result) => result.map_err(|status| {
+                let message = status.message().to_owned();
+                if message.contains("server is not initialized yet") {
+                    CriError::Unreachable(format!("CRI {what}: {message}"))
+                } else {
+                    CriError::Status(message)
+                }
+            }),
             Err(_) => panic!(
                 "CRI {what} on {} took longer than {CALL_TIMEOUT:?}",
                 sock.display()

@@ -532,3 +532,60 @@ fn missing_bootstrap_kubeconfig_says_what_to_provide() {
     let cert = fx.wait_for_client_cert(&agent, "bootstrap after the kubeconfig appeared", |_| true);
     assert_eq!(subject(&cert), "O=system:nodes, CN=system:node:n1");
 }
+
+#[test]
+fn node_events_arrive_at_the_api_and_an_unreachable_api_never_blocks_the_work() {
+    let fx = Fixture::new("kb-events");
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the client certificate", |_| true);
+    let has_event = |reason: &str| {
+        fx.server.events().iter().any(|e| {
+            e.event.reason.as_deref() == Some(reason)
+                && e.event.involved_object.kind.as_deref() == Some("Node")
+                && e.event.involved_object.name.as_deref() == Some("n1")
+        })
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a KubeletCertificateRenewed event",
+        || has_event("KubeletCertificateRenewed"),
+    );
+    wait_until(Duration::from_secs(30), "an UnitRestarted event", || {
+        has_event("UnitRestarted")
+    });
+
+    // A CA published in the Secret: a CATrustChanged event, posted as the node.
+    let ca = integration_tests::pki::TestCa::new("nca events CA");
+    let mut data = std::collections::BTreeMap::new();
+    data.insert("ca1.crt".to_string(), ca.cert_pem().into_bytes());
+    agent.secret().publish(&data);
+    wait_until(Duration::from_secs(30), "a CATrustChanged event", || {
+        has_event("CATrustChanged")
+    });
+    let posted_by: Vec<String> = fx
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "events" && r.verb == "create")
+        .map(|r| r.user)
+        .collect();
+    assert!(
+        posted_by.iter().all(|u| u == "system:node:n1"),
+        "{posted_by:?}"
+    );
+
+    // With the API down, the next CA change still lands in the node's bundle.
+    fx.server.down();
+    let ca2 = integration_tests::pki::TestCa::new("nca events CA 2");
+    data.insert("ca2.crt".to_string(), ca2.cert_pem().into_bytes());
+    agent.secret().publish(&data);
+    let body = ca2.cert_pem().lines().nth(1).unwrap().to_string();
+    wait_until(
+        Duration::from_secs(30),
+        "CA 2 in the bundle while the API is down",
+        || {
+            String::from_utf8_lossy(&fx.node.read_file("/etc/ssl/certs/ca-certificates.crt"))
+                .contains(&body)
+        },
+    );
+}

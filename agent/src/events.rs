@@ -1,0 +1,203 @@
+//! Kubernetes Events on this node's Node object, so `kubectl describe node`
+//! shows what the agent did: CA set changed, unit restarted, kubelet
+//! certificate renewed, renewal failed, revocation matched.
+//!
+//! Events are posted as core/v1 Events in `default` (where kubelet posts its
+//! node events), with the node's own identity: the Node authorizer lets a
+//! node create core/v1 Events, not `events.k8s.io` ones. Posting happens on a
+//! background task fed by a bounded queue: when the API is slow or down,
+//! events are dropped, never waited for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// Events waiting to be posted; beyond this they are dropped.
+const QUEUE: usize = 64;
+/// How long one post may take before it is given up.
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+const COMPONENT: &str = "node-cert-agent";
+const NAMESPACE: &str = "default";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// One event about this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEvent {
+    pub severity: Severity,
+    /// CamelCase, as Kubernetes reasons are: `CATrustChanged`, ...
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl NodeEvent {
+    pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Normal,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the loops put events; cheap to clone, never blocks.
+#[derive(Clone, Debug, Default)]
+pub struct EventSink {
+    tx: Option<mpsc::Sender<NodeEvent>>,
+}
+
+impl EventSink {
+    /// A sink that drops everything (no API identity, or events turned off).
+    pub fn disabled() -> Self {
+        Self { tx: None }
+    }
+
+    pub fn emit(&self, event: NodeEvent) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(event).is_err() {
+                debug!("event queue full or closed: an event was dropped");
+            }
+        }
+    }
+}
+
+/// Builds the API client at the moment of posting (the node's identity
+/// changes when its certificate is renewed); `None` = no identity yet.
+pub type ClientSource = Arc<dyn Fn() -> Option<kube::Client> + Send + Sync>;
+
+/// Starts the posting task; returns the sink the loops use.
+pub fn start(node_name: String, client: ClientSource) -> EventSink {
+    let (tx, mut rx) = mpsc::channel::<NodeEvent>(QUEUE);
+    tokio::spawn(async move {
+        let mut node_uid: Option<String> = None;
+        while let Some(event) = rx.recv().await {
+            let Some(client) = client() else {
+                debug!(reason = event.reason, "no node identity yet: event dropped");
+                continue;
+            };
+            let post = post(&client, &node_name, &mut node_uid, &event);
+            match tokio::time::timeout(POST_TIMEOUT, post).await {
+                Ok(Ok(())) => debug!(reason = event.reason, "posted node event"),
+                Ok(Err(e)) => debug!(reason = event.reason, "event not posted: {e}"),
+                Err(_) => debug!(
+                    reason = event.reason,
+                    "event not posted: the API did not answer in time"
+                ),
+            }
+        }
+    });
+    EventSink { tx: Some(tx) }
+}
+
+async fn post(
+    client: &kube::Client,
+    node: &str,
+    node_uid: &mut Option<String>,
+    event: &NodeEvent,
+) -> Result<(), kube::Error> {
+    if node_uid.is_none() {
+        let nodes: Api<Node> = Api::all(client.clone());
+        *node_uid = nodes.get(node).await.ok().and_then(|n| n.metadata.uid);
+    }
+    let api: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
+    api.create(
+        &PostParams::default(),
+        &event_object(node, node_uid.as_deref(), event, jiff_now()),
+    )
+    .await
+    .map(|_| ())
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// The core/v1 Event as kubelet shapes node events.
+pub fn event_object(
+    node: &str,
+    node_uid: Option<&str>,
+    event: &NodeEvent,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{node}.")),
+            namespace: Some(NAMESPACE.to_string()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            uid: node_uid.map(str::to_string),
+            ..ObjectReference::default()
+        },
+        reason: Some(event.reason.to_string()),
+        message: Some(event.message.clone()),
+        type_: Some(match event.severity {
+            Severity::Normal => "Normal".into(),
+            Severity::Warning => "Warning".into(),
+        }),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: Some(node.to_string()),
+        }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(node.to_string()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        action: Some(event.reason.to_string()),
+        count: Some(1),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_event_names_the_node_and_the_agent() {
+        let e = event_object(
+            "n1",
+            Some("uid-1"),
+            &NodeEvent::warning("KubeletCertificateRenewalFailed", "boom"),
+            jiff_now(),
+        );
+        assert_eq!(e.involved_object.kind.as_deref(), Some("Node"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("n1"));
+        assert_eq!(e.involved_object.uid.as_deref(), Some("uid-1"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.source.unwrap().component.as_deref(), Some(COMPONENT));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_instead_of_blocking() {
+        let (tx, _rx) = mpsc::channel(1);
+        let sink = EventSink { tx: Some(tx) };
+        for i in 0..10 {
+            sink.emit(NodeEvent::normal("CATrustChanged", format!("{i}")));
+        }
+        EventSink::disabled().emit(NodeEvent::normal("CATrustChanged", "x"));
+    }
+}
