@@ -579,22 +579,32 @@ mod tests {
         assert_eq!(read()["stoppedAt"], 2000);
     }
 
-    #[tokio::test]
-    async fn a_burst_of_changes_gives_one_refresh_and_one_restart() {
-        let root = tempfile::tempdir().unwrap();
-        let secret = tempfile::tempdir().unwrap();
-        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
-        let state_path = root.path().join("var/lib/node-cert-agent/ca-state.json");
+    /// A reconciler for a Debian node rooted at `root`, watching `secret`.
+    fn debian_reconciler(
+        root: &Path,
+        secret: &Path,
+        fake: Arc<RecordingSystemd>,
+    ) -> (Reconciler<Arc<RecordingSystemd>>, PathBuf) {
+        let state_path = root.join("var/lib/node-cert-agent/ca-state.json");
         let reconciler = Reconciler::new(
-            TrustStore::new(HostRoot::new(root.path()).unwrap(), Family::Debian.layout()),
-            fake.clone(),
+            TrustStore::new(HostRoot::new(root).unwrap(), Family::Debian.layout()),
+            fake,
             CaSettings {
-                sources: vec![SourceSpec::SecretDir(secret.path().into())],
+                sources: vec![SourceSpec::SecretDir(secret.into())],
                 restart_units: vec!["containerd.service".into()],
                 max_certificates: 10,
                 state_path: state_path.clone(),
             },
         );
+        (reconciler, state_path)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_gives_one_refresh_and_one_restart() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        let (reconciler, state_path) = debian_reconciler(root.path(), secret.path(), fake.clone());
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let daemon = tokio::spawn(run_until(
             reconciler,
@@ -642,17 +652,7 @@ mod tests {
         let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
         // A slow refresh tool: the stop request arrives while it runs.
         *fake.command_delay.lock().unwrap() = Duration::from_millis(300);
-        let state_path = root.path().join("var/lib/node-cert-agent/ca-state.json");
-        let reconciler = Reconciler::new(
-            TrustStore::new(HostRoot::new(root.path()).unwrap(), Family::Debian.layout()),
-            fake.clone(),
-            CaSettings {
-                sources: vec![SourceSpec::SecretDir(secret.path().into())],
-                restart_units: vec!["containerd.service".into()],
-                max_certificates: 10,
-                state_path: state_path.clone(),
-            },
-        );
+        let (reconciler, state_path) = debian_reconciler(root.path(), secret.path(), fake.clone());
         let (stop_tx, stop_rx) = mpsc::channel(1);
         let daemon = tokio::spawn(run_until(
             reconciler,

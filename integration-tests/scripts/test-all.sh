@@ -16,6 +16,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# The manifest tests render the kustomize base with `kubectl kustomize`; any
+# kubectl works (Debian's kubernetes-client does), so only add one if absent.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
   echo "test-all: installing ${missing[*]}"
   apt-get update -qq

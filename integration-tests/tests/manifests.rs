@@ -1,0 +1,651 @@
+//! The shipped Kubernetes manifests (manifests/): every object parses
+//! strictly into its k8s-openapi type (an unknown or misplaced field fails),
+//! `kubectl kustomize` renders the base and the example overlay, every path
+//! the agent's config uses is mounted in the DaemonSet, and the ClusterRole
+//! grants exactly the API calls the agent makes against the test API server.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must panic loudly"
+)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::agent::{render_tail, workspace_dir, PodModeAgent};
+use integration_tests::apiserver::{ApiServer, RENEW_REVOCATION_CRD};
+use integration_tests::Node;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount, Volume};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use node_cert_agent::config::{self, Flags, Settings, SYSTEM_BUS_SOCKET};
+use node_cert_agent::distro::Family;
+use node_cert_agent::sources::SourceSpec;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// The journald native socket, at the same path in the pod and on the node.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The Secret the DaemonSet mounts.
+const SECRET_NAME: &str = "custom-ca-trust-secret";
+/// The agent's drain of a pass in flight on SIGTERM.
+const AGENT_DRAIN_SECONDS: i64 = 20;
+
+fn manifests_dir() -> PathBuf {
+    workspace_dir().join("manifests")
+}
+
+fn yaml_docs(path: &Path) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            Value::deserialize(d).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Parses `doc` as `T` and fails on anything `T` does not carry: the typed
+/// object is serialised again and must equal the input, so an unknown field,
+/// a misspelt one or one at the wrong level (all silently dropped by serde)
+/// shows up as a difference.
+fn strict<T: DeserializeOwned + Serialize>(doc: &Value, what: &str) -> Result<T, String> {
+    let typed: T =
+        serde_json::from_value(doc.clone()).map_err(|e| format!("{what}: does not parse: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| format!("{what}: {e}"))?;
+    let mut diffs = Vec::new();
+    diff("", doc, &back, &mut diffs);
+    if diffs.is_empty() {
+        Ok(typed)
+    } else {
+        Err(format!(
+            "{what}: fields the type does not know (unknown, misspelt or misplaced): {}",
+            diffs.join(", ")
+        ))
+    }
+}
+
+fn diff(path: &str, input: &Value, typed: &Value, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = format!("{path}.{k}");
+                match b.get(k) {
+                    Some(w) => diff(&p, v, w, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                diff(&format!("{path}[{i}]"), v, w, out);
+            }
+        }
+        (a, b) if a == b => {}
+        // k8s-openapi keeps numbers as i64/f64; 1 and 1.0 are the same value.
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        _ => out.push(format!("{path} (value {input} became {typed})")),
+    }
+}
+
+/// A kustomization file: only the fields these manifests use, strictly.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code, reason = "parsed only to reject unknown fields")]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    bases: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    images: Vec<KustomizeImage>,
+    #[serde(default)]
+    patches_strategic_merge: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code, reason = "parsed only to reject unknown fields")]
+struct KustomizeImage {
+    name: String,
+    new_name: Option<String>,
+    new_tag: Option<String>,
+}
+
+/// Checks one Kubernetes object strictly against its type.
+fn check_object(doc: &Value, what: &str) -> Result<(), String> {
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    match (api, kind) {
+        ("v1", "ServiceAccount") => strict::<ServiceAccount>(doc, what).map(drop),
+        ("v1", "ConfigMap") => strict::<ConfigMap>(doc, what).map(drop),
+        ("v1", "Secret") => strict::<Secret>(doc, what).map(drop),
+        ("apps/v1", "DaemonSet") => strict::<DaemonSet>(doc, what).map(drop),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            strict::<ClusterRole>(doc, what).map(drop)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            strict::<ClusterRoleBinding>(doc, what).map(drop)
+        }
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            strict::<CustomResourceDefinition>(doc, what).map(drop)
+        }
+        // A custom resource: checked against its CRD by the test API server.
+        ("nodecert.dev/v1alpha1", "RenewRevocation") => {
+            let server = ApiServer::start();
+            server
+                .add_revocation(doc.clone())
+                .map(drop)
+                .map_err(|e| format!("{what}: rejected by the CRD's schema: {e}"))
+        }
+        _ => Err(format!("{what}: unexpected object {api} {kind}")),
+    }
+}
+
+fn all_yaml_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["base", "examples"] {
+        let d = manifests_dir().join(dir);
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn load<T: DeserializeOwned + Serialize>(rel: &str) -> T {
+    let path = manifests_dir().join(rel);
+    let docs = yaml_docs(&path);
+    assert_eq!(docs.len(), 1, "{rel}: one object expected");
+    strict(&docs[0], rel).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_manifest_parses_strictly_into_its_type() {
+    let files = all_yaml_files();
+    assert!(files.len() >= 10, "manifests missing: {files:?}");
+    for path in files {
+        let name = path
+            .strip_prefix(manifests_dir())
+            .unwrap()
+            .display()
+            .to_string();
+        for doc in yaml_docs(&path) {
+            if name.ends_with("kustomization.yaml") {
+                let k: Kustomization = serde_json::from_value(doc)
+                    .unwrap_or_else(|e| panic!("{name}: not a kustomization we ship: {e}"));
+                assert_eq!(k.kind, "Kustomization", "{name}");
+                continue;
+            }
+            check_object(&doc, &name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn an_unknown_or_misplaced_field_fails_the_strict_parse() {
+    let ds: Value = serde_json::to_value(load::<DaemonSet>("base/daemonset.yaml")).unwrap();
+    // A top-level typo.
+    let mut bad = ds.clone();
+    bad["spec"]["updateStrategyy"] = json!({"type": "OnDelete"});
+    let err = check_object(&bad, "typo").unwrap_err();
+    assert!(err.contains(".spec.updateStrategyy"), "{err}");
+    // A real field at the wrong level (hostPath on the mount, not the volume).
+    let mut bad = ds.clone();
+    bad["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["hostPath"] =
+        json!({"path": "/"});
+    let err = check_object(&bad, "misplaced").unwrap_err();
+    assert!(err.contains("volumeMounts[0].hostPath"), "{err}");
+    // The same in a CRD's schema, and in RBAC.
+    let mut crd: Value = serde_yaml::from_str(RENEW_REVOCATION_CRD).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["propertes"] = json!({});
+    assert!(check_object(&crd, "crd").unwrap_err().contains("propertes"));
+    let mut role = serde_json::to_value(load::<ClusterRole>("base/clusterrole.yaml")).unwrap();
+    role["rules"][0]["verb"] = json!(["delete"]);
+    assert!(check_object(&role, "role")
+        .unwrap_err()
+        .contains("rules[0].verb"));
+    // A wrong type fails too, and an unknown custom-resource field is refused.
+    let mut bad = ds;
+    bad["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!("30s");
+    assert!(check_object(&bad, "type")
+        .unwrap_err()
+        .contains("does not parse"));
+    let mut rr: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(manifests_dir().join("examples/renewrevocation.yaml")).unwrap(),
+    )
+    .unwrap();
+    rr["spec"]["revocations"][0]["kind"] = json!("Serial");
+    assert!(check_object(&rr, "rr").is_err());
+    // And the kustomization check rejects unknown keys.
+    assert!(serde_json::from_value::<Kustomization>(
+        json!({"apiVersion": "v1", "kind": "Kustomization", "resource": []})
+    )
+    .is_err());
+}
+
+#[test]
+fn the_crd_is_exactly_the_one_the_test_api_server_enforces() {
+    let shipped =
+        std::fs::read_to_string(manifests_dir().join("base/crd-renewrevocation.yaml")).unwrap();
+    assert_eq!(shipped, RENEW_REVOCATION_CRD);
+}
+
+fn kubectl_kustomize(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize", &manifests_dir().join(dir).display().to_string()])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kubectl ({e}): install it with `apt-get install kubernetes-client` (Debian 12)")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize manifests/{dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn kubectl_kustomize_renders_the_base_and_the_example_overlay() {
+    for (dir, want) in [
+        (
+            "base",
+            vec![
+                "CustomResourceDefinition",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "DaemonSet",
+            ],
+        ),
+        (
+            "examples",
+            vec![
+                "CustomResourceDefinition",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ConfigMap",
+                "Secret",
+                "DaemonSet",
+            ],
+        ),
+    ] {
+        let rendered = kubectl_kustomize(dir);
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let mut kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        let mut want = want;
+        kinds.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(kinds, want, "manifests/{dir}");
+        for d in &docs {
+            check_object(d, &format!("rendered manifests/{dir}")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        if dir == "examples" {
+            assert!(rendered.contains("image: registry.example.internal/node-cert-agent:0.1.0"));
+        }
+    }
+}
+
+/// The agent's settings from the shipped ConfigMap, as the agent resolves
+/// them (with the DaemonSet's flags).
+fn pod_settings(ds: &DaemonSet) -> (Settings, PathBuf) {
+    let container = &ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let args = container.args.clone().unwrap();
+    assert_eq!(args[0], "run", "{args:?}");
+    let i = args
+        .iter()
+        .position(|a| a == "--config")
+        .expect("--config in the args");
+    let config_path = PathBuf::from(&args[i + 1]);
+    assert_eq!(args.len(), 3, "only `run --config FILE`: {args:?}");
+    let cm: ConfigMap = load("base/configmap.yaml");
+    let key = config_path.file_name().unwrap().to_str().unwrap();
+    let text = cm
+        .data
+        .unwrap()
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("ConfigMap has no key {key}"));
+    let file = config::parse_file(&text).unwrap_or_else(|e| panic!("the ConfigMap's {key}: {e}"));
+    let settings = config::resolve(file, Flags::default())
+        .unwrap_or_else(|e| panic!("the ConfigMap's {key}: {e}"));
+    (settings, config_path)
+}
+
+#[test]
+fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
+    let ds: DaemonSet = load("base/daemonset.yaml");
+    let (settings, config_path) = pod_settings(&ds);
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    let mounts = c.volume_mounts.clone().unwrap();
+    let volumes = pod.volumes.clone().unwrap();
+    let volume = |name: &str| -> &Volume { volumes.iter().find(|v| v.name == name).unwrap() };
+    // (mount path in the pod, read-only, volume)
+    let mounted: Vec<(PathBuf, bool, &Volume)> = mounts
+        .iter()
+        .map(|m| {
+            (
+                PathBuf::from(&m.mount_path),
+                m.read_only.unwrap_or(false),
+                volume(&m.name),
+            )
+        })
+        .collect();
+    let host_path = |v: &Volume| v.host_path.as_ref().map(|h| PathBuf::from(&h.path));
+
+    // The host root, read-only.
+    let host_root = &settings.host_root;
+    assert_eq!(host_root, Path::new("/host"));
+    assert!(
+        mounted.iter().any(|(p, ro, v)| p == host_root
+            && *ro
+            && host_path(v).as_deref() == Some(Path::new("/"))),
+        "the node's root must be mounted read-only at {}",
+        host_root.display()
+    );
+    let under_host = |node: &Path| host_root.join(node.strip_prefix("/").unwrap());
+    // A node path the agent writes: a writable hostPath of (a parent of)
+    // that node path, mounted at the matching path under the host root.
+    let writable = |node: &Path, what: &str| {
+        assert!(
+            mounted.iter().any(|(p, ro, v)| !ro
+                && host_path(v).is_some_and(|h| node.starts_with(&h) && *p == under_host(&h))),
+            "{what} ({}) is not writable in the pod: mount a hostPath of it at {}",
+            node.display(),
+            under_host(node).display()
+        );
+    };
+    writable(&settings.state_dir, "the state dir");
+    writable(
+        Path::new(node_cert_agent::kubelet::DEFAULT_PKI_DIR),
+        "the kubelet pki dir",
+    );
+    let pki = settings.kubelet.pki_dir.clone().unwrap();
+    writable(&pki, "the configured kubelet pki dir");
+    for family in [Family::Debian, Family::RedHat] {
+        writable(
+            &family.layout().anchors_dir,
+            &format!("the {family:?} anchors dir"),
+        );
+    }
+    // Sockets: D-Bus under the host root (where the agent resolves it),
+    // journald at its own path (tracing-journald's fixed path).
+    let socket = |pod_path: &Path, node_path: &str| {
+        assert!(
+            mounted.iter().any(|(p, _, v)| p == pod_path
+                && v.host_path
+                    .as_ref()
+                    .is_some_and(|h| h.path == node_path && h.type_.as_deref() == Some("Socket"))),
+            "socket {node_path} is not mounted at {}",
+            pod_path.display()
+        );
+    };
+    socket(&under_host(Path::new(SYSTEM_BUS_SOCKET)), SYSTEM_BUS_SOCKET);
+    socket(Path::new(JOURNAL_SOCKET), JOURNAL_SOCKET);
+    // The Secret, optional, at every configured ca-dir.
+    assert!(!settings.sources.is_empty());
+    for s in &settings.sources {
+        let SourceSpec::SecretDir(dir) = s else {
+            panic!("only the Secret is an input in a pod: {s:?}")
+        };
+        assert!(
+            mounted.iter().any(|(p, ro, v)| p == dir
+                && *ro
+                && v.secret
+                    .as_ref()
+                    .is_some_and(|s| s.secret_name.as_deref() == Some(SECRET_NAME)
+                        && s.optional == Some(true))),
+            "ca-dir {} is not the optional Secret {SECRET_NAME}",
+            dir.display()
+        );
+    }
+    // The config file itself.
+    assert!(mounted
+        .iter()
+        .any(|(p, _, v)| Some(p.as_path()) == config_path.parent()
+            && v.config_map
+                .as_ref()
+                .is_some_and(|c| c.name == "node-cert-agent")));
+    // No other hostPath than these.
+    let mut host_paths: Vec<String> = volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
+        .collect();
+    host_paths.sort();
+    assert_eq!(
+        host_paths,
+        vec![
+            "/",
+            "/etc/pki/ca-trust/source/anchors",
+            "/run/dbus/system_bus_socket",
+            "/run/systemd/journal/socket",
+            "/usr/local/share/ca-certificates",
+            "/var/lib/kubelet/pki",
+            "/var/lib/node-cert-agent",
+        ]
+    );
+
+    // The rest of the pod contract.
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .unwrap()
+            .get("kubernetes.io/os")
+            .map(String::as_str),
+        Some("linux")
+    );
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .unwrap()
+            .get("node-cert-agent.dev/enabled")
+            .map(String::as_str),
+        Some("true")
+    );
+    let tol = pod.tolerations.as_ref().unwrap();
+    assert!(tol
+        .iter()
+        .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(pod.termination_grace_period_seconds.unwrap() > AGENT_DRAIN_SECONDS);
+    let ds_spec = ds.spec.as_ref().unwrap();
+    let strategy = ds_spec.update_strategy.as_ref().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    assert!(strategy
+        .rolling_update
+        .as_ref()
+        .unwrap()
+        .max_unavailable
+        .is_some());
+    let env = c.env.as_ref().unwrap();
+    let node_name = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
+    assert_eq!(
+        node_name
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert!(c.resources.as_ref().unwrap().requests.is_some());
+    // Probes on the agent's listener.
+    let port = settings
+        .metrics_address
+        .expect("the metrics listener is on in a pod")
+        .port();
+    let container_port = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap();
+    assert_eq!(container_port.container_port, i32::from(port));
+    assert!(
+        !settings.metrics_address.unwrap().ip().is_loopback(),
+        "kubelet probes the pod IP"
+    );
+    for (probe, path) in [
+        (&c.liveness_probe, "/healthz"),
+        (&c.readiness_probe, "/readyz"),
+    ] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some(path));
+    }
+    // RBAC is bound to the pod's ServiceAccount.
+    let binding: ClusterRoleBinding = load("base/clusterrolebinding.yaml");
+    let sa: ServiceAccount = load("base/serviceaccount.yaml");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
+    assert_eq!(subject.namespace, sa.metadata.namespace);
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    assert_eq!(ds.metadata.namespace.as_deref(), Some("kube-system"));
+}
+
+#[test]
+fn the_example_secret_holds_two_real_ca_certificates() {
+    let secret: Secret = load("examples/custom-ca-trust-secret.yaml");
+    assert_eq!(secret.metadata.name.as_deref(), Some(SECRET_NAME));
+    assert_eq!(secret.metadata.namespace.as_deref(), Some("kube-system"));
+    let data = secret.string_data.unwrap();
+    assert_eq!(data.len(), 2);
+    for (key, pem) in data {
+        assert!(key.ends_with(".crt"));
+        let cert = openssl::x509::X509::from_pem(pem.as_bytes()).unwrap();
+        let text = String::from_utf8(cert.to_text().unwrap()).unwrap();
+        assert!(text.contains("CA:TRUE"), "{key} is not a CA");
+    }
+}
+
+const TOKEN_ID: &str = "abcdef";
+const TOKEN_SECRET: &str = "0123456789abcdef";
+
+/// (verb, group, resource) of every rule of the shipped ClusterRole.
+fn granted() -> BTreeSet<(String, String, String)> {
+    let role: ClusterRole = load("base/clusterrole.yaml");
+    let mut set = BTreeSet::new();
+    for r in role.rules.unwrap() {
+        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
+        for g in r.api_groups.unwrap() {
+            for res in r.resources.clone().unwrap() {
+                for v in &r.verbs {
+                    assert!(g != "*" && res != "*" && v != "*", "no wildcards");
+                    set.insert((v.clone(), g.clone(), res.clone()));
+                }
+            }
+        }
+    }
+    set
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_the_api_calls_the_agent_makes() {
+    let server = ApiServer::start();
+    server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
+    server.add_node("n1");
+    server
+        .add_revocation(json!({
+            "apiVersion": "nodecert.dev/v1alpha1",
+            "kind": "RenewRevocation",
+            "metadata": {"name": "nothing-matches"},
+            "spec": {"revocations": [{"kind": "DNS", "dns": ".nowhere.invalid"}]}
+        }))
+        .unwrap();
+    let node = Node::boot("rbac-calls");
+    node.write_file(
+        "/etc/systemd/system/kubelet.service",
+        b"[Unit]\nDescription=stand-in kubelet\n[Service]\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    node.exec_ok(&["systemctl", "start", "kubelet.service"]);
+    node.write_file(
+        "/var/lib/kubelet/bootstrap-kubeconfig",
+        server
+            .bootstrap_kubeconfig(TOKEN_ID, TOKEN_SECRET)
+            .as_bytes(),
+        0o600,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "metrics-address: \"off\"\nkubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n",
+    )
+    .unwrap();
+    let secret = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, secret.path(), &["--config", cfg.to_str().unwrap()]);
+    // The bootstrap (CSR create + watch), then the revocation list/watch.
+    let ok = integration_tests::wait_until_or_timeout(Duration::from_secs(60), || {
+        node.exists("/var/lib/kubelet/pki/kubelet-client-current.pem")
+    });
+    assert!(
+        ok,
+        "no client certificate; agent log:\n{}",
+        render_tail(&agent.logs(), 30)
+    );
+    std::thread::sleep(Duration::from_secs(10));
+
+    let agent_users = [
+        format!("system:bootstrap:{TOKEN_ID}"),
+        "system:node:n1".to_string(),
+    ];
+    let used: BTreeSet<(String, String, String)> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource_request && agent_users.contains(&r.user))
+        .map(|r| (r.verb, r.group, r.resource))
+        .collect();
+    let granted = granted();
+    println!("API calls made by the agent: {used:?}");
+    assert!(!used.is_empty());
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "the ClusterRole does not allow calls the agent makes: {missing:?}"
+    );
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        unused.is_empty(),
+        "the ClusterRole grants calls the agent never made: {unused:?}"
+    );
+}
