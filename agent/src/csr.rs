@@ -67,8 +67,8 @@ pub enum CsrError {
     NoServingNames,
     #[error("creating the CertificateSigningRequest: {source}")]
     Create { source: kube::Error },
-    #[error("the API server throttled the CSR (429); retry after {retry_after:?}")]
-    Throttled { retry_after: Duration },
+    #[error("the API server throttled the CSR (429){}", retry_after.map(|d| format!("; it asks to retry after {d:?}")).unwrap_or_default())]
+    Throttled { retry_after: Option<Duration> },
     #[error("CertificateSigningRequest {name} was denied ({reason}): {message}")]
     Denied {
         name: String,
@@ -93,7 +93,7 @@ impl CsrError {
     /// How long the server asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Throttled { retry_after } => Some(*retry_after),
+            Self::Throttled { retry_after } => *retry_after,
             _ => None,
         }
     }
@@ -200,14 +200,15 @@ pub async fn submit_and_wait(
     let created = match api.create(&PostParams::default(), csr).await {
         Ok(c) => c,
         Err(kube::Error::Api(status)) if status.code == 429 => {
+            // A Status carries retryAfterSeconds; API Priority and Fairness
+            // answers in plain text, and then our own backoff applies.
             let secs = status
                 .details
                 .as_ref()
                 .map(|d| d.retry_after_seconds)
-                .filter(|s| *s > 0)
-                .unwrap_or(1);
+                .filter(|s| *s > 0);
             return Err(CsrError::Throttled {
-                retry_after: Duration::from_secs(u64::from(secs)),
+                retry_after: secs.map(|s| Duration::from_secs(u64::from(s))),
             });
         }
         Err(source) => return Err(CsrError::Create { source }),

@@ -589,3 +589,39 @@ fn node_events_arrive_at_the_api_and_an_unreachable_api_never_blocks_the_work() 
         },
     );
 }
+
+#[test]
+fn throttled_csr_create_waits_for_retry_after_then_succeeds() {
+    use integration_tests::apiserver::Throttle;
+    for (style, name) in [
+        (Throttle::Status, "kb-throttle-st"),
+        (Throttle::Apf, "kb-throttle-apf"),
+    ] {
+        let fx = Fixture::new(name);
+        // The next authenticated request, the CSR create, gets a 429 with
+        // Retry-After: 3 (as a Status, and as API Priority and Fairness's
+        // plain-text answer).
+        fx.server.throttle_next(1, 3, style);
+        let started = std::time::Instant::now();
+        let agent = fx.start_agent("");
+        let cert = fx.wait_for_client_cert(&agent, "the certificate after the 429", |_| true);
+        let elapsed = started.elapsed();
+        assert_eq!(subject(&cert), "O=system:nodes, CN=system:node:n1");
+        let creates: Vec<u16> = fx
+            .server
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource == "certificatesigningrequests" && r.verb == "create")
+            .map(|r| r.code)
+            .collect();
+        assert_eq!(
+            creates,
+            [429, 201],
+            "the create was throttled once, then retried"
+        );
+        assert!(
+            elapsed >= Duration::from_secs(3),
+            "the retry did not wait for Retry-After: {elapsed:?}"
+        );
+    }
+}
