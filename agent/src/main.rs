@@ -123,7 +123,7 @@ struct RunArgs {
     #[arg(long, value_name = "MS")]
     debounce_ms: Option<u64>,
     /// Log format on stdout.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "NCA_LOG_FORMAT")]
     log_format: Option<LogFormat>,
     /// Where logs go.
     #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
@@ -143,9 +143,13 @@ struct RunArgs {
 
 #[derive(Args)]
 struct CheckArgs {
-    /// Secret directories or provisioning files to validate.
+    /// Mounted Secret directories, provisioning files, or Secret manifests
+    /// (YAML with `kind: Secret`, linted before they are applied).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Findings as a table, or as JSON for a CI pipeline.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
     /// Most distinct CAs accepted across all inputs.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CERTIFICATES)]
     max_certificates: usize,
@@ -469,40 +473,85 @@ fn layout_for(host: &HostRoot, settings: &Settings) -> anyhow::Result<TrustStore
 
 fn check(args: &CheckArgs) -> ExitCode {
     let now = now_unix();
-    let inputs: Vec<_> = args
-        .paths
-        .iter()
-        .map(|p| {
-            let spec = if p.is_dir() {
-                SourceSpec::SecretDir(p.clone())
-            } else {
-                SourceSpec::File(p.clone())
-            };
-            read_source(&spec, now)
-        })
-        .collect();
-    let mut errors = 0usize;
-    let mut warnings = 0usize;
-    for input in &inputs {
+    let mut inputs = Vec::new();
+    for p in &args.paths {
+        if p.is_dir() {
+            inputs.push(read_source(&SourceSpec::SecretDir(p.clone()), now));
+            continue;
+        }
+        // A Secret manifest is linted key by key, as the daemon would see it.
+        match node_cert_agent::sources::read_secret_manifest(p) {
+            Ok(Some(secrets)) => {
+                for (name, keys) in secrets {
+                    inputs.push(node_cert_agent::sources::validate_raw_keys(name, keys, now));
+                }
+            }
+            _ => inputs.push(read_source(&SourceSpec::File(p.clone()), now)),
+        }
+    }
+    let total = plan::plan(
+        &inputs,
+        &KeyState::new(),
+        &Default::default(),
+        args.max_certificates,
+    );
+    let per_key = inputs.iter().flat_map(|i| match &i.keys {
+        Err(f) => vec![f.clone()],
+        Ok(vs) => vs.iter().flat_map(|v| v.findings.iter().cloned()).collect(),
+    });
+    let all: Vec<_> = per_key.chain(total.findings.iter().cloned()).collect();
+    let errors = all.iter().filter(|f| f.is_error()).count();
+    let warnings = all.len() - errors;
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            check_json(
+                &inputs,
+                &total.findings,
+                total.desired.len(),
+                errors,
+                warnings
+            )
+        );
+    } else {
+        print_check_table(&inputs, &total.findings);
+        println!(
+            "{} distinct certificate(s), {errors} error(s), {warnings} warning(s)",
+            total.desired.len()
+        );
+    }
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn key_status(v: &node_cert_agent::validate::KeyVerdict) -> &'static str {
+    if v.rejected {
+        "REFUSED"
+    } else if v.has_errors() {
+        "partly used"
+    } else {
+        "ok"
+    }
+}
+
+fn print_check_table(
+    inputs: &[node_cert_agent::plan::SourceInput],
+    totals: &[node_cert_agent::validate::Finding],
+) {
+    for input in inputs {
         println!("{}:", input.source);
         match &input.keys {
-            Err(f) => {
-                println!("  {f}");
-                errors += 1;
-            }
+            Err(f) => println!("  {f}"),
             Ok(verdicts) if verdicts.is_empty() => println!("  (no keys)"),
             Ok(verdicts) => {
                 for v in verdicts {
-                    let status = if v.rejected {
-                        "REFUSED"
-                    } else if v.has_errors() {
-                        "partly used"
-                    } else {
-                        "ok"
-                    };
                     println!(
-                        "  key \"{}\": {status}, {} certificate(s) to trust",
+                        "  key \"{}\": {}, {} certificate(s) to trust",
                         v.key,
+                        key_status(v),
                         v.certs.len()
                     );
                     for c in &v.certs {
@@ -515,33 +564,63 @@ fn check(args: &CheckArgs) -> ExitCode {
                     }
                     for f in &v.findings {
                         println!("    {f}");
-                        if f.is_error() {
-                            errors += 1;
-                        } else {
-                            warnings += 1;
-                        }
                     }
                 }
             }
         }
     }
-    let total = plan::plan(
-        &inputs,
-        &KeyState::new(),
-        &Default::default(),
-        args.max_certificates,
-    );
-    for f in &total.findings {
+    for f in totals {
         println!("{f}");
-        errors += 1;
     }
-    println!(
-        "{} distinct certificate(s), {errors} error(s), {warnings} warning(s)",
-        total.desired.len()
-    );
-    if errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+}
+
+/// `check --output json`: schemaVersion 1, documented in the README.
+fn check_json(
+    inputs: &[node_cert_agent::plan::SourceInput],
+    totals: &[node_cert_agent::validate::Finding],
+    distinct: usize,
+    errors: usize,
+    warnings: usize,
+) -> String {
+    use node_cert_agent::validate::{Finding, Severity};
+    let finding = |f: &Finding| {
+        serde_json::json!({
+            "severity": if f.severity == Severity::Error { "error" } else { "warning" },
+            "kind": format!("{:?}", f.kind),
+            "key": f.key,
+            "position": f.position,
+            "problem": f.problem,
+            "fix": f.fix,
+            "message": f.to_string(),
+        })
+    };
+    let sources: Vec<_> = inputs
+        .iter()
+        .map(|i| match &i.keys {
+            Err(f) => serde_json::json!({"source": i.source, "error": finding(f), "keys": []}),
+            Ok(vs) => serde_json::json!({
+                "source": i.source,
+                "keys": vs.iter().map(|v| serde_json::json!({
+                    "key": v.key,
+                    "status": key_status(v),
+                    "certificates": v.certs.iter().map(|c| serde_json::json!({
+                        "subject": c.subject,
+                        "issuer": c.issuer,
+                        "serial": c.serial,
+                        "notBefore": rfc3339(c.not_before),
+                        "notAfter": rfc3339(c.not_after),
+                        "sha256": c.fingerprint.hex(),
+                    })).collect::<Vec<_>>(),
+                    "findings": v.findings.iter().map(finding).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+        })
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 1,
+        "sources": sources,
+        "findings": totals.iter().map(finding).collect::<Vec<_>>(),
+        "summary": {"distinctCertificates": distinct, "errors": errors, "warnings": warnings, "valid": errors == 0},
+    })
+    .to_string()
 }

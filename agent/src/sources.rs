@@ -276,6 +276,101 @@ fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding
     }
 }
 
+/// One Secret of a manifest: a display name and its keys.
+pub type ManifestSecret = (String, Vec<RawKey>);
+
+/// A Kubernetes Secret manifest (YAML, possibly several documents) as an
+/// input to `check`, so a pipeline can lint a Secret before it is applied.
+/// `Ok(None)` when the file holds no `kind: Secret` document. Keys come from
+/// `data` (decoded from base64 once, as kubelet does) and `stringData`.
+pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, String> {
+    let bytes = read_limited(path, 4 * MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(None);
+    };
+    let mut secrets = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let Ok(value) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) else {
+            return Ok(None);
+        };
+        if value.get("kind").and_then(serde_yaml::Value::as_str) != Some("Secret") {
+            continue;
+        }
+        let meta = value.get("metadata");
+        let field = |k: &str| {
+            meta.and_then(|m| m.get(k))
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or("")
+        };
+        let name = format!(
+            "{} (Secret {}/{})",
+            path.display(),
+            field("namespace"),
+            field("name")
+        );
+        let mut keys: Vec<RawKey> = Vec::new();
+        if let Some(data) = value.get("data").and_then(serde_yaml::Value::as_mapping) {
+            for (k, v) in data {
+                let key = k.as_str().unwrap_or_default().to_string();
+                let encoded: String = v
+                    .as_str()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                let content = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.as_bytes()).map_err(|e| {
+                    Finding::error(
+                        FindingKind::Unparsable,
+                        &key,
+                        None,
+                        format!("the value under `data` is not valid base64 ({e})"),
+                        "base64-encode the PEM exactly once (`base64 -w0 ca.crt`), or put the plain PEM under `stringData:`",
+                    )
+                });
+                keys.push(RawKey { key, content });
+            }
+        }
+        if let Some(data) = value
+            .get("stringData")
+            .and_then(serde_yaml::Value::as_mapping)
+        {
+            for (k, v) in data {
+                let key = k.as_str().unwrap_or_default().to_string();
+                // stringData wins over data for the same key, as in the API server.
+                keys.retain(|r| r.key != key);
+                keys.push(RawKey {
+                    key,
+                    content: Ok(v.as_str().unwrap_or_default().as_bytes().to_vec()),
+                });
+            }
+        }
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        secrets.push((name, keys));
+    }
+    Ok((!secrets.is_empty()).then_some(secrets))
+}
+
+/// Validates the keys of a Secret manifest like a mounted Secret's.
+pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceInput {
+    let verdicts = keys
+        .into_iter()
+        .filter(|k| !k.key.starts_with('.'))
+        .map(|k| match k.content {
+            Ok(bytes) => validate_key(&k.key, &bytes, now),
+            Err(finding) => KeyVerdict {
+                key: k.key,
+                certs: Vec::new(),
+                findings: vec![finding],
+                rejected: true,
+            },
+        })
+        .collect();
+    SourceInput {
+        source,
+        keys: Ok(verdicts),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
@@ -417,5 +512,56 @@ mod tests {
         let input = read_source(&SourceSpec::SecretDir(dir.path().into()), now_unix());
         let verdict = &input.keys.unwrap()[0];
         assert_eq!(verdict.findings[0].kind, FindingKind::TooLarge);
+    }
+
+    #[test]
+    fn secret_manifest_keys_are_read_from_data_and_string_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = testpki::pem(&testpki::good_ca("Manifest").cert);
+        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: custom-ca-trust-secret\n  namespace: kube-system\ndata:\n  ca1.crt: {}\n  twice.crt: {}\nstringData:\n  ca2.crt: |\n{}\n",
+            b64(pem.as_bytes()),
+            b64(b64(pem.as_bytes()).as_bytes()),
+            pem.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        );
+        let path = dir.path().join("secret.yaml");
+        fs::write(&path, yaml).unwrap();
+        let secrets = read_secret_manifest(&path).unwrap().unwrap();
+        assert_eq!(secrets.len(), 1);
+        assert!(secrets[0]
+            .0
+            .contains("Secret kube-system/custom-ca-trust-secret"));
+        let input = validate_raw_keys(secrets[0].0.clone(), secrets[0].1.clone_keys(), now_unix());
+        let verdicts = input.keys.unwrap();
+        let by_key = |k: &str| verdicts.iter().find(|v| v.key == k).unwrap();
+        assert!(!by_key("ca1.crt").rejected);
+        assert!(!by_key("ca2.crt").rejected);
+        assert_eq!(
+            by_key("twice.crt").findings[0].kind,
+            FindingKind::DoubleBase64
+        );
+    }
+
+    #[test]
+    fn a_pem_file_is_not_a_secret_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        fs::write(&path, testpki::pem(&testpki::good_ca("A").cert)).unwrap();
+        assert!(read_secret_manifest(&path).unwrap().is_none());
+    }
+
+    trait CloneKeys {
+        fn clone_keys(&self) -> Vec<RawKey>;
+    }
+    impl CloneKeys for Vec<RawKey> {
+        fn clone_keys(&self) -> Vec<RawKey> {
+            self.iter()
+                .map(|k| RawKey {
+                    key: k.key.clone(),
+                    content: k.content.clone(),
+                })
+                .collect()
+        }
     }
 }
