@@ -19,7 +19,7 @@ use kube::core::ApiResource;
 use nix::fcntl::{Flock, FlockArg};
 use openssl::nid::Nid;
 use openssl::x509::X509;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cert::{common_name, now_unix, rfc3339, CertInfo};
 use crate::csr::{self, CsrError, KeyType, Purpose};
@@ -117,6 +117,8 @@ pub struct PassOutcome {
     pub renewed: Vec<CertKind>,
     /// Why each renewal happened, in the order of `renewed`.
     pub reasons: Vec<(CertKind, RenewReason)>,
+    /// Revocations that match the certificate issued in answer to them.
+    pub unfixable_revocations: Vec<String>,
     pub monitoring_only: bool,
 }
 
@@ -125,6 +127,11 @@ pub struct KubeletManager<S: Systemd> {
     store: KubeletStore,
     systemd: S,
     settings: KubeletSettings,
+    /// Revocation label → serial of the certificate issued in answer to it.
+    /// A revocation without notBefore can match every certificate this node
+    /// can get (say, a whole group): renewing once more per match would be a
+    /// CSR storm, so a replacement that still matches is reported instead.
+    answered_revocations: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl<S: Systemd> KubeletManager<S> {
@@ -135,6 +142,7 @@ impl<S: Systemd> KubeletManager<S> {
             store,
             systemd,
             settings,
+            answered_revocations: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -207,8 +215,32 @@ impl<S: Systemd> KubeletManager<S> {
             for (r, e) in bad {
                 warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
             }
+            let current_serial = facts.as_ref().map(|f| f.serial.clone()).unwrap_or_default();
             let reason = match decision {
                 _ if force => Some(RenewReason::Forced),
+                Decision::RenewNow(RenewReason::Revoked(label))
+                    if self.already_answered(&label, &current_serial) =>
+                {
+                    error!(
+                        cert = kind.name(),
+                        revocation = %label,
+                        "the kubelet {} certificate issued in answer to {label} matches it again: the revocation matches every certificate this node can get, so renewing cannot help. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
+                        kind.name()
+                    );
+                    outcome.unfixable_revocations.push(label);
+                    let f = facts.as_ref().map(|f| {
+                        renewal::deadline(
+                            f.not_before,
+                            f.not_after,
+                            renewal::renewal_fraction(&self.settings.node_name),
+                        )
+                    });
+                    if let Some(d) = f {
+                        outcome.next_deadline =
+                            Some(outcome.next_deadline.map_or(d, |x: i64| x.min(d)));
+                    }
+                    None
+                }
                 Decision::RenewNow(reason) => Some(reason),
                 Decision::RenewAt { deadline, .. } if deadline <= now => {
                     Some(RenewReason::Due { deadline })
@@ -252,6 +284,25 @@ impl<S: Systemd> KubeletManager<S> {
                 .as_ref()
                 .filter(|c| is_usable_identity(c, now));
             self.renew(kind, &purpose, usable_client, now).await?;
+            if let RenewReason::Revoked(label) = &reason {
+                if let Some(new_facts) = self.read_current(kind).as_ref().map(facts_of) {
+                    if let Ok(mut answered) = self.answered_revocations.lock() {
+                        answered.insert(label.clone(), new_facts.serial.clone());
+                    }
+                    let still = revocations
+                        .iter()
+                        .any(|r| &r.label() == label && r.matches(&new_facts) == Ok(true));
+                    if still {
+                        error!(
+                            cert = kind.name(),
+                            revocation = %label,
+                            "the new kubelet {} certificate matches {label} too: the revocation matches every certificate this node can get, so renewing cannot help and the agent will not renew for it again. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
+                            kind.name()
+                        );
+                        outcome.unfixable_revocations.push(label.clone());
+                    }
+                }
+            }
             outcome.reasons.push((kind, reason.clone()));
             outcome.renewed.push(kind);
         }
@@ -270,6 +321,13 @@ impl<S: Systemd> KubeletManager<S> {
             }
         }
         Ok(outcome)
+    }
+
+    fn already_answered(&self, label: &str, current_serial: &str) -> bool {
+        self.answered_revocations
+            .lock()
+            .map(|a| a.get(label).is_some_and(|s| s == current_serial))
+            .unwrap_or(false)
     }
 
     fn read_current(&self, kind: CertKind) -> Option<CurrentCert> {

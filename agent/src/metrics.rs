@@ -219,6 +219,12 @@ impl Metrics {
 
     /// A kubelet pass that ended well; `restart_units` were restarted if it renewed.
     pub fn record_kubelet_pass(&self, o: &PassOutcome, restart_units: &[String], now: i64) {
+        for label in &o.unfixable_revocations {
+            self.emit(NodeEvent::warning(
+                "KubeletCertificateRevocationUnfixable",
+                format!("{label} matches every certificate this node can get; give it a notBefore or narrow it"),
+            ));
+        }
         for (kind, reason) in &o.reasons {
             if let crate::renewal::RenewReason::Revoked(label) = reason {
                 self.emit(NodeEvent::warning(

@@ -625,3 +625,47 @@ fn throttled_csr_create_waits_for_retry_after_then_succeeds() {
         );
     }
 }
+
+#[test]
+fn revocation_matching_every_future_certificate_renews_once_and_never_storms() {
+    let fx = Fixture::new("kb-storm");
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    wait_until(Duration::from_secs(30), "the revocation watch", || {
+        fx.server
+            .requests()
+            .iter()
+            .any(|r| r.resource == "renewrevocations" && r.verb == "watch")
+    });
+    // No notBefore: every node certificate, present and future, matches.
+    fx.server
+        .add_revocation(json!({
+            "metadata": {"name": "all-nodes"},
+            "spec": {"description": "rotate every node", "revocations": [{"kind": "Group", "group": "system:nodes"}]}
+        }))
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the unfixable-revocation error",
+        || {
+            agent.logs().iter().any(|e| {
+                e.error
+                    && e.message
+                        .contains("matches every certificate this node can get")
+            })
+        },
+    );
+    let after_error = fx.server.csrs().len();
+    assert_eq!(
+        after_error, 2,
+        "one bootstrap and exactly one renewal for the revocation"
+    );
+    // Several loop periods later, still no new CSR.
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        fx.server.csrs().len(),
+        after_error,
+        "the agent kept renewing:\n{}",
+        log_tail(&agent)
+    );
+}
