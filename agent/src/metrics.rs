@@ -82,6 +82,7 @@ struct Inner {
     last_kubelet_pass: Option<i64>,
     last_kubelet_error: Option<String>,
     next_renewal: Option<i64>,
+    revocation_matches: Vec<String>,
 }
 
 /// What the daemon runs, for [`Metrics::new`].
@@ -259,6 +260,15 @@ impl Metrics {
             i.last_kubelet_pass = Some(now);
             i.last_kubelet_error = None;
             i.next_renewal = o.next_deadline;
+            i.revocation_matches = o
+                .reasons
+                .iter()
+                .filter_map(|(_, r)| match r {
+                    crate::renewal::RenewReason::Revoked(label) => Some(label.clone()),
+                    _ => None,
+                })
+                .chain(o.unfixable_revocations.iter().cloned())
+                .collect();
         }
         if !self.ca_job {
             self.ready.store(true, Ordering::Relaxed);
@@ -317,6 +327,7 @@ impl Metrics {
             last_kubelet_error: i.last_kubelet_error.clone(),
             next_renewal: i.next_renewal,
             metrics_address: self.metrics_address.map(|a| a.to_string()),
+            revocation_matches: i.revocation_matches.clone(),
         }
     }
 

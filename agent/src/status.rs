@@ -136,6 +136,10 @@ pub struct DaemonStatus {
     pub next_renewal: Option<i64>,
     #[serde(default)]
     pub metrics_address: Option<String>,
+    /// RenewRevocation entries that matched a kubelet certificate in the
+    /// last kubelet pass (renewed for, or unfixable).
+    #[serde(default)]
+    pub revocation_matches: Vec<String>,
 }
 
 /// Enough to recognise a process again: its pid is only meaningful in its
@@ -1063,6 +1067,9 @@ pub struct AgentReport {
     pub last_kubelet_error: Option<String>,
     pub next_renewal: Option<String>,
     pub metrics_address: Option<String>,
+    /// Revocations that matched a kubelet certificate in the daemon's last
+    /// kubelet pass.
+    pub revocation_matches: Vec<String>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -1695,6 +1702,9 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         last_kubelet_error: daemon.and_then(|d| d.last_kubelet_error.clone()),
         next_renewal,
         metrics_address: daemon.and_then(|d| d.metrics_address.clone()),
+        revocation_matches: daemon
+            .map(|d| d.revocation_matches.clone())
+            .unwrap_or_default(),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };
@@ -1874,6 +1884,14 @@ pub fn render_table(r: &StatusReport) -> String {
             ("last kubelet pass", date_of(a.last_kubelet_pass.as_deref())),
             ("last kubelet error", dash(a.last_kubelet_error.as_deref())),
             ("next renewal", date_of(a.next_renewal.as_deref())),
+            (
+                "revocations (last pass)",
+                if a.revocation_matches.is_empty() {
+                    "-".to_string()
+                } else {
+                    a.revocation_matches.join("; ")
+                },
+            ),
             ("metrics", dash(a.metrics_address.as_deref())),
             ("state dir", a.state_dir.clone()),
         ],

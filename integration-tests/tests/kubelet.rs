@@ -668,4 +668,21 @@ fn revocation_matching_every_future_certificate_renews_once_and_never_storms() {
         "the agent kept renewing:\n{}",
         log_tail(&agent)
     );
+    // `status` shows the revocation that matched (the daemon's view).
+    let out = Command::new(agent_binary())
+        .args([
+            "status",
+            "--output",
+            "json",
+            "--node-name",
+            "n1",
+            "--host-root",
+        ])
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let matches = report["agent"]["revocationMatches"].to_string();
+    assert!(matches.contains("all-nodes"), "{matches}");
 }
