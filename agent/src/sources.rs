@@ -62,8 +62,10 @@ pub enum SourceError {
     BadDataLink { path: PathBuf, target: PathBuf },
     #[error("{path}/..data changed {attempts} times while it was read; the next change event will read it again")]
     Unstable { path: PathBuf, attempts: usize },
-    #[error("Secret directory {path} has {count} keys, over the limit of {MAX_KEYS_PER_SOURCE}; it does not look like a CA Secret")]
+    #[error("Secret directory {path} has more than {MAX_KEYS_PER_SOURCE} keys; it does not look like a CA Secret")]
     TooManyKeys { path: PathBuf, count: usize },
+    #[error("provisioning file {path} is not a regular file (a directory, FIFO, socket or device); point --ca-file at a PEM file")]
+    NotAFile { path: PathBuf },
     #[error("provisioning file {path} does not exist; create it or remove it from --ca-file")]
     FileMissing { path: PathBuf },
     #[error("cannot read provisioning file {path}: {source}")]
@@ -96,6 +98,12 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     };
     SourceInput {
         keys: keys.map_err(|e| {
+            let fix = match &e {
+                SourceError::TooManyKeys { .. } => "a CA Secret holds at most a few CA keys; remove the keys that are not CA certificates, or point --ca-dir at the right directory",
+                SourceError::DirMissing { .. } | SourceError::FileMissing { .. } => "create it, or remove it from the agent's configuration",
+                SourceError::NotAFile { .. } => "point --ca-file at a regular PEM file",
+                _ => "check the volume mount and the agent's configuration",
+            };
             let kind = match e {
                 SourceError::DirMissing { .. } | SourceError::FileMissing { .. } => {
                     FindingKind::SourceMissing
@@ -107,7 +115,7 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
                 &source,
                 None,
                 format!("{e}; the CAs last installed from it stay installed"),
-                "",
+                fix,
             )
         }),
         source,
@@ -115,9 +123,15 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
 }
 
 fn read_provisioning_file(path: &Path) -> Result<Vec<u8>, SourceError> {
-    match fs::symlink_metadata(path) {
+    match fs::metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(SourceError::FileMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        // A FIFO would block the read forever.
+        Ok(m) if !m.is_file() => {
+            return Err(SourceError::NotAFile {
                 path: path.to_path_buf(),
             })
         }
@@ -257,13 +271,26 @@ fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding
                 "publish the CA's content in the Secret itself",
             ));
         }
-    } else if meta.is_dir() {
+    }
+    // Follow the (checked) link: only a regular file is a key. A FIFO would
+    // block the read forever; a device or socket is nothing to trust.
+    let target = fs::metadata(path).map_err(|e| unreadable(&e))?;
+    if target.is_dir() {
         return Err(Finding::warning(
-            FindingKind::SourceUnavailable,
+            FindingKind::NotAKey,
             name,
             None,
             "a directory, not a key",
             "",
+        ));
+    }
+    if !target.is_file() {
+        return Err(Finding::error(
+            FindingKind::Unreadable,
+            name,
+            None,
+            format!("{} is not a regular file (a FIFO, socket or device); it is refused without being read", path.display()),
+            "make the key a regular file holding PEM certificates",
         ));
     }
     match read_limited(path, MAX_INPUT_BYTES + 1) {

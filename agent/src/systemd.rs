@@ -21,6 +21,8 @@ pub const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 const DEST: &str = "org.freedesktop.systemd1";
+/// Every refresh runs in a transient unit with this name pattern.
+const REFRESH_UNIT_PATTERN: &str = "node-cert-agent-refresh-*";
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -42,6 +44,25 @@ trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity, reason = "the D-Bus signature a(ssssssouso)")]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
     #[zbus(signal)]
     fn job_removed(
         &self,
@@ -222,6 +243,10 @@ impl DbusSystemd {
         let manager = ManagerProxy::new(&conn)
             .await
             .map_err(|e| call_err("Manager", e))?;
+        // Never two refresh tools at once: update-ca-certificates writes one
+        // fixed temp bundle, and two runs corrupt it. A run left by an agent
+        // that was killed (or by another agent on the node) is waited for.
+        Self::settle_refresh_units(&manager, &unit).await?;
         let program = argv.first().cloned().unwrap_or_default();
         let exec = vec![(program, argv.to_vec(), false)];
         let properties: Vec<(&str, Value<'_>)> = vec![
@@ -270,6 +295,52 @@ impl DbusSystemd {
             result,
             exit_status,
         })
+    }
+}
+
+impl DbusSystemd {
+    /// Waits until no `node-cert-agent-refresh-*` unit is running, and clears
+    /// finished or failed ones, so the next refresh runs alone.
+    async fn settle_refresh_units(
+        manager: &ManagerProxy<'_>,
+        unit: &str,
+    ) -> Result<(), SystemdError> {
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let units = manager
+                .list_units_by_patterns(&[], &[REFRESH_UNIT_PATTERN])
+                .await
+                .map_err(|e| SystemdError::Call {
+                    call: "ListUnitsByPatterns",
+                    unit: unit.to_string(),
+                    source: Box::new(e),
+                })?;
+            let mut running = false;
+            for (name, _, _, active, sub, ..) in units {
+                match (active.as_str(), sub.as_str()) {
+                    ("activating" | "deactivating" | "reloading", _)
+                    | ("active", "running" | "start") => running = true,
+                    ("active", _) => {
+                        let _ = manager.stop_unit(&name, "replace").await;
+                    }
+                    ("failed", _) => {
+                        let _ = manager.reset_failed_unit(&name).await;
+                    }
+                    _ => {}
+                }
+            }
+            if !running {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(SystemdError::JobTimeout {
+                    unit: REFRESH_UNIT_PATTERN.to_string(),
+                    timeout: COMMAND_TIMEOUT,
+                });
+            }
+            tracing::info!("an earlier refresh of the trust store is still running on the node; waiting for it");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub enum FindingKind {
     UnsupportedBlock,
     Unparsable,
     CrlfNormalized,
+    BomRemoved,
     NotCaSelfSigned,
     NotCa,
     Expired,
@@ -234,6 +235,20 @@ pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
     };
 
     let mut findings = Vec::new();
+    // A UTF-8 byte order mark (Notepad's default) is harmless: drop it, warn.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            findings.push(Finding::warning(
+                FindingKind::BomRemoved,
+                key,
+                None,
+                "the value starts with a UTF-8 byte order mark (BOM); it was removed",
+                "save the file as UTF-8 without BOM",
+            ));
+            rest
+        }
+        None => text,
+    };
     let normalized;
     let text = if text.contains('\r') {
         findings.push(Finding::warning(
@@ -592,6 +607,15 @@ mod tests {
         assert_eq!(kinds(&v), vec![FindingKind::CrlfNormalized]);
         assert_eq!(v.findings[0].severity, Severity::Warning);
         assert!(!v.certs[0].pem.contains('\r'));
+    }
+
+    #[test]
+    fn utf8_bom_is_removed_with_a_warning() {
+        let input = format!("\u{feff}{}", good_pem());
+        let v = validate_key("bom.crt", input.as_bytes(), now_unix());
+        assert!(!v.rejected);
+        assert_eq!(v.certs.len(), 1);
+        assert!(v.findings[0].problem.contains("byte order mark"));
     }
 
     #[test]

@@ -1,0 +1,189 @@
+//! Shared pieces of the agent's integration tests: a recording `Systemd`
+//! fake (the crate's own `systemd::fake` is `cfg(test)`, so not visible
+//! here), a node in a tempdir, and kubelet's AtomicWriter layout.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers, not every test uses every one"
+)]
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use node_cert_agent::distro::Family;
+use node_cert_agent::hostroot::HostRoot;
+use node_cert_agent::reconcile::{CaSettings, Reconciler};
+use node_cert_agent::sources::SourceSpec;
+use node_cert_agent::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
+use node_cert_agent::trust::TrustStore;
+
+/// Records every call; its commands rebuild the node's Debian bundle from a
+/// fixed distro part plus the agent's anchors, as `update-ca-certificates`.
+pub struct RecordingSystemd {
+    root: PathBuf,
+    pub restarts: Mutex<Vec<String>>,
+    pub commands: Mutex<Vec<Vec<String>>>,
+}
+
+impl RecordingSystemd {
+    pub fn emulating_debian(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            restarts: Mutex::new(Vec::new()),
+            commands: Mutex::new(Vec::new()),
+        }
+    }
+    pub fn restarts(&self) -> Vec<String> {
+        self.restarts.lock().unwrap().clone()
+    }
+    pub fn commands(&self) -> Vec<Vec<String>> {
+        self.commands.lock().unwrap().clone()
+    }
+}
+
+impl Systemd for RecordingSystemd {
+    async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
+        self.restarts.lock().unwrap().push(unit.to_string());
+        Ok(JobResult("done".into()))
+    }
+
+    async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
+        self.commands.lock().unwrap().push(argv.to_vec());
+        let mut bundle = String::from("distro\n");
+        if let Ok(entries) = fs::read_dir(
+            self.root
+                .join("usr/local/share/ca-certificates/node-cert-agent"),
+        ) {
+            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                bundle.push_str(&fs::read_to_string(p).unwrap_or_default());
+            }
+        }
+        fs::write(self.root.join("etc/ssl/certs/ca-certificates.crt"), bundle).unwrap();
+        Ok(CommandOutcome {
+            unit: "fake-refresh.service".into(),
+            result: "success".into(),
+            exit_status: 0,
+        })
+    }
+}
+
+/// A Debian node in a tempdir and one mounted Secret directory.
+pub struct Node {
+    pub root: tempfile::TempDir,
+    pub secret: tempfile::TempDir,
+    pub fake: Arc<RecordingSystemd>,
+    generation: Mutex<u32>,
+}
+
+impl Node {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("etc/ssl/certs")).unwrap();
+        fs::write(
+            root.path().join("etc/ssl/certs/ca-certificates.crt"),
+            "distro\n",
+        )
+        .unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        Self {
+            root,
+            secret: tempfile::tempdir().unwrap(),
+            fake,
+            generation: Mutex::new(0),
+        }
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root
+            .path()
+            .join("var/lib/node-cert-agent/ca-state.json")
+    }
+
+    pub fn reconciler(&self, restart_units: &[&str]) -> Reconciler<Arc<RecordingSystemd>> {
+        let host = HostRoot::new(self.root.path()).unwrap();
+        Reconciler::new(
+            TrustStore::new(host, Family::Debian.layout()),
+            self.fake.clone(),
+            CaSettings {
+                sources: vec![SourceSpec::SecretDir(self.secret.path().into())],
+                restart_units: restart_units.iter().map(|u| u.to_string()).collect(),
+                max_certificates: 10,
+                state_path: self.state_path(),
+            },
+        )
+    }
+
+    pub fn anchors_dir(&self) -> PathBuf {
+        self.root
+            .path()
+            .join("usr/local/share/ca-certificates/node-cert-agent")
+    }
+
+    pub fn bundle(&self) -> String {
+        fs::read_to_string(self.root.path().join("etc/ssl/certs/ca-certificates.crt")).unwrap()
+    }
+
+    /// Publishes a new payload the way kubelet's AtomicWriter does and
+    /// returns the payload directory (to add entries that are not files).
+    pub fn publish(&self, keys: &[(&str, &[u8])]) -> PathBuf {
+        let mut g = self.generation.lock().unwrap();
+        *g += 1;
+        let dir = self.secret.path();
+        let payload = format!("..2026_11_22_04_45_{:02}.000000001", *g);
+        fs::create_dir(dir.join(&payload)).unwrap();
+        for (k, v) in keys {
+            fs::write(dir.join(&payload).join(k), v).unwrap();
+        }
+        self.swap_data(&payload);
+        for (k, _) in keys {
+            let link = dir.join(k);
+            if fs::symlink_metadata(&link).is_err() {
+                symlink(format!("..data/{k}"), &link).unwrap();
+            }
+        }
+        dir.join(payload)
+    }
+
+    /// A payload directory for the next generation, not yet visible.
+    pub fn stage(&self, keys: &[(&str, &[u8])]) -> PathBuf {
+        let mut g = self.generation.lock().unwrap();
+        *g += 1;
+        let payload = self
+            .secret
+            .path()
+            .join(format!("..2026_11_22_04_45_{:02}.000000001", *g));
+        fs::create_dir(&payload).unwrap();
+        for (k, v) in keys {
+            fs::write(payload.join(k), v).unwrap();
+        }
+        payload
+    }
+
+    /// Makes a staged payload the current one.
+    pub fn swap_data(&self, payload: &str) {
+        let dir = self.secret.path();
+        let _ = fs::remove_file(dir.join("..data_tmp"));
+        symlink(payload, dir.join("..data_tmp")).unwrap();
+        fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `agent/tests/data/corpus/<rel>`.
+pub fn corpus(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/corpus")
+        .join(rel)
+}
