@@ -129,6 +129,10 @@ pub enum FsError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "refusing to read {path:?}: it is not a regular file (a directory, FIFO, socket or device)"
+    )]
+    NotARegularFile { path: PathBuf },
     #[error("refusing to read {path:?}: it is {size} bytes or more, the limit is {limit} bytes")]
     ReadTooLarge {
         path: PathBuf,
@@ -411,17 +415,26 @@ pub fn sweep_temp_files(dir: &Path) -> Result<usize, FsError> {
 /// all. The size is checked up front and the read is capped, so files that
 /// report no size (procfs) or grow while being read are bounded too.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-    let file = File::open(path).map_err(|source| FsError::Open {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer. Only regular
+    // files are read; a FIFO, socket or device is refused before any read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|source| FsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| FsError::Stat {
         path: path.to_path_buf(),
         source,
     })?;
-    let size = file
-        .metadata()
-        .map_err(|source| FsError::Stat {
+    if !meta.is_file() {
+        return Err(FsError::NotARegularFile {
             path: path.to_path_buf(),
-            source,
-        })?
-        .len();
+        });
+    }
+    let size = meta.len();
     if size > limit {
         return Err(FsError::ReadTooLarge {
             path: path.to_path_buf(),
@@ -732,5 +745,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = read_limited(&dir.path().join("nope"), 10).unwrap_err();
         assert!(matches!(err, FsError::Open { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn read_limited_refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read_limited(&fifo, 1024).unwrap_err();
+        assert!(matches!(err, FsError::NotARegularFile { .. }), "{err:?}");
+        assert!(matches!(
+            read_limited(dir.path(), 1024).unwrap_err(),
+            FsError::NotARegularFile { .. }
+        ));
     }
 }
