@@ -11,7 +11,8 @@ if [[ ${EUID} -ne 0 ]]; then
   exit 1
 fi
 
-packages=(systemd-container debootstrap docker-registry protobuf-compiler ca-certificates openssl)
+# buildah and libssl-dev: the OCI image (packaging/image.sh, a static binary).
+packages=(systemd-container debootstrap docker-registry protobuf-compiler ca-certificates openssl buildah libssl-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,5 +38,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== build the agent"
 cargo build -p node-cert-agent
 export NCA_AGENT_BIN="$PWD/target/debug/node-cert-agent"
+echo "== build the OCI image (static release binary)"
+packaging/image.sh
+NCA_IMAGE_TAR="$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/packages/node-cert-agent-image.tar"
+export NCA_IMAGE_TAR
 echo "== tests (unit and real-node)"
 cargo test --workspace --no-fail-fast

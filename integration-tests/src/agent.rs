@@ -529,15 +529,7 @@ impl<'n> PodModeAgent<'n> {
 
     /// The log, one entry per line, oldest first.
     pub fn logs(&self) -> Vec<LogEntry> {
-        let text = match std::fs::read(&self.log) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => panic!("cannot read {}: {e}", self.log.display()),
-        };
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(LogEntry::from_json_line)
-            .collect()
+        read_json_log(&self.log)
     }
 
     /// Waits until the agent logged at least `n` passes in all (all runs of
@@ -637,7 +629,22 @@ fn parse_systemd_timespan(s: &str) -> Option<Duration> {
     Some(total)
 }
 
-fn count_passes(entries: &[LogEntry]) -> usize {
+/// A pod-mode log file (`--log-format json` on stdout), one entry per line,
+/// oldest first; empty if the file does not exist yet.
+pub fn read_json_log(path: &Path) -> Vec<LogEntry> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(LogEntry::from_json_line)
+        .collect()
+}
+
+/// How many passes (`reconciled: ...` lines) `entries` hold.
+pub fn count_passes(entries: &[LogEntry]) -> usize {
     entries.iter().filter(|e| e.is_pass()).count()
 }
 

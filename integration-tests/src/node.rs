@@ -65,6 +65,36 @@ impl Node {
     /// for files the node must have from its very first boot, such as units
     /// enabled offline (see [`crate::agent::enable_unit_offline`]).
     pub fn boot_with(name: &str, setup: impl FnOnce(&Path)) -> Node {
+        Node::boot_inner(name, &[], setup)
+    }
+
+    /// Like [`Node::boot`], for a node whose containerd runs containers (runc):
+    /// the node may use the kernel keyring (`runc` gives each container a
+    /// session keyring; nspawn's default system call filter refuses it), and
+    /// the cgroup v1 controllers nspawn mounts read-only are made writable in
+    /// the node (runc creates a cgroup per container in each of them).
+    pub fn boot_for_containers(name: &str) -> Node {
+        let node = Node::boot_inner(
+            name,
+            &["--system-call-filter=@keyring", "--capability=all"],
+            |_| {},
+        );
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid))
+            .unwrap_or_else(|e| panic!("node {}: cannot read its mountinfo: {e}", node.name));
+        for line in mounts.lines() {
+            // `<id> <parent> <dev> <root> <mount point> <options> ... - cgroup ...`
+            let fields: Vec<&str> = line.split(' ').collect();
+            let is_v1_cgroup = line.contains(" - cgroup cgroup ");
+            if let (true, Some(point), Some(opts)) = (is_v1_cgroup, fields.get(4), fields.get(5)) {
+                if opts.split(',').any(|o| o == "ro") {
+                    node.exec_ok(&["mount", "-o", "remount,bind,rw", point]);
+                }
+            }
+        }
+        node
+    }
+
+    fn boot_inner(name: &str, nspawn_args: &[&str], setup: impl FnOnce(&Path)) -> Node {
         crate::preflight::preflight();
         let machine = machine_name(name);
         let base = std::env::var_os("NCA_WORK_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
@@ -111,6 +141,7 @@ impl Node {
             .arg("-D")
             .arg(&merged)
             .args(["--boot", "--register=no", "--keep-unit", "-M", &node.name])
+            .args(nspawn_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
