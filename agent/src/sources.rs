@@ -83,12 +83,7 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
             raw.into_iter()
                 .map(|k| match k.content {
                     Ok(bytes) => validate_key(&k.key, &bytes, now),
-                    Err(finding) => KeyVerdict {
-                        key: k.key,
-                        certs: Vec::new(),
-                        findings: vec![finding],
-                        rejected: true,
-                    },
+                    Err(finding) => unvalidated(k.key, finding),
                 })
                 .collect()
         }),
@@ -202,6 +197,7 @@ fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
         source,
     })?;
     let mut names = Vec::new();
+    let mut hidden = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| SourceError::ListDir {
             path: payload.to_path_buf(),
@@ -209,6 +205,13 @@ fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
         })?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
+            // In kubelet's payload dir a single-dot name is a Secret key
+            // (`.ca.crt` is valid; the API refuses `..` prefixes, kubelet's
+            // own namespace). In a plain directory it is a hidden file of
+            // whoever manages it (`.keep`, an editor's swap file).
+            if payload != dir && !name.starts_with("..") {
+                hidden.push(name);
+            }
             continue;
         }
         names.push(name);
@@ -243,7 +246,37 @@ fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
         }
         keys.push(RawKey { key: name, content });
     }
+    hidden.sort();
+    keys.extend(hidden.into_iter().map(|name| RawKey {
+        content: Err(hidden_key(&name)),
+        key: name,
+    }));
     Ok(keys)
+}
+
+/// The warning for a Secret key whose name starts with a dot.
+fn hidden_key(name: &str) -> Finding {
+    Finding::warning(
+        FindingKind::HiddenKey,
+        name,
+        None,
+        "a key whose name starts with a dot is a hidden file in the Secret volume; it is not read",
+        format!(
+            "rename the key to \"{}\" if it holds CAs to trust, or remove it",
+            name.trim_start_matches('.')
+        ),
+    )
+}
+
+/// The verdict on a key that was not read or validated: not used (its last
+/// good version, if any, stays). Whether that is an error is the finding's.
+fn unvalidated(key: String, finding: Finding) -> KeyVerdict {
+    KeyVerdict {
+        key,
+        certs: Vec::new(),
+        findings: vec![finding],
+        rejected: true,
+    }
 }
 
 fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding> {
@@ -381,15 +414,13 @@ pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, 
 pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceInput {
     let verdicts = keys
         .into_iter()
-        .filter(|k| !k.key.starts_with('.'))
         .map(|k| match k.content {
+            Ok(_) if k.key.starts_with('.') => {
+                let finding = hidden_key(&k.key);
+                unvalidated(k.key, finding)
+            }
             Ok(bytes) => validate_key(&k.key, &bytes, now),
-            Err(finding) => KeyVerdict {
-                key: k.key,
-                certs: Vec::new(),
-                findings: vec![finding],
-                rejected: true,
-            },
+            Err(finding) => unvalidated(k.key, finding),
         })
         .collect();
     SourceInput {
@@ -435,6 +466,36 @@ mod tests {
         let names: Vec<_> = keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(names, ["ca1.crt", "ca2.crt"]);
         assert_eq!(keys[1].content.as_ref().unwrap(), b"two");
+    }
+
+    #[test]
+    fn a_dot_key_in_the_payload_is_reported_not_read_and_a_plain_dirs_dotfile_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one"), (".ca2.crt", b"two")]);
+        let keys = read_secret_dir(dir.path()).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].key, ".ca2.crt");
+        let finding = keys[1].content.as_ref().unwrap_err();
+        assert_eq!(finding.kind, FindingKind::HiddenKey);
+        assert!(!finding.is_error(), "a warning: {finding}");
+        assert!(
+            finding
+                .to_string()
+                .contains("rename the key to \"ca2.crt\""),
+            "{finding}"
+        );
+        let input = read_source(&SourceSpec::SecretDir(dir.path().to_owned()), 0);
+        let verdicts = input.keys.unwrap();
+        assert!(verdicts[1].rejected && verdicts[1].certs.is_empty());
+
+        let plain = tempfile::tempdir().unwrap();
+        fs::write(plain.path().join("ca1.crt"), b"one").unwrap();
+        fs::write(plain.path().join(".keep"), b"").unwrap();
+        let keys = read_secret_dir(plain.path()).unwrap();
+        assert_eq!(
+            keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["ca1.crt"]
+        );
     }
 
     #[test]

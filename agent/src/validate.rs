@@ -47,6 +47,8 @@ pub enum FindingKind {
     SourceUnavailable,
     /// An entry of a Secret directory that is not a file.
     NotAKey,
+    /// A Secret key whose name starts with a dot: a hidden file, not read.
+    HiddenKey,
 }
 
 /// One problem found in the input, in words an operator can act on.
