@@ -114,16 +114,7 @@ pub fn plan(
     }
 
     if desired.len() > max_certificates {
-        findings.push(Finding::error(
-            FindingKind::TooManyCertificates,
-            "(all sources)",
-            None,
-            format!(
-                "the inputs hold {} distinct certificates, over the limit of {max_certificates}; nothing was changed and the last good set stays installed",
-                desired.len()
-            ),
-            "remove certificates the nodes do not need, or raise max-certificates in the agent's configuration",
-        ));
+        findings.extend(over_limit(&desired, installed, max_certificates));
         return Plan {
             desired: installed
                 .iter()
@@ -163,6 +154,52 @@ pub fn plan(
         findings,
         held_back: false,
     }
+}
+
+/// The findings for a desired set over the limit: one per key that brings a
+/// certificate not installed yet (the keys that pushed the set over), or,
+/// when every desired certificate is installed already (the limit was
+/// lowered), one for the whole input.
+fn over_limit(
+    desired: &BTreeMap<Fingerprint, DesiredCa>,
+    installed: &BTreeMap<Fingerprint, CertInfo>,
+    max_certificates: usize,
+) -> Vec<Finding> {
+    let total = desired.len();
+    let unchanged = "nothing was changed and the last good set stays installed";
+    let mut new_per_key: BTreeMap<&str, usize> = BTreeMap::new();
+    for (fp, ca) in desired {
+        if !installed.contains_key(fp) {
+            for (_, key) in &ca.keys {
+                *new_per_key.entry(key.as_str()).or_default() += 1;
+            }
+        }
+    }
+    if new_per_key.is_empty() {
+        return vec![Finding::error(
+            FindingKind::TooManyCertificates,
+            "(all sources)",
+            None,
+            format!(
+                "the inputs hold {total} distinct certificates, all installed already, over the limit of {max_certificates}; {unchanged}"
+            ),
+            "raise max-certificates back to at least the installed count, or remove certificates the nodes do not need",
+        )];
+    }
+    new_per_key
+        .into_iter()
+        .map(|(key, n)| {
+            Finding::error(
+                FindingKind::TooManyCertificates,
+                key,
+                None,
+                format!(
+                    "this key brings {n} certificate(s) not installed yet, and the inputs would hold {total} distinct certificates, over the limit of {max_certificates}; {unchanged}"
+                ),
+                "remove this key (or other certificates the nodes do not need), or raise max-certificates in the agent's configuration",
+            )
+        })
+        .collect()
 }
 
 fn add(desired: &mut BTreeMap<Fingerprint, DesiredCa>, cert: &CertInfo, source: &str, key: &str) {
@@ -378,10 +415,28 @@ mod tests {
         assert!(second.held_back);
         assert!(second.is_noop());
         assert_eq!(second.keys, first.keys);
-        assert!(second
+        let over: Vec<_> = second
             .findings
             .iter()
-            .any(|f| f.kind == FindingKind::TooManyCertificates));
+            .filter(|f| f.kind == FindingKind::TooManyCertificates)
+            .collect();
+        assert!(!over.is_empty());
+        // Each names a key that brings a certificate not installed yet.
+        for f in &over {
+            assert!(f.key.starts_with('k'), "{f}");
+            assert!(f.problem.contains("not installed yet"), "{f}");
+        }
+        // A lowered limit, with everything installed already: the whole input.
+        let lowered = plan(
+            &[input("/s", &[("a.crt", &a)])],
+            &first.keys,
+            &installed_from(&first),
+            0,
+        );
+        assert!(lowered
+            .findings
+            .iter()
+            .any(|f| f.key == "(all sources)" && f.problem.contains("all installed already")));
     }
 
     #[test]

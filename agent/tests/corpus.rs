@@ -124,7 +124,6 @@ fn publish_case(node: &Node, case: &KeyCase) {
 /// The finding a case is about, chosen by what the outcome says it concerns.
 fn case_findings<'a>(case: &KeyCase, findings: &'a [Finding], secret: &Path) -> Vec<&'a Finding> {
     let subject = match case.outcome.as_str() {
-        "held-back" => "(all sources)".to_string(),
         "source-refused" => secret.display().to_string(),
         _ => case.key.clone(),
     };
