@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of node-cert-agent, from a fresh machine: installs
 # the Debian packages the real-node tests need, builds (once, cached outside
-# the repo) the node rootfs, then lint, unit tests and real-node tests.
+# the repo) the node rootfs, then lint, the OCI image, unit tests, real-node
+# tests and a short fuzz run.
 # Must run as root: the integration tests boot systemd-nspawn nodes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,3 +46,7 @@ NCA_IMAGE_TAR="$(cargo metadata --format-version 1 --no-deps \
 export NCA_IMAGE_TAR
 echo "== tests (unit and real-node)"
 cargo test --workspace --no-fail-fast
+# The short fuzz run (30 s per target; `fuzz/run.sh 600` is the long one).
+# First run: installs cargo-fuzz and builds the fuzz targets (~15 min).
+echo "== fuzz (short)"
+fuzz/run.sh 30
