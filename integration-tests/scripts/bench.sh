@@ -3,6 +3,8 @@
 # benchmarks (latency on a real node, no-ops, idle footprint, fleet, size)
 # and prints a table. Must run as root (it boots a systemd-nspawn node).
 # Flags are passed on: --runs N (default 50), --idle-minutes M (default 1).
+# --static (first flag) benches the OCI image's static binary instead of the
+# release binary of the .deb/.rpm (it runs packaging/image.sh first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ ${EUID} -ne 0 ]]; then
@@ -11,6 +13,12 @@ if [[ ${EUID} -ne 0 ]]; then
 fi
 integration-tests/scripts/build-rootfs.sh
 integration-tests/scripts/cleanup-nodes.sh
-cargo build --release -p node-cert-agent
-export NCA_AGENT_BIN="$PWD/target/release/node-cert-agent"
+if [[ ${1:-} == --static ]]; then
+  shift
+  packaging/image.sh
+  export NCA_AGENT_BIN="$PWD/target/$(rustc -vV | sed -n 's/^host: //p')/release/node-cert-agent"
+else
+  cargo build --release -p node-cert-agent
+  export NCA_AGENT_BIN="$PWD/target/release/node-cert-agent"
+fi
 cargo run -q -p integration-tests --bin bench -- --binary "$NCA_AGENT_BIN" "$@"
