@@ -81,6 +81,9 @@ pub struct KubeletConfig {
     pub key_type: Option<crate::csr::KeyType>,
     pub expiration_seconds: Option<i32>,
     pub csr_timeout_seconds: Option<u64>,
+    /// How long one API request (the CSR create, the RenewRevocation list)
+    /// may go unanswered before the pass fails and is retried.
+    pub api_timeout_seconds: Option<u64>,
     pub restart_unit: Option<Vec<String>>,
     pub serving: Option<ServingConfig>,
     pub defer_to_kubelet_rotation: Option<bool>,
@@ -299,6 +302,13 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
             });
         }
     }
+    if s.kubelet.api_timeout_seconds == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: "kubelet.api-timeout-seconds",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
     if let Some(e) = s.kubelet.expiration_seconds {
         if e < 600 {
             return Err(ConfigError::Invalid {
@@ -428,6 +438,10 @@ mod tests {
                 "restart-unit",
             ),
             ("ca-dir: [/a]\nmax-certificates: 0\n", "max-certificates"),
+            (
+                "ca-dir: [/a]\nkubelet:\n  api-timeout-seconds: 0\n",
+                "kubelet.api-timeout-seconds",
+            ),
             ("ca-dir: [/a]\nhost-root: host\n", "host-root"),
             (
                 "ca-dir: [/a]\ntrust-store:\n  refresh-command: [\"sh -c update\"]\n",

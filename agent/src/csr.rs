@@ -31,6 +31,11 @@ pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// kubelet's own limit on waiting for a signature (NODE-FACTS §6).
 pub const DEFAULT_CSR_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long one API request may go unanswered. kube's client sets no read
+/// timeout, so without one a server that accepts the connection and never
+/// answers would hold the pass (and the kubelet lock) forever, with nothing
+/// logged and no retry. 30 s is far above a healthy API server's answer time.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tolerated clock skew between the node and the signer for notBefore.
 const NOT_BEFORE_SKEW_SECS: i64 = 300;
 
@@ -67,6 +72,11 @@ pub enum CsrError {
     NoServingNames,
     #[error("creating the CertificateSigningRequest: {source}")]
     Create { source: kube::Error },
+    #[error("{call}: the API server did not answer within {timeout:?}")]
+    NoAnswer {
+        call: &'static str,
+        timeout: Duration,
+    },
     #[error("the API server throttled the CSR (429){}", retry_after.map(|d| format!("; it asks to retry after {d:?}")).unwrap_or_default())]
     Throttled { retry_after: Option<Duration> },
     #[error("CertificateSigningRequest {name} was denied ({reason}): {message}")]
@@ -189,15 +199,25 @@ pub fn csr_object(
     }
 }
 
-/// Creates the CSR and waits until it holds a certificate (PEM), is denied or
-/// failed, or `timeout` passes. Returns the CSR's name with the PEM.
+/// Creates the CSR (the request bounded by `api_timeout`) and waits until it
+/// holds a certificate (PEM), is denied or failed, or `timeout` passes.
+/// Returns the CSR's name with the PEM.
 pub async fn submit_and_wait(
     client: &kube::Client,
     csr: &CertificateSigningRequest,
+    api_timeout: Duration,
     timeout: Duration,
 ) -> Result<(String, Vec<u8>), CsrError> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let created = match api.create(&PostParams::default(), csr).await {
+    let params = PostParams::default();
+    let create = tokio::time::timeout(api_timeout, api.create(&params, csr));
+    let Ok(created) = create.await else {
+        return Err(CsrError::NoAnswer {
+            call: "creating the CertificateSigningRequest",
+            timeout: api_timeout,
+        });
+    };
+    let created = match created {
         Ok(c) => c,
         Err(kube::Error::Api(status)) if status.code == 429 => {
             // A Status carries retryAfterSeconds; API Priority and Fairness

@@ -5,8 +5,9 @@
 //! Nothing here polls: when nothing changes and nothing failed, the loop
 //! sleeps on the event channel and the signal streams only. Beside the loops
 //! run two more long-lived tasks: the metrics listener and the writer of
-//! `<state-dir>/daemon-status.json` (after every pass, and a heartbeat). Any
-//! of them ending is an error.
+//! `<state-dir>/daemon-status.json` (after every pass). Any of them ending is
+//! an error. The daemon holds `<state-dir>/daemon.lock` for its whole life,
+//! which is how `status` tells that it runs without any heartbeat.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,10 +22,11 @@ use tracing::{error, info, warn};
 
 use crate::cert::now_unix;
 use crate::kubelet::{KubeletManager, MAX_SLEEP};
+use crate::logging::error_chain;
 use crate::metrics::{self, Endpoint, Metrics};
 use crate::reconcile::{Outcome, Reconciler};
 use crate::sources::SourceSpec;
-use crate::status::{self, ProcessIdentity, StatusSources, HEARTBEAT_INTERVAL};
+use crate::status::{self, ProcessIdentity, StatusSources};
 use crate::systemd::Systemd;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
@@ -172,6 +174,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     let identity = ProcessIdentity::current();
     let metrics = obs.metrics.clone();
     let status_path = obs.status_path.clone();
+    let _lock = hold_daemon_lock(&status_path.with_file_name(status::DAEMON_LOCK_FILE)).await;
     let side = side_tasks(obs, identity.clone());
     tokio::pin!(loops);
     tokio::pin!(side);
@@ -179,7 +182,7 @@ pub async fn run<S: Systemd, K: Systemd>(
         r = &mut loops => r,
         e = &mut side => Err(e),
     };
-    // Say so at once, rather than let `status` wait for a stale heartbeat.
+    // Say so (`stoppedAt`), so that `status` tells a clean stop from a crash.
     let stopped = metrics.daemon_status(&identity, now_unix(), true);
     if let Err(e) = status::write_daemon_status(&status_path, &stopped) {
         warn!("{e}");
@@ -206,9 +209,40 @@ async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonErro
     }
 }
 
-/// Rewrites the daemon status file after every recorded pass and every
-/// [`HEARTBEAT_INTERVAL`]. A failed write is logged once per distinct error
-/// and retried with the next beat: status is secondary to the trust job.
+/// Takes `<state-dir>/daemon.lock` for the life of the returned guard (the
+/// kernel drops it when the process ends, however it ends). A moment of
+/// contention is `status` testing it; a lock still held after that is a
+/// second daemon on the same state directory, which is warned about, and
+/// this daemon runs on without the lock.
+async fn hold_daemon_lock(path: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    for _ in 0..DAEMON_LOCK_TRIES {
+        match status::try_daemon_lock(path) {
+            Ok(Some(lock)) => return Some(lock),
+            Ok(None) => tokio::time::sleep(DAEMON_LOCK_RETRY).await,
+            Err(e) => {
+                warn!("{e}; `node-cert-agent status` from another pid namespace cannot tell that this daemon runs");
+                return None;
+            }
+        }
+    }
+    warn!(
+        lock = %path.display(),
+        "another node-cert-agent daemon holds {}: two daemons share this state directory, and          they undo each other's CA changes unless they have the same sources",
+        path.display()
+    );
+    None
+}
+
+/// How often, and how far apart, [`hold_daemon_lock`] tries the lock.
+const DAEMON_LOCK_TRIES: u32 = 20;
+const DAEMON_LOCK_RETRY: Duration = Duration::from_millis(100);
+/// After a failed status write, the next try (only while it fails).
+const STATUS_WRITE_RETRY: Duration = Duration::from_secs(30);
+
+/// Rewrites the daemon status file after every recorded pass. Nothing is
+/// written while nothing happens. A failed write is logged once per distinct
+/// error and retried every [`STATUS_WRITE_RETRY`] until it works: status is
+/// secondary to the trust job.
 async fn write_status_until_stopped(
     metrics: Arc<Metrics>,
     path: PathBuf,
@@ -227,9 +261,13 @@ async fn write_status_until_stopped(
                 }
             }
         }
-        tokio::select! {
-            _ = metrics.changed().notified() => {}
-            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+        if last_error.is_some() {
+            tokio::select! {
+                _ = metrics.changed().notified() => {}
+                _ = tokio::time::sleep(STATUS_WRITE_RETRY) => {}
+            }
+        } else {
+            metrics.changed().notified().await;
         }
     }
 }
@@ -292,7 +330,8 @@ pub async fn run_kubelet_until<S: Systemd>(
                 let wait = e.retry_after().unwrap_or(backoff) + jitter(backoff);
                 error!(
                     retry_in_s = wait.as_secs(),
-                    "kubelet certificate pass failed: {e}"
+                    "kubelet certificate pass failed: {}",
+                    error_chain(&e)
                 );
                 backoff = (backoff * 2).min(KUBELET_RETRY_MAX);
                 wait
@@ -447,7 +486,7 @@ pub async fn run_until<S: Systemd>(
                     }
                     Err(e) => {
                         metrics.record_ca_error(&e, now_unix());
-                        error!(retry_in_s = backoff.as_secs(), "reconcile failed: {e}");
+                        error!(retry_in_s = backoff.as_secs(), "reconcile failed: {}", error_chain(&e));
                         next_pass = Some(Instant::now() + backoff);
                         backoff = (backoff * 2).min(RETRY_MAX);
                     }
@@ -497,7 +536,10 @@ async fn drain<
         }
         Ok(Err(e)) => {
             metrics.record_ca_error(&e, now_unix());
-            error!("reconcile failed while stopping: {e}; the next start finishes it");
+            error!(
+                "reconcile failed while stopping: {}; the next start finishes it",
+                error_chain(&e)
+            );
             Ok(())
         }
         Err(_) => Err(DaemonError::DrainTimeout),

@@ -59,6 +59,8 @@ pub struct KubeletSettings {
     pub key_type: KeyType,
     pub expiration_seconds: Option<i32>,
     pub csr_timeout: Duration,
+    /// How long one API request may go unanswered.
+    pub api_timeout: Duration,
     /// Units restarted after a new certificate is in place (the allowlist).
     pub restart_units: Vec<String>,
     /// Opt-in serving certificate: its DNS names and IPs.
@@ -77,6 +79,8 @@ pub enum KubeletError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Csr(#[from] CsrError),
+    #[error("API server {server}: {source}")]
+    Api { server: String, source: CsrError },
     #[error(
         "cannot bootstrap the kubelet client certificate: {reason}. Provide a bootstrap kubeconfig at {path} \
          (server URL, cluster CA, and a bootstrap token `<id>.<secret>` of a token in group system:bootstrappers), \
@@ -103,7 +107,7 @@ impl KubeletError {
     /// How long the API server asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Csr(e) => e.retry_after(),
+            Self::Csr(e) | Self::Api { source: e, .. } => e.retry_after(),
             _ => None,
         }
     }
@@ -188,6 +192,15 @@ impl<S: Systemd> KubeletManager<S> {
     /// One pass over the managed certificates. `force` renews now.
     pub async fn pass(&self, force: bool) -> Result<PassOutcome, KubeletError> {
         let _lock = self.lock()?;
+        // A renewal killed mid-write leaves its temp file: clear it now that
+        // no other writer of ours can be in flight.
+        match self.store.sweep_leftovers() {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(pki_dir = %self.store.dir().display(), "removed {n} leftover temp file(s) of an interrupted renewal")
+            }
+            Err(e) => warn!("{e}"),
+        }
         let now = now_unix();
         let mut outcome = PassOutcome::default();
         let client_current = self.read_current(CertKind::Client);
@@ -397,8 +410,17 @@ impl<S: Systemd> KubeletManager<S> {
             self.settings.expiration_seconds,
         );
         info!(cert = kind.name(), identity, server = %kc.server, "requesting a kubelet {} certificate", kind.name());
-        let (csr_name, chain_pem) =
-            csr::submit_and_wait(&client, &object, self.settings.csr_timeout).await?;
+        let (csr_name, chain_pem) = csr::submit_and_wait(
+            &client,
+            &object,
+            self.settings.api_timeout,
+            self.settings.csr_timeout,
+        )
+        .await
+        .map_err(|source| KubeletError::Api {
+            server: kc.server.clone(),
+            source,
+        })?;
         let leaf = csr::verify_issued(
             &csr_name,
             &chain_pem,
@@ -475,10 +497,18 @@ impl<S: Systemd> KubeletManager<S> {
                 return Vec::new();
             }
         };
-        list_revocations(&client).await.unwrap_or_else(|e| {
-            warn!("cannot read RenewRevocations: {e}");
-            Vec::new()
-        })
+        let timeout = self.settings.api_timeout;
+        match tokio::time::timeout(timeout, list_revocations(&client)).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, crate::logging::error_chain(&e));
+                Vec::new()
+            }
+            Err(_) => {
+                warn!(server = %kc.server, "cannot read RenewRevocations from {}: the API server did not answer within {timeout:?}", kc.server);
+                Vec::new()
+            }
+        }
     }
 
     /// The bootstrap and kubelet kubeconfigs as this process sees them.

@@ -137,6 +137,8 @@ pub enum StoreError {
     MatchNewKey { kind: CertKind, subject: String },
     #[error("cannot install a new {kind} certificate: the time {now_unix} is outside 1970..9999, so no kubelet file name can be made for it; check the clock")]
     NameNewFile { kind: CertKind, now_unix: i64 },
+    #[error("cannot remove leftover temp files in {}: {source}", path.display())]
+    Sweep { path: PathBuf, source: Box<FsError> },
     #[error("cannot create kubelet's pki directory {}: {source}", path.display())]
     CreateDir { path: PathBuf, source: Box<FsError> },
     #[error("cannot install a new {kind} certificate in {}: {first} and the {MAX_NAME_ATTEMPTS} names after it are all taken; remove old {kind}-*.pem files", path.display())]
@@ -308,6 +310,18 @@ impl KubeletStore {
             warn!(kind = %kind, error = %e, "{e}");
         }
         Ok(file)
+    }
+
+    /// Removes the agent's own temp files (`.nca-tmp-*`) that a process
+    /// killed mid-write left in the pki directory; how many. Only under the
+    /// kubelet lock, when no write of the agent's can be in flight (kubelet
+    /// itself never makes such names).
+    pub fn sweep_leftovers(&self) -> Result<usize, StoreError> {
+        let dir_host = self.resolve_nofollow(&self.dir)?;
+        crate::fsutil::sweep_temp_files(&dir_host).map_err(|source| StoreError::Sweep {
+            path: self.dir.clone(),
+            source: Box::new(source),
+        })
     }
 
     fn resolve_nofollow(&self, node_path: &Path) -> Result<PathBuf, StoreError> {
@@ -636,6 +650,20 @@ mod tests {
         assert_eq!(current.chain.len(), 1, "the CA follows the leaf");
         assert!(current.key_matches);
         assert!(node.store.current(CertKind::Serving).unwrap().is_none());
+    }
+
+    #[test]
+    fn sweep_leftovers_removes_only_the_agents_temp_files() {
+        let node = Node::new();
+        assert_eq!(node.store.sweep_leftovers().unwrap(), 0, "no pki dir yet");
+        install(&node, CertKind::Client, &pair("n"), T0);
+        let temp = node
+            .pki()
+            .join(".nca-tmp-kubelet-client-2024-05-01-10-00-00.pem-7-0");
+        fs::write(&temp, b"half a key").unwrap();
+        assert_eq!(node.store.sweep_leftovers().unwrap(), 1);
+        assert!(!temp.exists());
+        assert!(node.store.current(CertKind::Client).unwrap().is_some());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use node_cert_agent::config::{self, Flags, LogFormat, Settings};
 use node_cert_agent::distro::TrustStoreLayout;
 use node_cert_agent::hostroot::HostRoot;
 use node_cert_agent::kubelet::KubeletManager;
-use node_cert_agent::logging::{self, LogTarget};
+use node_cert_agent::logging::{self, error_chain, LogTarget};
 use node_cert_agent::metrics::{Metrics, MetricsOptions};
 use node_cert_agent::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
 use node_cert_agent::reconcile::{CaSettings, Reconciler};
@@ -164,7 +164,7 @@ fn main() -> ExitCode {
         Command::Status(args) => {
             // Scripts tell "unhealthy" (1) from "could not look" (2).
             return status(args).unwrap_or_else(|e| {
-                eprintln!("node-cert-agent: error: {e:#}");
+                eprintln!("node-cert-agent: error: {}", error_chain(e.as_ref()));
                 ExitCode::from(node_cert_agent::status::EXIT_STATUS_ERROR)
             });
         }
@@ -172,7 +172,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("node-cert-agent: error: {e:#}");
+            eprintln!("node-cert-agent: error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -430,6 +430,10 @@ fn kubelet_manager(
             .csr_timeout_seconds
             .map(std::time::Duration::from_secs)
             .unwrap_or(node_cert_agent::csr::DEFAULT_CSR_TIMEOUT),
+        api_timeout: k
+            .api_timeout_seconds
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(node_cert_agent::csr::DEFAULT_API_TIMEOUT),
         restart_units: k
             .restart_unit
             .clone()

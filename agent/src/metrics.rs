@@ -193,7 +193,10 @@ impl Metrics {
     }
 
     pub fn record_ca_error(&self, e: &ReconcileError, now: i64) {
-        self.emit(NodeEvent::warning("CATrustUpdateFailed", e.to_string()));
+        self.emit(NodeEvent::warning(
+            "CATrustUpdateFailed",
+            crate::logging::error_chain(e),
+        ));
         {
             let mut i = self.inner();
             match e {
@@ -213,7 +216,7 @@ impl Metrics {
                 ReconcileError::State(_) | ReconcileError::Trust(_) => {}
             }
             i.last_ca_pass = Some(now);
-            i.last_ca_error = Some(e.to_string());
+            i.last_ca_error = Some(crate::logging::error_chain(e));
         }
         self.changed.notify_one();
     }
@@ -279,7 +282,7 @@ impl Metrics {
     pub fn record_kubelet_error(&self, e: &KubeletError, now: i64) {
         self.emit(NodeEvent::warning(
             "KubeletCertificateRenewalFailed",
-            e.to_string(),
+            crate::logging::error_chain(e),
         ));
         {
             let mut i = self.inner();
@@ -298,7 +301,7 @@ impl Metrics {
                 _ => {}
             }
             i.last_kubelet_pass = Some(now);
-            i.last_kubelet_error = Some(e.to_string());
+            i.last_kubelet_error = Some(crate::logging::error_chain(e));
         }
         self.changed.notify_one();
     }

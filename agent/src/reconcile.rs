@@ -233,8 +233,32 @@ impl<S: Systemd> Reconciler<S> {
         st.restart_pending
             .retain(|u| self.settings.restart_units.contains(u));
         let pending: Vec<String> = st.restart_pending.iter().cloned().collect();
+        let bundle_written = if pending.is_empty() {
+            None
+        } else {
+            self.store.bundle_modified_us()?
+        };
         let t = Instant::now();
+        let mut already_current = false;
         for unit in pending {
+            // A unit that (re)started after the bundle was written already
+            // reads the new CAs: say a restart job of ours failed and the
+            // unit's own Restart= brought it up once the fault was gone.
+            // Restarting it again would be a restart too many. A failed
+            // query is no reason to skip: the restart reports the problem.
+            let since = self.systemd.unit_active_since(&unit).await.ok().flatten();
+            if started_after(since, bundle_written) {
+                info!(
+                    unit = %unit,
+                    active_since = %crate::cert::rfc3339(micros_to_unix(since)),
+                    bundle_written = %crate::cert::rfc3339(micros_to_unix(bundle_written)),
+                    "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
+                );
+                st.restart_pending.remove(&unit);
+                already_current = true;
+                state::save(&self.settings.state_path, &st)?;
+                continue;
+            }
             let job = self
                 .systemd
                 .try_restart_unit(&unit)
@@ -256,7 +280,7 @@ impl<S: Systemd> Reconciler<S> {
             state::save(&self.settings.state_path, &st)?;
         }
         outcome.restart_time = t.elapsed();
-        if !outcome.restarted.is_empty() || outcome.refreshed {
+        if !outcome.restarted.is_empty() || outcome.refreshed || already_current {
             st.bundle_sha256 = self.store.bundle_digest()?;
         }
         if outcome.refreshed
@@ -273,6 +297,19 @@ impl<S: Systemd> Reconciler<S> {
             .saturating_sub(outcome.refresh_time + outcome.restart_time);
         Ok(outcome)
     }
+}
+
+/// Whether a unit active since `unit_since` (its `InactiveExitTimestamp`)
+/// began that activation after the bundle was written at `bundle_written`
+/// (both microseconds since the epoch): then it has read the new bundle and
+/// needs no restart. Unknown times never skip a restart.
+pub fn started_after(unit_since: Option<u64>, bundle_written: Option<u64>) -> bool {
+    matches!((unit_since, bundle_written), (Some(since), Some(written)) if since > written)
+}
+
+/// Microseconds since the epoch as whole Unix seconds, for logs.
+fn micros_to_unix(us: Option<u64>) -> i64 {
+    us.map_or(0, |us| i64::try_from(us / 1_000_000).unwrap_or(i64::MAX))
 }
 
 fn removed_keys(st: &state::CaState, fp: &crate::cert::Fingerprint) -> String {
@@ -505,6 +542,53 @@ mod tests {
         assert!(!out.refreshed);
         assert_eq!(out.restarted, vec!["containerd.service"]);
         assert_eq!(fake.commands(), 1);
+    }
+
+    #[test]
+    fn a_unit_that_came_up_by_itself_after_a_failed_restart_is_not_restarted_again() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        *fake.restart_result.lock().unwrap() = Some("failed".into());
+        rt().block_on(r.reconcile()).unwrap_err();
+        assert_eq!(fake.restarts().len(), 1);
+        // containerd's Restart=always brought it up after the bundle was written.
+        let written = r.store().bundle_modified_us().unwrap().unwrap();
+        *fake.active_since.lock().unwrap() = Some(written + 1);
+        *fake.restart_result.lock().unwrap() = None;
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.restarted.is_empty() && !out.refreshed);
+        assert_eq!(fake.restarts().len(), 1, "no second restart");
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert!(st.restart_pending.is_empty(), "the restart is done");
+        assert_eq!(
+            st.bundle_sha256,
+            r.store().bundle_digest().unwrap(),
+            "the unit runs with the current bundle"
+        );
+    }
+
+    #[test]
+    fn a_unit_running_since_before_the_bundle_changed_is_restarted() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        *fake.active_since.lock().unwrap() = Some(1);
+        node.put("ca1.crt", &pem("A"));
+        let out = rt()
+            .block_on(node.reconciler(fake.clone()).reconcile())
+            .unwrap();
+        assert_eq!(out.restarted, vec!["containerd.service"]);
+        assert_eq!(fake.restarts().len(), 1);
+    }
+
+    #[test]
+    fn restarts_are_skipped_only_when_the_unit_started_after_the_bundle_was_written() {
+        assert!(started_after(Some(2_000_001), Some(2_000_000)));
+        assert!(!started_after(Some(2_000_000), Some(2_000_000)));
+        assert!(!started_after(Some(1_000_000), Some(2_000_000)));
+        assert!(!started_after(None, Some(2_000_000)), "not active");
+        assert!(!started_after(Some(2_000_001), None), "no bundle time");
     }
 
     #[test]

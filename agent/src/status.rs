@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine as _;
 use openssl::x509::{X509NameRef, X509Ref, X509};
@@ -46,10 +45,11 @@ pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
 /// Version of the `--output json` schema and of [`DaemonStatus`]. Fields are
 /// only ever added within a version.
 pub const SCHEMA_VERSION: u32 = 1;
-/// How often the daemon rewrites its status file even when nothing happens.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-/// A heartbeat older than this (three missed beats) means the daemon is gone.
-pub const HEARTBEAT_STALE_SECS: i64 = 90;
+/// Held (flock, exclusive) by the running daemon for its whole life, in the
+/// state directory. The kernel drops it when the process ends, however it
+/// ends, so `status` in any pid namespace (a node shell looking at a pod's
+/// agent) tells a live daemon without a heartbeat.
+pub const DAEMON_LOCK_FILE: &str = "daemon.lock";
 /// Two readings of the kernel's boot time this close are the same boot.
 const BOOT_TIME_SLACK_SECS: i64 = 2;
 /// A certificate in the last tenth of its lifetime, with nothing that renews
@@ -108,9 +108,10 @@ impl AgentMode {
     }
 }
 
-/// What the running daemon says about itself; written atomically after every
-/// CA pass and kubelet pass, every [`HEARTBEAT_INTERVAL`], and once more
-/// (with `stoppedAt`) when it stops cleanly. Times are Unix seconds.
+/// What the running daemon says about itself; written atomically at start,
+/// after every CA pass and kubelet pass, and once more (with `stoppedAt`)
+/// when it stops cleanly. Times are Unix seconds; `heartbeat_at` is when it
+/// was written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonStatus {
@@ -229,9 +230,68 @@ pub fn write_daemon_status(path: &Path, status: &DaemonStatus) -> Result<(), Sta
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Liveness {
     pub running: bool,
-    /// `pid`, `heartbeat`, `stopped` or `none`.
+    /// `pid`, `lock`, `stopped` or `none`.
     pub check: &'static str,
     pub detail: String,
+}
+
+/// The daemon's lock ([`DAEMON_LOCK_FILE`]) as `status` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonLock {
+    /// A process holds it: the daemon runs.
+    Held,
+    /// Nobody holds it: no daemon runs.
+    Free,
+    /// It cannot be tested (missing, unreadable): why.
+    Unknown(String),
+}
+
+fn open_lock_file(path: &Path, create: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+}
+
+/// Tests the daemon's lock at `path` without waiting (a shared lock, dropped
+/// at once).
+pub fn probe_daemon_lock(path: &Path) -> DaemonLock {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = match open_lock_file(path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return DaemonLock::Unknown(format!("{} does not exist", path.display()))
+        }
+        Err(e) => return DaemonLock::Unknown(format!("cannot open {}: {e}", path.display())),
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_unlocked_on_drop) => DaemonLock::Free,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => DaemonLock::Held,
+        Err((_, e)) => {
+            DaemonLock::Unknown(format!("cannot test the lock on {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Takes the daemon's lock at `path` (created 0644 if missing) without
+/// waiting: `Ok(None)` if another process holds it.
+pub fn try_daemon_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, String> {
+    use nix::fcntl::{Flock, FlockArg};
+    let file = open_lock_file(path, true)
+        .map_err(|e| format!("cannot open the daemon lock {}: {e}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(format!(
+            "cannot take the daemon lock {}: {e}",
+            path.display()
+        )),
+    }
 }
 
 /// Decides whether the daemon behind `d` is alive. Pure.
@@ -242,13 +302,12 @@ pub struct Liveness {
 ///   *and* start time, so a reused pid is not mistaken for the daemon.
 ///   `pid_start_ticks` is the start time of `d`'s pid as this process sees it.
 /// - Otherwise (a pod's agent seen from a node shell: its pid means nothing
-///   here): the heartbeat, which is at most [`HEARTBEAT_STALE_SECS`] old
-///   while the daemon runs.
+///   here): the daemon's lock, which the running daemon holds.
 pub fn liveness(
     d: &DaemonStatus,
     me: &ProcessIdentity,
     pid_start_ticks: Option<u64>,
-    now: i64,
+    lock: &DaemonLock,
 ) -> Liveness {
     if let Some(at) = d.stopped_at {
         return Liveness {
@@ -258,7 +317,7 @@ pub fn liveness(
         };
     }
     // `btime` is derived from the clock, so a clock step moves it a little;
-    // a mismatch only means falling back to the heartbeat.
+    // a mismatch only means falling back to the lock.
     let same_boot = match (d.process.boot_time, me.boot_time) {
         (Some(a), Some(b)) => (a - b).abs() <= BOOT_TIME_SLACK_SECS,
         _ => false,
@@ -281,15 +340,28 @@ pub fn liveness(
             },
         };
     }
-    let age = now - d.heartbeat_at;
-    Liveness {
-        running: age <= HEARTBEAT_STALE_SECS,
-        check: "heartbeat",
-        detail: format!(
-            "pid {} in another pid namespace; last heartbeat {} ago",
-            d.process.pid,
-            short_duration(age.max(0))
-        ),
+    let pid = d.process.pid;
+    match lock {
+        DaemonLock::Held => Liveness {
+            running: true,
+            check: "lock",
+            detail: format!("pid {pid} in another pid namespace; it holds {DAEMON_LOCK_FILE}"),
+        },
+        DaemonLock::Free => Liveness {
+            running: false,
+            check: "lock",
+            detail: format!(
+                "pid {pid} in another pid namespace is gone: nothing holds {DAEMON_LOCK_FILE} \
+                 (the daemon exited without stopping cleanly)"
+            ),
+        },
+        DaemonLock::Unknown(why) => Liveness {
+            running: false,
+            check: "none",
+            detail: format!(
+                "pid {pid} in another pid namespace; cannot tell whether it runs: {why}"
+            ),
+        },
     }
 }
 
@@ -592,7 +664,10 @@ pub fn gather(src: &StatusSources, now: i64) -> Facts {
             d,
             &ProcessIdentity::current(),
             start_ticks_of(d.process.pid),
-            now,
+            &state_dir.as_ref().map_or_else(
+                |e| DaemonLock::Unknown(e.clone()),
+                |dir| probe_daemon_lock(&dir.join(DAEMON_LOCK_FILE)),
+            ),
         )),
         _ => None,
     };
@@ -1054,7 +1129,7 @@ pub struct Problem {
 pub struct AgentReport {
     pub version: String,
     pub running: bool,
-    /// How `running` was decided: `pid`, `heartbeat`, `stopped` or `none`.
+    /// How `running` was decided: `pid`, `lock`, `stopped` or `none`.
     pub running_check: String,
     pub running_detail: String,
     pub pid: Option<u32>,
@@ -2328,23 +2403,28 @@ mod tests {
             last_ca_error: Some("refresh tool failed".into()),
             ..Default::default()
         };
-        f.liveness = Some(liveness(&d, &ProcessIdentity::default(), None, NOW));
+        f.liveness = Some(liveness(
+            &d,
+            &ProcessIdentity::default(),
+            None,
+            &DaemonLock::Held,
+        ));
         f.daemon = Ok(Some(d));
         let r = build_report(&f);
-        assert!(r.agent.running, "fresh heartbeat");
-        assert_eq!(r.agent.running_check, "heartbeat");
+        assert!(r.agent.running, "lock held");
+        assert_eq!(r.agent.running_check, "lock");
         assert_eq!(r.agent.last_error.as_deref(), Some("refresh tool failed"));
         assert_eq!(r.problems[0].kind, ProblemKind::Failing);
         assert_eq!(r.exit_code(), EXIT_UNHEALTHY);
         let t = render_table(&r);
         assert!(
-            t.contains("running (pid 42 in another pid namespace; last heartbeat 5s ago)"),
+            t.contains("running (pid 42 in another pid namespace; it holds daemon.lock)"),
             "{t}"
         );
     }
 
     #[test]
-    fn liveness_by_pid_in_the_same_namespace_and_by_heartbeat_elsewhere() {
+    fn liveness_by_pid_in_the_same_namespace_and_by_lock_elsewhere() {
         let me = ProcessIdentity {
             pid: 1,
             pid_namespace: Some("pid:[1]".into()),
@@ -2361,22 +2441,42 @@ mod tests {
             heartbeat_at: NOW,
             ..Default::default()
         };
-        assert!(liveness(&d, &me, Some(1234), NOW).running);
-        let reused = liveness(&d, &me, Some(9999), NOW);
+        let held = DaemonLock::Held;
+        let free = DaemonLock::Free;
+        assert!(liveness(&d, &me, Some(1234), &free).running, "pid decides");
+        let reused = liveness(&d, &me, Some(9999), &held);
         assert!(!reused.running, "a reused pid is not the daemon");
         assert_eq!(reused.check, "pid");
-        assert!(!liveness(&d, &me, None, NOW).running);
-        // Another boot: the pid means nothing, the heartbeat decides.
+        assert!(!liveness(&d, &me, None, &held).running);
+        // Another boot: the pid means nothing, the lock decides.
         d.process.boot_time = Some(1_600_000_000);
-        assert_eq!(liveness(&d, &me, Some(1234), NOW).check, "heartbeat");
+        assert_eq!(liveness(&d, &me, Some(1234), &held).check, "lock");
         d.process.boot_time = Some(1_700_000_001);
-        // Another namespace: the heartbeat decides.
+        // Another namespace: the lock decides.
         d.process.pid_namespace = Some("pid:[2]".into());
-        assert!(liveness(&d, &me, None, NOW + HEARTBEAT_STALE_SECS).running);
-        let stale = liveness(&d, &me, None, NOW + HEARTBEAT_STALE_SECS + 1);
-        assert!(!stale.running && stale.check == "heartbeat");
+        assert!(liveness(&d, &me, None, &held).running);
+        let gone = liveness(&d, &me, None, &free);
+        assert!(!gone.running && gone.check == "lock", "{gone:?}");
+        let unknown = liveness(&d, &me, None, &DaemonLock::Unknown("no file".into()));
+        assert!(!unknown.running && unknown.check == "none", "{unknown:?}");
+        assert!(unknown.detail.contains("no file"), "{unknown:?}");
         d.stopped_at = Some(NOW);
-        assert_eq!(liveness(&d, &me, Some(1234), NOW).check, "stopped");
+        assert_eq!(liveness(&d, &me, Some(1234), &held).check, "stopped");
+    }
+
+    #[test]
+    fn the_daemon_lock_is_held_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DAEMON_LOCK_FILE);
+        assert!(
+            matches!(probe_daemon_lock(&path), DaemonLock::Unknown(w) if w.contains("does not exist"))
+        );
+        let lock = try_daemon_lock(&path).unwrap().expect("free");
+        assert_eq!(probe_daemon_lock(&path), DaemonLock::Held);
+        assert!(try_daemon_lock(&path).unwrap().is_none(), "a second daemon");
+        drop(lock);
+        assert_eq!(probe_daemon_lock(&path), DaemonLock::Free);
+        assert!(try_daemon_lock(&path).unwrap().is_some());
     }
 
     #[test]
@@ -2731,7 +2831,7 @@ mod tests {
             &d,
             &ProcessIdentity::current(),
             start_ticks_of(d.process.pid),
-            NOW,
+            &DaemonLock::Free,
         );
         assert!(live.running && live.check == "pid", "{live:?}");
     }

@@ -1,4 +1,5 @@
-//! The one boundary to systemd: restart a unit, run a command on the node.
+//! The one boundary to systemd: restart a unit, run a command on the node,
+//! ask since when a unit has been active.
 //!
 //! Both go over D-Bus to `org.freedesktop.systemd1` (NODE-FACTS §4), so they
 //! work the same on the host and from a pod that has the node's bus socket.
@@ -112,6 +113,13 @@ pub enum SystemdError {
         unit: String,
         source: Box<zbus::Error>,
     },
+    #[error("lost the connection to the system bus at {address} (D-Bus call {call} for unit {unit}: {source}); the next attempt reconnects")]
+    ConnectionLost {
+        address: String,
+        call: &'static str,
+        unit: String,
+        source: Box<zbus::Error>,
+    },
     #[error("job for unit {unit} did not finish within {timeout:?}")]
     JobTimeout { unit: String, timeout: Duration },
     #[error("the system bus closed while waiting for the job of unit {unit}")]
@@ -134,6 +142,14 @@ pub trait Systemd: Send + Sync {
         &self,
         argv: &[String],
     ) -> impl Future<Output = Result<CommandOutcome, SystemdError>> + Send;
+
+    /// When `unit`'s current activation began (its `InactiveExitTimestamp`,
+    /// microseconds since the epoch) if the unit is active now; `None` if it
+    /// is not active, not loaded, or systemd does not know the time.
+    fn unit_active_since(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<Option<u64>, SystemdError>> + Send;
 }
 
 /// [`Systemd`] over the system bus.
@@ -299,6 +315,47 @@ impl DbusSystemd {
 }
 
 impl DbusSystemd {
+    async fn unit_active_since_inner(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
+        let conn = self.connection().await?;
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?;
+        // LoadUnit, unlike GetUnit, answers for a unit that is not loaded too
+        // (then it is inactive).
+        let path = manager
+            .load_unit(unit)
+            .await
+            .map_err(|e| call_err("LoadUnit", e))?;
+        let unit_proxy: zbus::Proxy<'_> = zbus::proxy::Builder::new(&conn)
+            .destination(DEST)
+            .and_then(|b| b.path(path))
+            .and_then(|b| b.interface("org.freedesktop.systemd1.Unit"))
+            .map_err(|e| call_err("Unit", e))?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(|e| call_err("Unit", e))?;
+        let state: String = unit_proxy
+            .get_property("ActiveState")
+            .await
+            .map_err(|e| call_err("Get ActiveState", e))?;
+        if state != "active" {
+            return Ok(None);
+        }
+        let since: u64 = unit_proxy
+            .get_property("InactiveExitTimestamp")
+            .await
+            .map_err(|e| call_err("Get InactiveExitTimestamp", e))?;
+        Ok((since > 0).then_some(since))
+    }
+}
+
+impl DbusSystemd {
     /// Waits until no `node-cert-agent-refresh-*` unit is running, and clears
     /// finished or failed ones, so the next refresh runs alone.
     async fn settle_refresh_units(
@@ -344,31 +401,46 @@ impl DbusSystemd {
     }
 }
 
+impl DbusSystemd {
+    /// After a failed call: forgets the connection, so the next call
+    /// reconnects, and names a broken connection as such (a bus that went
+    /// away under a connected agent shows up as an I/O error of any call).
+    async fn after_error<T>(&self, r: Result<T, SystemdError>) -> Result<T, SystemdError> {
+        let Err(e) = r else { return r };
+        if matches!(e, SystemdError::JobTimeout { .. }) {
+            return Err(e);
+        }
+        self.reset().await;
+        Err(match e {
+            SystemdError::Call { call, unit, source }
+                if matches!(*source, zbus::Error::InputOutput(_)) =>
+            {
+                SystemdError::ConnectionLost {
+                    address: self.address.clone(),
+                    call,
+                    unit,
+                    source,
+                }
+            }
+            other => other,
+        })
+    }
+}
+
 impl Systemd for DbusSystemd {
     async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
         let r = self.try_restart_inner(unit).await;
-        if matches!(
-            r,
-            Err(SystemdError::Connect { .. }
-                | SystemdError::Call { .. }
-                | SystemdError::StreamEnded { .. })
-        ) {
-            self.reset().await;
-        }
-        r
+        self.after_error(r).await
     }
 
     async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
         let r = self.run_command_inner(argv).await;
-        if matches!(
-            r,
-            Err(SystemdError::Connect { .. }
-                | SystemdError::Call { .. }
-                | SystemdError::StreamEnded { .. })
-        ) {
-            self.reset().await;
-        }
-        r
+        self.after_error(r).await
+    }
+
+    async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
+        let r = self.unit_active_since_inner(unit).await;
+        self.after_error(r).await
     }
 }
 
@@ -388,6 +460,10 @@ impl<T: Systemd> Systemd for std::sync::Arc<T> {
 
     async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
         self.as_ref().run_command(argv).await
+    }
+
+    async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
+        self.as_ref().unit_active_since(unit).await
     }
 }
 
@@ -410,6 +486,8 @@ pub mod fake {
         /// Run on every command, to emulate the refresh tool's effect.
         #[allow(clippy::type_complexity, reason = "a test hook")]
         pub on_command: StdMutex<Option<Box<dyn Fn() + Send>>>,
+        /// What `unit_active_since` answers (`None`: not active).
+        pub active_since: StdMutex<Option<u64>>,
     }
 
     impl RecordingSystemd {
@@ -479,6 +557,10 @@ pub mod fake {
                 },
                 exit_status: status,
             })
+        }
+
+        async fn unit_active_since(&self, _unit: &str) -> Result<Option<u64>, SystemdError> {
+            Ok(self.active_since.lock().ok().and_then(|g| *g))
         }
     }
 }

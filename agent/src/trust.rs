@@ -201,6 +201,22 @@ impl TrustStore {
         }
     }
 
+    /// When the bundle was last written (its mtime, microseconds since the
+    /// epoch): when the refresh tool last changed it. `None` when there is
+    /// no bundle, or its time is before the epoch.
+    pub fn bundle_modified_us(&self) -> Result<Option<u64>, TrustError> {
+        let path = self.bundle_path()?;
+        let modified = match fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(TrustError::ReadBundle { path, source }),
+        };
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_micros()).ok()))
+    }
+
     /// Which of `certs` the bundle holds (compared by DER, so formatting does not matter).
     pub fn bundle_fingerprints(
         &self,
@@ -234,6 +250,24 @@ mod tests {
 
     fn cert(cn: &str) -> CertInfo {
         CertInfo::from_der(&testpki::good_ca(cn).cert.to_der().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bundle_time_is_its_mtime_and_absent_without_a_bundle() {
+        let root = tempfile::tempdir().unwrap();
+        let s = store(root.path());
+        assert_eq!(s.bundle_modified_us().unwrap(), None);
+        let dir = root.path().join("etc/ssl/certs");
+        fs::create_dir_all(&dir).unwrap();
+        let before = std::time::SystemTime::now();
+        fs::write(dir.join("ca-certificates.crt"), "distro\n").unwrap();
+        let us = s.bundle_modified_us().unwrap().unwrap();
+        let before_us = before
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        // Filesystem timestamps may be coarser than the clock.
+        assert!(us + 20_000 >= before_us, "{us} < {before_us}");
     }
 
     #[test]

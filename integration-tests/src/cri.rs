@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -23,6 +23,11 @@ use crate::node::{Node, CONTAINERD_SOCK};
 
 /// The longest a single CRI call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// What containerd says when it does not trust a registry's certificate.
+pub const UNKNOWN_AUTHORITY: &str = "x509: certificate signed by unknown authority";
+/// How long a pull may be retried while it is expected to start working, or
+/// while containerd is unreachable (restarting).
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pulls `image` (e.g. `registry.test:5000/test/hello:v1`) with
 /// `ImageService/PullImage`. Returns the image ref containerd reports
@@ -188,4 +193,56 @@ where
             ),
         }
     })
+}
+
+/// Runs `f` again while containerd is unreachable (restarting), for up to
+/// [`PULL_TIMEOUT`]; a gRPC error is returned as it is.
+pub fn while_unreachable<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, CriError>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(CriError::Status(m)) => return Err(m),
+            Err(CriError::Unreachable(m)) => {
+                assert!(
+                    start.elapsed() < PULL_TIMEOUT,
+                    "{what}: containerd unreachable for {PULL_TIMEOUT:?}: {m}"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes `image` from the node (so that the pull goes to the registry), then
+/// pulls it once through CRI. Returns the image ref or the pull error.
+pub fn pull_fresh(node: &Node, image: &str) -> Result<String, String> {
+    while_unreachable(&format!("RemoveImage {image}"), || {
+        cri_try_remove_image(node, image)
+    })
+    .unwrap_or_else(|e| panic!("RemoveImage {image} failed: {e}"));
+    while_unreachable(&format!("PullImage {image}"), || cri_try_pull(node, image))
+}
+
+/// Panics unless a fresh pull of `image` succeeds.
+pub fn assert_pull_ok(node: &Node, image: &str, context: &str) {
+    if let Err(e) = pull_fresh(node, image) {
+        panic!("{context}: pull of {image} failed: {e}");
+    }
+}
+
+/// Panics unless a fresh pull of `image` fails with [`UNKNOWN_AUTHORITY`].
+pub fn assert_pull_untrusted(node: &Node, image: &str, context: &str) {
+    match pull_fresh(node, image) {
+        Ok(r) => {
+            panic!("{context}: pull of {image} succeeded ({r}), but its CA must not be trusted")
+        }
+        Err(e) => assert!(
+            e.contains(UNKNOWN_AUTHORITY),
+            "{context}: pull of {image} failed, but not with {UNKNOWN_AUTHORITY:?}: {e}"
+        ),
+    }
 }

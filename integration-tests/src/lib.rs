@@ -11,8 +11,11 @@
 //!   ([`HostModeAgent`]) or as a DaemonSet pod would run it ([`PodModeAgent`]).
 //! - [`apiserver`]: a Kubernetes API server (and CSR controllers) for tests,
 //!   enforcing kube-apiserver's rules, with fault knobs.
-//! - [`observe`]: containerd (re)starts, refresh-tool runs and the node's
-//!   trust bundle.
+//! - [`observe`]: containerd (re)starts, refresh-tool runs, the node's
+//!   trust bundle and the agent's anchors.
+//! - [`kubelet_node`]: a node with a stand-in kubelet and a bootstrap
+//!   kubeconfig for the API test server, and checks of kubelet's client
+//!   certificate link.
 //!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
@@ -28,6 +31,7 @@ mod cgroup;
 mod cmd;
 pub mod cri;
 pub mod image;
+pub mod kubelet_node;
 pub mod node;
 pub mod observe;
 mod overlay;
@@ -38,9 +42,12 @@ pub mod secret_volume;
 pub mod wait;
 
 pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};
-pub use cri::{cri_pull, cri_remove_image, cri_try_pull, cri_try_remove_image, CriError};
+pub use cri::{
+    assert_pull_ok, assert_pull_untrusted, cri_pull, cri_remove_image, cri_try_pull,
+    cri_try_remove_image, pull_fresh, CriError,
+};
 pub use node::Node;
 pub use preflight::{preflight, rootfs_path};
-pub use registry::Registry;
-pub use secret_volume::SecretVolume;
+pub use registry::{Registry, TestRegistry};
+pub use secret_volume::{secret_data, SecretVolume};
 pub use wait::{wait_until, wait_until_or_timeout};

@@ -17,6 +17,7 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
 use crate::cmd;
 use crate::image::{TestImage, MANIFEST_MEDIA_TYPE};
+use crate::pki::TestCa;
 
 /// The host name nodes use for test registries.
 pub const REGISTRY_HOST: &str = "registry.test";
@@ -237,6 +238,31 @@ fn push_blob(
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// A TLS registry for [`REGISTRY_HOST`] with a server certificate from a test
+/// CA, serving one pushed test image: what a scenario pulls to prove that
+/// containerd trusts (or does not trust) that CA.
+#[derive(Debug)]
+pub struct TestRegistry {
+    _registry: Registry,
+    /// The pushed image's reference, `registry.test:<port>/<repo>:v1`.
+    pub image: String,
+}
+
+impl TestRegistry {
+    /// Starts the registry on `storage` (registries of one test may share
+    /// it) with a certificate from `ca`, and pushes `<repo>:v1` through it.
+    pub fn start(ca: &TestCa, storage: &Path, repo: &str) -> TestRegistry {
+        let (cert, key) = ca.issue_server_cert(&[REGISTRY_HOST]);
+        let registry = Registry::start(&cert, &key, storage);
+        registry.push_test_image(&ca.cert_pem(), repo, "v1");
+        let image = registry.reference(&format!("{repo}:v1"));
+        TestRegistry {
+            _registry: registry,
+            image,
+        }
+    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -23,6 +23,14 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// A Secret's data from `(key, value)` pairs, for [`SecretVolume::publish`].
+pub fn secret_data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+        .collect()
+}
+
 /// The link to the current payload dir.
 pub const DATA_LINK: &str = "..data";
 /// The link created next to `..data` and renamed over it.

@@ -19,125 +19,22 @@
     reason = "test code: a failed step must panic loudly"
 )]
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::{self, Agent, HostModeAgent, LogEntry, Mode, PASS_TIMEOUT};
+use integration_tests::cri::PULL_TIMEOUT;
 use integration_tests::observe::{self, ContainerdState};
 use integration_tests::pki::{self, TestCa};
-use integration_tests::{cri_try_pull, cri_try_remove_image, preflight, CriError, Node, Registry};
-
-/// What containerd says when it does not trust a registry's certificate.
-const UNKNOWN_AUTHORITY: &str = "x509: certificate signed by unknown authority";
-/// How long a pull may be retried while it is expected to start working, or
-/// while containerd is unreachable (restarting).
-const PULL_TIMEOUT: Duration = Duration::from_secs(30);
+use integration_tests::{
+    assert_pull_ok, assert_pull_untrusted, cri_try_pull, preflight, secret_data, Node, TestRegistry,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A TLS registry for `registry.test`, with a server certificate from `ca`,
-/// serving one pushed test image.
-struct TestRegistry {
-    _registry: Registry,
-    image: String,
-}
-
-impl TestRegistry {
-    /// Starts the registry on `storage` (registries of one test share it) and
-    /// pushes `<repo>:v1` through it.
-    fn start(ca: &TestCa, storage: &Path, repo: &str) -> TestRegistry {
-        let (cert, key) = ca.issue_server_cert(&["registry.test"]);
-        let registry = Registry::start(&cert, &key, storage);
-        registry.push_test_image(&ca.cert_pem(), repo, "v1");
-        let image = registry.reference(&format!("{repo}:v1"));
-        TestRegistry {
-            _registry: registry,
-            image,
-        }
-    }
-}
-
-/// A Secret's data from `(key, value)` pairs.
-fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-        .collect()
-}
-
-/// Runs `f` again while containerd is unreachable (restarting), for up to
-/// [`PULL_TIMEOUT`]; a gRPC error is returned as it is.
-fn while_unreachable<T>(
-    what: &str,
-    mut f: impl FnMut() -> Result<T, CriError>,
-) -> Result<T, String> {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(CriError::Status(m)) => return Err(m),
-            Err(CriError::Unreachable(m)) => {
-                assert!(
-                    start.elapsed() < PULL_TIMEOUT,
-                    "{what}: containerd unreachable for {PULL_TIMEOUT:?}: {m}"
-                );
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Removes `image` from the node (so that the pull goes to the registry), then
-/// pulls it once through CRI. Returns the image ref or the pull error.
-fn pull_fresh(node: &Node, image: &str) -> Result<String, String> {
-    while_unreachable(&format!("RemoveImage {image}"), || {
-        cri_try_remove_image(node, image)
-    })
-    .unwrap_or_else(|e| panic!("RemoveImage {image} failed: {e}"));
-    while_unreachable(&format!("PullImage {image}"), || cri_try_pull(node, image))
-}
-
-fn assert_pull_ok(node: &Node, image: &str, context: &str) {
-    if let Err(e) = pull_fresh(node, image) {
-        panic!("{context}: pull of {image} failed: {e}");
-    }
-}
-
-fn assert_pull_untrusted(node: &Node, image: &str, context: &str) {
-    match pull_fresh(node, image) {
-        Ok(r) => {
-            panic!("{context}: pull of {image} succeeded ({r}), but its CA must not be trusted")
-        }
-        Err(e) => assert!(
-            e.contains(UNKNOWN_AUTHORITY),
-            "{context}: pull of {image} failed, but not with {UNKNOWN_AUTHORITY:?}: {e}"
-        ),
-    }
-}
-
 fn refresh_count(node: &Node) -> usize {
     observe::refresh_runs(node).len()
-}
-
-/// Panics unless the node's trust bundle holds `ca` (by certificate).
-fn assert_trusted(node: &Node, ca: &TestCa, context: &str) {
-    assert!(
-        observe::bundle_has(node, ca.cert()),
-        "{context}: {ca:?} is not in the node's {}",
-        observe::DEBIAN_BUNDLE
-    );
-}
-
-/// Panics if the node's trust bundle holds `ca` (by certificate).
-fn assert_not_trusted(node: &Node, ca: &TestCa, context: &str) {
-    assert!(
-        !observe::bundle_has(node, ca.cert()),
-        "{context}: {ca:?} is still in the node's {}",
-        observe::DEBIAN_BUNDLE
-    );
 }
 
 /// Panics unless `entries` hold an error-level entry naming `key` (in its
@@ -209,7 +106,7 @@ fn scenario_before_after(mode: Mode) {
     let passes = agent.passes();
     let swapped = agent
         .secret()
-        .publish(&data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
     let latency = loop {
         let last_error = match cri_try_pull(&node, &reg.image) {
             Ok(_) => break swapped.elapsed(),
@@ -236,7 +133,7 @@ fn scenario_before_after(mode: Mode) {
         refreshes + 1,
         "({mode}) one change must run the refresh tool once"
     );
-    assert_trusted(&node, &ca, &format!("({mode}) after publishing the CA"));
+    observe::assert_trusted(&node, &ca, &format!("({mode}) after publishing the CA"));
 }
 
 #[test]
@@ -317,8 +214,8 @@ fn provisioning_file_host() {
         "only the provisioning run refreshes the trust store: {:?}",
         observe::refresh_runs(&node)
     );
-    assert_trusted(&node, &ca, "after provisioning");
-    assert_trusted(
+    observe::assert_trusted(&node, &ca, "after provisioning");
+    observe::assert_trusted(
         &node,
         &second,
         "after provisioning (second PEM of the file)",
@@ -339,7 +236,7 @@ fn scenario_noops(mode: Mode) {
     let ca = TestCa::new(&format!("nca noops {mode} CA"));
     let storage = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start(&ca, storage.path(), "noops/hello");
-    let secret = data(&[("ca1.crt", ca.cert_pem().as_bytes())]);
+    let secret = secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]);
 
     let before = ContainerdState::of(&node);
     agent.publish_and_wait(&secret);
@@ -417,14 +314,14 @@ fn scenario_rotation(mode: Mode) {
 
     // CA1 trusted.
     let s = ContainerdState::of(&node);
-    agent.publish_and_wait(&data(&[("ca1.crt", pem1.as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[("ca1.crt", pem1.as_bytes())]));
     s.assert_restarted_once(&node, &format!("({mode}) CA1 published"));
     assert_pull_ok(&node, &reg_a.image, &format!("({mode}) CA1 published"));
     assert_pull_untrusted(&node, &reg_b.image, &format!("({mode}) CA1 published"));
 
     // CA2 added as a second key.
     let s = ContainerdState::of(&node);
-    agent.publish_and_wait(&data(&[
+    agent.publish_and_wait(&secret_data(&[
         ("ca1.crt", pem1.as_bytes()),
         ("ca2.crt", pem2.as_bytes()),
     ]));
@@ -435,11 +332,11 @@ fn scenario_rotation(mode: Mode) {
 
     // CA1's key removed.
     let s = ContainerdState::of(&node);
-    agent.publish_and_wait(&data(&[("ca2.crt", pem2.as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[("ca2.crt", pem2.as_bytes())]));
     let context = format!("({mode}) CA1 removed");
     s.assert_restarted_once(&node, &context);
-    assert_not_trusted(&node, &ca1, &context);
-    assert_trusted(&node, &ca2, &context);
+    observe::assert_not_trusted(&node, &ca1, &context);
+    observe::assert_trusted(&node, &ca2, &context);
     assert_pull_untrusted(&node, &reg_a.image, &context);
     assert_pull_ok(&node, &reg_b.image, &context);
 }
@@ -480,7 +377,7 @@ fn scenario_bad_input(mode: Mode) {
     let with_bad = |good_value: &[u8]| {
         let mut pairs = vec![("good.crt", good_value)];
         pairs.extend(bad.iter().copied());
-        data(&pairs)
+        secret_data(&pairs)
     };
 
     // Bad keys next to the good one: the good CA works.
@@ -489,8 +386,8 @@ fn scenario_bad_input(mode: Mode) {
     let context = format!("({mode}) good and bad keys published");
     s.assert_restarted_once(&node, &context);
     assert_pull_ok(&node, &reg.image, &context);
-    assert_trusted(&node, &good, &context);
-    assert_not_trusted(&node, &smuggled, &context);
+    observe::assert_trusted(&node, &good, &context);
+    observe::assert_not_trusted(&node, &smuggled, &context);
     for (key, _) in bad {
         assert_error_names_key(&entries, key, &context);
     }
@@ -498,7 +395,7 @@ fn scenario_bad_input(mode: Mode) {
     // Only the good key; then the bad keys added to it again.
     let s = ContainerdState::of(&node);
     let refreshes = refresh_count(&node);
-    agent.publish_and_wait(&data(&[("good.crt", good_pem.as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[("good.crt", good_pem.as_bytes())]));
     let (_, entries) = agent.publish_and_wait(&with_bad(good_pem.as_bytes()));
     let context = format!("({mode}) bad keys added to a set with the good one");
     s.assert_not_restarted(&node, &context);
@@ -522,7 +419,7 @@ fn scenario_bad_input(mode: Mode) {
         refreshes,
         "{context}: the refresh tool ran"
     );
-    assert_trusted(&node, &good, &context);
+    observe::assert_trusted(&node, &good, &context);
     assert_pull_ok(&node, &reg.image, &context);
 
     // The private key's material never reaches the log.
@@ -566,18 +463,18 @@ fn scenario_root_rotation(mode: Mode) {
 
     let both = format!("{}{}", old.cert_pem(), new.cert_pem());
     let s = ContainerdState::of(&node);
-    agent.publish_and_wait(&data(&[(key, both.as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[(key, both.as_bytes())]));
     let context = format!("({mode}) old and new root in one key");
     s.assert_restarted_once(&node, &context);
     assert_pull_ok(&node, &reg_old.image, &context);
     assert_pull_ok(&node, &reg_new.image, &context);
 
     let s = ContainerdState::of(&node);
-    agent.publish_and_wait(&data(&[(key, new.cert_pem().as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[(key, new.cert_pem().as_bytes())]));
     let context = format!("({mode}) only the new root");
     s.assert_restarted_once(&node, &context);
-    assert_not_trusted(&node, &old, &context);
-    assert_trusted(&node, &new, &context);
+    observe::assert_not_trusted(&node, &old, &context);
+    observe::assert_trusted(&node, &new, &context);
     assert_pull_untrusted(&node, &reg_old.image, &context);
     assert_pull_ok(&node, &reg_new.image, &context);
 }
@@ -612,9 +509,9 @@ fn scenario_containerd_stopped(mode: Mode) {
     let starts = observe::containerd_starts(&node);
     let refreshes = refresh_count(&node);
 
-    agent.publish_and_wait(&data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
     let context = format!("({mode}) CA published while containerd is stopped");
-    assert_trusted(&node, &ca, &context);
+    observe::assert_trusted(&node, &ca, &context);
     assert_eq!(
         refresh_count(&node),
         refreshes + 1,
@@ -655,7 +552,7 @@ fn journald_fields_host() {
     let node = boot("journald", Mode::Host);
     let agent = Agent::start(&node, Mode::Host);
     let ca = TestCa::new("nca journald CA");
-    agent.publish_and_wait(&data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    agent.publish_and_wait(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
 
     let fingerprint = ca.sha256_fingerprint();
     let journal = node.journal_json(&["-u", agent::AGENT_UNIT]);

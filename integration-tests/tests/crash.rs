@@ -22,17 +22,11 @@ use std::time::{Duration, Instant};
 
 use integration_tests::agent::{agent_binary, render_tail, LogEntry, PASS_PREFIX, PASS_TIMEOUT};
 use integration_tests::apiserver::ApiServer;
-use integration_tests::observe::{self, DEBIAN_BUNDLE};
+use integration_tests::kubelet_node::{self, PKI};
+use integration_tests::observe::{self, DEBIAN_BUNDLE, STATE_FILE};
 use integration_tests::pki::{sha256_fingerprint, TestCa};
 use integration_tests::{preflight, Node, SecretVolume};
-use openssl::pkey::PKey;
 use openssl::x509::X509;
-
-const ANCHORS_DIR: &str = "/usr/local/share/ca-certificates/node-cert-agent";
-const STATE_FILE: &str = "/var/lib/node-cert-agent/ca-state.json";
-const TEMP_PREFIX: &str = ".nca-tmp-";
-const PKI: &str = "/var/lib/kubelet/pki";
-const CLIENT_LINK: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 
 /// A small deterministic PRNG (xorshift64*), seeded from the clock or
 /// `NCA_CRASH_SEED`, so a failing run can be replayed.
@@ -247,43 +241,11 @@ impl Violations {
 /// Checks the owned anchors: each parses as exactly one certificate named
 /// after its fingerprint. Returns the fingerprints and the temp files seen.
 fn check_anchors(node: &Node, v: &mut Violations) -> (BTreeSet<String>, Vec<String>) {
-    let mut fps = BTreeSet::new();
-    let mut temps = Vec::new();
-    let dir = node.host_path(ANCHORS_DIR);
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return (fps, temps);
-    };
-    for e in rd {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(TEMP_PREFIX) {
-            temps.push(name);
-            continue;
-        }
-        let Some(fp) = name
-            .strip_prefix("node-cert-agent-")
-            .and_then(|n| n.strip_suffix(".crt"))
-        else {
-            v.add("foreign-file", format!("{name} in {ANCHORS_DIR}"));
-            continue;
-        };
-        let bytes = std::fs::read(e.path()).unwrap();
-        match X509::stack_from_pem(&bytes) {
-            Ok(certs) if certs.len() == 1 => {
-                let actual = sha256_fingerprint(&certs[0]);
-                if actual != fp {
-                    v.add("anchor-misnamed", format!("{name} holds {actual}"));
-                }
-                fps.insert(actual);
-            }
-            Ok(certs) => v.add(
-                "anchor-unparsable",
-                format!("{name} holds {} certificates", certs.len()),
-            ),
-            Err(err) => v.add("anchor-unparsable", format!("{name}: {err}")),
-        }
+    let seen = observe::agent_anchors(node);
+    for p in seen.problems {
+        v.add(p.kind, p.detail);
     }
-    (fps, temps)
+    (seen.fingerprints, seen.temps)
 }
 
 /// The bundle's certificates split into (distro count, pool fingerprints).
@@ -452,44 +414,9 @@ fn sigkill_during_ca_updates_keeps_the_trust_store_consistent() {
 /// Checks `kubelet-client-current.pem`: it must resolve to a file whose
 /// certificate matches its key.
 fn check_client_link(node: &Node, v: &mut Violations, when: &str) {
-    let Some(target) = node.read_link(CLIENT_LINK) else {
-        v.add(
-            "link-missing",
-            format!("{when}: {CLIENT_LINK} is not a link"),
-        );
-        return;
-    };
-    let path = node.host_path(&format!("{PKI}/{target}"));
-    let Ok(bytes) = std::fs::read(&path) else {
-        v.add(
-            "link-dangling",
-            format!("{when}: {CLIENT_LINK} -> {target}"),
-        );
-        return;
-    };
-    let cert = X509::stack_from_pem(&bytes)
-        .ok()
-        .and_then(|c| c.into_iter().next());
-    let key = PKey::private_key_from_pem(&bytes).ok();
-    match (cert, key) {
-        (Some(c), Some(k)) if c.public_key().unwrap().public_eq(&k) => {}
-        (c, k) => v.add(
-            "link-mismatch",
-            format!(
-                "{when}: {target}: cert {} key {} (or they do not match)",
-                c.is_some(),
-                k.is_some()
-            ),
-        ),
+    if let Err(p) = kubelet_node::client_link(node) {
+        v.add(p.kind, format!("{when}: {}", p.detail));
     }
-}
-
-fn pki_temps(node: &Node) -> Vec<String> {
-    std::fs::read_dir(node.host_path(PKI))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(TEMP_PREFIX))
-        .collect()
 }
 
 fn renew(node: &Node, cfg: &Path, force: bool) -> Command {
@@ -563,7 +490,7 @@ fn sigkill_during_kubelet_renewals_never_breaks_the_current_link() {
         let _ = child.kill();
         let _ = child.wait();
         check_client_link(&node, &mut v, &format!("kill {i}"));
-        temps_after_kill += pki_temps(&node).len();
+        temps_after_kill += observe::temp_files(&node, PKI).len();
 
         // The "restart": a renewal run to completion.
         let out = renew(&node, &cfg, true).output().unwrap();
@@ -578,7 +505,7 @@ fn sigkill_during_kubelet_renewals_never_breaks_the_current_link() {
             );
         }
         check_client_link(&node, &mut v, &format!("after kill {i}"));
-        let temps = pki_temps(&node);
+        let temps = observe::temp_files(&node, PKI);
         if !temps.is_empty() {
             v.add("temp-left", format!("after kill {i}: {temps:?} in {PKI}"));
         }

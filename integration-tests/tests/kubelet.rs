@@ -8,106 +8,17 @@
     reason = "test code: a failed step must panic loudly"
 )]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use integration_tests::agent::{agent_binary, render_tail, PodModeAgent};
-use integration_tests::apiserver::ApiServer;
-use integration_tests::{wait_until, Node};
+use integration_tests::kubelet_node::{
+    chains_to, csr_requesters, serial, subject, KubeletFixture, CLIENT_LINK, PKI, TOKEN_ID,
+    TOKEN_SECRET,
+};
+use integration_tests::wait_until;
 use openssl::x509::X509;
 use serde_json::json;
-
-const PKI: &str = "/var/lib/kubelet/pki";
-const CLIENT_LINK: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
-const TOKEN_ID: &str = "abcdef";
-const TOKEN_SECRET: &str = "0123456789abcdef";
-
-/// A node with a stand-in kubelet, a bootstrap kubeconfig, and an API server.
-struct Fixture {
-    node: Node,
-    server: ApiServer,
-    config: tempfile::TempDir,
-    secret: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(name: &str) -> Fixture {
-        let server = ApiServer::start();
-        server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
-        server.add_node("n1");
-        let node = Node::boot(name);
-        node.write_file(
-            "/etc/systemd/system/kubelet.service",
-            b"[Unit]\nDescription=stand-in kubelet for node-cert-agent tests\n[Service]\nExecStart=/bin/sleep infinity\n",
-            0o644,
-        );
-        node.systemctl(&["daemon-reload"]);
-        node.exec_ok(&["systemctl", "start", "kubelet.service"]);
-        node.write_file(
-            "/var/lib/kubelet/bootstrap-kubeconfig",
-            server
-                .bootstrap_kubeconfig(TOKEN_ID, TOKEN_SECRET)
-                .as_bytes(),
-            0o600,
-        );
-        Fixture {
-            node,
-            server,
-            config: tempfile::tempdir().unwrap(),
-            secret: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn config_path(&self, extra_kubelet_yaml: &str) -> PathBuf {
-        let path = self.config.path().join("config.yaml");
-        let yaml = format!("kubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n{extra_kubelet_yaml}");
-        std::fs::write(&path, yaml).unwrap();
-        path
-    }
-
-    fn start_agent(&self, extra_kubelet_yaml: &str) -> PodModeAgent<'_> {
-        let cfg = self.config_path(extra_kubelet_yaml);
-        PodModeAgent::start(
-            &self.node,
-            self.secret.path(),
-            &["--config", cfg.to_str().unwrap()],
-        )
-    }
-
-    fn client_cert(&self) -> Option<X509> {
-        if !self.node.exists(CLIENT_LINK) {
-            return None;
-        }
-        X509::stack_from_pem(&self.node.read_file(CLIENT_LINK))
-            .ok()?
-            .into_iter()
-            .next()
-    }
-
-    fn wait_for_client_cert(
-        &self,
-        agent: &PodModeAgent<'_>,
-        what: &str,
-        cond: impl Fn(&X509) -> bool,
-    ) -> X509 {
-        let mut found = None;
-        let ok = integration_tests::wait_until_or_timeout(Duration::from_secs(60), || {
-            found = self.client_cert().filter(|c| cond(c));
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "timed out waiting for {what}; agent log:\n{}",
-            render_tail(&agent.logs(), 30)
-        );
-        found.unwrap()
-    }
-
-    fn kubelet_pid(&self) -> u32 {
-        self.node.main_pid("kubelet.service")
-    }
-}
 
 /// The agent's log without the revocation watch's retry lines.
 fn log_tail(agent: &PodModeAgent<'_>) -> String {
@@ -122,52 +33,9 @@ fn log_tail(agent: &PodModeAgent<'_>) -> String {
     render_tail(&logs, 40)
 }
 
-fn serial(c: &X509) -> String {
-    c.serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string()
-}
-
-fn subject(c: &X509) -> String {
-    c.subject_name()
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap(),
-                e.data().to_string().unwrap()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn chains_to(c: &X509, ca_pem: &str) -> bool {
-    let ca = X509::from_pem(ca_pem.as_bytes()).unwrap();
-    c.verify(&ca.public_key().unwrap()).unwrap_or(false)
-}
-
-/// Who created each CSR, oldest first (the server lists by name).
-fn csr_requesters(server: &ApiServer) -> Vec<String> {
-    let mut csrs = server.csrs();
-    csrs.sort_by_key(|c| {
-        c.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|rv| rv.parse::<u64>().ok())
-            .unwrap_or(0)
-    });
-    csrs.into_iter()
-        .map(|c| c.spec.username.unwrap_or_default())
-        .collect()
-}
-
 #[test]
 fn fresh_bootstrap_from_a_bootstrap_token_lands_in_the_node_and_restarts_kubelet_once() {
-    let fx = Fixture::new("kb-bootstrap");
+    let fx = KubeletFixture::new("kb-bootstrap");
     let kubelet_before = fx.kubelet_pid();
     let agent = fx.start_agent("");
     let cert = fx.wait_for_client_cert(&agent, "the bootstrapped client certificate", |_| true);
@@ -212,7 +80,7 @@ fn fresh_bootstrap_from_a_bootstrap_token_lands_in_the_node_and_restarts_kubelet
 
 #[test]
 fn renewal_happens_at_the_nodes_fraction_of_a_short_lifetime_with_the_nodes_own_identity() {
-    let fx = Fixture::new("kb-renew");
+    let fx = KubeletFixture::new("kb-renew");
     fx.server.set_cert_lifetime(Duration::from_secs(30));
     // No backdating, so the fraction is measured over the real 30 s lifetime.
     fx.server.set_backdate(Duration::ZERO);
@@ -252,7 +120,7 @@ fn renewal_happens_at_the_nodes_fraction_of_a_short_lifetime_with_the_nodes_own_
 
 #[test]
 fn expired_client_certificate_is_rebootstrapped_with_the_bootstrap_token() {
-    let fx = Fixture::new("kb-expired");
+    let fx = KubeletFixture::new("kb-expired");
     let now = SystemTime::now();
     let (cert, key) = fx.server.issue_client_cert(
         "system:node:n1",
@@ -293,7 +161,7 @@ fn expired_client_certificate_is_rebootstrapped_with_the_bootstrap_token() {
 
 #[test]
 fn api_outage_keeps_the_old_certificate_and_the_agent_recovers_by_itself() {
-    let fx = Fixture::new("kb-outage");
+    let fx = KubeletFixture::new("kb-outage");
     fx.server.set_cert_lifetime(Duration::from_secs(20));
     fx.server.set_backdate(Duration::ZERO);
     let agent = fx.start_agent("");
@@ -323,7 +191,7 @@ fn api_outage_keeps_the_old_certificate_and_the_agent_recovers_by_itself() {
 
 #[test]
 fn denied_csr_and_a_wrong_certificate_are_rejected_and_never_installed() {
-    let fx = Fixture::new("kb-denied");
+    let fx = KubeletFixture::new("kb-denied");
     fx.server
         .deny_all_csrs(Some(("PolicyViolation", "node n1 is quarantined")));
     let agent = fx.start_agent("");
@@ -365,7 +233,7 @@ fn denied_csr_and_a_wrong_certificate_are_rejected_and_never_installed() {
 
 #[test]
 fn revocation_of_the_current_serial_triggers_renewal() {
-    let fx = Fixture::new("kb-revoke");
+    let fx = KubeletFixture::new("kb-revoke");
     let agent = fx.start_agent("");
     let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
     let first_serial = serial(&first);
@@ -398,7 +266,7 @@ fn revocation_of_the_current_serial_triggers_renewal() {
 
 #[test]
 fn kubelet_self_rotation_is_detected_and_the_agent_only_monitors() {
-    let fx = Fixture::new("kb-selfrot");
+    let fx = KubeletFixture::new("kb-selfrot");
     fx.node.write_file(
         "/var/lib/kubelet/config.yaml",
         b"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
@@ -420,7 +288,7 @@ fn kubelet_self_rotation_is_detected_and_the_agent_only_monitors() {
 
 #[test]
 fn serving_certificate_is_issued_when_opted_in() {
-    let fx = Fixture::new("kb-serving");
+    let fx = KubeletFixture::new("kb-serving");
     let agent = fx.start_agent(
         "  serving:\n    enabled: true\n    dns: [n1.nodes.test]\n    ips: [10.0.0.7]\n",
     );
@@ -466,7 +334,7 @@ fn serving_certificate_is_issued_when_opted_in() {
 
 #[test]
 fn renew_force_replaces_a_healthy_certificate_from_a_node_shell() {
-    let fx = Fixture::new("kb-force");
+    let fx = KubeletFixture::new("kb-force");
     let agent = fx.start_agent("");
     let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
     let first_serial = serial(&first);
@@ -508,7 +376,7 @@ fn renew_force_replaces_a_healthy_certificate_from_a_node_shell() {
 
 #[test]
 fn missing_bootstrap_kubeconfig_says_what_to_provide() {
-    let fx = Fixture::new("kb-nobootstrap");
+    let fx = KubeletFixture::new("kb-nobootstrap");
     fx.node.remove_file("/var/lib/kubelet/bootstrap-kubeconfig");
     let agent = fx.start_agent("");
     wait_until(Duration::from_secs(30), "the bootstrap error", || {
@@ -535,7 +403,7 @@ fn missing_bootstrap_kubeconfig_says_what_to_provide() {
 
 #[test]
 fn node_events_arrive_at_the_api_and_an_unreachable_api_never_blocks_the_work() {
-    let fx = Fixture::new("kb-events");
+    let fx = KubeletFixture::new("kb-events");
     let agent = fx.start_agent("");
     fx.wait_for_client_cert(&agent, "the client certificate", |_| true);
     let has_event = |reason: &str| {
@@ -597,7 +465,7 @@ fn throttled_csr_create_waits_for_retry_after_then_succeeds() {
         (Throttle::Status, "kb-throttle-st"),
         (Throttle::Apf, "kb-throttle-apf"),
     ] {
-        let fx = Fixture::new(name);
+        let fx = KubeletFixture::new(name);
         // The next authenticated request, the CSR create, gets a 429 with
         // Retry-After: 3 (as a Status, and as API Priority and Fairness's
         // plain-text answer).
@@ -628,7 +496,7 @@ fn throttled_csr_create_waits_for_retry_after_then_succeeds() {
 
 #[test]
 fn revocation_matching_every_future_certificate_renews_once_and_never_storms() {
-    let fx = Fixture::new("kb-storm");
+    let fx = KubeletFixture::new("kb-storm");
     let agent = fx.start_agent("");
     fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
     wait_until(Duration::from_secs(30), "the revocation watch", || {

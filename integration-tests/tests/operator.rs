@@ -381,7 +381,7 @@ fn status_in_the_node_shell_host() {
 
 // ---------------------------------------------------------------------------
 // 2. /metrics of a pod-mode agent, parsed; `status` seen from the node shell
-//    (another pid namespace: by heartbeat) and from the "pod" (by pid).
+//    (another pid namespace: by the daemon's lock) and from the "pod" (by pid).
 // ---------------------------------------------------------------------------
 
 /// A TCP port free on this host right now.
@@ -582,12 +582,43 @@ fn metrics_of_a_pod_mode_agent() {
     assert_eq!(v["agent"]["mode"], "pod");
     assert_eq!(v["agent"]["metricsAddress"], address.as_str());
     assert_ca_listed(&v, &ca, "ca1.crt", "pod mode, from the host");
-    // ... and in the node shell, another pid namespace: by heartbeat.
+    // ... and in the node shell, another pid namespace: by the lock the
+    // daemon holds on <state-dir>/daemon.lock.
     install_binary(&node);
     let (code, v) = status_json(&node, &[]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["agent"]["running"], true, "{v:#}");
-    assert_eq!(v["agent"]["runningCheck"], "heartbeat");
+    assert_eq!(v["agent"]["runningCheck"], "lock");
     assert_ca_listed(&v, &ca, "ca1.crt", "pod mode, from the node shell");
     assert!(Path::new(&node.host_path("/var/lib/node-cert-agent/daemon-status.json")).exists());
+
+    // Killed without a chance to say so: the kernel dropped the lock, and
+    // the node shell sees it at once (no heartbeat to wait out).
+    let Agent::Pod(pod) = &agent else {
+        unreachable!("started in pod mode")
+    };
+    let pid = pod.pid().expect("the pod-mode agent runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    integration_tests::wait_until(
+        Duration::from_secs(10),
+        "the killed agent to be gone",
+        || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        },
+    );
+    let (_, v) = status_json(&node, &[]);
+    assert_eq!(v["agent"]["running"], false, "{v:#}");
+    assert_eq!(v["agent"]["runningCheck"], "lock", "{v:#}");
+    assert!(
+        v["agent"]["runningDetail"]
+            .as_str()
+            .is_some_and(|d| d.contains("exited without stopping cleanly")),
+        "{v:#}"
+    );
 }
