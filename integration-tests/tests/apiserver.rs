@@ -105,10 +105,15 @@ fn typed_csr(name: &str, pem: &str) -> CertificateSigningRequest {
 
 /// A reqwest client trusting the cluster CA, optionally with a client cert.
 fn http(server: &ApiServer, identity: Option<(&str, &str)>) -> Http {
+    // No idle connections kept: each request is its own connection, so a
+    // fault knob (drop, down/up) acts on exactly the request it is set for,
+    // never on a pooled connection the server closed meanwhile (seen once as
+    // IncompleteMessage on the first request after `up()`).
     let mut b = Http::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(server.cluster_ca_pem().as_bytes()).unwrap(),
         )
+        .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(10));
     if let Some((cert, key)) = identity {
         b = b.identity(reqwest::Identity::from_pkcs8_pem(cert.as_bytes(), key.as_bytes()).unwrap());
