@@ -8,7 +8,7 @@
 //! agent only monitors it. A pass holds `<state-dir>/kubelet.lock`, so the
 //! daemon and `node-cert-agent renew` never renew at the same time.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,12 +180,8 @@ impl<S: Systemd> KubeletManager<S> {
         if let Some(dir) = path.parent() {
             crate::fsutil::ensure_dir(dir, 0o700).map_err(|e| lock_err(e.to_string()))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| lock_err(e.to_string()))?;
+        let file =
+            crate::fsutil::open_lock_file(path, true).map_err(|e| lock_err(e.to_string()))?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.to_string()))
     }
 

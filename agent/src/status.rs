@@ -246,23 +246,11 @@ pub enum DaemonLock {
     Unknown(String),
 }
 
-fn open_lock_file(path: &Path, create: bool) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(create)
-        .create(create)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(path)
-}
-
 /// Tests the daemon's lock at `path` without waiting (a shared lock, dropped
 /// at once).
 pub fn probe_daemon_lock(path: &Path) -> DaemonLock {
     use nix::fcntl::{Flock, FlockArg};
-    let file = match open_lock_file(path, false) {
+    let file = match fsutil::open_lock_file(path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return DaemonLock::Unknown(format!("{} does not exist", path.display()))
@@ -282,7 +270,7 @@ pub fn probe_daemon_lock(path: &Path) -> DaemonLock {
 /// waiting: `Ok(None)` if another process holds it.
 pub fn try_daemon_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, String> {
     use nix::fcntl::{Flock, FlockArg};
-    let file = open_lock_file(path, true)
+    let file = fsutil::open_lock_file(path, true)
         .map_err(|e| format!("cannot open the daemon lock {}: {e}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),

@@ -714,6 +714,29 @@ fn first_certificate<'f>(fx: &'f KubeletFixture, extra_yaml: &str) -> (PodModeAg
 /// After the fault is gone: the certificate is renewed by the agent's own
 /// retry, kubelet restarted exactly once for it, the link is good, and one
 /// CSR was created for it.
+/// During an API fault: the client link, its certificate, kubelet and the
+/// API server's CSRs are as they were before it (`target`, `serial`,
+/// kubelet `starts`, `csrs`).
+fn assert_kubelet_unchanged(
+    fx: &KubeletFixture,
+    (first_target, first_serial, starts, csrs): (&str, &str, usize, usize),
+    context: &str,
+) {
+    let (target, cert) = assert_client_link_ok(&fx.node, context);
+    assert_eq!(target, first_target, "{context}: the link moved");
+    assert_eq!(
+        serial(&cert),
+        first_serial,
+        "{context}: the certificate changed"
+    );
+    assert_eq!(
+        kubelet_starts(&fx.node),
+        starts,
+        "{context}: kubelet restarted"
+    );
+    assert_eq!(fx.server.csrs().len(), csrs, "{context}: a CSR was created");
+}
+
 fn assert_kubelet_converged(
     fx: &KubeletFixture,
     agent: &PodModeAgent<'_>,
@@ -771,20 +794,11 @@ fn api_server_down_during_kubelet_renewal() {
     );
     assert_retry_announced(&failures, "API server down");
     println!("api down: {}", failures[0].message);
-    let context = "while the API server is down";
-    let (target, cert) = assert_client_link_ok(&fx.node, context);
-    assert_eq!(target, first_target, "{context}: the link moved");
-    assert_eq!(
-        serial(&cert),
-        first_serial,
-        "{context}: the certificate changed"
+    assert_kubelet_unchanged(
+        &fx,
+        (&first_target, &first_serial, starts, csrs),
+        "while the API server is down",
     );
-    assert_eq!(
-        kubelet_starts(&fx.node),
-        starts,
-        "{context}: kubelet restarted"
-    );
-    assert_eq!(fx.server.csrs().len(), csrs, "{context}: a CSR was created");
 
     fx.server.set_cert_lifetime(LONG_LIFETIME);
     fx.server.up();
@@ -827,20 +841,11 @@ fn api_server_slow_during_kubelet_renewal() {
     );
     assert_retry_announced(&failures, "API server slow");
     println!("api slow: {}", failures[0].message);
-    let context = "while the API server is slow";
-    let (target, cert) = assert_client_link_ok(&fx.node, context);
-    assert_eq!(target, first_target, "{context}: the link moved");
-    assert_eq!(
-        serial(&cert),
-        first_serial,
-        "{context}: the certificate changed"
+    assert_kubelet_unchanged(
+        &fx,
+        (&first_target, &first_serial, starts, csrs),
+        "while the API server is slow",
     );
-    assert_eq!(
-        kubelet_starts(&fx.node),
-        starts,
-        "{context}: kubelet restarted"
-    );
-    assert_eq!(fx.server.csrs().len(), csrs, "{context}: a CSR was created");
 
     fx.server.set_cert_lifetime(LONG_LIFETIME);
     fx.server.set_delay(Duration::ZERO);
