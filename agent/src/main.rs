@@ -9,21 +9,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use node_cert_agent::cert::{now_unix, rfc3339};
+use node_cert_agent::x509::cert::{now_unix, rfc3339};
 use node_cert_agent::config::{self, Flags, LogFormat, Settings};
-use node_cert_agent::distro::TrustStoreLayout;
-use node_cert_agent::hostroot::HostRoot;
-use node_cert_agent::kubelet::KubeletManager;
-use node_cert_agent::logging::{self, error_chain, LogTarget};
-use node_cert_agent::metrics::{Metrics, MetricsOptions};
-use node_cert_agent::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
-use node_cert_agent::reconcile::{CaSettings, Reconciler};
-use node_cert_agent::sources::{read_source, SourceSpec};
-use node_cert_agent::state::STATE_FILE;
+use node_cert_agent::node::distro::TrustStoreLayout;
+use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::kubelet::manager::KubeletManager;
+use node_cert_agent::ops::logging::{self, error_chain, LogTarget};
+use node_cert_agent::ops::metrics::{Metrics, MetricsOptions};
+use node_cert_agent::trust::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
+use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
+use node_cert_agent::trust::sources::{read_source, SourceSpec};
+use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::status::{AgentMode, StatusSources, DAEMON_STATUS_FILE};
-use node_cert_agent::systemd::{bus_address, DbusSystemd};
-use node_cert_agent::trust::{detect_layout, TrustStore};
-use node_cert_agent::{daemon, fsutil};
+use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
+use node_cert_agent::trust::store::{detect_layout, TrustStore};
+use node_cert_agent::daemon;
+use node_cert_agent::node::fsutil;
 
 /// Keeps a Kubernetes node's custom CA trust correct.
 ///
@@ -330,7 +331,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         let node = manager.settings().node_name.clone();
         let _enter = runtime.enter();
-        let sink = node_cert_agent::events::start(
+        let sink = node_cert_agent::ops::events::start(
             node,
             std::sync::Arc::new(move || identity.node_client()),
         );
@@ -374,7 +375,7 @@ fn kubelet_manager(
     state_dir: &Path,
     bus: &str,
 ) -> anyhow::Result<Option<KubeletManager<DbusSystemd>>> {
-    use node_cert_agent::kubelet::*;
+    use node_cert_agent::kubelet::manager::*;
     let k = &settings.kubelet;
     let bootstrap = k
         .bootstrap_kubeconfig
@@ -429,11 +430,11 @@ fn kubelet_manager(
         csr_timeout: k
             .csr_timeout_seconds
             .map(std::time::Duration::from_secs)
-            .unwrap_or(node_cert_agent::csr::DEFAULT_CSR_TIMEOUT),
+            .unwrap_or(node_cert_agent::kubelet::csr::DEFAULT_CSR_TIMEOUT),
         api_timeout: k
             .api_timeout_seconds
             .map(std::time::Duration::from_secs)
-            .unwrap_or(node_cert_agent::csr::DEFAULT_API_TIMEOUT),
+            .unwrap_or(node_cert_agent::kubelet::csr::DEFAULT_API_TIMEOUT),
         restart_units: k
             .restart_unit
             .clone()
@@ -457,7 +458,7 @@ fn layout_for(host: &HostRoot, settings: &Settings) -> anyhow::Result<TrustStore
     let mut layout = match (detected, &o.anchors_dir, &o.refresh_command, &o.bundle) {
         (Ok(l), ..) => l,
         // An unknown distro works when the config says everything.
-        (Err(_), Some(_), Some(_), Some(_)) => node_cert_agent::distro::Family::Debian.layout(),
+        (Err(_), Some(_), Some(_), Some(_)) => node_cert_agent::node::distro::Family::Debian.layout(),
         (Err(e), ..) => return Err(e.into()),
     };
     if let Some(d) = &o.anchors_dir {
@@ -484,10 +485,10 @@ fn check(args: &CheckArgs) -> ExitCode {
             continue;
         }
         // A Secret manifest is linted key by key, as the daemon would see it.
-        match node_cert_agent::sources::read_secret_manifest(p) {
+        match node_cert_agent::trust::sources::read_secret_manifest(p) {
             Ok(Some(secrets)) => {
                 for (name, keys) in secrets {
-                    inputs.push(node_cert_agent::sources::validate_raw_keys(name, keys, now));
+                    inputs.push(node_cert_agent::trust::sources::validate_raw_keys(name, keys, now));
                 }
             }
             _ => inputs.push(read_source(&SourceSpec::File(p.clone()), now)),
@@ -531,7 +532,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-fn key_status(v: &node_cert_agent::validate::KeyVerdict) -> &'static str {
+fn key_status(v: &node_cert_agent::trust::validate::KeyVerdict) -> &'static str {
     if v.rejected {
         "REFUSED"
     } else if v.has_errors() {
@@ -542,8 +543,8 @@ fn key_status(v: &node_cert_agent::validate::KeyVerdict) -> &'static str {
 }
 
 fn print_check_table(
-    inputs: &[node_cert_agent::plan::SourceInput],
-    totals: &[node_cert_agent::validate::Finding],
+    inputs: &[node_cert_agent::trust::plan::SourceInput],
+    totals: &[node_cert_agent::trust::validate::Finding],
 ) {
     for input in inputs {
         println!("{}:", input.source);
@@ -580,13 +581,13 @@ fn print_check_table(
 
 /// `check --output json`: schemaVersion 1, documented in the README.
 fn check_json(
-    inputs: &[node_cert_agent::plan::SourceInput],
-    totals: &[node_cert_agent::validate::Finding],
+    inputs: &[node_cert_agent::trust::plan::SourceInput],
+    totals: &[node_cert_agent::trust::validate::Finding],
     distinct: usize,
     errors: usize,
     warnings: usize,
 ) -> String {
-    use node_cert_agent::validate::{Finding, Severity};
+    use node_cert_agent::trust::validate::{Finding, Severity};
     let finding = |f: &Finding| {
         serde_json::json!({
             "severity": if f.severity == Severity::Error { "error" } else { "warning" },

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use common::{corpus, rt, Node};
 use node_cert_agent::config::{self, ConfigError, Flags};
-use node_cert_agent::distro::Family;
-use node_cert_agent::hostroot::{HostRoot, HostRootError};
-use node_cert_agent::kubelet_store::{CertKind, KubeletStore};
+use node_cert_agent::node::distro::Family;
+use node_cert_agent::node::hostroot::{HostRoot, HostRootError};
+use node_cert_agent::kubelet::store::{CertKind, KubeletStore};
 
 fn good_pem() -> Vec<u8> {
     fs::read(corpus("certs/good-ca.pem")).unwrap()
@@ -30,15 +30,15 @@ fn mode(path: &Path) -> u32 {
 fn a_state_file_asking_for_another_unit_restarts_only_the_allowlist() {
     let node = Node::new();
     let r = node.reconciler(&["containerd.service"]);
-    let mut st = node_cert_agent::state::load(&node.state_path()).unwrap();
+    let mut st = node_cert_agent::trust::state::load(&node.state_path()).unwrap();
     st.restart_pending.insert("sshd.service".into());
     st.restart_pending.insert("kubelet.service".into());
-    node_cert_agent::state::save(&node.state_path(), &st).unwrap();
+    node_cert_agent::trust::state::save(&node.state_path(), &st).unwrap();
     node.publish(&[("ca1.crt", &good_pem())]);
     rt().block_on(r.reconcile()).unwrap();
     assert_eq!(node.fake.restarts(), vec!["containerd.service"]);
     // The refused units are dropped from the state, not kept pending forever.
-    let st = node_cert_agent::state::load(&node.state_path()).unwrap();
+    let st = node_cert_agent::trust::state::load(&node.state_path()).unwrap();
     assert!(st.restart_pending.is_empty(), "{:?}", st.restart_pending);
 }
 

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 const NOW: i64 = 1_795_000_000;
 
 fuzz_target!(|data: &[u8]| {
-    let verdict = node_cert_agent::validate::validate_key("fuzz.crt", data, NOW);
+    let verdict = node_cert_agent::trust::validate::validate_key("fuzz.crt", data, NOW);
     // Every finding must render (operators read it) and name the key.
     for f in &verdict.findings {
         assert!(f.to_string().contains("fuzz.crt"));

@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount, Volume};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use node_cert_agent::config::{self, Flags, Settings, SYSTEM_BUS_SOCKET};
-use node_cert_agent::distro::Family;
-use node_cert_agent::sources::SourceSpec;
+use node_cert_agent::node::distro::Family;
+use node_cert_agent::trust::sources::SourceSpec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -383,7 +383,7 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
     };
     writable(&settings.state_dir, "the state dir");
     writable(
-        Path::new(node_cert_agent::kubelet::DEFAULT_PKI_DIR),
+        Path::new(node_cert_agent::kubelet::manager::DEFAULT_PKI_DIR),
         "the kubelet pki dir",
     );
     let pki = settings.kubelet.pki_dir.clone().unwrap();

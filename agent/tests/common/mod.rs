@@ -14,12 +14,12 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use node_cert_agent::distro::Family;
-use node_cert_agent::hostroot::HostRoot;
-use node_cert_agent::reconcile::{CaSettings, Reconciler};
-use node_cert_agent::sources::SourceSpec;
-use node_cert_agent::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
-use node_cert_agent::trust::TrustStore;
+use node_cert_agent::node::distro::Family;
+use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
+use node_cert_agent::trust::sources::SourceSpec;
+use node_cert_agent::node::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
+use node_cert_agent::trust::store::TrustStore;
 
 /// Records every call; its commands rebuild the node's Debian bundle from a
 /// fixed distro part plus the agent's anchors, as `update-ca-certificates`.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::plan::DEFAULT_MAX_CERTIFICATES;
-use crate::sources::SourceSpec;
+use crate::trust::plan::DEFAULT_MAX_CERTIFICATES;
+use crate::trust::sources::SourceSpec;
 
 /// Where the node's root is when the agent runs on the node itself.
 pub const DEFAULT_HOST_ROOT: &str = "/";
@@ -78,7 +78,7 @@ pub struct KubeletConfig {
     pub kubeconfig: Option<PathBuf>,
     pub pki_dir: Option<PathBuf>,
     pub kubelet_config: Option<PathBuf>,
-    pub key_type: Option<crate::csr::KeyType>,
+    pub key_type: Option<crate::kubelet::csr::KeyType>,
     pub expiration_seconds: Option<i32>,
     pub csr_timeout_seconds: Option<u64>,
     /// How long one API request (the CSR create, the RenewRevocation list)

@@ -21,13 +21,13 @@ use openssl::nid::Nid;
 use openssl::x509::X509;
 use tracing::{error, info, warn};
 
-use crate::cert::{common_name, now_unix, rfc3339, CertInfo};
-use crate::csr::{self, CsrError, KeyType, Purpose};
-use crate::hostroot::{HostRoot, HostRootError};
-use crate::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
-use crate::kubelet_store::{CertKind, CurrentCert, KubeletStore, StoreError};
-use crate::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
-use crate::systemd::{Systemd, SystemdError};
+use crate::x509::cert::{common_name, now_unix, rfc3339, CertInfo};
+use crate::kubelet::csr::{self, CsrError, KeyType, Purpose};
+use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
+use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
+use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
+use crate::node::systemd::{Systemd, SystemdError};
 
 pub const DEFAULT_BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
@@ -178,10 +178,10 @@ impl<S: Systemd> KubeletManager<S> {
             reason,
         };
         if let Some(dir) = path.parent() {
-            crate::fsutil::ensure_dir(dir, 0o700).map_err(|e| lock_err(e.to_string()))?;
+            crate::node::fsutil::ensure_dir(dir, 0o700).map_err(|e| lock_err(e.to_string()))?;
         }
         let file =
-            crate::fsutil::open_lock_file(path, true).map_err(|e| lock_err(e.to_string()))?;
+            crate::node::fsutil::open_lock_file(path, true).map_err(|e| lock_err(e.to_string()))?;
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.to_string()))
     }
 
@@ -429,7 +429,7 @@ impl<S: Systemd> KubeletManager<S> {
             .private_key_to_pem_pkcs8()
             .map_err(|e| CsrError::Rejected {
                 name: csr_name.clone(),
-                reason: crate::cert::openssl_reason(&e),
+                reason: crate::x509::cert::openssl_reason(&e),
             })?;
         let path = self.store.install(kind, &chain_pem, &key_pem, now)?;
         let info = leaf.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
@@ -497,7 +497,7 @@ impl<S: Systemd> KubeletManager<S> {
         match tokio::time::timeout(timeout, list_revocations(&client)).await {
             Ok(Ok(list)) => list,
             Ok(Err(e)) => {
-                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, crate::logging::error_chain(&e));
+                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, crate::ops::logging::error_chain(&e));
                 Vec::new()
             }
             Err(_) => {
@@ -633,7 +633,7 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletErro
         let certs = X509::stack_from_pem(ca).map_err(|e| {
             client_err(format!(
                 "cluster CA does not parse: {}",
-                crate::cert::openssl_reason(&e)
+                crate::x509::cert::openssl_reason(&e)
             ))
         })?;
         config.root_cert = Some(certs.iter().filter_map(|c| c.to_der().ok()).collect());

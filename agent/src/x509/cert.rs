@@ -9,7 +9,7 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
-use crate::der;
+use crate::x509::der;
 
 /// SHA-256 over the DER encoding, the identity of a CA everywhere in the agent.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -224,7 +224,7 @@ pub fn now_unix() -> i64 {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::testpki;
+    use crate::x509::testpki;
     use openssl::hash::MessageDigest;
 
     #[test]

@@ -9,7 +9,7 @@
 //! tiny: GET (and HEAD) only, one request per connection (`Connection:
 //! close`), a capped request head and a read timeout.
 
-use crate::events::{EventSink, NodeEvent};
+use crate::ops::events::{EventSink, NodeEvent};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::kubelet::{KubeletError, PassOutcome};
-use crate::reconcile::{Outcome, ReconcileError};
+use crate::kubelet::manager::{KubeletError, PassOutcome};
+use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::status::{
     self, AgentMode, CertInventory, CertSummary, DaemonStatus, NodeCertRead, ProcessIdentity,
     StatusSources, SCHEMA_VERSION,
@@ -143,7 +143,7 @@ impl Metrics {
 
     pub fn record_ca_pass(&self, o: &Outcome, now: i64) {
         if !o.installed.is_empty() || !o.removed.is_empty() {
-            let names = |v: &[crate::cert::CertInfo]| {
+            let names = |v: &[crate::x509::cert::CertInfo]| {
                 v.iter()
                     .map(|c| format!("\"{}\" ({})", c.subject, c.fingerprint.short()))
                     .collect::<Vec<_>>()
@@ -195,7 +195,7 @@ impl Metrics {
     pub fn record_ca_error(&self, e: &ReconcileError, now: i64) {
         self.emit(NodeEvent::warning(
             "CATrustUpdateFailed",
-            crate::logging::error_chain(e),
+            crate::ops::logging::error_chain(e),
         ));
         {
             let mut i = self.inner();
@@ -216,7 +216,7 @@ impl Metrics {
                 ReconcileError::State(_) | ReconcileError::Trust(_) => {}
             }
             i.last_ca_pass = Some(now);
-            i.last_ca_error = Some(crate::logging::error_chain(e));
+            i.last_ca_error = Some(crate::ops::logging::error_chain(e));
         }
         self.changed.notify_one();
     }
@@ -230,7 +230,7 @@ impl Metrics {
             ));
         }
         for (kind, reason) in &o.reasons {
-            if let crate::renewal::RenewReason::Revoked(label) = reason {
+            if let crate::kubelet::renewal::RenewReason::Revoked(label) = reason {
                 self.emit(NodeEvent::warning(
                     "KubeletCertificateRevoked",
                     format!("the kubelet {} certificate matched {label}", kind.name()),
@@ -267,7 +267,7 @@ impl Metrics {
                 .reasons
                 .iter()
                 .filter_map(|(_, r)| match r {
-                    crate::renewal::RenewReason::Revoked(label) => Some(label.clone()),
+                    crate::kubelet::renewal::RenewReason::Revoked(label) => Some(label.clone()),
                     _ => None,
                 })
                 .chain(o.unfixable_revocations.iter().cloned())
@@ -282,7 +282,7 @@ impl Metrics {
     pub fn record_kubelet_error(&self, e: &KubeletError, now: i64) {
         self.emit(NodeEvent::warning(
             "KubeletCertificateRenewalFailed",
-            crate::logging::error_chain(e),
+            crate::ops::logging::error_chain(e),
         ));
         {
             let mut i = self.inner();
@@ -301,7 +301,7 @@ impl Metrics {
                 _ => {}
             }
             i.last_kubelet_pass = Some(now);
-            i.last_kubelet_error = Some(crate::logging::error_chain(e));
+            i.last_kubelet_error = Some(crate::ops::logging::error_chain(e));
         }
         self.changed.notify_one();
     }
@@ -592,7 +592,7 @@ impl Endpoint {
             // File reads: off the async thread.
             let inv = tokio::task::spawn_blocking(move || status::gather_certificates(&src)).await;
             match inv {
-                Ok(inv) => render_certificates(&inv, crate::cert::now_unix(), &mut out),
+                Ok(inv) => render_certificates(&inv, crate::x509::cert::now_unix(), &mut out),
                 Err(e) => warn!("gathering certificates for /metrics failed: {e}"),
             }
         }
@@ -713,9 +713,9 @@ async fn handle(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::cert::Fingerprint;
+    use crate::x509::cert::Fingerprint;
     use crate::status::{AnchorFact, Embedded, NodeCertFact};
-    use crate::validate::{Finding, FindingKind};
+    use crate::trust::validate::{Finding, FindingKind};
 
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new(MetricsOptions {
@@ -745,7 +745,7 @@ mod tests {
     fn certificate_gauges_use_the_exporters_names_and_labels() {
         let c = summary("Corp \"Root\"");
         let info =
-            crate::cert::CertInfo::from_der(&crate::testpki::good_ca("x").cert.to_der().unwrap())
+            crate::x509::cert::CertInfo::from_der(&crate::x509::testpki::good_ca("x").cert.to_der().unwrap())
                 .unwrap();
         let inv = CertInventory {
             anchors: Ok(BTreeMap::from([(

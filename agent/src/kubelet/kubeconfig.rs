@@ -21,8 +21,8 @@ use openssl::x509::X509;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 
-use crate::fsutil::{self, FsError};
-use crate::hostroot::{HostRoot, HostRootError};
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::{HostRoot, HostRootError};
 
 /// Real kubeconfigs are a few KiB even with inline certificates; the cap keeps
 /// a wrong path (a log, a device) from being read whole.
@@ -819,7 +819,7 @@ impl fmt::Debug for User {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::testpki;
+    use crate::x509::testpki;
     use std::fs;
 
     const TOKEN: &str = "abcdef.0123456789abcdef";

@@ -107,7 +107,7 @@ fn find_basic_constraints(wrapper: &[u8]) -> Option<bool> {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::testpki;
+    use crate::x509::testpki;
 
     #[test]
     fn ca_certificate_reports_ca_true() {

@@ -20,14 +20,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::cert::now_unix;
-use crate::kubelet::{KubeletManager, MAX_SLEEP};
-use crate::logging::error_chain;
-use crate::metrics::{self, Endpoint, Metrics};
-use crate::reconcile::{Outcome, Reconciler};
-use crate::sources::SourceSpec;
+use crate::x509::cert::now_unix;
+use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
+use crate::ops::logging::error_chain;
+use crate::ops::metrics::{self, Endpoint, Metrics};
+use crate::trust::reconcile::{Outcome, Reconciler};
+use crate::trust::sources::SourceSpec;
 use crate::status::{self, ProcessIdentity, StatusSources};
-use crate::systemd::Systemd;
+use crate::node::systemd::Systemd;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -304,14 +304,14 @@ pub async fn run_kubelet_until<S: Systemd>(
         let sleep_for = match result {
             Ok(outcome) => {
                 backoff = KUBELET_RETRY_FIRST;
-                let now = crate::cert::now_unix();
+                let now = crate::x509::cert::now_unix();
                 metrics.record_kubelet_pass(&outcome, &manager.settings().restart_units, now);
                 let mut until = outcome
                     .next_deadline
                     .map(|d| Duration::from_secs((d - now).max(0) as u64))
                     .unwrap_or(MAX_SLEEP);
                 if let Some(d) = outcome.next_deadline {
-                    info!(next_renewal = %crate::cert::rfc3339(d), "kubelet certificates checked");
+                    info!(next_renewal = %crate::x509::cert::rfc3339(d), "kubelet certificates checked");
                 }
                 if !outcome.renewed.is_empty() {
                     // A signer that backdates notBefore (kube-controller-manager
@@ -391,7 +391,7 @@ async fn watch_revocations(client: kube::Client, wake: std::sync::Arc<tokio::syn
     use futures_util::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
     let api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(client, &crate::kubelet::revocation_resource());
+        kube::Api::all_with(client, &crate::kubelet::manager::revocation_resource());
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -519,7 +519,7 @@ fn ensure_watches(
 }
 
 async fn drain<
-    F: std::future::Future<Output = Result<Outcome, crate::reconcile::ReconcileError>>,
+    F: std::future::Future<Output = Result<Outcome, crate::trust::reconcile::ReconcileError>>,
 >(
     pass: std::pin::Pin<&mut F>,
     metrics: &Metrics,
@@ -568,14 +568,14 @@ pub fn log_outcome(o: &Outcome) {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::distro::Family;
-    use crate::hostroot::HostRoot;
-    use crate::metrics::MetricsOptions;
-    use crate::reconcile::CaSettings;
+    use crate::node::distro::Family;
+    use crate::node::hostroot::HostRoot;
+    use crate::ops::metrics::MetricsOptions;
+    use crate::trust::reconcile::CaSettings;
     use crate::status::AgentMode;
-    use crate::systemd::fake::RecordingSystemd;
-    use crate::testpki;
-    use crate::trust::TrustStore;
+    use crate::node::systemd::fake::RecordingSystemd;
+    use crate::x509::testpki;
+    use crate::trust::store::TrustStore;
     use std::fs;
 
     fn test_metrics() -> Arc<Metrics> {
@@ -708,7 +708,7 @@ mod tests {
         // The pass that had started ran to its end: refreshed and restarted.
         assert_eq!(fake.commands(), 1);
         assert_eq!(fake.restarts().len(), 1);
-        let st = crate::state::load(&state_path).unwrap();
+        let st = crate::trust::state::load(&state_path).unwrap();
         assert!(!st.refresh_pending && st.restart_pending.is_empty());
         for dir in [
             root.path()
@@ -718,7 +718,7 @@ mod tests {
             for e in fs::read_dir(dir).unwrap() {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
                 assert!(
-                    !name.starts_with(crate::fsutil::TEMP_PREFIX),
+                    !name.starts_with(crate::node::fsutil::TEMP_PREFIX),
                     "temp file left: {name}"
                 );
             }

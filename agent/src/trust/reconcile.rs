@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::cert::{now_unix, CertInfo};
-use crate::plan::{self, SourceInput};
-use crate::sources::{read_source, SourceSpec};
-use crate::state::{self, StateError};
-use crate::systemd::{Systemd, SystemdError};
-use crate::trust::{TrustError, TrustStore};
-use crate::validate::{Finding, FindingKind, Severity};
+use crate::x509::cert::{now_unix, CertInfo};
+use crate::trust::plan::{self, SourceInput};
+use crate::trust::sources::{read_source, SourceSpec};
+use crate::trust::state::{self, StateError};
+use crate::node::systemd::{Systemd, SystemdError};
+use crate::trust::store::{TrustError, TrustStore};
+use crate::trust::validate::{Finding, FindingKind, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -107,7 +107,7 @@ impl<S: Systemd> Reconciler<S> {
             );
         }
         if let Some(dir) = self.settings.state_path.parent() {
-            let _ = crate::fsutil::sweep_temp_files(dir);
+            let _ = crate::node::fsutil::sweep_temp_files(dir);
         }
         Ok(())
     }
@@ -250,8 +250,8 @@ impl<S: Systemd> Reconciler<S> {
             if started_after(since, bundle_written) {
                 info!(
                     unit = %unit,
-                    active_since = %crate::cert::rfc3339(micros_to_unix(since)),
-                    bundle_written = %crate::cert::rfc3339(micros_to_unix(bundle_written)),
+                    active_since = %crate::x509::cert::rfc3339(micros_to_unix(since)),
+                    bundle_written = %crate::x509::cert::rfc3339(micros_to_unix(bundle_written)),
                     "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
                 );
                 st.restart_pending.remove(&unit);
@@ -312,7 +312,7 @@ fn micros_to_unix(us: Option<u64>) -> i64 {
     us.map_or(0, |us| i64::try_from(us / 1_000_000).unwrap_or(i64::MAX))
 }
 
-fn removed_keys(st: &state::CaState, fp: &crate::cert::Fingerprint) -> String {
+fn removed_keys(st: &state::CaState, fp: &crate::x509::cert::Fingerprint) -> String {
     let hex = fp.hex();
     let mut keys: Vec<&str> = st
         .keys
@@ -331,8 +331,8 @@ fn log_ca(action: &str, key: &str, cert: &CertInfo, path: &std::path::Path) {
         ca_subject = %cert.subject,
         ca_issuer = %cert.issuer,
         ca_serial = %cert.serial,
-        ca_not_before = %crate::cert::rfc3339(cert.not_before),
-        ca_not_after = %crate::cert::rfc3339(cert.not_after),
+        ca_not_before = %crate::x509::cert::rfc3339(cert.not_before),
+        ca_not_after = %crate::x509::cert::rfc3339(cert.not_after),
         ca_fingerprint = %cert.fingerprint,
         anchor = %path.display(),
         "{action} from key \"{key}\": {}",
@@ -355,10 +355,10 @@ fn log_finding(f: &Finding) {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::distro::Family;
-    use crate::hostroot::HostRoot;
-    use crate::systemd::fake::RecordingSystemd;
-    use crate::testpki;
+    use crate::node::distro::Family;
+    use crate::node::hostroot::HostRoot;
+    use crate::node::systemd::fake::RecordingSystemd;
+    use crate::x509::testpki;
     use std::fs;
     use std::sync::Arc;
 

@@ -193,7 +193,7 @@ impl std::fmt::Display for RenewReason {
             Self::Due { deadline } => write!(
                 f,
                 "its renewal deadline {} has passed",
-                crate::cert::rfc3339(*deadline)
+                crate::x509::cert::rfc3339(*deadline)
             ),
             Self::Forced => f.write_str("renewal was forced"),
         }
@@ -317,7 +317,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::cert::rfc3339;
+    use crate::x509::cert::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
         CertFacts {

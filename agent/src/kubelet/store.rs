@@ -23,9 +23,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use tracing::{info, warn};
 
-use crate::cert::{name_to_string, rfc3339};
-use crate::fsutil::{self, FsError};
-use crate::hostroot::{HostRoot, HostRootError};
+use crate::x509::cert::{name_to_string, rfc3339};
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::{HostRoot, HostRootError};
 
 /// Where kubelet keeps its certificates (`--cert-dir`'s default).
 pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
@@ -318,7 +318,7 @@ impl KubeletStore {
     /// itself never makes such names).
     pub fn sweep_leftovers(&self) -> Result<usize, StoreError> {
         let dir_host = self.resolve_nofollow(&self.dir)?;
-        crate::fsutil::sweep_temp_files(&dir_host).map_err(|source| StoreError::Sweep {
+        crate::node::fsutil::sweep_temp_files(&dir_host).map_err(|source| StoreError::Sweep {
             path: self.dir.clone(),
             source: Box::new(source),
         })
@@ -576,7 +576,7 @@ fn is_timestamped_name(kind: CertKind, name: &str) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::testpki;
+    use crate::x509::testpki;
     use std::os::unix::fs::{symlink, MetadataExt};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;

@@ -10,9 +10,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::read_limited;
-use crate::plan::SourceInput;
-use crate::validate::{validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES};
+use crate::node::fsutil::read_limited;
+use crate::trust::plan::SourceInput;
+use crate::trust::validate::{validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES};
 
 /// The link kubelet swaps atomically to publish a new Secret payload.
 const DATA_LINK: &str = "..data";
@@ -71,7 +71,7 @@ pub enum SourceError {
     #[error("cannot read provisioning file {path}: {source}")]
     ReadFile {
         path: PathBuf,
-        source: crate::fsutil::FsError,
+        source: crate::node::fsutil::FsError,
     },
 }
 
@@ -134,7 +134,7 @@ fn read_provisioning_file(path: &Path) -> Result<Vec<u8>, SourceError> {
     }
     // Over-size input still reaches validation, so the finding names the key.
     read_limited(path, MAX_INPUT_BYTES + 1).or_else(|e| match e {
-        crate::fsutil::FsError::ReadTooLarge { .. } => Ok(vec![0; MAX_INPUT_BYTES as usize + 1]),
+        crate::node::fsutil::FsError::ReadTooLarge { .. } => Ok(vec![0; MAX_INPUT_BYTES as usize + 1]),
         other => Err(SourceError::ReadFile {
             path: path.to_path_buf(),
             source: other,
@@ -329,7 +329,7 @@ fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding
     match read_limited(path, MAX_INPUT_BYTES + 1) {
         Ok(bytes) => Ok(bytes),
         // Let validation report the size with its usual words.
-        Err(crate::fsutil::FsError::ReadTooLarge { .. }) => {
+        Err(crate::node::fsutil::FsError::ReadTooLarge { .. }) => {
             Ok(vec![0; MAX_INPUT_BYTES as usize + 1])
         }
         Err(e) => Err(unreadable(&e)),
@@ -433,8 +433,8 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::cert::now_unix;
-    use crate::testpki;
+    use crate::x509::cert::now_unix;
+    use crate::x509::testpki;
     use std::os::unix::fs::symlink;
 
     /// Publishes `keys` the way kubelet's AtomicWriter does.

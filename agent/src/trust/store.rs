@@ -10,10 +10,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cert::{CertInfo, Fingerprint};
-use crate::distro::{self, TrustStoreLayout, ANCHOR_FILE_PREFIX};
-use crate::fsutil::{self, FsError};
-use crate::hostroot::{HostRoot, HostRootError};
+use crate::x509::cert::{CertInfo, Fingerprint};
+use crate::node::distro::{self, TrustStoreLayout, ANCHOR_FILE_PREFIX};
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::{HostRoot, HostRootError};
 
 /// Anchors are public certificates: world-readable, as the distro's are.
 pub const ANCHOR_MODE: u32 = 0o644;
@@ -240,8 +240,8 @@ impl TrustStore {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::distro::Family;
-    use crate::testpki;
+    use crate::node::distro::Family;
+    use crate::x509::testpki;
     use std::os::unix::fs::PermissionsExt;
 
     fn store(root: &Path) -> TrustStore {

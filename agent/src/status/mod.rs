@@ -24,21 +24,21 @@ use base64::Engine as _;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use serde::{Deserialize, Serialize};
 
-use crate::cert::{rfc3339, CertInfo, Fingerprint};
+use crate::x509::cert::{rfc3339, CertInfo, Fingerprint};
 use crate::config::{KubeletMode, Settings};
-use crate::distro::TrustStoreLayout;
-use crate::fsutil::{self, FsError};
-use crate::hostroot::HostRoot;
-use crate::kubelet::{
+use crate::node::distro::TrustStoreLayout;
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::HostRoot;
+use crate::kubelet::manager::{
     DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBECONFIG, DEFAULT_KUBELET_CONFIG, DEFAULT_PKI_DIR,
 };
-use crate::kubelet_store::CertKind;
-use crate::plan::{self, SourceInput};
-use crate::renewal;
-use crate::sources::{read_source, SourceSpec};
-use crate::state::{self, CaState, STATE_FILE};
-use crate::trust::TrustStore;
-use crate::validate::{Finding, FindingKind, Severity};
+use crate::kubelet::store::CertKind;
+use crate::trust::plan::{self, SourceInput};
+use crate::kubelet::renewal;
+use crate::trust::sources::{read_source, SourceSpec};
+use crate::trust::state::{self, CaState, STATE_FILE};
+use crate::trust::store::TrustStore;
+use crate::trust::validate::{Finding, FindingKind, Severity};
 
 /// The daemon's view, in the state directory.
 pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
@@ -905,7 +905,7 @@ fn certs_of_pem(bytes: &[u8], path: &Path, embedded: Option<Embedded>) -> Vec<No
             1,
             NodeCertRead::Unreadable(format!(
                 "damaged PEM certificate ({})",
-                crate::cert::openssl_reason(&e)
+                crate::x509::cert::openssl_reason(&e)
             )),
         )],
     }
@@ -940,7 +940,7 @@ fn read_kubeconfig_certs(
         }
     };
     let text = String::from_utf8_lossy(&bytes);
-    let Ok(config) = crate::kubeconfig::parse(&text, node_path) else {
+    let Ok(config) = crate::kubelet::kubeconfig::parse(&text, node_path) else {
         // Not a kubeconfig (another *.conf): nothing to list.
         return;
     };
@@ -1017,7 +1017,7 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
         .map(|b| kubelet_config_flags(&String::from_utf8_lossy(&b)))
         .unwrap_or((false, false));
     let cert = |kind: CertKind| {
-        let store = crate::kubelet_store::KubeletStore::new(src.host.clone(), k.pki_dir.clone());
+        let store = crate::kubelet::store::KubeletStore::new(src.host.clone(), k.pki_dir.clone());
         KubeletCertFact {
             link: store.current_link(kind),
             current: store
@@ -2176,8 +2176,8 @@ pub fn render_table(r: &StatusReport) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::distro::Family;
-    use crate::testpki;
+    use crate::node::distro::Family;
+    use crate::x509::testpki;
     use std::fs;
 
     const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
@@ -2337,7 +2337,7 @@ mod tests {
         let mut f = facts_with_ca(healthy_ca());
         f.inputs = vec![SourceInput {
             source: "/etc/node-cert-agent/secret".into(),
-            keys: Ok(vec![crate::validate::validate_key(
+            keys: Ok(vec![crate::trust::validate::validate_key(
                 "bad.crt",
                 b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
                 NOW,
@@ -2729,7 +2729,7 @@ mod tests {
             crate::config::resolve_for_status(Default::default(), Default::default()).unwrap();
         let src = StatusSources::from_settings(&settings, HostRoot::new(r).unwrap(), Ok(layout));
         assert_eq!(src.node_name.as_deref(), Some("node-7"));
-        let facts = gather(&src, crate::cert::now_unix());
+        let facts = gather(&src, crate::x509::cert::now_unix());
         let report = build_report(&facts);
 
         assert_eq!(report.custom_cas.len(), 1);

@@ -8,7 +8,7 @@ use std::fmt;
 
 use base64::Engine;
 
-use crate::cert::{rfc3339, CertInfo};
+use crate::x509::cert::{rfc3339, CertInfo};
 
 /// Largest input accepted, per key or file (a Kubernetes Secret holds at most 1 MiB).
 pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
@@ -506,8 +506,8 @@ fn unsupported_block(key: &str, position: usize, label: &str) -> Finding {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::cert::now_unix;
-    use crate::testpki;
+    use crate::x509::cert::now_unix;
+    use crate::x509::testpki;
 
     fn kinds(v: &KeyVerdict) -> Vec<FindingKind> {
         v.findings.iter().map(|f| f.kind).collect()

@@ -1,0 +1,5 @@
+//! The host boundary.
+pub mod distro;
+pub mod fsutil;
+pub mod hostroot;
+pub mod systemd;

@@ -1,0 +1,4 @@
+//! The operator surface.
+pub mod events;
+pub mod logging;
+pub mod metrics;
