@@ -9,22 +9,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use node_cert_agent::x509::cert::{now_unix, rfc3339};
 use node_cert_agent::config::{self, Flags, LogFormat, Settings};
-use node_cert_agent::node::distro::TrustStoreLayout;
-use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::daemon;
 use node_cert_agent::kubelet::manager::KubeletManager;
+use node_cert_agent::node::distro::TrustStoreLayout;
+use node_cert_agent::node::fsutil;
+use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
 use node_cert_agent::ops::logging::{self, error_chain, LogTarget};
 use node_cert_agent::ops::metrics::{Metrics, MetricsOptions};
+use node_cert_agent::status::{AgentMode, StatusSources, DAEMON_STATUS_FILE};
 use node_cert_agent::trust::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::sources::{read_source, SourceSpec};
 use node_cert_agent::trust::state::STATE_FILE;
-use node_cert_agent::status::{AgentMode, StatusSources, DAEMON_STATUS_FILE};
-use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
 use node_cert_agent::trust::store::{detect_layout, TrustStore};
-use node_cert_agent::daemon;
-use node_cert_agent::node::fsutil;
+use node_cert_agent::x509::cert::{now_unix, rfc3339};
 
 /// Keeps a Kubernetes node's custom CA trust correct.
 ///
@@ -458,7 +458,9 @@ fn layout_for(host: &HostRoot, settings: &Settings) -> anyhow::Result<TrustStore
     let mut layout = match (detected, &o.anchors_dir, &o.refresh_command, &o.bundle) {
         (Ok(l), ..) => l,
         // An unknown distro works when the config says everything.
-        (Err(_), Some(_), Some(_), Some(_)) => node_cert_agent::node::distro::Family::Debian.layout(),
+        (Err(_), Some(_), Some(_), Some(_)) => {
+            node_cert_agent::node::distro::Family::Debian.layout()
+        }
         (Err(e), ..) => return Err(e.into()),
     };
     if let Some(d) = &o.anchors_dir {
@@ -488,7 +490,9 @@ fn check(args: &CheckArgs) -> ExitCode {
         match node_cert_agent::trust::sources::read_secret_manifest(p) {
             Ok(Some(secrets)) => {
                 for (name, keys) in secrets {
-                    inputs.push(node_cert_agent::trust::sources::validate_raw_keys(name, keys, now));
+                    inputs.push(node_cert_agent::trust::sources::validate_raw_keys(
+                        name, keys, now,
+                    ));
                 }
             }
             _ => inputs.push(read_source(&SourceSpec::File(p.clone()), now)),

@@ -16,10 +16,10 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::{corpus, rt, Node};
-use node_cert_agent::x509::cert::CertInfo;
-use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::kubelet::kubeconfig;
+use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::trust::validate::{Finding, Severity};
+use node_cert_agent::x509::cert::CertInfo;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -228,7 +228,8 @@ fn run_key_case(case: &KeyCase) -> Result<(), String> {
     if !node.bundle().contains(&good_body_line()) {
         problems.push("the good CA is no longer in the bundle".into());
     }
-    let state = node_cert_agent::trust::state::load(&node.state_path()).map_err(|e| e.to_string())?;
+    let state =
+        node_cert_agent::trust::state::load(&node.state_path()).map_err(|e| e.to_string())?;
     let source = node.secret.path().display().to_string();
     let kept = state
         .key_state()

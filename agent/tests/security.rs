@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use common::{corpus, rt, Node};
 use node_cert_agent::config::{self, ConfigError, Flags};
+use node_cert_agent::kubelet::store::{CertKind, KubeletStore};
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::{HostRoot, HostRootError};
-use node_cert_agent::kubelet::store::{CertKind, KubeletStore};
 
 fn good_pem() -> Vec<u8> {
     fs::read(corpus("certs/good-ca.pem")).unwrap()
@@ -157,19 +157,24 @@ fn config_refuses_a_refresh_command_without_an_absolute_program() {
     }
 }
 
-/// The agent's non-test code, file by file (each file up to its test module).
+/// The agent's non-test code, file by file in every folder of `src` (each
+/// file up to its test module).
 fn agent_sources() -> Vec<(PathBuf, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     let mut out = Vec::new();
-    for entry in fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let text = fs::read_to_string(&path).unwrap();
-            let code = match text.find("\n#[cfg(test)]\n") {
-                Some(at) => text[..at].to_string(),
-                None => text,
-            };
-            out.push((path, code));
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = fs::read_to_string(&path).unwrap();
+                let code = match text.find("\n#[cfg(test)]\n") {
+                    Some(at) => text[..at].to_string(),
+                    None => text,
+                };
+                out.push((path, code));
+            }
         }
     }
     assert!(out.len() > 10, "found the agent's sources");

@@ -20,14 +20,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::x509::cert::now_unix;
 use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
+use crate::node::systemd::Systemd;
 use crate::ops::logging::error_chain;
 use crate::ops::metrics::{self, Endpoint, Metrics};
+use crate::status::{self, ProcessIdentity, StatusSources};
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::trust::sources::SourceSpec;
-use crate::status::{self, ProcessIdentity, StatusSources};
-use crate::node::systemd::Systemd;
+use crate::x509::cert::now_unix;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -570,12 +570,12 @@ mod tests {
     use super::*;
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
-    use crate::ops::metrics::MetricsOptions;
-    use crate::trust::reconcile::CaSettings;
-    use crate::status::AgentMode;
     use crate::node::systemd::fake::RecordingSystemd;
-    use crate::x509::testpki;
+    use crate::ops::metrics::MetricsOptions;
+    use crate::status::AgentMode;
+    use crate::trust::reconcile::CaSettings;
     use crate::trust::store::TrustStore;
+    use crate::x509::testpki;
     use std::fs;
 
     fn test_metrics() -> Arc<Metrics> {

@@ -343,7 +343,8 @@ pub fn verify_issued(
             orgs.join("+")
         )));
     }
-    let info = crate::x509::cert::CertInfo::from_pem(chain_pem).map_err(|e| reject(e.to_string()))?;
+    let info =
+        crate::x509::cert::CertInfo::from_pem(chain_pem).map_err(|e| reject(e.to_string()))?;
     if info.not_before > now + NOT_BEFORE_SKEW_SECS || info.not_after <= now {
         return Err(reject(format!(
             "it is valid from {} to {}, which does not include now ({})",

@@ -21,13 +21,13 @@ use openssl::nid::Nid;
 use openssl::x509::X509;
 use tracing::{error, info, warn};
 
-use crate::x509::cert::{common_name, now_unix, rfc3339, CertInfo};
 use crate::kubelet::csr::{self, CsrError, KeyType, Purpose};
-use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
-use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
+use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
+use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::systemd::{Systemd, SystemdError};
+use crate::x509::cert::{common_name, now_unix, rfc3339, CertInfo};
 
 pub const DEFAULT_BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";

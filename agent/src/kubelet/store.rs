@@ -23,9 +23,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use tracing::{info, warn};
 
-use crate::x509::cert::{name_to_string, rfc3339};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::x509::cert::{name_to_string, rfc3339};
 
 /// Where kubelet keeps its certificates (`--cert-dir`'s default).
 pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";

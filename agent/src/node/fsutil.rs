@@ -513,7 +513,11 @@ mod tests {
     fn write_atomic_mode_ignores_umask() {
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
-            .args(["--exact", "node::fsutil::tests::umask_child", "--test-threads=1"])
+            .args([
+                "--exact",
+                "node::fsutil::tests::umask_child",
+                "--test-threads=1",
+            ])
             .env("NCA_FSUTIL_UMASK_CHILD", "1")
             .output()
             .unwrap();

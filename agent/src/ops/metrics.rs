@@ -23,11 +23,11 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::kubelet::manager::{KubeletError, PassOutcome};
-use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::status::{
     self, AgentMode, CertInventory, CertSummary, DaemonStatus, NodeCertRead, ProcessIdentity,
     StatusSources, SCHEMA_VERSION,
 };
+use crate::trust::reconcile::{Outcome, ReconcileError};
 
 /// Prometheus' text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -713,9 +713,9 @@ async fn handle(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::cert::Fingerprint;
     use crate::status::{AnchorFact, Embedded, NodeCertFact};
     use crate::trust::validate::{Finding, FindingKind};
+    use crate::x509::cert::Fingerprint;
 
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new(MetricsOptions {
@@ -744,9 +744,10 @@ mod tests {
     #[test]
     fn certificate_gauges_use_the_exporters_names_and_labels() {
         let c = summary("Corp \"Root\"");
-        let info =
-            crate::x509::cert::CertInfo::from_der(&crate::x509::testpki::good_ca("x").cert.to_der().unwrap())
-                .unwrap();
+        let info = crate::x509::cert::CertInfo::from_der(
+            &crate::x509::testpki::good_ca("x").cert.to_der().unwrap(),
+        )
+        .unwrap();
         let inv = CertInventory {
             anchors: Ok(BTreeMap::from([(
                 c.fingerprint,

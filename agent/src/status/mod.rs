@@ -24,21 +24,21 @@ use base64::Engine as _;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use serde::{Deserialize, Serialize};
 
-use crate::x509::cert::{rfc3339, CertInfo, Fingerprint};
 use crate::config::{KubeletMode, Settings};
-use crate::node::distro::TrustStoreLayout;
-use crate::node::fsutil::{self, FsError};
-use crate::node::hostroot::HostRoot;
 use crate::kubelet::manager::{
     DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBECONFIG, DEFAULT_KUBELET_CONFIG, DEFAULT_PKI_DIR,
 };
-use crate::kubelet::store::CertKind;
-use crate::trust::plan::{self, SourceInput};
 use crate::kubelet::renewal;
+use crate::kubelet::store::CertKind;
+use crate::node::distro::TrustStoreLayout;
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::HostRoot;
+use crate::trust::plan::{self, SourceInput};
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, STATE_FILE};
 use crate::trust::store::TrustStore;
 use crate::trust::validate::{Finding, FindingKind, Severity};
+use crate::x509::cert::{rfc3339, CertInfo, Fingerprint};
 
 /// The daemon's view, in the state directory.
 pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";

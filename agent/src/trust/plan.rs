@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::trust::validate::{Finding, FindingKind, KeyVerdict};
+use crate::x509::cert::{CertInfo, Fingerprint};
 
 /// Default cap on distinct CAs across all sources (AKS allows 10).
 pub const DEFAULT_MAX_CERTIFICATES: usize = 10;
@@ -242,9 +242,9 @@ fn carry(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::trust::validate::validate_key;
     use crate::x509::cert::now_unix;
     use crate::x509::testpki;
-    use crate::trust::validate::validate_key;
 
     fn pem(cn: &str) -> String {
         testpki::pem(&testpki::good_ca(cn).cert)

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::x509::cert::{now_unix, CertInfo};
+use crate::node::systemd::{Systemd, SystemdError};
 use crate::trust::plan::{self, SourceInput};
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, StateError};
-use crate::node::systemd::{Systemd, SystemdError};
 use crate::trust::store::{TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
+use crate::x509::cert::{now_unix, CertInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

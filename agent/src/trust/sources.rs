@@ -134,7 +134,9 @@ fn read_provisioning_file(path: &Path) -> Result<Vec<u8>, SourceError> {
     }
     // Over-size input still reaches validation, so the finding names the key.
     read_limited(path, MAX_INPUT_BYTES + 1).or_else(|e| match e {
-        crate::node::fsutil::FsError::ReadTooLarge { .. } => Ok(vec![0; MAX_INPUT_BYTES as usize + 1]),
+        crate::node::fsutil::FsError::ReadTooLarge { .. } => {
+            Ok(vec![0; MAX_INPUT_BYTES as usize + 1])
+        }
         other => Err(SourceError::ReadFile {
             path: path.to_path_buf(),
             source: other,

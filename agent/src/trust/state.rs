@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::x509::cert::Fingerprint;
 use crate::node::fsutil;
 use crate::trust::plan::KeyState;
+use crate::x509::cert::Fingerprint;
 
 pub const STATE_FILE: &str = "ca-state.json";
 const STATE_VERSION: u32 = 1;

@@ -10,10 +10,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::node::distro::{self, TrustStoreLayout, ANCHOR_FILE_PREFIX};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::x509::cert::{CertInfo, Fingerprint};
 
 /// Anchors are public certificates: world-readable, as the distro's are.
 pub const ANCHOR_MODE: u32 = 0o644;

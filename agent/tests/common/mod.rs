@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::node::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::sources::SourceSpec;
-use node_cert_agent::node::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
 use node_cert_agent::trust::store::TrustStore;
 
 /// Records every call; its commands rebuild the node's Debian bundle from a
