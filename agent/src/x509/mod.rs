@@ -1,5 +1,5 @@
 //! X.509 facts.
 pub mod cert;
 pub(crate) mod der;
-#[cfg(test)]
-pub(crate) mod testpki;
+#[cfg(any(test, feature = "testing"))]
+pub mod testpki;

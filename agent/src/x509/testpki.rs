@@ -1,4 +1,5 @@
-//! Certificates made on the fly for unit tests (compiled only under `cfg(test)`).
+//! Certificates made on the fly for tests: unit tests, and other crates' tests
+//! through the `testing` feature. Never in a release build.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test fixtures")]
 
 use openssl::asn1::{Asn1Integer, Asn1Time};

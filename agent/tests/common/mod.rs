@@ -1,6 +1,6 @@
-//! Shared pieces of the agent's integration tests: a recording `Systemd`
-//! fake (the crate's own `systemd::fake` is `cfg(test)`, so not visible
-//! here), a node in a tempdir, and kubelet's AtomicWriter layout.
+//! Shared pieces of the agent's integration tests: a node in a tempdir
+//! with the crate's recording fake of systemd (`node::systemd::fake`, from
+//! the `testing` feature), and kubelet's AtomicWriter layout.
 
 #![allow(
     dead_code,
@@ -16,67 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::HostRoot;
-use node_cert_agent::node::systemd::{CommandOutcome, JobResult, Systemd, SystemdError};
+use node_cert_agent::node::systemd::fake::RecordingSystemd;
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::sources::SourceSpec;
 use node_cert_agent::trust::store::TrustStore;
-
-/// Records every call; its commands rebuild the node's Debian bundle from a
-/// fixed distro part plus the agent's anchors, as `update-ca-certificates`.
-pub struct RecordingSystemd {
-    root: PathBuf,
-    pub restarts: Mutex<Vec<String>>,
-    pub commands: Mutex<Vec<Vec<String>>>,
-}
-
-impl RecordingSystemd {
-    pub fn emulating_debian(root: &Path) -> Self {
-        Self {
-            root: root.to_path_buf(),
-            restarts: Mutex::new(Vec::new()),
-            commands: Mutex::new(Vec::new()),
-        }
-    }
-    pub fn restarts(&self) -> Vec<String> {
-        self.restarts.lock().unwrap().clone()
-    }
-    pub fn commands(&self) -> Vec<Vec<String>> {
-        self.commands.lock().unwrap().clone()
-    }
-}
-
-impl Systemd for RecordingSystemd {
-    async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
-        self.restarts.lock().unwrap().push(unit.to_string());
-        Ok(JobResult("done".into()))
-    }
-
-    async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
-        self.commands.lock().unwrap().push(argv.to_vec());
-        let mut bundle = String::from("distro\n");
-        if let Ok(entries) = fs::read_dir(
-            self.root
-                .join("usr/local/share/ca-certificates/node-cert-agent"),
-        ) {
-            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            paths.sort();
-            for p in paths {
-                bundle.push_str(&fs::read_to_string(p).unwrap_or_default());
-            }
-        }
-        fs::write(self.root.join("etc/ssl/certs/ca-certificates.crt"), bundle).unwrap();
-        Ok(CommandOutcome {
-            unit: "fake-refresh.service".into(),
-            result: "success".into(),
-            exit_status: 0,
-        })
-    }
-
-    async fn unit_active_since(&self, _unit: &str) -> Result<Option<u64>, SystemdError> {
-        // Not known: the agent restarts the unit, as without the query.
-        Ok(None)
-    }
-}
 
 /// A Debian node in a tempdir and one mounted Secret directory.
 pub struct Node {

@@ -1,13 +1,6 @@
-//! The one boundary to systemd: restart a unit, run a command on the node,
-//! ask since when a unit has been active.
-//!
-//! Both go over D-Bus to `org.freedesktop.systemd1` (NODE-FACTS §4), so they
-//! work the same on the host and from a pod that has the node's bus socket.
-//! Running the refresh tool as a transient unit makes it run in the node's
-//! own root with the node's own binaries, and never through a shell.
+//! [`Systemd`] over the system bus: `org.freedesktop.systemd1`'s Manager,
+//! Unit and Service interfaces, one connection, reconnected after an error.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,10 +9,7 @@ use tokio::sync::Mutex;
 use zbus::zvariant::{OwnedObjectPath, Value};
 use zbus::Connection;
 
-/// How long a unit restart may take before it is reported as hung.
-pub const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the refresh tool may run (it takes about a second).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+use super::{CommandOutcome, JobResult, Systemd, SystemdError, COMMAND_TIMEOUT, RESTART_TIMEOUT};
 
 const DEST: &str = "org.freedesktop.systemd1";
 /// Every refresh runs in a transient unit with this name pattern.
@@ -72,84 +62,6 @@ trait Manager {
         unit: String,
         result: String,
     ) -> zbus::Result<()>;
-}
-
-/// The result systemd gives a finished job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobResult(pub String);
-
-impl JobResult {
-    pub fn is_done(&self) -> bool {
-        self.0 == "done"
-    }
-}
-
-/// How a command run on the node ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandOutcome {
-    /// The transient unit it ran in, whose journal holds its output.
-    pub unit: String,
-    /// systemd's `Result` for the service: `success`, `exit-code`, ...
-    pub result: String,
-    pub exit_status: i32,
-}
-
-impl CommandOutcome {
-    pub fn succeeded(&self) -> bool {
-        self.result == "success" && self.exit_status == 0
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SystemdError {
-    #[error("cannot connect to the system bus at {address}: {source}; check that the node's D-Bus socket is mounted and this process runs as root")]
-    Connect {
-        address: String,
-        source: Box<zbus::Error>,
-    },
-    #[error("D-Bus call {call} for unit {unit} failed: {source}")]
-    Call {
-        call: &'static str,
-        unit: String,
-        source: Box<zbus::Error>,
-    },
-    #[error("lost the connection to the system bus at {address} (D-Bus call {call} for unit {unit}: {source}); the next attempt reconnects")]
-    ConnectionLost {
-        address: String,
-        call: &'static str,
-        unit: String,
-        source: Box<zbus::Error>,
-    },
-    #[error("job for unit {unit} did not finish within {timeout:?}")]
-    JobTimeout { unit: String, timeout: Duration },
-    #[error("the system bus closed while waiting for the job of unit {unit}")]
-    StreamEnded { unit: String },
-}
-
-/// What the agent needs from systemd. Implemented over D-Bus, and by a
-/// recording fake in tests.
-pub trait Systemd: Send + Sync {
-    /// Restarts `unit` if it is running (`TryRestartUnit`, mode `replace`) and
-    /// waits for the job's result. A stopped unit stays stopped.
-    fn try_restart_unit(
-        &self,
-        unit: &str,
-    ) -> impl Future<Output = Result<JobResult, SystemdError>> + Send;
-
-    /// Runs `argv` (absolute program path first) on the node as a transient
-    /// oneshot unit and waits for it to exit.
-    fn run_command(
-        &self,
-        argv: &[String],
-    ) -> impl Future<Output = Result<CommandOutcome, SystemdError>> + Send;
-
-    /// When `unit`'s current activation began (its `InactiveExitTimestamp`,
-    /// microseconds since the epoch) if the unit is active now; `None` if it
-    /// is not active, not loaded, or systemd does not know the time.
-    fn unit_active_since(
-        &self,
-        unit: &str,
-    ) -> impl Future<Output = Result<Option<u64>, SystemdError>> + Send;
 }
 
 /// [`Systemd`] over the system bus.
@@ -441,126 +353,5 @@ impl Systemd for DbusSystemd {
     async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
         let r = self.unit_active_since_inner(unit).await;
         self.after_error(r).await
-    }
-}
-
-/// The bus address: `DBUS_SYSTEM_BUS_ADDRESS` if set, else the node's socket
-/// resolved under the host root.
-pub fn bus_address(env: &HashMap<String, String>, socket_path: &std::path::Path) -> String {
-    match env.get("DBUS_SYSTEM_BUS_ADDRESS") {
-        Some(a) if !a.is_empty() => a.clone(),
-        _ => format!("unix:path={}", socket_path.display()),
-    }
-}
-
-impl<T: Systemd> Systemd for std::sync::Arc<T> {
-    async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
-        self.as_ref().try_restart_unit(unit).await
-    }
-
-    async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
-        self.as_ref().run_command(argv).await
-    }
-
-    async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
-        self.as_ref().unit_active_since(unit).await
-    }
-}
-
-/// A recording fake for unit tests: it records every call and answers as told.
-#[cfg(test)]
-pub mod fake {
-    use super::*;
-    use std::sync::Mutex as StdMutex;
-
-    #[derive(Default)]
-    pub struct RecordingSystemd {
-        pub restarts: StdMutex<Vec<String>>,
-        pub commands: StdMutex<Vec<Vec<String>>>,
-        /// When set, restarts answer with this job result.
-        pub restart_result: StdMutex<Option<String>>,
-        /// When set, commands exit with this status.
-        pub command_status: StdMutex<i32>,
-        /// How long each command takes (awaited, so the runtime stays free).
-        pub command_delay: StdMutex<Duration>,
-        /// Run on every command, to emulate the refresh tool's effect.
-        #[allow(clippy::type_complexity, reason = "a test hook")]
-        pub on_command: StdMutex<Option<Box<dyn Fn() + Send>>>,
-        /// What `unit_active_since` answers (`None`: not active).
-        pub active_since: StdMutex<Option<u64>>,
-    }
-
-    impl RecordingSystemd {
-        /// A fake whose commands rebuild `<root>/etc/ssl/certs/ca-certificates.crt`
-        /// from a fixed distro part plus the agent's Debian anchors, as
-        /// `update-ca-certificates` does.
-        pub fn emulating_debian(root: &std::path::Path) -> Self {
-            let root = root.to_path_buf();
-            let fake = Self::default();
-            if let Ok(mut hook) = fake.on_command.lock() {
-                *hook = Some(Box::new(move || rebuild_debian_bundle(&root)));
-            }
-            fake
-        }
-
-        pub fn restarts(&self) -> Vec<String> {
-            self.restarts.lock().map(|g| g.clone()).unwrap_or_default()
-        }
-        pub fn commands(&self) -> usize {
-            self.commands.lock().map(|g| g.len()).unwrap_or_default()
-        }
-    }
-
-    fn rebuild_debian_bundle(root: &std::path::Path) {
-        let mut bundle = String::from("distro\n");
-        if let Ok(entries) =
-            std::fs::read_dir(root.join("usr/local/share/ca-certificates/node-cert-agent"))
-        {
-            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            paths.sort();
-            for p in paths {
-                bundle.push_str(&std::fs::read_to_string(p).unwrap_or_default());
-            }
-        }
-        let dir = root.join("etc/ssl/certs");
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("ca-certificates.crt"), bundle);
-    }
-
-    impl Systemd for RecordingSystemd {
-        async fn try_restart_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
-            if let Ok(mut g) = self.restarts.lock() {
-                g.push(unit.to_string());
-            }
-            let result = self.restart_result.lock().ok().and_then(|g| g.clone());
-            Ok(JobResult(result.unwrap_or_else(|| "done".into())))
-        }
-
-        async fn run_command(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
-            if let Ok(mut g) = self.commands.lock() {
-                g.push(argv.to_vec());
-            }
-            let delay = self.command_delay.lock().map(|g| *g).unwrap_or_default();
-            tokio::time::sleep(delay).await;
-            if let Ok(hook) = self.on_command.lock() {
-                if let Some(f) = hook.as_ref() {
-                    f();
-                }
-            }
-            let status = self.command_status.lock().map(|g| *g).unwrap_or(0);
-            Ok(CommandOutcome {
-                unit: "fake.service".into(),
-                result: if status == 0 {
-                    "success".into()
-                } else {
-                    "exit-code".into()
-                },
-                exit_status: status,
-            })
-        }
-
-        async fn unit_active_since(&self, _unit: &str) -> Result<Option<u64>, SystemdError> {
-            Ok(self.active_since.lock().ok().and_then(|g| *g))
-        }
     }
 }
