@@ -16,9 +16,10 @@ use node_cert_agent::node::distro::TrustStoreLayout;
 use node_cert_agent::node::fsutil;
 use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
+use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging::{self, error_chain, LogTarget};
 use node_cert_agent::ops::metrics::{Metrics, MetricsOptions};
-use node_cert_agent::status::{AgentMode, StatusSources, DAEMON_STATUS_FILE};
+use node_cert_agent::status::StatusSources;
 use node_cert_agent::trust::plan::{self, KeyState, DEFAULT_MAX_CERTIFICATES};
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::sources::{read_source, SourceSpec};
@@ -319,7 +320,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         metrics,
         listen: settings.metrics_address,
         status_path: state_dir.join(DAEMON_STATUS_FILE),
-        certificates: Some(certificates),
+        certificates: Some(certificates.inventory()),
     };
     if let Some(manager) = &kubelet {
         // Node Events need the node's API identity, which the kubelet job

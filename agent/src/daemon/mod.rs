@@ -21,10 +21,13 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
+use crate::node::lock::try_daemon_lock;
+use crate::node::procfs::ProcessIdentity;
 use crate::node::systemd::Systemd;
+use crate::ops::daemon_status::{self, DAEMON_LOCK_FILE};
+use crate::ops::inventory::InventorySources;
 use crate::ops::logging::error_chain;
 use crate::ops::metrics::{self, Endpoint, Metrics};
-use crate::status::{self, ProcessIdentity, StatusSources};
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::trust::sources::SourceSpec;
 use crate::x509::cert::now_unix;
@@ -70,7 +73,7 @@ pub struct Observability {
     /// `<state-dir>/daemon-status.json`, as this process sees it.
     pub status_path: PathBuf,
     /// Where the certificate gauges come from (what `status` lists).
-    pub certificates: Option<StatusSources>,
+    pub certificates: Option<InventorySources>,
 }
 
 /// What to watch for one source: the directory to add, and which paths in
@@ -174,7 +177,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     let identity = ProcessIdentity::current();
     let metrics = obs.metrics.clone();
     let status_path = obs.status_path.clone();
-    let _lock = hold_daemon_lock(&status_path.with_file_name(status::DAEMON_LOCK_FILE)).await;
+    let _lock = hold_daemon_lock(&status_path.with_file_name(DAEMON_LOCK_FILE)).await;
     let side = side_tasks(obs, identity.clone());
     tokio::pin!(loops);
     tokio::pin!(side);
@@ -184,7 +187,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     };
     // Say so (`stoppedAt`), so that `status` tells a clean stop from a crash.
     let stopped = metrics.daemon_status(&identity, now_unix(), true);
-    if let Err(e) = status::write_daemon_status(&status_path, &stopped) {
+    if let Err(e) = daemon_status::write_daemon_status(&status_path, &stopped) {
         warn!("{e}");
     }
     result
@@ -216,7 +219,7 @@ async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonErro
 /// this daemon runs on without the lock.
 async fn hold_daemon_lock(path: &Path) -> Option<nix::fcntl::Flock<std::fs::File>> {
     for _ in 0..DAEMON_LOCK_TRIES {
-        match status::try_daemon_lock(path) {
+        match try_daemon_lock(path) {
             Ok(Some(lock)) => return Some(lock),
             Ok(None) => tokio::time::sleep(DAEMON_LOCK_RETRY).await,
             Err(e) => {
@@ -251,7 +254,7 @@ async fn write_status_until_stopped(
     let mut last_error: Option<String> = None;
     loop {
         let st = metrics.daemon_status(&identity, now_unix(), false);
-        match status::write_daemon_status(&path, &st) {
+        match daemon_status::write_daemon_status(&path, &st) {
             Ok(()) => last_error = None,
             Err(e) => {
                 let e = e.to_string();
@@ -571,8 +574,8 @@ mod tests {
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::RecordingSystemd;
+    use crate::ops::daemon_status::AgentMode;
     use crate::ops::metrics::MetricsOptions;
-    use crate::status::AgentMode;
     use crate::trust::reconcile::CaSettings;
     use crate::trust::store::TrustStore;
     use crate::x509::testpki;
@@ -599,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn status_file_follows_the_passes_and_says_when_the_daemon_stopped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(status::DAEMON_STATUS_FILE);
+        let path = dir.path().join(daemon_status::DAEMON_STATUS_FILE);
         let m = test_metrics();
         let read = || -> serde_json::Value {
             serde_json::from_slice(&fs::read(&path).unwrap_or_default()).unwrap_or_default()
@@ -617,7 +620,7 @@ mod tests {
         assert_eq!(read()["process"]["pid"], std::process::id());
         writer.abort();
         let stopped = m.daemon_status(&ProcessIdentity::current(), 2000, true);
-        status::write_daemon_status(&path, &stopped).unwrap();
+        daemon_status::write_daemon_status(&path, &stopped).unwrap();
         assert_eq!(read()["stoppedAt"], 2000);
     }
 

@@ -5,7 +5,7 @@
 //! Certificate gauges use x509-certificate-exporter's names and labels
 //! (NODE-FACTS §7), so its alerts and dashboards keep working; they are
 //! computed on each scrape from the same inventory `status` lists
-//! ([`crate::status::gather_certificates`]). The listener is deliberately
+//! ([`crate::ops::inventory::gather_certificates`]). The listener is deliberately
 //! tiny: GET (and HEAD) only, one request per connection (`Connection:
 //! close`), a capped request head and a read timeout.
 
@@ -23,10 +23,9 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::kubelet::manager::{KubeletError, PassOutcome};
-use crate::status::{
-    self, AgentMode, CertInventory, CertSummary, DaemonStatus, NodeCertRead, ProcessIdentity,
-    StatusSources, SCHEMA_VERSION,
-};
+use crate::node::procfs::ProcessIdentity;
+use crate::ops::daemon_status::{AgentMode, DaemonStatus, SCHEMA_VERSION};
+use crate::ops::inventory::{self, CertInventory, CertSummary, InventorySources, NodeCertRead};
 use crate::trust::reconcile::{Outcome, ReconcileError};
 
 /// Prometheus' text exposition format.
@@ -476,7 +475,7 @@ fn escape_label(v: &str) -> String {
 fn cert_labels(
     path: &std::path::Path,
     cert: &CertSummary,
-    embedded: Option<&status::Embedded>,
+    embedded: Option<&inventory::Embedded>,
 ) -> Vec<(String, String)> {
     let mut labels = vec![
         (
@@ -580,7 +579,7 @@ pub fn render_certificates(inv: &CertInventory, now: i64, out: &mut String) {
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
     /// Where the certificate gauges come from; `None` serves agent metrics only.
-    pub certificates: Option<StatusSources>,
+    pub certificates: Option<InventorySources>,
 }
 
 impl Endpoint {
@@ -590,7 +589,8 @@ impl Endpoint {
         self.metrics.render_agent(&mut out);
         if let Some(src) = self.certificates.clone() {
             // File reads: off the async thread.
-            let inv = tokio::task::spawn_blocking(move || status::gather_certificates(&src)).await;
+            let inv =
+                tokio::task::spawn_blocking(move || inventory::gather_certificates(&src)).await;
             match inv {
                 Ok(inv) => render_certificates(&inv, crate::x509::cert::now_unix(), &mut out),
                 Err(e) => warn!("gathering certificates for /metrics failed: {e}"),
@@ -713,7 +713,7 @@ async fn handle(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::status::{AnchorFact, Embedded, NodeCertFact};
+    use crate::ops::inventory::{AnchorFact, Embedded, NodeCertFact};
     use crate::trust::validate::{Finding, FindingKind};
     use crate::x509::cert::Fingerprint;
 

@@ -1,0 +1,134 @@
+//! The daemon's status file, `<state-dir>/daemon-status.json`: its schema
+//! ([`DaemonStatus`]), its writer (the daemon) and its reader (`status`).
+//!
+//! The daemon writes it atomically at start, after every CA pass and
+//! kubelet pass, and once more (with `stoppedAt`) when it stops cleanly;
+//! nothing is written while nothing happens. Whether the daemon that wrote
+//! it still runs is `status`' decision, from `/proc` and the daemon's lock.
+//!
+//! Boundary: the file's format and its atomic write; no judgement.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::fsutil::{self, FsError};
+use crate::node::procfs::*;
+
+/// The daemon's view, in the state directory.
+pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
+
+/// Version of the `--output json` schema and of [`DaemonStatus`]. Fields are
+/// only ever added within a version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Held (flock, exclusive) by the running daemon for its whole life, in the
+/// state directory. The kernel drops it when the process ends, however it
+/// ends, so `status` in any pid namespace (a node shell looking at a pod's
+/// agent) tells a live daemon without a heartbeat.
+pub const DAEMON_LOCK_FILE: &str = "daemon.lock";
+
+// ---------------------------------------------------------------------------
+// The daemon's status file
+// ---------------------------------------------------------------------------
+
+/// How the agent is deployed, as the daemon knows it (host root `/` or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentMode {
+    #[default]
+    Host,
+    Pod,
+}
+
+impl AgentMode {
+    pub fn of_host_root(root: &Path) -> Self {
+        if root == Path::new("/") {
+            Self::Host
+        } else {
+            Self::Pod
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Pod => "pod",
+        }
+    }
+}
+
+/// What the running daemon says about itself; written atomically at start,
+/// after every CA pass and kubelet pass, and once more (with `stoppedAt`)
+/// when it stops cleanly. Times are Unix seconds; `heartbeat_at` is when it
+/// was written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonStatus {
+    pub schema_version: u32,
+    pub version: String,
+    pub mode: AgentMode,
+    pub process: ProcessIdentity,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    #[serde(default)]
+    pub stopped_at: Option<i64>,
+    pub ca_job: bool,
+    pub kubelet_job: bool,
+    #[serde(default)]
+    pub last_ca_pass: Option<i64>,
+    #[serde(default)]
+    pub last_ca_error: Option<String>,
+    #[serde(default)]
+    pub last_kubelet_pass: Option<i64>,
+    #[serde(default)]
+    pub last_kubelet_error: Option<String>,
+    #[serde(default)]
+    pub next_renewal: Option<i64>,
+    #[serde(default)]
+    pub metrics_address: Option<String>,
+    /// RenewRevocation entries that matched a kubelet certificate in the
+    /// last kubelet pass (renewed for, or unfixable).
+    #[serde(default)]
+    pub revocation_matches: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot write the daemon status file {path}: {source}")]
+    WriteDaemonStatus { path: PathBuf, source: FsError },
+    #[error("cannot encode the daemon status for {path}: {source}")]
+    EncodeDaemonStatus {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode the status report as JSON: {source}")]
+    EncodeReport { source: serde_json::Error },
+}
+
+/// Writes `status` to `path` (a process path) atomically, mode 0644: it
+/// holds no secret, and the state directory (0700) guards it anyway.
+pub fn write_daemon_status(path: &Path, status: &DaemonStatus) -> Result<(), StatusError> {
+    let mut bytes =
+        serde_json::to_vec_pretty(status).map_err(|source| StatusError::EncodeDaemonStatus {
+            path: path.into(),
+            source,
+        })?;
+    bytes.push(b'\n');
+    fsutil::write_atomic(path, &bytes, 0o644).map_err(|source| StatusError::WriteDaemonStatus {
+        path: path.into(),
+        source,
+    })
+}
+
+pub fn read_daemon_status(path: &Path) -> Result<Option<DaemonStatus>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("{} is not a daemon status file: {e}", path.display()))
+}

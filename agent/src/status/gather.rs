@@ -1,0 +1,468 @@
+//! Step 1 of `status`: read the node (through [`HostRoot`]) and the agent's
+//! state directory into [`Facts`]. It never fails as a whole: every part
+//! that cannot be read is recorded as such.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::{KubeletMode, Settings};
+use crate::kubelet::manager::{
+    DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBECONFIG, DEFAULT_KUBELET_CONFIG, DEFAULT_PKI_DIR,
+};
+use crate::kubelet::store::CertKind;
+use crate::node::distro::TrustStoreLayout;
+use crate::node::fsutil::{self};
+use crate::node::hostroot::HostRoot;
+use crate::node::lock::*;
+use crate::node::procfs::*;
+use crate::ops::daemon_status::*;
+use crate::ops::inventory::*;
+use crate::status::liveness::*;
+use crate::trust::plan::SourceInput;
+use crate::trust::sources::{read_source, SourceSpec};
+use crate::trust::state::{self, CaState, STATE_FILE};
+use crate::trust::store::TrustStore;
+use crate::x509::cert::Fingerprint;
+
+/// kubeadm's names for kubelet's kubeconfigs, checked besides the configured ones.
+pub const KUBEADM_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+
+pub const KUBEADM_BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+
+// ---------------------------------------------------------------------------
+// What to look at
+// ---------------------------------------------------------------------------
+
+/// Node paths of kubelet's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletPaths {
+    pub bootstrap_kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub pki_dir: PathBuf,
+    pub kubelet_config: PathBuf,
+}
+
+/// Everything [`gather`] looks at, from the settings.
+#[derive(Debug, Clone)]
+pub struct StatusSources {
+    pub host: HostRoot,
+    /// Node path of the agent's state directory.
+    pub state_dir: PathBuf,
+    /// The trust-store layout, or why it is unknown.
+    pub layout: Result<TrustStoreLayout, String>,
+    /// The CA inputs (process paths), read again to show current findings.
+    pub sources: Vec<SourceSpec>,
+    pub max_certificates: usize,
+    pub kubelet: KubeletPaths,
+    pub node_name: Option<String>,
+    /// The agent's kubelet job is on (configured, or `auto` with a kubeconfig).
+    pub kubelet_job: bool,
+    /// ... and it renews the serving certificate too.
+    pub serving_job: bool,
+    pub defer_to_kubelet_rotation: bool,
+    /// Node paths of the directories whose certificates are listed.
+    pub cert_dirs: Vec<PathBuf>,
+}
+
+impl StatusSources {
+    /// What `settings` point at, with the kubelet defaults `run` uses.
+    pub fn from_settings(
+        settings: &Settings,
+        host: HostRoot,
+        layout: Result<TrustStoreLayout, String>,
+    ) -> Self {
+        let k = &settings.kubelet;
+        let kubelet = KubeletPaths {
+            bootstrap_kubeconfig: k
+                .bootstrap_kubeconfig
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BOOTSTRAP_KUBECONFIG.into()),
+            kubeconfig: k
+                .kubeconfig
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KUBECONFIG.into()),
+            pki_dir: k.pki_dir.clone().unwrap_or_else(|| DEFAULT_PKI_DIR.into()),
+            kubelet_config: k
+                .kubelet_config
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KUBELET_CONFIG.into()),
+        };
+        let exists = |p: &Path| host.resolve(p).is_ok_and(|h| h.exists());
+        let kubelet_job = match settings.kubelet_mode {
+            KubeletMode::On => true,
+            KubeletMode::Off => false,
+            KubeletMode::Auto => {
+                exists(&kubelet.bootstrap_kubeconfig) || exists(&kubelet.kubeconfig)
+            }
+        };
+        let node_name = settings.node_name.clone().or_else(|| {
+            host.resolve(Path::new("/etc/hostname"))
+                .ok()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        });
+        let mut cert_dirs: Vec<PathBuf> = NODE_CERT_DIRS.iter().map(PathBuf::from).collect();
+        if !cert_dirs.contains(&kubelet.pki_dir) {
+            cert_dirs.push(kubelet.pki_dir.clone());
+        }
+        Self {
+            state_dir: settings.state_dir.clone(),
+            layout,
+            sources: settings.sources.clone(),
+            max_certificates: settings.max_certificates,
+            kubelet_job,
+            serving_job: kubelet_job && k.serving.as_ref().is_some_and(|s| s.enabled),
+            defer_to_kubelet_rotation: k.defer_to_kubelet_rotation.unwrap_or(true),
+            node_name,
+            kubelet,
+            cert_dirs,
+            host,
+        }
+    }
+
+    /// What the certificate inventory looks at (shared with `/metrics`).
+    pub fn inventory(&self) -> InventorySources {
+        InventorySources {
+            host: self.host.clone(),
+            layout: self.layout.clone(),
+            cert_dirs: self.cert_dirs.clone(),
+            pki_dir: self.kubelet.pki_dir.clone(),
+            kubeconfigs: vec![
+                self.kubelet.kubeconfig.clone(),
+                self.kubelet.bootstrap_kubeconfig.clone(),
+            ],
+        }
+    }
+
+    /// The state directory as this process sees it.
+    pub fn state_dir_path(&self) -> Result<PathBuf, String> {
+        self.host
+            .resolve(&self.state_dir)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// kubelet's current certificate of one kind.
+#[derive(Debug, Clone)]
+pub struct KubeletCertFact {
+    /// Node path of `<prefix>-current.pem`.
+    pub link: PathBuf,
+    /// Node path of the file it points at, its first certificate, and
+    /// whether the key in it matches; `Ok(None)` if there is none.
+    pub current: Result<Option<(PathBuf, CertSummary, bool)>, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeletFacts {
+    pub node_name: Option<String>,
+    /// Node path of the bootstrap kubeconfig found, if any.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Node path of kubelet's kubeconfig found, if any.
+    pub kubeconfig: Option<PathBuf>,
+    pub kubelet_config: PathBuf,
+    pub rotate_certificates: bool,
+    pub server_tls_bootstrap: bool,
+    pub agent_job: bool,
+    pub serving_job: bool,
+    pub defer_to_kubelet_rotation: bool,
+    pub client: KubeletCertFact,
+    pub serving: KubeletCertFact,
+}
+
+/// Everything `status` read, unjudged.
+#[derive(Debug)]
+pub struct Facts {
+    pub now: i64,
+    pub version: String,
+    /// Node path of the state directory.
+    pub state_dir: PathBuf,
+    pub daemon: Result<Option<DaemonStatus>, String>,
+    /// Decided by [`liveness`] when there is a daemon status file.
+    pub liveness: Option<Liveness>,
+    pub ca_state: Result<CaState, String>,
+    pub inputs: Vec<SourceInput>,
+    pub max_certificates: usize,
+    pub layout: Result<TrustStoreLayout, String>,
+    pub bundle: Result<BTreeSet<Fingerprint>, String>,
+    pub inventory: CertInventory,
+    pub kubelet: KubeletFacts,
+}
+
+// ---------------------------------------------------------------------------
+// Gathering (I/O)
+// ---------------------------------------------------------------------------
+
+/// Reads everything `status` shows. Never fails: what cannot be read is a fact too.
+pub fn gather(src: &StatusSources, now: i64) -> Facts {
+    let state_dir = src.state_dir_path();
+    let daemon = state_dir
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|d| read_daemon_status(&d.join(DAEMON_STATUS_FILE)));
+    let liveness = match &daemon {
+        Ok(Some(d)) => Some(liveness(
+            d,
+            &ProcessIdentity::current(),
+            start_ticks_of(d.process.pid),
+            &state_dir.as_ref().map_or_else(
+                |e| DaemonLock::Unknown(e.clone()),
+                |dir| probe_daemon_lock(&dir.join(DAEMON_LOCK_FILE)),
+            ),
+        )),
+        _ => None,
+    };
+    let ca_state = state_dir
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|d| state::load(&d.join(STATE_FILE)).map_err(|e| e.to_string()));
+    let bundle = match &src.layout {
+        Ok(layout) => TrustStore::new(src.host.clone(), layout.clone())
+            .bundle_fingerprints()
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
+    };
+    Facts {
+        now,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        state_dir: src.state_dir.clone(),
+        daemon,
+        liveness,
+        ca_state,
+        inputs: src.sources.iter().map(|s| read_source(s, now)).collect(),
+        max_certificates: src.max_certificates,
+        layout: src.layout.clone(),
+        bundle,
+        inventory: gather_certificates(&src.inventory()),
+        kubelet: gather_kubelet(src),
+    }
+}
+
+fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
+    let exists = |p: &Path| src.host.resolve(p).is_ok_and(|h| h.exists());
+    let first_existing =
+        |paths: &[&Path]| paths.iter().find(|p| exists(p)).map(|p| p.to_path_buf());
+    let k = &src.kubelet;
+    let (rotate_certificates, server_tls_bootstrap) = src
+        .host
+        .resolve(&k.kubelet_config)
+        .ok()
+        .and_then(|p| fsutil::read_limited(&p, MAX_FILE_BYTES).ok())
+        .map(|b| kubelet_config_flags(&String::from_utf8_lossy(&b)))
+        .unwrap_or((false, false));
+    let cert = |kind: CertKind| {
+        let store = crate::kubelet::store::KubeletStore::new(src.host.clone(), k.pki_dir.clone());
+        KubeletCertFact {
+            link: store.current_link(kind),
+            current: store
+                .current(kind)
+                .map(|c| {
+                    c.and_then(|c| {
+                        CertSummary::of(&c.cert).map(|s| (c.path.clone(), s, c.key_matches))
+                    })
+                })
+                .map_err(|e| e.to_string()),
+        }
+    };
+    KubeletFacts {
+        node_name: src.node_name.clone(),
+        bootstrap_kubeconfig: first_existing(&[
+            &k.bootstrap_kubeconfig,
+            Path::new(KUBEADM_BOOTSTRAP_KUBECONFIG),
+        ]),
+        kubeconfig: first_existing(&[&k.kubeconfig, Path::new(KUBEADM_KUBECONFIG)]),
+        kubelet_config: k.kubelet_config.clone(),
+        rotate_certificates,
+        server_tls_bootstrap,
+        agent_job: src.kubelet_job,
+        serving_job: src.serving_job,
+        defer_to_kubelet_rotation: src.defer_to_kubelet_rotation,
+        client: cert(CertKind::Client),
+        serving: cert(CertKind::Serving),
+    }
+}
+
+/// `rotateCertificates` and `serverTLSBootstrap` of kubelet's config file.
+pub fn kubelet_config_flags(text: &str) -> (bool, bool) {
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return (false, false);
+    };
+    let flag = |k: &str| v.get(k).and_then(serde_yaml::Value::as_bool) == Some(true);
+    (flag("rotateCertificates"), flag("serverTLSBootstrap"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::node::distro::Family;
+    use crate::x509::testpki;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fs;
+
+    use std::path::Path;
+
+    use base64::Engine as _;
+
+    use crate::node::hostroot::HostRoot;
+
+    use crate::status::report::*;
+    use crate::status::*;
+
+    use crate::trust::state::{self, CaState, STATE_FILE};
+    use crate::trust::store::TrustStore;
+
+    use crate::x509::cert::CertInfo;
+
+    fn write(root: &Path, node_path: &str, bytes: &[u8]) {
+        let p = root.join(node_path.trim_start_matches('/'));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+
+    #[test]
+    fn gathers_a_node_from_a_tempdir_host_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        write(r, "/etc/hostname", b"node-7\n");
+        // An installed custom CA: anchor, bundle and state.
+        let ca = testpki::good_ca("Tempdir Root");
+        let info = CertInfo::from_der(&ca.cert.to_der().unwrap()).unwrap();
+        let layout = Family::Debian.layout();
+        let store = TrustStore::new(HostRoot::new(r).unwrap(), layout.clone());
+        store.install(&info).unwrap();
+        write(r, "/etc/ssl/certs/ca-certificates.crt", info.pem.as_bytes());
+        let mut st = CaState {
+            version: 1,
+            ..Default::default()
+        };
+        st.keys.insert(
+            "/secret".into(),
+            BTreeMap::from([("ca1.crt".to_string(), vec![info.fingerprint.hex()])]),
+        );
+        fs::create_dir_all(r.join("var/lib/node-cert-agent")).unwrap();
+        state::save(&r.join("var/lib/node-cert-agent").join(STATE_FILE), &st).unwrap();
+        // kubeadm-style certificates: a CA, an expired leaf, a key, a kubeconfig
+        // with an embedded client cert and a reference to a missing one.
+        let kube_ca = testpki::good_ca("kubernetes");
+        write(
+            r,
+            "/etc/kubernetes/pki/ca.crt",
+            testpki::pem(&kube_ca.cert).as_bytes(),
+        );
+        write(
+            r,
+            "/etc/kubernetes/pki/ca.key",
+            testpki::private_key_pem().as_bytes(),
+        );
+        let expired = testpki::ca("etcd-ca", -30, -1);
+        write(
+            r,
+            "/etc/kubernetes/pki/etcd/ca.crt",
+            testpki::pem(&expired.cert).as_bytes(),
+        );
+        let (client, _) = testpki::leaf_with_key(&kube_ca, "kubernetes-admin");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(testpki::pem(&client));
+        write(
+            r,
+            "/etc/kubernetes/admin.conf",
+            format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: {b64}\n- name: other\n  user:\n    client-certificate: pki/missing.crt\n"
+            )
+            .as_bytes(),
+        );
+        // kubelet: the current client cert through its link, an old one beside it.
+        let (kcert, kkey) = testpki::leaf_with_key(&kube_ca, "system:node:node-7");
+        let mut pair = testpki::pem(&kcert).into_bytes();
+        pair.extend(kkey.private_key_to_pem_pkcs8().unwrap());
+        write(
+            r,
+            "/var/lib/kubelet/pki/kubelet-client-2026-01-02-03-04-05.pem",
+            &pair,
+        );
+        write(
+            r,
+            "/var/lib/kubelet/pki/kubelet-client-2025-01-02-03-04-05.pem",
+            b"old",
+        );
+        std::os::unix::fs::symlink(
+            "kubelet-client-2026-01-02-03-04-05.pem",
+            r.join("var/lib/kubelet/pki/kubelet-client-current.pem"),
+        )
+        .unwrap();
+        write(
+            r,
+            "/var/lib/kubelet/config.yaml",
+            b"rotateCertificates: true\n",
+        );
+
+        let settings =
+            crate::config::resolve_for_status(Default::default(), Default::default()).unwrap();
+        let src = StatusSources::from_settings(&settings, HostRoot::new(r).unwrap(), Ok(layout));
+        assert_eq!(src.node_name.as_deref(), Some("node-7"));
+        let facts = gather(&src, crate::x509::cert::now_unix());
+        let report = build_report(&facts);
+
+        assert_eq!(report.custom_cas.len(), 1);
+        assert!(report.custom_cas[0].installed, "{:?}", report.custom_cas);
+        assert_eq!(
+            report.custom_cas[0].subject.as_deref(),
+            Some(info.subject.as_str())
+        );
+        let names: Vec<&str> = report
+            .node_certificates
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "/etc/kubernetes/pki/ca.crt",
+                "/etc/kubernetes/pki/etcd/ca.crt",
+                "/etc/kubernetes/pki/missing.crt",
+                "/var/lib/kubelet/pki/kubelet-client-current.pem",
+                "/etc/kubernetes/admin.conf#user:kubernetes-admin",
+            ],
+            "keys and superseded kubelet files are not listed"
+        );
+        let by_name = |n: &str| {
+            report
+                .node_certificates
+                .iter()
+                .find(|r| r.name == n)
+                .unwrap()
+        };
+        assert_eq!(
+            by_name("/etc/kubernetes/pki/etcd/ca.crt").status,
+            CertStatus::Expired
+        );
+        assert_eq!(
+            by_name("/etc/kubernetes/pki/missing.crt").status,
+            CertStatus::Missing
+        );
+        let kubelet_row = by_name("/var/lib/kubelet/pki/kubelet-client-current.pem");
+        assert_eq!(kubelet_row.renewed_by, RenewedBy::Kubelet);
+        assert_eq!(
+            kubelet_row.certificate_authority.as_deref(),
+            Some("kubernetes")
+        );
+        assert!(report.kubelet.client.present);
+        assert_eq!(report.kubelet.client.key_matches, Some(true));
+        assert!(report.kubelet.rotate_certificates);
+        assert!(!report.kubelet.tls_bootstrapping);
+        let kinds: BTreeSet<&str> = report.problems.iter().map(|p| p.kind.name()).collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from(["expired", "missing"]),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.exit_code(), EXIT_UNHEALTHY);
+        let t = render_table(&report);
+        assert!(
+            t.contains("!MISSING! /etc/kubernetes/pki/missing.crt"),
+            "{t}"
+        );
+        assert!(t.contains("1 of 1"), "{t}");
+    }
+}

@@ -1,0 +1,376 @@
+//! Step 3 of `status`: print a [`StatusReport`] as the table an operator
+//! reads in a node shell, or as the stable JSON scripts read. Pure.
+
+use std::fmt::Write as _;
+
+use crate::kubelet::renewal;
+use crate::ops::daemon_status::*;
+use crate::status::report::*;
+use crate::x509::cert::rfc3339;
+
+// ---------------------------------------------------------------------------
+// Rendering (pure)
+// ---------------------------------------------------------------------------
+
+pub fn render_json(report: &StatusReport) -> Result<String, StatusError> {
+    let mut s = serde_json::to_string_pretty(report)
+        .map_err(|source| StatusError::EncodeReport { source })?;
+    s.push('\n');
+    Ok(s)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// kubeadm's date format, `Jan 02, 2006 15:04 UTC`.
+pub fn kubeadm_date(unix: i64) -> String {
+    let t = rfc3339(unix);
+    // YYYY-MM-DDTHH:MM:SSZ
+    let month: usize = t.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    format!(
+        "{} {}, {} {} UTC",
+        MONTHS[month.clamp(1, 12) - 1],
+        t.get(8..10).unwrap_or("??"),
+        t.get(0..4).unwrap_or("????"),
+        t.get(11..16).unwrap_or("??:??")
+    )
+}
+
+/// kubeadm's RESIDUAL TIME: `<invalid>` once expired, then `59s`, `59m`,
+/// `23h`, `364d`, `9y` (Kubernetes' ShortHumanDuration).
+pub fn short_duration(secs: i64) -> String {
+    if secs < -1 {
+        "<invalid>".to_string()
+    } else if secs < 0 {
+        "0s".to_string()
+    } else if secs < 60 {
+        format!("{secs}s")
+    } else if secs < 3600 {
+        format!("{}m", secs / 60)
+    } else if secs < 86_400 {
+        format!("{}h", secs / 3600)
+    } else if secs < 86_400 * 365 {
+        format!("{}d", secs / 86_400)
+    } else {
+        format!("{}y", secs / (86_400 * 365))
+    }
+}
+
+/// Left-aligned columns separated by three spaces, like kubeadm's tables.
+fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                s.push_str("   ");
+            }
+            s.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            s.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(out, &mut headers.iter().copied());
+    for row in rows {
+        line(out, &mut row.iter().map(String::as_str));
+    }
+}
+
+fn dash(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty()).unwrap_or("-").to_string()
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn date_of(rfc: Option<&str>) -> String {
+    rfc.and_then(renewal::parse_rfc3339)
+        .map(kubeadm_date)
+        .unwrap_or_else(|| "-".to_string())
+}
+
+fn kv(out: &mut String, pairs: &[(&str, String)]) {
+    let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        let _ = writeln!(out, "  {k:<w$}   {v}");
+    }
+}
+
+/// The report as an operator reads it in a node shell.
+pub fn render_table(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let a = &r.agent;
+    out.push_str("AGENT\n");
+    let running = if a.running {
+        format!("running ({})", a.running_detail)
+    } else {
+        format!("not running ({})", a.running_detail)
+    };
+    kv(
+        &mut out,
+        &[
+            ("version", a.version.clone()),
+            ("daemon", running),
+            ("mode", dash(a.mode.as_deref())),
+            ("started", date_of(a.started_at.as_deref())),
+            ("last reconcile", date_of(a.last_reconcile.as_deref())),
+            ("last error", dash(a.last_error.as_deref())),
+            ("last kubelet pass", date_of(a.last_kubelet_pass.as_deref())),
+            ("last kubelet error", dash(a.last_kubelet_error.as_deref())),
+            ("next renewal", date_of(a.next_renewal.as_deref())),
+            (
+                "revocations (last pass)",
+                if a.revocation_matches.is_empty() {
+                    "-".to_string()
+                } else {
+                    a.revocation_matches.join("; ")
+                },
+            ),
+            ("metrics", dash(a.metrics_address.as_deref())),
+            ("state dir", a.state_dir.clone()),
+        ],
+    );
+    if let Some(e) = &a.state_error {
+        let _ = writeln!(out, "  state error: {e}");
+    }
+
+    out.push_str("\nCUSTOM CAS\n");
+    if r.custom_cas.is_empty() {
+        out.push_str("  (none installed and no CA input configured)\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .custom_cas
+            .iter()
+            .map(|c| {
+                let finding = c
+                    .findings
+                    .first()
+                    .map(|f| {
+                        let more = if c.findings.len() > 1 {
+                            format!(" (+{} more)", c.findings.len() - 1)
+                        } else {
+                            String::new()
+                        };
+                        format!("{}: {}{more}", f.severity, f.problem)
+                    })
+                    .unwrap_or_else(|| "-".to_string());
+                vec![
+                    c.key.clone(),
+                    dash(c.subject.as_deref()),
+                    c.sha256
+                        .as_deref()
+                        .map(|s| s.chars().take(16).collect())
+                        .unwrap_or_else(|| "-".to_string()),
+                    date_of(c.not_after.as_deref()),
+                    c.residual_seconds
+                        .map(short_duration)
+                        .unwrap_or_else(|| "-".to_string()),
+                    yes_no(c.installed).to_string(),
+                    finding,
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "KEY",
+                "SUBJECT",
+                "SHA-256",
+                "EXPIRES",
+                "RESIDUAL TIME",
+                "INSTALLED",
+                "FINDING",
+            ],
+            &rows,
+        );
+    }
+
+    out.push_str("\nTRUST STORE\n");
+    let t = &r.trust_store;
+    kv(
+        &mut out,
+        &[
+            ("family", dash(t.family.as_deref())),
+            ("anchors dir", dash(t.anchors_dir.as_deref())),
+            ("bundle", dash(t.bundle_path.as_deref())),
+            (
+                "agent CAs in bundle",
+                format!("{} of {}", t.agent_cas_in_bundle, t.agent_cas),
+            ),
+        ],
+    );
+    if let Some(e) = &t.error {
+        let _ = writeln!(out, "  error: {e}");
+    }
+
+    out.push_str("\nKUBELET CERTIFICATES\n");
+    let k = &r.kubelet;
+    kv(
+        &mut out,
+        &[
+            ("node name", dash(k.node_name.as_deref())),
+            (
+                "TLS bootstrapping",
+                match &k.bootstrap_kubeconfig {
+                    Some(p) => format!("enabled ({p})"),
+                    None => "disabled (no bootstrap kubeconfig)".to_string(),
+                },
+            ),
+            (
+                "kubelet self-rotation",
+                format!(
+                    "client {} (rotateCertificates), serving {} (serverTLSBootstrap) in {}",
+                    yes_no(k.rotate_certificates),
+                    yes_no(k.server_tls_bootstrap),
+                    k.kubelet_config
+                ),
+            ),
+            (
+                "node-cert-agent job",
+                if k.agent_job { "on" } else { "off" }.to_string(),
+            ),
+        ],
+    );
+    let rows: Vec<Vec<String>> = [&k.client, &k.serving]
+        .iter()
+        .map(|c| {
+            if !c.present {
+                return vec![
+                    c.kind.clone(),
+                    c.error
+                        .as_ref()
+                        .map(|e| format!("UNREADABLE: {e}"))
+                        .unwrap_or_else(|| format!("none ({})", c.path)),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    c.renewed_by.name().to_string(),
+                ];
+            }
+            vec![
+                c.kind.clone(),
+                dash(c.subject.as_deref()),
+                dash(c.issuer.as_deref()),
+                date_of(c.not_after.as_deref()),
+                c.residual_seconds
+                    .map(short_duration)
+                    .unwrap_or_else(|| "-".to_string()),
+                match (&c.next_renewal, c.renewed_by) {
+                    (Some(n), _) => date_of(Some(n)),
+                    (None, RenewedBy::Kubelet) => "by kubelet (70-90 % of lifetime)".to_string(),
+                    _ => "-".to_string(),
+                },
+                c.renewed_by.name().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &[
+            "CERT",
+            "SUBJECT",
+            "ISSUER",
+            "EXPIRES",
+            "RESIDUAL TIME",
+            "NEXT RENEWAL",
+            "RENEWED BY",
+        ],
+        &rows,
+    );
+
+    out.push_str("\nNODE CERTIFICATES\n");
+    if r.node_certificates.is_empty() {
+        out.push_str("  (none under /etc/kubernetes or kubelet's pki dir)\n");
+    } else {
+        let rows: Vec<Vec<String>> = r
+            .node_certificates
+            .iter()
+            .map(|n| {
+                if n.status == CertStatus::Missing {
+                    return vec![
+                        format!("!MISSING! {}", n.name),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        n.renewed_by.name().to_string(),
+                        n.status.name().to_string(),
+                    ];
+                }
+                vec![
+                    n.name.clone(),
+                    date_of(n.not_after.as_deref()),
+                    n.residual_seconds
+                        .map(short_duration)
+                        .unwrap_or_else(|| "-".to_string()),
+                    dash(n.certificate_authority.as_deref()),
+                    n.renewed_by.name().to_string(),
+                    match (&n.error, n.status) {
+                        (Some(e), _) => format!("{}: {e}", n.status.name()),
+                        (None, s) => s.name().to_string(),
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "CERTIFICATE",
+                "EXPIRES",
+                "RESIDUAL TIME",
+                "CERTIFICATE AUTHORITY",
+                "RENEWED BY",
+                "STATUS",
+            ],
+            &rows,
+        );
+    }
+
+    out.push('\n');
+    if r.healthy {
+        out.push_str("HEALTH: ok\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "HEALTH: UNHEALTHY ({} problem{})",
+            r.problems.len(),
+            if r.problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &r.problems {
+            let _ = writeln!(out, "  - {} {}: {}", p.kind.name(), p.subject, p.message);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_dates_read_like_kubeadm() {
+        assert_eq!(short_duration(-5), "<invalid>");
+        assert_eq!(short_duration(59), "59s");
+        assert_eq!(short_duration(3599), "59m");
+        assert_eq!(short_duration(86_399), "23h");
+        assert_eq!(short_duration(86_400 * 364), "364d");
+        assert_eq!(short_duration(86_400 * 365 * 10), "10y");
+        assert_eq!(kubeadm_date(1_136_214_240), "Jan 02, 2006 15:04 UTC");
+    }
+}
