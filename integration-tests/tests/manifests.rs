@@ -383,10 +383,10 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
     };
     writable(&settings.state_dir, "the state dir");
     writable(
-        Path::new(node_cert_agent::kubelet::manager::DEFAULT_PKI_DIR),
+        Path::new(node_cert_agent::config::kubelet::DEFAULT_PKI_DIR),
         "the kubelet pki dir",
     );
-    let pki = settings.kubelet.pki_dir.clone().unwrap();
+    let pki = settings.kubelet.pki_dir.clone();
     writable(&pki, "the configured kubelet pki dir");
     for family in [Family::Debian, Family::RedHat] {
         writable(
@@ -409,8 +409,8 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
     socket(&under_host(Path::new(SYSTEM_BUS_SOCKET)), SYSTEM_BUS_SOCKET);
     socket(Path::new(JOURNAL_SOCKET), JOURNAL_SOCKET);
     // The Secret, optional, at every configured ca-dir.
-    assert!(!settings.sources.is_empty());
-    for s in &settings.sources {
+    assert!(!settings.trust.sources.is_empty());
+    for s in &settings.trust.sources {
         let SourceSpec::SecretDir(dir) = s else {
             panic!("only the Secret is an input in a pod: {s:?}")
         };
@@ -509,6 +509,7 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
     assert!(c.resources.as_ref().unwrap().requests.is_some());
     // Probes on the agent's listener.
     let port = settings
+        .ops
         .metrics_address
         .expect("the metrics listener is on in a pod")
         .port();
@@ -521,7 +522,7 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
         .unwrap();
     assert_eq!(container_port.container_port, i32::from(port));
     assert!(
-        !settings.metrics_address.unwrap().ip().is_loopback(),
+        !settings.ops.metrics_address.unwrap().ip().is_loopback(),
         "kubelet probes the pod IP"
     );
     for (probe, path) in [

@@ -1,43 +1,36 @@
-//! Configuration: the YAML file (every `run` flag has a key of the same name)
-//! merged with the command line, where flags win. Pure apart from reading the
-//! file; the result is a validated [`Settings`].
+//! Configuration: the YAML file (every `run` flag has a key of the same
+//! name) merged with the command line, where flags win, and the defaults,
+//! resolved once into one typed settings struct per job ([`TrustSettings`],
+//! [`KubeletSettings`]) and the operator surface's ([`OpsSettings`]).
+//!
+//! Pure apart from reading the file. Boundary: a leaf; nothing here reads
+//! the node (what a default needs from the node comes in as data).
 
+pub mod kubelet;
+pub mod ops;
+pub mod trust;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::trust::plan::DEFAULT_MAX_CERTIFICATES;
-use crate::trust::sources::SourceSpec;
+pub use kubelet::{KeyType, KubeletConfig, KubeletMode, KubeletSettings, ServingConfig};
+pub use ops::{parse_metrics_address, LogFormat, LogTarget, DEFAULT_METRICS_ADDRESS, METRICS_OFF};
+pub use trust::{
+    SourceSpec, TrustSettings, TrustStoreOverride, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CERTIFICATES,
+    DEFAULT_RESTART_UNIT,
+};
 
 /// Where the node's root is when the agent runs on the node itself.
 pub const DEFAULT_HOST_ROOT: &str = "/";
-/// The unit whose Go TLS stack caches root CAs until it restarts (NODE-FACTS §2).
-pub const DEFAULT_RESTART_UNIT: &str = "containerd.service";
 /// Node path of the agent's state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/node-cert-agent";
-/// Quiet time after the last change event before a pass runs: kubelet's
-/// AtomicWriter makes a burst of events within a few milliseconds.
-pub const DEFAULT_DEBOUNCE_MS: u64 = 100;
-/// Node path of the system bus socket (NODE-FACTS §4).
+/// Node path of the system bus socket (systemd's D-Bus API).
 pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
-/// Where `/metrics`, `/healthz` and `/readyz` are served. Loopback, so a
-/// host-mode agent exposes nothing by default (a DaemonSet sets
-/// `0.0.0.0:9795` for Prometheus); port 9795, next to x509-certificate-exporter's
-/// 9793, so both can run on one node.
-pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9795";
-/// The `metrics-address` value that turns the listener off (as does "").
-pub const METRICS_OFF: &str = "off";
 /// Node path of the host-mode config file, which `status` reads by default.
 pub const HOST_CONFIG_FILE: &str = "/etc/node-cert-agent/config.yaml";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
 
 /// The YAML file. Keys are the `run` flags' names; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -55,59 +48,6 @@ pub struct FileConfig {
     pub metrics_address: Option<String>,
     pub trust_store: Option<TrustStoreOverride>,
     pub kubelet: Option<KubeletConfig>,
-}
-
-/// Whether the kubelet certificate job runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum KubeletMode {
-    /// On when the node has a bootstrap kubeconfig or a kubelet kubeconfig.
-    #[default]
-    Auto,
-    On,
-    Off,
-}
-
-/// The `kubelet:` section: kubelet client (and opt-in serving) certificates.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KubeletConfig {
-    pub mode: Option<KubeletMode>,
-    pub node_name: Option<String>,
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    pub kubeconfig: Option<PathBuf>,
-    pub pki_dir: Option<PathBuf>,
-    pub kubelet_config: Option<PathBuf>,
-    pub key_type: Option<crate::kubelet::csr::KeyType>,
-    pub expiration_seconds: Option<i32>,
-    pub csr_timeout_seconds: Option<u64>,
-    /// How long one API request (the CSR create, the RenewRevocation list)
-    /// may go unanswered before the pass fails and is retried.
-    pub api_timeout_seconds: Option<u64>,
-    pub restart_unit: Option<Vec<String>>,
-    pub serving: Option<ServingConfig>,
-    pub defer_to_kubelet_rotation: Option<bool>,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServingConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub dns: Vec<String>,
-    #[serde(default)]
-    pub ips: Vec<std::net::IpAddr>,
-}
-
-/// Overrides of the detected trust store, for distros the agent does not know.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TrustStoreOverride {
-    pub anchors_dir: Option<PathBuf>,
-    pub refresh_command: Option<Vec<String>>,
-    pub bundle: Option<PathBuf>,
-    pub anchor_extension: Option<String>,
 }
 
 /// The `run` flags, as clap parsed them (absent = not given).
@@ -131,19 +71,20 @@ pub struct Flags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub host_root: PathBuf,
-    pub sources: Vec<SourceSpec>,
-    pub restart_units: Vec<String>,
-    pub once: bool,
+    /// Node path of the agent's state directory.
     pub state_dir: PathBuf,
-    pub max_certificates: usize,
-    pub debounce: Duration,
+    pub once: bool,
+    pub trust: TrustSettings,
+    pub kubelet: KubeletSettings,
+    pub ops: OpsSettings,
+}
+
+/// The operator surface's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpsSettings {
     pub log_format: LogFormat,
-    pub trust_store: TrustStoreOverride,
-    pub kubelet_mode: KubeletMode,
-    pub kubelet: KubeletConfig,
-    pub node_name: Option<String>,
     /// `None` when the metrics listener is off.
-    pub metrics_address: Option<std::net::SocketAddr>,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,21 +142,6 @@ pub fn resolve_for_status(file: FileConfig, flags: Flags) -> Result<Settings, Co
     Ok(settings)
 }
 
-/// `metrics-address`: a socket address, or `off` / empty for no listener.
-pub fn parse_metrics_address(value: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
-    let v = value.trim();
-    if v.is_empty() || v.eq_ignore_ascii_case(METRICS_OFF) {
-        return Ok(None);
-    }
-    v.parse().map(Some).map_err(|_| ConfigError::Invalid {
-        key: "metrics-address",
-        value: value.to_string(),
-        reason: format!(
-            "not an address:port such as {DEFAULT_METRICS_ADDRESS} or 0.0.0.0:9795 (or `{METRICS_OFF}` to turn the listener off)"
-        ),
-    })
-}
-
 fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
     let pick_list = |flag: Vec<PathBuf>, file: Option<Vec<PathBuf>>| {
         if flag.is_empty() {
@@ -232,68 +158,56 @@ fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
     } else {
         flags.restart_unit
     };
-    let settings = Settings {
+    let kubelet_file = file.kubelet.unwrap_or_default();
+    let kubelet_mode = flags.kubelet.or(kubelet_file.mode).unwrap_or_default();
+    let node_name = flags.node_name.or(kubelet_file.node_name.clone());
+    Ok(Settings {
         host_root: flags
             .host_root
             .or(file.host_root)
             .unwrap_or_else(|| DEFAULT_HOST_ROOT.into()),
-        sources: ca_dirs
-            .into_iter()
-            .map(SourceSpec::SecretDir)
-            .chain(ca_files.into_iter().map(SourceSpec::File))
-            .collect(),
-        restart_units,
-        once: flags.once || file.once.unwrap_or(false),
         state_dir: flags
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-        max_certificates: flags
-            .max_certificates
-            .or(file.max_certificates)
-            .unwrap_or(DEFAULT_MAX_CERTIFICATES),
-        debounce: Duration::from_millis(
-            flags
-                .debounce_ms
-                .or(file.debounce_ms)
-                .unwrap_or(DEFAULT_DEBOUNCE_MS),
-        ),
-        log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
-        trust_store: file.trust_store.unwrap_or_default(),
-        kubelet_mode: flags
-            .kubelet
-            .or(file.kubelet.as_ref().and_then(|k| k.mode))
-            .unwrap_or_default(),
-        node_name: flags
-            .node_name
-            .or(file.kubelet.as_ref().and_then(|k| k.node_name.clone())),
-        kubelet: file.kubelet.unwrap_or_default(),
-        metrics_address: parse_metrics_address(
-            flags
-                .metrics_address
-                .as_deref()
-                .or(file.metrics_address.as_deref())
-                .unwrap_or(DEFAULT_METRICS_ADDRESS),
-        )?,
-    };
-    Ok(settings)
+        once: flags.once || file.once.unwrap_or(false),
+        trust: TrustSettings {
+            sources: ca_dirs
+                .into_iter()
+                .map(SourceSpec::SecretDir)
+                .chain(ca_files.into_iter().map(SourceSpec::File))
+                .collect(),
+            restart_units,
+            max_certificates: flags
+                .max_certificates
+                .or(file.max_certificates)
+                .unwrap_or(DEFAULT_MAX_CERTIFICATES),
+            debounce: Duration::from_millis(
+                flags
+                    .debounce_ms
+                    .or(file.debounce_ms)
+                    .unwrap_or(DEFAULT_DEBOUNCE_MS),
+            ),
+            trust_store: file.trust_store.unwrap_or_default(),
+        },
+        kubelet: KubeletSettings::from_file(kubelet_file.clone(), kubelet_mode, node_name),
+        ops: OpsSettings {
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            metrics_address: parse_metrics_address(
+                flags
+                    .metrics_address
+                    .as_deref()
+                    .or(file.metrics_address.as_deref())
+                    .unwrap_or(DEFAULT_METRICS_ADDRESS),
+            )?,
+        },
+    })
+    .and_then(|s| validate_kubelet_file(&kubelet_file).map(|()| s))
 }
 
-fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
-    // A kubelet-only agent needs no CA source.
-    if require_sources && s.sources.is_empty() && s.kubelet_mode != KubeletMode::On {
-        return Err(ConfigError::NoSources);
-    }
-    for unit in &s.restart_units {
-        if !is_valid_service_name(unit) {
-            return Err(ConfigError::Invalid {
-                key: "restart-unit",
-                value: unit.clone(),
-                reason: "not a service unit name; give a name such as containerd.service".into(),
-            });
-        }
-    }
-    for unit in s.kubelet.restart_unit.iter().flatten() {
+/// Values of the `kubelet:` section that have no valid meaning.
+fn validate_kubelet_file(k: &KubeletConfig) -> Result<(), ConfigError> {
+    for unit in k.restart_unit.iter().flatten() {
         if !is_valid_service_name(unit) {
             return Err(ConfigError::Invalid {
                 key: "kubelet.restart-unit",
@@ -302,14 +216,14 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
             });
         }
     }
-    if s.kubelet.api_timeout_seconds == Some(0) {
+    if k.api_timeout_seconds == Some(0) {
         return Err(ConfigError::Invalid {
             key: "kubelet.api-timeout-seconds",
             value: "0".into(),
             reason: "must be at least 1".into(),
         });
     }
-    if let Some(e) = s.kubelet.expiration_seconds {
+    if let Some(e) = k.expiration_seconds {
         if e < 600 {
             return Err(ConfigError::Invalid {
                 key: "kubelet.expiration-seconds",
@@ -318,7 +232,24 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
             });
         }
     }
-    if s.max_certificates == 0 {
+    Ok(())
+}
+
+fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
+    // A kubelet-only agent needs no CA source.
+    if require_sources && s.trust.sources.is_empty() && s.kubelet.mode != KubeletMode::On {
+        return Err(ConfigError::NoSources);
+    }
+    for unit in &s.trust.restart_units {
+        if !is_valid_service_name(unit) {
+            return Err(ConfigError::Invalid {
+                key: "restart-unit",
+                value: unit.clone(),
+                reason: "not a service unit name; give a name such as containerd.service".into(),
+            });
+        }
+    }
+    if s.trust.max_certificates == 0 {
         return Err(ConfigError::Invalid {
             key: "max-certificates",
             value: "0".into(),
@@ -339,7 +270,7 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
             reason: "must be an absolute node path".into(),
         });
     }
-    if let Some(cmd) = &s.trust_store.refresh_command {
+    if let Some(cmd) = &s.trust.trust_store.refresh_command {
         if cmd.first().is_none_or(|p| !p.starts_with('/')) {
             return Err(ConfigError::Invalid {
                 key: "trust-store.refresh-command",
@@ -349,8 +280,8 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
         }
     }
     for (key, path) in [
-        ("trust-store.anchors-dir", &s.trust_store.anchors_dir),
-        ("trust-store.bundle", &s.trust_store.bundle),
+        ("trust-store.anchors-dir", &s.trust.trust_store.anchors_dir),
+        ("trust-store.bundle", &s.trust.trust_store.bundle),
     ] {
         if let Some(p) = path {
             if !p.is_absolute() {
@@ -387,13 +318,16 @@ mod tests {
         let yaml = "host-root: /host\nca-dir: [/etc/custom-ca]\nca-file: [/etc/ca.pem]\nrestart-unit: [containerd.service, kubelet.service]\nonce: true\nstate-dir: /var/lib/x\nmax-certificates: 5\ndebounce-ms: 50\nlog-format: json\ntrust-store:\n  anchors-dir: /etc/anchors\n  refresh-command: [/usr/bin/update-ca-trust, extract]\n  bundle: /etc/bundle.pem\n";
         let s = resolve(parse_file(yaml).unwrap(), Flags::default()).unwrap();
         assert_eq!(s.host_root, PathBuf::from("/host"));
-        assert_eq!(s.sources.len(), 2);
-        assert_eq!(s.restart_units.len(), 2);
+        assert_eq!(s.trust.sources.len(), 2);
+        assert_eq!(s.trust.restart_units.len(), 2);
         assert!(s.once);
-        assert_eq!(s.max_certificates, 5);
-        assert_eq!(s.debounce, Duration::from_millis(50));
-        assert_eq!(s.log_format, LogFormat::Json);
-        assert_eq!(s.trust_store.bundle, Some(PathBuf::from("/etc/bundle.pem")));
+        assert_eq!(s.trust.max_certificates, 5);
+        assert_eq!(s.trust.debounce, Duration::from_millis(50));
+        assert_eq!(s.ops.log_format, LogFormat::Json);
+        assert_eq!(
+            s.trust.trust_store.bundle,
+            Some(PathBuf::from("/etc/bundle.pem"))
+        );
     }
 
     #[test]
@@ -408,8 +342,8 @@ mod tests {
         };
         let s = resolve(file, flags).unwrap();
         assert_eq!(s.host_root, PathBuf::from("/other"));
-        assert_eq!(s.sources, vec![SourceSpec::SecretDir("/b".into())]);
-        assert_eq!(s.restart_units, vec!["containerd.service"]);
+        assert_eq!(s.trust.sources, vec![SourceSpec::SecretDir("/b".into())]);
+        assert_eq!(s.trust.restart_units, vec!["containerd.service"]);
     }
 
     #[test]
@@ -419,7 +353,7 @@ mod tests {
             ..Flags::default()
         };
         let s = resolve(FileConfig::default(), flags).unwrap();
-        assert_eq!(s.restart_units, vec![DEFAULT_RESTART_UNIT]);
+        assert_eq!(s.trust.restart_units, vec![DEFAULT_RESTART_UNIT]);
         assert_eq!(s.host_root, PathBuf::from("/"));
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
@@ -475,20 +409,20 @@ mod tests {
         };
         let s = resolve(FileConfig::default(), base()).unwrap();
         assert_eq!(
-            s.metrics_address,
+            s.ops.metrics_address,
             Some(DEFAULT_METRICS_ADDRESS.parse().unwrap())
         );
         let s = resolve(parse_file("metrics-address: off\n").unwrap(), base()).unwrap();
-        assert_eq!(s.metrics_address, None);
+        assert_eq!(s.ops.metrics_address, None);
         let s = resolve(parse_file("metrics-address: \"\"\n").unwrap(), base()).unwrap();
-        assert_eq!(s.metrics_address, None);
+        assert_eq!(s.ops.metrics_address, None);
         let flags = Flags {
             metrics_address: Some("0.0.0.0:9100".into()),
             ..base()
         };
         let s = resolve(parse_file("metrics-address: off\n").unwrap(), flags).unwrap();
         assert_eq!(
-            s.metrics_address,
+            s.ops.metrics_address,
             Some("0.0.0.0:9100".parse().unwrap()),
             "the flag wins"
         );
@@ -504,7 +438,7 @@ mod tests {
     #[test]
     fn status_accepts_a_config_without_sources() {
         let s = resolve_for_status(FileConfig::default(), Flags::default()).unwrap();
-        assert!(s.sources.is_empty());
+        assert!(s.trust.sources.is_empty());
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
 

@@ -23,37 +23,14 @@ use openssl::stack::Stack;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509StoreContext, X509};
-use serde::Deserialize;
 
+pub use crate::config::KeyType;
 use crate::x509::cert::{common_name, openssl_reason};
 
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
-/// kubelet's own limit on waiting for a signature (NODE-FACTS §6).
-pub const DEFAULT_CSR_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// How long one API request may go unanswered. kube's client sets no read
-/// timeout, so without one a server that accepts the connection and never
-/// answers would hold the pass (and the kubelet lock) forever, with nothing
-/// logged and no retry. 30 s is far above a healthy API server's answer time.
-pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tolerated clock skew between the node and the signer for notBefore.
 const NOT_BEFORE_SKEW_SECS: i64 = 300;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyType {
-    #[default]
-    EcdsaP256,
-    EcdsaP384,
-    Rsa2048,
-    Rsa4096,
-}
-
-impl KeyType {
-    fn is_rsa(self) -> bool {
-        matches!(self, Self::Rsa2048 | Self::Rsa4096)
-    }
-}
 
 /// Which kubelet certificate is requested.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use openssl::nid::Nid;
 use openssl::x509::X509;
 use tracing::{error, info, warn};
 
-use crate::kubelet::csr::{self, CsrError, KeyType, Purpose};
+pub use crate::config::KubeletSettings;
+use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
 use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
@@ -29,11 +30,6 @@ use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::x509::cert::{common_name, now_unix, rfc3339, CertInfo};
 
-pub const DEFAULT_BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
-pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
-pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
-pub const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
-pub const DEFAULT_KUBELET_UNIT: &str = "kubelet.service";
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
@@ -49,24 +45,13 @@ pub fn revocation_resource() -> ApiResource {
     }
 }
 
+/// What the kubelet job works with on this node.
 #[derive(Clone, Debug)]
-pub struct KubeletSettings {
+pub struct KubeletJob {
+    pub settings: KubeletSettings,
     pub node_name: String,
-    pub bootstrap_kubeconfig: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub pki_dir: PathBuf,
-    pub kubelet_config: PathBuf,
-    pub key_type: KeyType,
-    pub expiration_seconds: Option<i32>,
-    pub csr_timeout: Duration,
-    /// How long one API request may go unanswered.
-    pub api_timeout: Duration,
-    /// Units restarted after a new certificate is in place (the allowlist).
-    pub restart_units: Vec<String>,
-    /// Opt-in serving certificate: its DNS names and IPs.
+    /// The serving certificate's DNS names and IPs, when it is on.
     pub serving: Option<(Vec<String>, Vec<IpAddr>)>,
-    /// When kubelet's config says `rotateCertificates: true`, only monitor.
-    pub defer_to_kubelet_rotation: bool,
     /// The lock file shared with `renew`, as this process sees it.
     pub lock_path: PathBuf,
 }
@@ -131,6 +116,9 @@ pub struct KubeletManager<S: Systemd> {
     store: KubeletStore,
     systemd: S,
     settings: KubeletSettings,
+    node_name: String,
+    serving: Option<(Vec<String>, Vec<IpAddr>)>,
+    lock_path: PathBuf,
     /// Revocation label → serial of the certificate issued in answer to it.
     /// A revocation without notBefore can match every certificate this node
     /// can get (say, a whole group): renewing once more per match would be a
@@ -139,19 +127,38 @@ pub struct KubeletManager<S: Systemd> {
 }
 
 impl<S: Systemd> KubeletManager<S> {
-    pub fn new(host: HostRoot, systemd: S, settings: KubeletSettings) -> Self {
-        let store = KubeletStore::new(host.clone(), settings.pki_dir.clone());
+    pub fn new(host: HostRoot, systemd: S, job: KubeletJob) -> Self {
+        let store = KubeletStore::new(host.clone(), job.settings.pki_dir.clone());
         Self {
             host,
             store,
             systemd,
-            settings,
+            settings: job.settings,
+            node_name: job.node_name,
+            serving: job.serving,
+            lock_path: job.lock_path,
             answered_revocations: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
     pub fn settings(&self) -> &KubeletSettings {
         &self.settings
+    }
+
+    /// The node whose certificates this manager keeps.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The job as given to [`KubeletManager::new`], for a second manager
+    /// of the same node (the event sink's identity source).
+    pub fn job(&self) -> KubeletJob {
+        KubeletJob {
+            settings: self.settings.clone(),
+            node_name: self.node_name.clone(),
+            serving: self.serving.clone(),
+            lock_path: self.lock_path.clone(),
+        }
     }
 
     /// Whether kubelet's own config turns on client certificate rotation.
@@ -172,7 +179,7 @@ impl<S: Systemd> KubeletManager<S> {
     }
 
     fn lock(&self) -> Result<Flock<File>, KubeletError> {
-        let path = &self.settings.lock_path;
+        let path = &self.lock_path;
         let lock_err = |reason: String| KubeletError::Lock {
             path: path.clone(),
             reason,
@@ -203,7 +210,7 @@ impl<S: Systemd> KubeletManager<S> {
         let revocations = self.revocations(client_current.as_ref(), now).await;
 
         let mut kinds = vec![(CertKind::Client, Purpose::Client)];
-        if let Some((dns, ips)) = &self.settings.serving {
+        if let Some((dns, ips)) = &self.serving {
             kinds.push((
                 CertKind::Serving,
                 Purpose::Serving {
@@ -220,7 +227,7 @@ impl<S: Systemd> KubeletManager<S> {
             };
             let facts = current.as_ref().map(facts_of);
             let (decision, bad) =
-                renewal::decide(facts.as_ref(), &self.settings.node_name, now, &revocations);
+                renewal::decide(facts.as_ref(), &self.node_name, now, &revocations);
             for (r, e) in bad {
                 warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
             }
@@ -241,7 +248,7 @@ impl<S: Systemd> KubeletManager<S> {
                         renewal::deadline(
                             f.not_before,
                             f.not_after,
-                            renewal::renewal_fraction(&self.settings.node_name),
+                            renewal::renewal_fraction(&self.node_name),
                         )
                     });
                     if let Some(d) = f {
@@ -323,7 +330,7 @@ impl<S: Systemd> KubeletManager<S> {
                     let d = renewal::deadline(
                         f.not_before,
                         f.not_after,
-                        renewal::renewal_fraction(&self.settings.node_name),
+                        renewal::renewal_fraction(&self.node_name),
                     );
                     outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
                 }
@@ -398,7 +405,7 @@ impl<S: Systemd> KubeletManager<S> {
         let (kc, identity) = self.identity(usable_client)?;
         let client = build_client(&kc)?;
         let key = csr::generate_key(self.settings.key_type)?;
-        let request = csr::build_request(&key, &self.settings.node_name, purpose)?;
+        let request = csr::build_request(&key, &self.node_name, purpose)?;
         let object = csr::csr_object(
             request,
             purpose,
@@ -421,7 +428,7 @@ impl<S: Systemd> KubeletManager<S> {
             &csr_name,
             &chain_pem,
             &key,
-            &self.settings.node_name,
+            &self.node_name,
             kc.ca_pem.as_deref(),
             now_unix(),
         )?;
@@ -437,7 +444,7 @@ impl<S: Systemd> KubeletManager<S> {
             let next = renewal::deadline(
                 info.not_before,
                 info.not_after,
-                renewal::renewal_fraction(&self.settings.node_name),
+                renewal::renewal_fraction(&self.node_name),
             );
             info!(
                 cert = kind.name(),
@@ -658,51 +665,10 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kubelet.lock")
 }
 
-/// Default serving-certificate names: the node name and the hostname as DNS
-/// names, and the node's non-loopback, non-link-local addresses (the agent
-/// shares the node's network namespace, as a hostNetwork pod does).
-pub fn default_serving_names(
-    node_name: &str,
-    hostname: Option<&str>,
-) -> (Vec<String>, Vec<IpAddr>) {
-    let mut dns = vec![node_name.to_string()];
-    if let Some(h) = hostname.filter(|h| !h.is_empty() && *h != node_name) {
-        dns.push(h.to_string());
-    }
-    let mut ips: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
-        .map(|addrs| {
-            addrs
-                .filter_map(|a| a.address)
-                .filter_map(|sa| {
-                    sa.as_sockaddr_in()
-                        .map(|v4| IpAddr::from(v4.ip()))
-                        .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
-                })
-                .filter(|ip| match ip {
-                    IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
-                    IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ips.sort();
-    ips.dedup();
-    (dns, ips)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serving_defaults_name_the_node_and_its_routable_addresses() {
-        let (dns, ips) = default_serving_names("n1", Some("n1.example.com"));
-        assert_eq!(dns, ["n1", "n1.example.com"]);
-        assert!(ips.iter().all(|ip| !ip.is_loopback()), "{ips:?}");
-        let (dns, _) = default_serving_names("n1", Some("n1"));
-        assert_eq!(dns, ["n1"]);
-    }
 
     #[test]
     fn revocation_resource_is_the_shipped_crd() {

@@ -23,12 +23,12 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use tracing::{info, warn};
 
+#[cfg(test)]
+use crate::config::kubelet::DEFAULT_PKI_DIR;
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::x509::cert::{name_to_string, rfc3339};
 
-/// Where kubelet keeps its certificates (`--cert-dir`'s default).
-pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
 /// Kubelet creates its pki directory world-readable; the secrets are the
 /// files, which are 0600.
 const PKI_DIR_MODE: u32 = 0o755;
@@ -165,7 +165,7 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct KubeletStore {
     host: HostRoot,
-    /// Node path, normally [`DEFAULT_PKI_DIR`].
+    /// Node path, normally `/var/lib/kubelet/pki` (kubelet's `--cert-dir`).
     dir: PathBuf,
 }
 

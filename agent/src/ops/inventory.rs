@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
+use crate::config::KubeletSettings;
 use crate::kubelet::store::CertKind;
 use crate::node::distro::TrustStoreLayout;
 use crate::node::fsutil::{self, FsError};
@@ -56,6 +57,30 @@ pub struct InventorySources {
     pub pki_dir: PathBuf,
     /// Node paths of kubelet's kubeconfigs (besides kubeadm's `*.conf`).
     pub kubeconfigs: Vec<PathBuf>,
+}
+
+impl InventorySources {
+    /// The node's certificate directories, kubelet's pki dir and kubeconfigs.
+    pub fn for_node(
+        host: HostRoot,
+        layout: Result<TrustStoreLayout, String>,
+        kubelet: &KubeletSettings,
+    ) -> Self {
+        let mut cert_dirs: Vec<PathBuf> = NODE_CERT_DIRS.iter().map(PathBuf::from).collect();
+        if !cert_dirs.contains(&kubelet.pki_dir) {
+            cert_dirs.push(kubelet.pki_dir.clone());
+        }
+        Self {
+            host,
+            layout,
+            cert_dirs,
+            pki_dir: kubelet.pki_dir.clone(),
+            kubeconfigs: vec![
+                kubelet.kubeconfig.clone(),
+                kubelet.bootstrap_kubeconfig.clone(),
+            ],
+        }
+    }
 }
 
 /// The facts about one certificate that status and metrics show.

@@ -6,21 +6,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, LogTarget};
 
 /// The journal's native socket (NODE-FACTS §5), as this process sees it.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_IDENTIFIER: &str = "node-cert-agent";
 const FILTER_ENV: &str = "NCA_LOG";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
-pub enum LogTarget {
-    /// journald when stdout is connected to the journal (a systemd service), else stdout.
-    #[default]
-    Auto,
-    Stdout,
-    Journald,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {

@@ -5,14 +5,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::config::{KubeletMode, Settings};
-use crate::kubelet::manager::{
-    DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBECONFIG, DEFAULT_KUBELET_CONFIG, DEFAULT_PKI_DIR,
-};
+use crate::config::{KubeletSettings, Settings};
 use crate::kubelet::store::CertKind;
 use crate::node::distro::TrustStoreLayout;
 use crate::node::fsutil::{self};
 use crate::node::hostroot::HostRoot;
+use crate::node::identity::NodeIdentity;
 use crate::node::lock::*;
 use crate::node::procfs::*;
 use crate::ops::daemon_status::*;
@@ -33,15 +31,6 @@ pub const KUBEADM_BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubele
 // What to look at
 // ---------------------------------------------------------------------------
 
-/// Node paths of kubelet's files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeletPaths {
-    pub bootstrap_kubeconfig: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub pki_dir: PathBuf,
-    pub kubelet_config: PathBuf,
-}
-
 /// Everything [`gather`] looks at, from the settings.
 #[derive(Debug, Clone)]
 pub struct StatusSources {
@@ -53,86 +42,38 @@ pub struct StatusSources {
     /// The CA inputs (process paths), read again to show current findings.
     pub sources: Vec<SourceSpec>,
     pub max_certificates: usize,
-    pub kubelet: KubeletPaths,
+    /// kubelet's files and the kubelet job's settings.
+    pub kubelet: KubeletSettings,
     pub node_name: Option<String>,
     /// The agent's kubelet job is on (configured, or `auto` with a kubeconfig).
     pub kubelet_job: bool,
-    /// ... and it renews the serving certificate too.
-    pub serving_job: bool,
-    pub defer_to_kubelet_rotation: bool,
-    /// Node paths of the directories whose certificates are listed.
-    pub cert_dirs: Vec<PathBuf>,
 }
 
 impl StatusSources {
-    /// What `settings` point at, with the kubelet defaults `run` uses.
+    /// What `settings` point at on this node. `kubelet_job` is whether the
+    /// kubelet job runs ([`KubeletSettings::job_enabled`] on this node).
     pub fn from_settings(
         settings: &Settings,
         host: HostRoot,
         layout: Result<TrustStoreLayout, String>,
+        node: &NodeIdentity,
+        kubelet_job: bool,
     ) -> Self {
-        let k = &settings.kubelet;
-        let kubelet = KubeletPaths {
-            bootstrap_kubeconfig: k
-                .bootstrap_kubeconfig
-                .clone()
-                .unwrap_or_else(|| DEFAULT_BOOTSTRAP_KUBECONFIG.into()),
-            kubeconfig: k
-                .kubeconfig
-                .clone()
-                .unwrap_or_else(|| DEFAULT_KUBECONFIG.into()),
-            pki_dir: k.pki_dir.clone().unwrap_or_else(|| DEFAULT_PKI_DIR.into()),
-            kubelet_config: k
-                .kubelet_config
-                .clone()
-                .unwrap_or_else(|| DEFAULT_KUBELET_CONFIG.into()),
-        };
-        let exists = |p: &Path| host.resolve(p).is_ok_and(|h| h.exists());
-        let kubelet_job = match settings.kubelet_mode {
-            KubeletMode::On => true,
-            KubeletMode::Off => false,
-            KubeletMode::Auto => {
-                exists(&kubelet.bootstrap_kubeconfig) || exists(&kubelet.kubeconfig)
-            }
-        };
-        let node_name = settings.node_name.clone().or_else(|| {
-            host.resolve(Path::new("/etc/hostname"))
-                .ok()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        });
-        let mut cert_dirs: Vec<PathBuf> = NODE_CERT_DIRS.iter().map(PathBuf::from).collect();
-        if !cert_dirs.contains(&kubelet.pki_dir) {
-            cert_dirs.push(kubelet.pki_dir.clone());
-        }
         Self {
             state_dir: settings.state_dir.clone(),
             layout,
-            sources: settings.sources.clone(),
-            max_certificates: settings.max_certificates,
+            sources: settings.trust.sources.clone(),
+            max_certificates: settings.trust.max_certificates,
+            kubelet: settings.kubelet.clone(),
+            node_name: node.name.clone(),
             kubelet_job,
-            serving_job: kubelet_job && k.serving.as_ref().is_some_and(|s| s.enabled),
-            defer_to_kubelet_rotation: k.defer_to_kubelet_rotation.unwrap_or(true),
-            node_name,
-            kubelet,
-            cert_dirs,
             host,
         }
     }
 
     /// What the certificate inventory looks at (shared with `/metrics`).
     pub fn inventory(&self) -> InventorySources {
-        InventorySources {
-            host: self.host.clone(),
-            layout: self.layout.clone(),
-            cert_dirs: self.cert_dirs.clone(),
-            pki_dir: self.kubelet.pki_dir.clone(),
-            kubeconfigs: vec![
-                self.kubelet.kubeconfig.clone(),
-                self.kubelet.bootstrap_kubeconfig.clone(),
-            ],
-        }
+        InventorySources::for_node(self.host.clone(), self.layout.clone(), &self.kubelet)
     }
 
     /// The state directory as this process sees it.
@@ -275,8 +216,8 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
         rotate_certificates,
         server_tls_bootstrap,
         agent_job: src.kubelet_job,
-        serving_job: src.serving_job,
-        defer_to_kubelet_rotation: src.defer_to_kubelet_rotation,
+        serving_job: src.kubelet_job && src.kubelet.serving.is_some(),
+        defer_to_kubelet_rotation: src.kubelet.defer_to_kubelet_rotation,
         client: cert(CertKind::Client),
         serving: cert(CertKind::Serving),
     }
@@ -398,7 +339,12 @@ mod tests {
 
         let settings =
             crate::config::resolve_for_status(Default::default(), Default::default()).unwrap();
-        let src = StatusSources::from_settings(&settings, HostRoot::new(r).unwrap(), Ok(layout));
+        let host = HostRoot::new(r).unwrap();
+        let node = NodeIdentity::read(&host, settings.kubelet.node_name.as_deref());
+        let job = settings
+            .kubelet
+            .job_enabled(|p| host.resolve(p).is_ok_and(|h| h.exists()));
+        let src = StatusSources::from_settings(&settings, host, Ok(layout), &node, job);
         assert_eq!(src.node_name.as_deref(), Some("node-7"));
         let facts = gather(&src, crate::x509::cert::now_unix());
         let report = build_report(&facts);

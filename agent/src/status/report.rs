@@ -796,7 +796,7 @@ mod tests {
 
     use std::collections::{BTreeMap, BTreeSet};
 
-    use crate::kubelet::manager::{DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBELET_CONFIG};
+    use crate::config::kubelet::{DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBELET_CONFIG};
     use crate::kubelet::renewal;
 
     use crate::node::lock::*;

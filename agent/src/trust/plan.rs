@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 use crate::trust::validate::{Finding, FindingKind, KeyVerdict};
 use crate::x509::cert::{CertInfo, Fingerprint};
 
-/// Default cap on distinct CAs across all sources (AKS allows 10).
-pub const DEFAULT_MAX_CERTIFICATES: usize = 10;
+pub use crate::config::DEFAULT_MAX_CERTIFICATES;
 
 /// Remembered fingerprints per source, per key: the last good version of each key.
 pub type KeyState = BTreeMap<String, BTreeMap<String, Vec<Fingerprint>>>;

@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crate::config::SourceSpec;
 use crate::node::fsutil::read_limited;
 use crate::trust::plan::SourceInput;
 use crate::trust::validate::{validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES};
@@ -20,28 +21,6 @@ const DATA_LINK: &str = "..data";
 const MAX_READ_ATTEMPTS: usize = 5;
 /// More keys than this in one Secret directory is not a CA Secret.
 pub const MAX_KEYS_PER_SOURCE: usize = 1000;
-
-/// A configured input.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// A mounted Secret directory (or a plain directory of PEM files).
-    SecretDir(PathBuf),
-    /// A provisioning file: PEM certificates separated by blank lines.
-    File(PathBuf),
-}
-
-impl SourceSpec {
-    pub fn path(&self) -> &Path {
-        match self {
-            Self::SecretDir(p) | Self::File(p) => p,
-        }
-    }
-
-    /// The name this source has in state, logs and findings.
-    pub fn name(&self) -> String {
-        self.path().display().to_string()
-    }
-}
 
 /// Raw bytes of one key, or why it could not be read.
 #[derive(Debug)]

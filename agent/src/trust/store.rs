@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::config::TrustStoreOverride;
 use crate::node::distro::{self, TrustStoreLayout, ANCHOR_FILE_PREFIX};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
@@ -66,6 +67,38 @@ pub fn detect_layout(host: &HostRoot) -> Result<TrustStoreLayout, TrustError> {
         path: PathBuf::from("/etc/os-release"),
         source: io::Error::from(io::ErrorKind::NotFound),
     }))
+}
+
+/// The detected layout with the config's overrides applied. An unknown
+/// distro works when the overrides say everything.
+pub fn layout_for(
+    host: &HostRoot,
+    overrides: &TrustStoreOverride,
+) -> Result<TrustStoreLayout, TrustError> {
+    let o = overrides;
+    let mut layout = match (
+        detect_layout(host),
+        &o.anchors_dir,
+        &o.refresh_command,
+        &o.bundle,
+    ) {
+        (Ok(l), ..) => l,
+        (Err(_), Some(_), Some(_), Some(_)) => distro::Family::Debian.layout(),
+        (Err(e), ..) => return Err(e),
+    };
+    if let Some(d) = &o.anchors_dir {
+        layout.anchors_dir = d.clone();
+    }
+    if let Some(c) = &o.refresh_command {
+        layout.refresh_command = c.clone();
+    }
+    if let Some(b) = &o.bundle {
+        layout.bundle_path = b.clone();
+    }
+    if let Some(e) = &o.anchor_extension {
+        layout.anchor_extension = e.clone();
+    }
+    Ok(layout)
 }
 
 /// What the agent finds of its own in the anchors directory.

@@ -1,0 +1,162 @@
+//! `node-cert-agent check`: lint Secret directories, provisioning files and
+//! Secret manifests offline, with the daemon's own validation and planning.
+
+use std::process::ExitCode;
+
+use node_cert_agent::config::SourceSpec;
+use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
+use node_cert_agent::trust::sources::{self, read_source};
+use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
+use node_cert_agent::x509::cert::{now_unix, rfc3339};
+
+use crate::cli::{CheckArgs, OutputFormat};
+
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let now = now_unix();
+    let mut inputs = Vec::new();
+    for p in &args.paths {
+        if p.is_dir() {
+            inputs.push(read_source(&SourceSpec::SecretDir(p.clone()), now));
+            continue;
+        }
+        // A Secret manifest is linted key by key, as the daemon would see it.
+        match sources::read_secret_manifest(p) {
+            Ok(Some(secrets)) => {
+                for (name, keys) in secrets {
+                    inputs.push(sources::validate_raw_keys(name, keys, now));
+                }
+            }
+            _ => inputs.push(read_source(&SourceSpec::File(p.clone()), now)),
+        }
+    }
+    let total = plan::plan(
+        &inputs,
+        &KeyState::new(),
+        &Default::default(),
+        args.max_certificates,
+    );
+    let per_key = inputs.iter().flat_map(|i| match &i.keys {
+        Err(f) => vec![f.clone()],
+        Ok(vs) => vs.iter().flat_map(|v| v.findings.iter().cloned()).collect(),
+    });
+    let all: Vec<_> = per_key.chain(total.findings.iter().cloned()).collect();
+    let errors = all.iter().filter(|f| f.is_error()).count();
+    let warnings = all.len() - errors;
+    if args.output == OutputFormat::Json {
+        println!(
+            "{}",
+            check_json(
+                &inputs,
+                &total.findings,
+                total.desired.len(),
+                errors,
+                warnings
+            )
+        );
+    } else {
+        print_check_table(&inputs, &total.findings);
+        println!(
+            "{} distinct certificate(s), {errors} error(s), {warnings} warning(s)",
+            total.desired.len()
+        );
+    }
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn key_status(v: &KeyVerdict) -> &'static str {
+    if v.rejected {
+        "REFUSED"
+    } else if v.has_errors() {
+        "partly used"
+    } else {
+        "ok"
+    }
+}
+
+fn print_check_table(inputs: &[SourceInput], totals: &[Finding]) {
+    for input in inputs {
+        println!("{}:", input.source);
+        match &input.keys {
+            Err(f) => println!("  {f}"),
+            Ok(verdicts) if verdicts.is_empty() => println!("  (no keys)"),
+            Ok(verdicts) => {
+                for v in verdicts {
+                    println!(
+                        "  key \"{}\": {}, {} certificate(s) to trust",
+                        v.key,
+                        key_status(v),
+                        v.certs.len()
+                    );
+                    for c in &v.certs {
+                        println!(
+                            "    - Subject \"{}\", expires {}, SHA256 {}",
+                            c.subject,
+                            rfc3339(c.not_after),
+                            c.fingerprint.short()
+                        );
+                    }
+                    for f in &v.findings {
+                        println!("    {f}");
+                    }
+                }
+            }
+        }
+    }
+    for f in totals {
+        println!("{f}");
+    }
+}
+
+/// `check --output json`: schemaVersion 1, documented in the README.
+fn check_json(
+    inputs: &[SourceInput],
+    totals: &[Finding],
+    distinct: usize,
+    errors: usize,
+    warnings: usize,
+) -> String {
+    let finding = |f: &Finding| {
+        serde_json::json!({
+            "severity": if f.severity == Severity::Error { "error" } else { "warning" },
+            "kind": format!("{:?}", f.kind),
+            "key": f.key,
+            "position": f.position,
+            "problem": f.problem,
+            "fix": f.fix,
+            "message": f.to_string(),
+        })
+    };
+    let sources: Vec<_> = inputs
+        .iter()
+        .map(|i| match &i.keys {
+            Err(f) => serde_json::json!({"source": i.source, "error": finding(f), "keys": []}),
+            Ok(vs) => serde_json::json!({
+                "source": i.source,
+                "keys": vs.iter().map(|v| serde_json::json!({
+                    "key": v.key,
+                    "status": key_status(v),
+                    "certificates": v.certs.iter().map(|c| serde_json::json!({
+                        "subject": c.subject,
+                        "issuer": c.issuer,
+                        "serial": c.serial,
+                        "notBefore": rfc3339(c.not_before),
+                        "notAfter": rfc3339(c.not_after),
+                        "sha256": c.fingerprint.hex(),
+                    })).collect::<Vec<_>>(),
+                    "findings": v.findings.iter().map(finding).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+        })
+        .collect();
+    serde_json::json!({
+        "schemaVersion": 1,
+        "sources": sources,
+        "findings": totals.iter().map(finding).collect::<Vec<_>>(),
+        "summary": {"distinctCertificates": distinct, "errors": errors, "warnings": warnings, "valid": errors == 0},
+    })
+    .to_string()
+}

@@ -1,0 +1,307 @@
+//! Composition: the commands put together from the library's parts. Settings
+//! are resolved once (`config`), the node is looked at once (host root,
+//! trust-store layout, node identity, bus address), and the results are
+//! handed to the trust job, the kubelet job and the operator sinks.
+//!
+//! Boundary: wiring only. Every decision lives in the library's modules;
+//! this is the one place (with `main`) that uses `anyhow`.
+
+mod check;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use node_cert_agent::config::{self, FileConfig, Flags, Settings, SourceSpec};
+use node_cert_agent::daemon;
+use node_cert_agent::kubelet::manager::{lock_path, KubeletJob, KubeletManager};
+use node_cert_agent::node::distro::TrustStoreLayout;
+use node_cert_agent::node::fsutil;
+use node_cert_agent::node::hostroot::HostRoot;
+use node_cert_agent::node::identity::{local_addresses, NodeIdentity};
+use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
+use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
+use node_cert_agent::ops::logging;
+use node_cert_agent::ops::metrics::{Metrics, MetricsOptions};
+use node_cert_agent::status::{self, StatusSources};
+use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
+use node_cert_agent::trust::state::STATE_FILE;
+use node_cert_agent::trust::store::{layout_for, TrustStore};
+use node_cert_agent::x509::cert::{now_unix, rfc3339};
+
+use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs};
+
+pub use check::check;
+
+/// The node as this process sees it, looked at once.
+struct NodeView {
+    host: HostRoot,
+    identity: NodeIdentity,
+    /// The state directory as this process sees it.
+    state_dir: PathBuf,
+    /// The system bus address.
+    bus: String,
+}
+
+impl NodeView {
+    fn of(settings: &Settings) -> anyhow::Result<Self> {
+        let host = HostRoot::new(&settings.host_root)?;
+        let identity = NodeIdentity::read(&host, settings.kubelet.node_name.as_deref());
+        let state_dir = host.resolve(&settings.state_dir)?;
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let bus = bus_address(&env, &host.resolve(Path::new(config::SYSTEM_BUS_SOCKET))?);
+        Ok(Self {
+            host,
+            identity,
+            state_dir,
+            bus,
+        })
+    }
+
+    /// Whether the kubelet job runs on this node (`auto`: a kubeconfig exists).
+    fn kubelet_job_enabled(&self, settings: &Settings) -> bool {
+        settings
+            .kubelet
+            .job_enabled(|p| self.host.resolve(p).is_ok_and(|h| h.exists()))
+    }
+
+    /// The kubelet job, if it runs on this node.
+    fn kubelet_job(&self, settings: &Settings) -> anyhow::Result<Option<KubeletJob>> {
+        if !self.kubelet_job_enabled(settings) {
+            tracing::info!("kubelet certificate job is off (no bootstrap or kubelet kubeconfig on the node; --kubelet on forces it)");
+            return Ok(None);
+        }
+        let node_name = self.identity.name.clone().context(
+            "no node name: give --node-name, set NODE_NAME (the downward API's spec.nodeName in a pod), or kubelet.node-name in the config",
+        )?;
+        let serving = settings.kubelet.serving_names(
+            &node_name,
+            self.identity.hostname.as_deref(),
+            &local_addresses(),
+        );
+        let job = KubeletJob {
+            settings: settings.kubelet.clone(),
+            node_name,
+            serving,
+            lock_path: lock_path(&self.state_dir),
+        };
+        tracing::info!(node = %job.node_name, bootstrap_kubeconfig = %job.settings.bootstrap_kubeconfig.display(), pki_dir = %job.settings.pki_dir.display(), "kubelet certificate job is on");
+        Ok(Some(job))
+    }
+
+    fn kubelet_manager(
+        &self,
+        settings: &Settings,
+    ) -> anyhow::Result<Option<KubeletManager<DbusSystemd>>> {
+        Ok(self.kubelet_job(settings)?.map(|job| {
+            KubeletManager::new(self.host.clone(), DbusSystemd::new(self.bus.clone()), job)
+        }))
+    }
+}
+
+/// The file (if any) and the flags, resolved.
+fn settings_of(config_file: Option<PathBuf>, flags: Flags) -> anyhow::Result<Settings> {
+    let file = match &config_file {
+        Some(path) => config::load_file(path)?,
+        None => FileConfig::default(),
+    };
+    Ok(config::resolve(file, flags)?)
+}
+
+fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `node-cert-agent run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (config_file, flags, log_target) = args.into_flags();
+    let settings = settings_of(config_file, flags)?;
+    logging::init(settings.ops.log_format, log_target)?;
+
+    let node = NodeView::of(&settings)?;
+    let layout = layout_for(&node.host, &settings.trust.trust_store)?;
+    fsutil::ensure_dir(&node.state_dir, 0o700)
+        .with_context(|| format!("creating the state directory {}", node.state_dir.display()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        host_root = %settings.host_root.display(),
+        family = layout.family.name(),
+        anchors_dir = %layout.anchors_dir.display(),
+        bundle = %layout.bundle_path.display(),
+        restart_units = %settings.trust.restart_units.join(","),
+        bus = %node.bus,
+        "node-cert-agent starting"
+    );
+    let reconciler = trust_job(&node, &settings, &layout)?;
+
+    let runtime = current_thread_runtime()?;
+    if settings.once {
+        let Some(reconciler) = reconciler else {
+            anyhow::bail!("--once reconciles the CA trust, but no CA source is configured; use `renew` for kubelet certificates");
+        };
+        let outcome = runtime.block_on(reconciler.reconcile())?;
+        daemon::log_outcome(&outcome);
+        return Ok(if outcome.has_input_errors() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let kubelet = node.kubelet_manager(&settings)?;
+    let certificates = StatusSources::from_settings(
+        &settings,
+        node.host.clone(),
+        Ok(layout),
+        &node.identity,
+        kubelet.is_some(),
+    );
+    let metrics = Arc::new(Metrics::new(MetricsOptions {
+        mode: AgentMode::of_host_root(&settings.host_root),
+        started_at: now_unix(),
+        ca_job: reconciler.is_some(),
+        kubelet_job: kubelet.is_some(),
+        metrics_address: settings.ops.metrics_address,
+    }));
+    let obs = daemon::Observability {
+        metrics,
+        listen: settings.ops.metrics_address,
+        status_path: node.state_dir.join(DAEMON_STATUS_FILE),
+        certificates: Some(certificates.inventory()),
+    };
+    if let Some(manager) = &kubelet {
+        // Node Events need the node's API identity, which the kubelet job
+        // keeps; a second handle reads it when an event is posted.
+        let identity = KubeletManager::new(
+            node.host.clone(),
+            DbusSystemd::new(node.bus.clone()),
+            manager.job(),
+        );
+        let _enter = runtime.enter();
+        let sink = node_cert_agent::ops::events::start(
+            manager.node_name().to_string(),
+            Arc::new(move || identity.node_client()),
+        );
+        obs.metrics.set_event_sink(sink);
+    }
+    runtime.block_on(daemon::run(
+        reconciler,
+        kubelet,
+        settings.trust.debounce,
+        obs,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The trust job, if a CA source is configured. A kubelet-only agent leaves
+/// the CA state (and anchors) alone entirely.
+fn trust_job(
+    node: &NodeView,
+    settings: &Settings,
+    layout: &TrustStoreLayout,
+) -> anyhow::Result<Option<Reconciler<DbusSystemd>>> {
+    if settings.trust.sources.is_empty() {
+        return Ok(None);
+    }
+    let reconciler = Reconciler::new(
+        TrustStore::new(node.host.clone(), layout.clone()),
+        DbusSystemd::new(node.bus.clone()),
+        CaSettings {
+            sources: settings.trust.sources.clone(),
+            restart_units: settings.trust.restart_units.clone(),
+            max_certificates: settings.trust.max_certificates,
+            state_path: node.state_dir.join(STATE_FILE),
+        },
+    );
+    reconciler.sweep()?;
+    Ok(Some(reconciler))
+}
+
+/// `node-cert-agent renew`.
+pub fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    let (config_file, flags, log_target) = args.run.into_flags();
+    let mut settings = settings_of(config_file, flags)?;
+    logging::init(settings.ops.log_format, log_target)?;
+    settings.kubelet.mode = config::KubeletMode::On;
+    let node = NodeView::of(&settings)?;
+    let manager = node
+        .kubelet_manager(&settings)?
+        .context("the kubelet certificate job is not configured")?;
+    let runtime = current_thread_runtime()?;
+    let outcome = runtime.block_on(manager.pass(args.force))?;
+    if outcome.renewed.is_empty() {
+        println!("nothing renewed (use --force to renew healthy certificates)");
+    }
+    for kind in &outcome.renewed {
+        println!("renewed the kubelet {} certificate", kind.name());
+    }
+    if let Some(d) = outcome.next_deadline {
+        println!("next renewal: {}", rfc3339(d));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `node-cert-agent status`.
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    // Without --config, the node's own host-mode config, if it has one: its
+    // paths are node paths.
+    let probe_root = HostRoot::new(args.host_root.as_deref().unwrap_or(Path::new("/")))?;
+    let (file, node_config) = match &args.config {
+        Some(path) => (config::load_file(path)?, false),
+        None => {
+            let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
+            if path.is_file() {
+                (config::load_file(&path)?, true)
+            } else {
+                (FileConfig::default(), false)
+            }
+        }
+    };
+    let settings = config::resolve_for_status(
+        file,
+        Flags {
+            host_root: args.host_root,
+            state_dir: args.state_dir,
+            node_name: args.node_name,
+            ..Flags::default()
+        },
+    )?;
+    let node = NodeView::of(&settings)?;
+    let layout = layout_for(&node.host, &settings.trust.trust_store).map_err(|e| e.to_string());
+    let mut sources = StatusSources::from_settings(
+        &settings,
+        node.host.clone(),
+        layout,
+        &node.identity,
+        node.kubelet_job_enabled(&settings),
+    );
+    if node_config && settings.host_root != Path::new("/") {
+        // The node's config names its inputs as node paths.
+        for spec in &mut sources.sources {
+            let resolved = node.host.resolve(spec.path())?;
+            *spec = match spec {
+                SourceSpec::SecretDir(_) => SourceSpec::SecretDir(resolved),
+                SourceSpec::File(_) => SourceSpec::File(resolved),
+            };
+        }
+    }
+    let report = status::build_report(&status::gather(&sources, now_unix()));
+    match args.output {
+        OutputFormat::Table => print!("{}", status::render_table(&report)),
+        OutputFormat::Json => print!("{}", status::render_json(&report)?),
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// How `main` prints an error chain.
+pub fn report_error(e: &anyhow::Error) {
+    eprintln!(
+        "node-cert-agent: error: {}",
+        logging::error_chain(e.as_ref())
+    );
+}

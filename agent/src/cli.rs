@@ -1,0 +1,161 @@
+//! The command line as clap parses it: the subcommands and their flags.
+//! Only types and the mapping of `run` flags onto [`config::Flags`]; what a
+//! command does is `app`'s.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use node_cert_agent::config::{self, Flags, LogFormat, LogTarget, DEFAULT_MAX_CERTIFICATES};
+
+/// Keeps a Kubernetes node's custom CA trust correct.
+///
+/// Watches a mounted Secret (custom-ca-trust-secret) and provisioning files,
+/// installs their CAs into the node's OS trust store, and restarts containerd
+/// over D-Bus when the effective trust bundle changes.
+#[derive(Parser)]
+#[command(name = "node-cert-agent", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Install the CAs from the inputs into the node's trust store, and keep
+    /// them in sync (or once, with --once).
+    Run(RunArgs),
+    /// Validate a Secret directory or a provisioning file offline; print every
+    /// finding. Exit 0 when all input is valid, 1 otherwise.
+    Check(CheckArgs),
+    /// Renew the kubelet certificates now if they are due (or always, with
+    /// --force), from a node shell. Safe while the daemon runs: both take the
+    /// same lock, and the daemon picks up the new certificate.
+    Renew(RenewArgs),
+    /// Show this node's custom CAs, trust store, kubelet and node
+    /// certificates, and the daemon's view, from a node shell (also while
+    /// the daemon is down). Exit 0 when healthy, 1 when anything is expired,
+    /// invalid, failing, or in the last 10 % of its lifetime with nothing to
+    /// renew it, 2 when status itself cannot run.
+    Status(StatusArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// table for people, json (schemaVersion 1) for scripts.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// The agent's config file [default: the node's /etc/node-cert-agent/config.yaml, if any].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// This node's name, for the kubelet renewal time (default: $NODE_NAME,
+    /// then the node's /etc/hostname).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RenewArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Renew even if the current certificates are healthy.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// YAML config file; its keys are these flags' names. Flags win over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// A mounted Secret directory holding CA keys (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Vec<PathBuf>,
+    /// A provisioning file of PEM certificates separated by blank lines (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Vec<PathBuf>,
+    /// A unit to restart (if running) when the trust bundle changes
+    /// (repeatable; default containerd.service). No other unit is ever restarted.
+    #[arg(long, value_name = "UNIT")]
+    pub restart_unit: Vec<String>,
+    /// Reconcile once and exit: 0 on success, 1 on invalid input or a failed step.
+    #[arg(long)]
+    pub once: bool,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Most distinct CAs accepted across all inputs [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_certificates: Option<usize>,
+    /// Quiet time after a change before a pass runs [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub debounce_ms: Option<u64>,
+    /// Log format on stdout.
+    #[arg(long, value_enum, env = "NCA_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
+    pub log_target: LogTarget,
+    /// The kubelet certificate job: auto = on when the node has a bootstrap
+    /// or kubelet kubeconfig.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub kubelet: Option<config::KubeletMode>,
+    /// This node's name (default: $NODE_NAME, then the node's /etc/hostname).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served, or `off`
+    /// [default: 127.0.0.1:9795].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Mounted Secret directories, provisioning files, or Secret manifests
+    /// (YAML with `kind: Secret`, linted before they are applied).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Findings as a table, or as JSON for a CI pipeline.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Most distinct CAs accepted across all inputs.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CERTIFICATES)]
+    pub max_certificates: usize,
+}
+
+impl RunArgs {
+    /// The `run` flags for config resolution; `--config` and `--log-target`
+    /// are not config keys.
+    pub fn into_flags(self) -> (Option<PathBuf>, Flags, LogTarget) {
+        let flags = Flags {
+            host_root: self.host_root,
+            ca_dir: self.ca_dir,
+            ca_file: self.ca_file,
+            restart_unit: self.restart_unit,
+            once: self.once,
+            state_dir: self.state_dir,
+            max_certificates: self.max_certificates,
+            debounce_ms: self.debounce_ms,
+            log_format: self.log_format,
+            kubelet: self.kubelet,
+            node_name: self.node_name,
+            metrics_address: self.metrics_address,
+        };
+        (self.config, flags, self.log_target)
+    }
+}

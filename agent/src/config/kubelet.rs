@@ -1,0 +1,239 @@
+//! Settings of the kubelet certificate job: kubelet's file layout (with
+//! kubelet's own defaults), the key type, the timeouts and the restart
+//! allowlist.
+//!
+//! What needs the node itself (is there a kubeconfig? the hostname, the
+//! node's addresses) comes in as data: [`KubeletSettings::job_enabled`] and
+//! [`KubeletSettings::serving_names`] are pure.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// kubelet's bootstrap kubeconfig on AKS (kubeadm: `/etc/kubernetes/bootstrap-kubelet.conf`).
+pub const DEFAULT_BOOTSTRAP_KUBECONFIG: &str = "/var/lib/kubelet/bootstrap-kubeconfig";
+/// kubelet's kubeconfig on AKS (kubeadm: `/etc/kubernetes/kubelet.conf`).
+pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
+/// kubelet's certificate directory (`--cert-dir`).
+pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
+/// kubelet's config file, which says whether kubelet rotates its own certificates.
+pub const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+/// The unit restarted after a new certificate is in place.
+pub const DEFAULT_KUBELET_UNIT: &str = "kubelet.service";
+/// kubelet's own limit on waiting for a signature.
+pub const DEFAULT_CSR_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long one API request may go unanswered. kube's client sets no read
+/// timeout, so without one a server that accepts the connection and never
+/// answers would hold the pass (and the kubelet lock) forever, with nothing
+/// logged and no retry. 30 s is far above a healthy API server's answer time.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the kubelet certificate job runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KubeletMode {
+    /// On when the node has a bootstrap kubeconfig or a kubelet kubeconfig.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// The key of a new kubelet certificate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    /// kubelet's own choice.
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa4096,
+}
+
+impl KeyType {
+    pub fn is_rsa(self) -> bool {
+        matches!(self, Self::Rsa2048 | Self::Rsa4096)
+    }
+}
+
+/// The `kubelet:` section of the config file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubeletConfig {
+    pub mode: Option<KubeletMode>,
+    pub node_name: Option<String>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub pki_dir: Option<PathBuf>,
+    pub kubelet_config: Option<PathBuf>,
+    pub key_type: Option<KeyType>,
+    pub expiration_seconds: Option<i32>,
+    pub csr_timeout_seconds: Option<u64>,
+    /// How long one API request (the CSR create, the RenewRevocation list)
+    /// may go unanswered before the pass fails and is retried.
+    pub api_timeout_seconds: Option<u64>,
+    pub restart_unit: Option<Vec<String>>,
+    pub serving: Option<ServingConfig>,
+    pub defer_to_kubelet_rotation: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServingConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+}
+
+/// The kubelet job's effective settings. Paths are node paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletSettings {
+    pub mode: KubeletMode,
+    /// The node's name as configured (`--node-name`, `$NODE_NAME`, or the
+    /// file); `None` means the node's hostname.
+    pub node_name: Option<String>,
+    pub bootstrap_kubeconfig: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub pki_dir: PathBuf,
+    pub kubelet_config: PathBuf,
+    pub key_type: KeyType,
+    pub expiration_seconds: Option<i32>,
+    pub csr_timeout: Duration,
+    pub api_timeout: Duration,
+    /// Units restarted after a new certificate is in place (the allowlist).
+    pub restart_units: Vec<String>,
+    /// The opt-in serving certificate, as configured (`None`: off).
+    pub serving: Option<ServingConfig>,
+    /// When kubelet's config says `rotateCertificates: true`, only monitor.
+    pub defer_to_kubelet_rotation: bool,
+}
+
+impl KubeletSettings {
+    /// The file section with kubelet's defaults filled in.
+    pub fn from_file(k: KubeletConfig, mode: KubeletMode, node_name: Option<String>) -> Self {
+        Self {
+            mode,
+            node_name,
+            bootstrap_kubeconfig: k
+                .bootstrap_kubeconfig
+                .unwrap_or_else(|| DEFAULT_BOOTSTRAP_KUBECONFIG.into()),
+            kubeconfig: k.kubeconfig.unwrap_or_else(|| DEFAULT_KUBECONFIG.into()),
+            pki_dir: k.pki_dir.unwrap_or_else(|| DEFAULT_PKI_DIR.into()),
+            kubelet_config: k
+                .kubelet_config
+                .unwrap_or_else(|| DEFAULT_KUBELET_CONFIG.into()),
+            key_type: k.key_type.unwrap_or_default(),
+            expiration_seconds: k.expiration_seconds,
+            csr_timeout: k
+                .csr_timeout_seconds
+                .map_or(DEFAULT_CSR_TIMEOUT, Duration::from_secs),
+            api_timeout: k
+                .api_timeout_seconds
+                .map_or(DEFAULT_API_TIMEOUT, Duration::from_secs),
+            restart_units: k
+                .restart_unit
+                .unwrap_or_else(|| vec![DEFAULT_KUBELET_UNIT.to_string()]),
+            serving: k.serving.filter(|s| s.enabled),
+            defer_to_kubelet_rotation: k.defer_to_kubelet_rotation.unwrap_or(true),
+        }
+    }
+
+    /// Whether the job runs: `on`, or `auto` and the node has a bootstrap or
+    /// kubelet kubeconfig (`exists` answers for a node path).
+    pub fn job_enabled(&self, exists: impl Fn(&Path) -> bool) -> bool {
+        match self.mode {
+            KubeletMode::On => true,
+            KubeletMode::Off => false,
+            KubeletMode::Auto => exists(&self.bootstrap_kubeconfig) || exists(&self.kubeconfig),
+        }
+    }
+
+    /// The names of the serving certificate, if it is on: the configured
+    /// ones, or by default the node name and the hostname as DNS names and
+    /// the node's `addresses` (non-loopback, non-link-local) as IPs.
+    pub fn serving_names(
+        &self,
+        node_name: &str,
+        hostname: Option<&str>,
+        addresses: &[IpAddr],
+    ) -> Option<(Vec<String>, Vec<IpAddr>)> {
+        let s = self.serving.as_ref()?;
+        if !s.dns.is_empty() || !s.ips.is_empty() {
+            return Some((s.dns.clone(), s.ips.clone()));
+        }
+        let mut dns = vec![node_name.to_string()];
+        if let Some(h) = hostname.filter(|h| !h.is_empty() && *h != node_name) {
+            dns.push(h.to_string());
+        }
+        let mut ips: Vec<IpAddr> = addresses
+            .iter()
+            .copied()
+            .filter(|ip| match ip {
+                IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+                IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
+            })
+            .collect();
+        ips.sort();
+        ips.dedup();
+        Some((dns, ips))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn serving_on() -> KubeletSettings {
+        KubeletSettings::from_file(
+            KubeletConfig {
+                serving: Some(ServingConfig {
+                    enabled: true,
+                    ..ServingConfig::default()
+                }),
+                ..KubeletConfig::default()
+            },
+            KubeletMode::Auto,
+            None,
+        )
+    }
+
+    #[test]
+    fn serving_defaults_name_the_node_and_its_routable_addresses() {
+        let addrs: Vec<IpAddr> = ["127.0.0.1", "10.0.0.5", "169.254.1.1", "fe80::1", "::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let (dns, ips) = serving_on()
+            .serving_names("n1", Some("n1.example.com"), &addrs)
+            .unwrap();
+        assert_eq!(dns, ["n1", "n1.example.com"]);
+        assert_eq!(ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        let (dns, _) = serving_on().serving_names("n1", Some("n1"), &[]).unwrap();
+        assert_eq!(dns, ["n1"]);
+    }
+
+    #[test]
+    fn auto_mode_needs_a_kubeconfig_on_the_node() {
+        let k = KubeletSettings::from_file(KubeletConfig::default(), KubeletMode::Auto, None);
+        assert!(!k.job_enabled(|_| false));
+        assert!(k.job_enabled(|p| p == Path::new(DEFAULT_KUBECONFIG)));
+        assert!(k.job_enabled(|p| p == Path::new(DEFAULT_BOOTSTRAP_KUBECONFIG)));
+        let on = KubeletSettings {
+            mode: KubeletMode::On,
+            ..k.clone()
+        };
+        assert!(on.job_enabled(|_| false));
+        let off = KubeletSettings {
+            mode: KubeletMode::Off,
+            ..k
+        };
+        assert!(!off.job_enabled(|_| true));
+    }
+}
