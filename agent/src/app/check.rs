@@ -7,7 +7,7 @@ use node_cert_agent::config::SourceSpec;
 use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
 use node_cert_agent::trust::sources::{self, read_source};
 use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
-use node_cert_agent::x509::cert::{now_unix, rfc3339};
+use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::cli::{CheckArgs, OutputFormat};
 

@@ -30,7 +30,7 @@ use node_cert_agent::status::{self, StatusSources};
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::trust::store::{layout_for, TrustStore};
-use node_cert_agent::x509::cert::{now_unix, rfc3339};
+use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs};
 

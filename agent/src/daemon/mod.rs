@@ -30,7 +30,7 @@ use crate::ops::logging::error_chain;
 use crate::ops::metrics::{self, Endpoint, Metrics};
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::trust::sources::SourceSpec;
-use crate::x509::cert::now_unix;
+use crate::x509::time::now_unix;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -307,14 +307,14 @@ pub async fn run_kubelet_until<S: Systemd>(
         let sleep_for = match result {
             Ok(outcome) => {
                 backoff = KUBELET_RETRY_FIRST;
-                let now = crate::x509::cert::now_unix();
+                let now = crate::x509::time::now_unix();
                 metrics.record_kubelet_pass(&outcome, &manager.settings().restart_units, now);
                 let mut until = outcome
                     .next_deadline
                     .map(|d| Duration::from_secs((d - now).max(0) as u64))
                     .unwrap_or(MAX_SLEEP);
                 if let Some(d) = outcome.next_deadline {
-                    info!(next_renewal = %crate::x509::cert::rfc3339(d), "kubelet certificates checked");
+                    info!(next_renewal = %crate::x509::time::rfc3339(d), "kubelet certificates checked");
                 }
                 if !outcome.renewed.is_empty() {
                     // A signer that backdates notBefore (kube-controller-manager

@@ -25,7 +25,8 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509StoreContext, X509};
 
 pub use crate::config::KeyType;
-use crate::x509::cert::{common_name, openssl_reason};
+use crate::x509::name::common_name;
+use crate::x509::openssl_reason;
 
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
@@ -325,9 +326,9 @@ pub fn verify_issued(
     if info.not_before > now + NOT_BEFORE_SKEW_SECS || info.not_after <= now {
         return Err(reject(format!(
             "it is valid from {} to {}, which does not include now ({})",
-            crate::x509::cert::rfc3339(info.not_before),
-            crate::x509::cert::rfc3339(info.not_after),
-            crate::x509::cert::rfc3339(now)
+            crate::x509::time::rfc3339(info.not_before),
+            crate::x509::time::rfc3339(info.not_after),
+            crate::x509::time::rfc3339(now)
         )));
     }
     let ca_pem = cluster_ca_pem.ok_or_else(|| reject("the kubeconfig names no cluster CA to check it against; set certificate-authority(-data)".into()))?;
@@ -368,8 +369,8 @@ pub fn verify_issued(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::cert::now_unix;
     use crate::x509::testpki;
+    use crate::x509::time::now_unix;
     use openssl::asn1::Asn1Time;
     use openssl::x509::X509Builder;
     use openssl::x509::X509Req;
@@ -396,7 +397,7 @@ mod tests {
         let pem = build_request(&key, "n1", &Purpose::Client).unwrap();
         let req = X509Req::from_pem(&pem).unwrap();
         assert_eq!(
-            crate::x509::cert::name_to_string(req.subject_name()),
+            crate::x509::name::name_to_string(req.subject_name()),
             "O=system:nodes, CN=system:node:n1"
         );
         assert!(req.extensions().map(|e| e.len()).unwrap_or(0) == 0);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::x509::openssl_reason;
 
 /// Real kubeconfigs are a few KiB even with inline certificates; the cap keeps
 /// a wrong path (a log, a device) from being read whole.
@@ -731,16 +732,6 @@ fn decode_base64(data: &str) -> Result<Vec<u8>, String> {
             }
             base64::DecodeError::InvalidPadding => "invalid padding".to_string(),
         })
-}
-
-/// OpenSSL's first reason, without its file and line noise. It never carries
-/// input bytes, so it is safe for key errors.
-fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
-    e.errors()
-        .first()
-        .and_then(|err| err.reason())
-        .unwrap_or("unreadable")
-        .to_string()
 }
 
 /// Shown instead of secrets in `Debug` output.

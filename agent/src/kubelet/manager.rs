@@ -24,11 +24,14 @@ use tracing::{error, info, warn};
 pub use crate::config::KubeletSettings;
 use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
+use crate::kubelet::kubelet_config::SelfRotation;
 use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::systemd::{Systemd, SystemdError};
-use crate::x509::cert::{common_name, now_unix, rfc3339, CertInfo};
+use crate::x509::cert::CertInfo;
+use crate::x509::name::common_name;
+use crate::x509::time::{now_unix, rfc3339};
 
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.
@@ -163,19 +166,7 @@ impl<S: Systemd> KubeletManager<S> {
 
     /// Whether kubelet's own config turns on client certificate rotation.
     pub fn kubelet_rotates_itself(&self) -> bool {
-        let Ok(path) = self.host.resolve(&self.settings.kubelet_config) else {
-            return false;
-        };
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return false;
-        };
-        serde_yaml::from_str::<serde_yaml::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                v.get("rotateCertificates")
-                    .and_then(serde_yaml::Value::as_bool)
-            })
-            .unwrap_or(false)
+        SelfRotation::read(&self.host, &self.settings.kubelet_config).client
     }
 
     fn lock(&self) -> Result<Flock<File>, KubeletError> {
@@ -436,7 +427,7 @@ impl<S: Systemd> KubeletManager<S> {
             .private_key_to_pem_pkcs8()
             .map_err(|e| CsrError::Rejected {
                 name: csr_name.clone(),
-                reason: crate::x509::cert::openssl_reason(&e),
+                reason: crate::x509::openssl_reason(&e),
             })?;
         let path = self.store.install(kind, &chain_pem, &key_pem, now)?;
         let info = leaf.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
@@ -640,7 +631,7 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletErro
         let certs = X509::stack_from_pem(ca).map_err(|e| {
             client_err(format!(
                 "cluster CA does not parse: {}",
-                crate::x509::cert::openssl_reason(&e)
+                crate::x509::openssl_reason(&e)
             ))
         })?;
         config.root_cert = Some(certs.iter().filter_map(|c| c.to_der().ok()).collect());

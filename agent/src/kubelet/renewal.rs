@@ -111,7 +111,8 @@ impl Revocation {
     /// Whether this entry revokes a certificate with `facts`.
     pub fn matches(&self, facts: &CertFacts) -> Result<bool, RevocationError> {
         if let Some(nb) = &self.not_before {
-            let cutoff = parse_rfc3339(nb).ok_or_else(|| RevocationError::BadTime(nb.clone()))?;
+            let cutoff = crate::x509::time::parse_rfc3339(nb)
+                .ok_or_else(|| RevocationError::BadTime(nb.clone()))?;
             if facts.not_before >= cutoff {
                 return Ok(false);
             }
@@ -193,7 +194,7 @@ impl std::fmt::Display for RenewReason {
             Self::Due { deadline } => write!(
                 f,
                 "its renewal deadline {} has passed",
-                crate::x509::cert::rfc3339(*deadline)
+                crate::x509::time::rfc3339(*deadline)
             ),
             Self::Forced => f.write_str("renewal was forced"),
         }
@@ -258,66 +259,11 @@ pub fn decide(
     )
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<i64>().ok() };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let h: i64 = rest[1..3].parse().ok()?;
-            let m: i64 = rest[4..6].parse().ok()?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (h * 3600 + m * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (H. Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::cert::rfc3339;
+    use crate::x509::time::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
         CertFacts {
@@ -463,31 +409,5 @@ mod tests {
         assert!(matches!(d, Decision::RenewAt { .. }));
         assert_eq!(bad.len(), 2);
         assert!(matches!(bad[0].1, RevocationError::UnknownKind(_)));
-    }
-
-    #[test]
-    fn rfc3339_parses_and_round_trips() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-11-22T04:57:28Z"), Some(1_795_323_448));
-        assert_eq!(
-            parse_rfc3339("2026-11-22T05:57:28+01:00"),
-            Some(1_795_323_448)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-22T04:57:28.123456Z"),
-            Some(1_795_323_448)
-        );
-        for t in [0, 951_782_400, 1_795_323_448] {
-            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
-        }
-        for bad in [
-            "",
-            "2026-13-01T00:00:00Z",
-            "2026-11-22 04:57",
-            "2026-11-22T04:57:28",
-            "yesterday",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
     }
 }

@@ -27,7 +27,9 @@ use tracing::{info, warn};
 use crate::config::kubelet::DEFAULT_PKI_DIR;
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
-use crate::x509::cert::{name_to_string, rfc3339};
+use crate::x509::name::name_to_string;
+use crate::x509::openssl_reason;
+use crate::x509::time::rfc3339;
 
 /// Kubelet creates its pki directory world-readable; the secrets are the
 /// files, which are 0600.
@@ -533,16 +535,6 @@ fn key_matches(cert: &X509, key: &PKey<Private>) -> bool {
     cert.public_key()
         .map(|public| public.public_eq(key))
         .unwrap_or(false)
-}
-
-/// OpenSSL's first reason, without its file and line noise. It never carries
-/// input bytes, so it is safe for key errors.
-fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
-    e.errors()
-        .first()
-        .and_then(|err| err.reason())
-        .unwrap_or("unreadable")
-        .to_string()
 }
 
 /// `<prefix>-YYYY-MM-DD-HH-MM-SS.pem` in UTC, kubelet's format.

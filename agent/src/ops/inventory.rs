@@ -424,7 +424,7 @@ fn certs_of_pem(bytes: &[u8], path: &Path, embedded: Option<Embedded>) -> Vec<No
             1,
             NodeCertRead::Unreadable(format!(
                 "damaged PEM certificate ({})",
-                crate::x509::cert::openssl_reason(&e)
+                crate::x509::openssl_reason(&e)
             )),
         )],
     }

@@ -592,7 +592,7 @@ impl Endpoint {
             let inv =
                 tokio::task::spawn_blocking(move || inventory::gather_certificates(&src)).await;
             match inv {
-                Ok(inv) => render_certificates(&inv, crate::x509::cert::now_unix(), &mut out),
+                Ok(inv) => render_certificates(&inv, crate::x509::time::now_unix(), &mut out),
                 Err(e) => warn!("gathering certificates for /metrics failed: {e}"),
             }
         }

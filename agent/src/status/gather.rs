@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::config::{KubeletSettings, Settings};
+use crate::kubelet::kubelet_config::SelfRotation;
 use crate::kubelet::store::CertKind;
 use crate::node::distro::TrustStoreLayout;
-use crate::node::fsutil::{self};
 use crate::node::hostroot::HostRoot;
 use crate::node::identity::NodeIdentity;
 use crate::node::lock::*;
@@ -184,13 +184,7 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
     let first_existing =
         |paths: &[&Path]| paths.iter().find(|p| exists(p)).map(|p| p.to_path_buf());
     let k = &src.kubelet;
-    let (rotate_certificates, server_tls_bootstrap) = src
-        .host
-        .resolve(&k.kubelet_config)
-        .ok()
-        .and_then(|p| fsutil::read_limited(&p, MAX_FILE_BYTES).ok())
-        .map(|b| kubelet_config_flags(&String::from_utf8_lossy(&b)))
-        .unwrap_or((false, false));
+    let rotation = SelfRotation::read(&src.host, &k.kubelet_config);
     let cert = |kind: CertKind| {
         let store = crate::kubelet::store::KubeletStore::new(src.host.clone(), k.pki_dir.clone());
         KubeletCertFact {
@@ -213,23 +207,14 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
         ]),
         kubeconfig: first_existing(&[&k.kubeconfig, Path::new(KUBEADM_KUBECONFIG)]),
         kubelet_config: k.kubelet_config.clone(),
-        rotate_certificates,
-        server_tls_bootstrap,
+        rotate_certificates: rotation.client,
+        server_tls_bootstrap: rotation.serving,
         agent_job: src.kubelet_job,
         serving_job: src.kubelet_job && src.kubelet.serving.is_some(),
         defer_to_kubelet_rotation: src.kubelet.defer_to_kubelet_rotation,
         client: cert(CertKind::Client),
         serving: cert(CertKind::Serving),
     }
-}
-
-/// `rotateCertificates` and `serverTLSBootstrap` of kubelet's config file.
-pub fn kubelet_config_flags(text: &str) -> (bool, bool) {
-    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
-        return (false, false);
-    };
-    let flag = |k: &str| v.get(k).and_then(serde_yaml::Value::as_bool) == Some(true);
-    (flag("rotateCertificates"), flag("serverTLSBootstrap"))
 }
 
 #[cfg(test)]
@@ -346,7 +331,7 @@ mod tests {
             .job_enabled(|p| host.resolve(p).is_ok_and(|h| h.exists()));
         let src = StatusSources::from_settings(&settings, host, Ok(layout), &node, job);
         assert_eq!(src.node_name.as_deref(), Some("node-7"));
-        let facts = gather(&src, crate::x509::cert::now_unix());
+        let facts = gather(&src, crate::x509::time::now_unix());
         let report = build_report(&facts);
 
         assert_eq!(report.custom_cas.len(), 1);

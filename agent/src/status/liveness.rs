@@ -5,7 +5,7 @@
 use crate::node::lock::*;
 use crate::node::procfs::*;
 use crate::ops::daemon_status::*;
-use crate::x509::cert::rfc3339;
+use crate::x509::time::rfc3339;
 
 /// Two readings of the kernel's boot time this close are the same boot.
 const BOOT_TIME_SLACK_SECS: i64 = 2;

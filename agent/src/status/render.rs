@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::kubelet::renewal;
 use crate::ops::daemon_status::*;
 use crate::status::report::*;
-use crate::x509::cert::rfc3339;
+use crate::x509::time::{kubeadm_date, parse_rfc3339};
 
 // ---------------------------------------------------------------------------
 // Rendering (pure)
@@ -17,24 +16,6 @@ pub fn render_json(report: &StatusReport) -> Result<String, StatusError> {
         .map_err(|source| StatusError::EncodeReport { source })?;
     s.push('\n');
     Ok(s)
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// kubeadm's date format, `Jan 02, 2006 15:04 UTC`.
-pub fn kubeadm_date(unix: i64) -> String {
-    let t = rfc3339(unix);
-    // YYYY-MM-DDTHH:MM:SSZ
-    let month: usize = t.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
-    format!(
-        "{} {}, {} {} UTC",
-        MONTHS[month.clamp(1, 12) - 1],
-        t.get(8..10).unwrap_or("??"),
-        t.get(0..4).unwrap_or("????"),
-        t.get(11..16).unwrap_or("??:??")
-    )
 }
 
 /// kubeadm's RESIDUAL TIME: `<invalid>` once expired, then `59s`, `59m`,
@@ -99,7 +80,7 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 fn date_of(rfc: Option<&str>) -> String {
-    rfc.and_then(renewal::parse_rfc3339)
+    rfc.and_then(parse_rfc3339)
         .map(kubeadm_date)
         .unwrap_or_else(|| "-".to_string())
 }

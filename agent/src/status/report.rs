@@ -16,7 +16,8 @@ use crate::status::*;
 use crate::trust::plan::{self};
 use crate::trust::state::CaState;
 use crate::trust::validate::{Finding, FindingKind, Severity};
-use crate::x509::cert::{rfc3339, CertInfo, Fingerprint};
+use crate::x509::cert::{CertInfo, Fingerprint};
+use crate::x509::time::rfc3339;
 
 /// A certificate in the last tenth of its lifetime, with nothing that renews
 /// it, makes the node unhealthy.
@@ -449,7 +450,7 @@ fn ca_rows(facts: &Facts, problems: &mut Vec<Problem>) -> Vec<CaRow> {
             let nb = row
                 .not_before
                 .as_deref()
-                .and_then(renewal::parse_rfc3339)
+                .and_then(crate::x509::time::parse_rfc3339)
                 .unwrap_or(facts.now);
             let na = facts.now + na;
             let subject = format!("custom CA key {}", row.key);
@@ -806,7 +807,8 @@ mod tests {
     use crate::trust::sources::{read_source, SourceSpec};
     use crate::trust::state::CaState;
 
-    use crate::x509::cert::{rfc3339, CertInfo, Fingerprint};
+    use crate::x509::cert::{CertInfo, Fingerprint};
+    use crate::x509::time::rfc3339;
 
     const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
 

@@ -242,8 +242,8 @@ fn carry(
 mod tests {
     use super::*;
     use crate::trust::validate::validate_key;
-    use crate::x509::cert::now_unix;
     use crate::x509::testpki;
+    use crate::x509::time::now_unix;
 
     fn pem(cn: &str) -> String {
         testpki::pem(&testpki::good_ca(cn).cert)

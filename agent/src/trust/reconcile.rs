@@ -17,7 +17,8 @@ use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, StateError};
 use crate::trust::store::{TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
-use crate::x509::cert::{now_unix, CertInfo};
+use crate::x509::cert::CertInfo;
+use crate::x509::time::now_unix;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -250,8 +251,8 @@ impl<S: Systemd> Reconciler<S> {
             if started_after(since, bundle_written) {
                 info!(
                     unit = %unit,
-                    active_since = %crate::x509::cert::rfc3339(micros_to_unix(since)),
-                    bundle_written = %crate::x509::cert::rfc3339(micros_to_unix(bundle_written)),
+                    active_since = %crate::x509::time::rfc3339(micros_to_unix(since)),
+                    bundle_written = %crate::x509::time::rfc3339(micros_to_unix(bundle_written)),
                     "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
                 );
                 st.restart_pending.remove(&unit);
@@ -331,8 +332,8 @@ fn log_ca(action: &str, key: &str, cert: &CertInfo, path: &std::path::Path) {
         ca_subject = %cert.subject,
         ca_issuer = %cert.issuer,
         ca_serial = %cert.serial,
-        ca_not_before = %crate::x509::cert::rfc3339(cert.not_before),
-        ca_not_after = %crate::x509::cert::rfc3339(cert.not_after),
+        ca_not_before = %crate::x509::time::rfc3339(cert.not_before),
+        ca_not_after = %crate::x509::time::rfc3339(cert.not_after),
         ca_fingerprint = %cert.fingerprint,
         anchor = %path.display(),
         "{action} from key \"{key}\": {}",

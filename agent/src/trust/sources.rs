@@ -414,8 +414,8 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::cert::now_unix;
     use crate::x509::testpki;
+    use crate::x509::time::now_unix;
     use std::os::unix::fs::symlink;
 
     /// Publishes `keys` the way kubelet's AtomicWriter does.

@@ -8,7 +8,9 @@ use std::fmt;
 
 use base64::Engine;
 
-use crate::x509::cert::{rfc3339, CertInfo};
+use crate::x509::cert::CertInfo;
+use crate::x509::pem::{scan_pem, PemScan};
+use crate::x509::time::rfc3339;
 
 /// Largest input accepted, per key or file (a Kubernetes Secret holds at most 1 MiB).
 pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
@@ -141,61 +143,6 @@ impl KeyVerdict {
 
     pub fn has_errors(&self) -> bool {
         self.findings.iter().any(Finding::is_error)
-    }
-}
-
-/// A PEM block as found in the text.
-struct Block<'a> {
-    label: &'a str,
-    body: String,
-}
-
-enum PemScan<'a> {
-    Blocks(Vec<Block<'a>>),
-    Truncated { label: &'a str, position: usize },
-}
-
-fn scan_pem(text: &str) -> PemScan<'_> {
-    let mut blocks = Vec::new();
-    let mut open: Option<(&str, String)> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        {
-            if let Some((prev, _)) = open {
-                return PemScan::Truncated {
-                    label: prev,
-                    position: blocks.len() + 1,
-                };
-            }
-            open = Some((label, String::new()));
-        } else if let Some(label) = line
-            .strip_prefix("-----END ")
-            .and_then(|l| l.strip_suffix("-----"))
-        {
-            match open.take() {
-                Some((begin, body)) if begin == label => blocks.push(Block { label: begin, body }),
-                Some((begin, _)) => {
-                    return PemScan::Truncated {
-                        label: begin,
-                        position: blocks.len() + 1,
-                    }
-                }
-                // A stray END line is text outside any block, which PEM ignores.
-                None => {}
-            }
-        } else if let Some((_, body)) = open.as_mut() {
-            body.push_str(line);
-        }
-    }
-    match open {
-        Some((label, _)) => PemScan::Truncated {
-            label,
-            position: blocks.len() + 1,
-        },
-        None => PemScan::Blocks(blocks),
     }
 }
 
@@ -506,8 +453,8 @@ fn unsupported_block(key: &str, position: usize, label: &str) -> Finding {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::cert::now_unix;
     use crate::x509::testpki;
+    use crate::x509::time::now_unix;
 
     fn kinds(v: &KeyVerdict) -> Vec<FindingKind> {
         v.findings.iter().map(|f| f.kind).collect()

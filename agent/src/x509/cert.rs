@@ -6,10 +6,15 @@
 use std::fmt;
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
-use crate::x509::der;
+use super::der;
+use super::name::name_to_string;
+use super::openssl_reason_or;
+use super::time::rfc3339;
+
+/// What OpenSSL's silence about a certificate means.
+const NOT_A_CERTIFICATE: &str = "not a valid X.509 certificate";
 
 /// SHA-256 over the DER encoding, the identity of a CA everywhere in the agent.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,12 +82,13 @@ pub struct ParseCertError(String);
 
 impl CertInfo {
     pub fn from_der(der: &[u8]) -> Result<Self, ParseCertError> {
-        let cert = X509::from_der(der).map_err(|e| ParseCertError(openssl_reason(&e)))?;
+        let cert = X509::from_der(der)
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         // OpenSSL's d2i can stop short of the end; trailing bytes mean the
         // input was not one certificate.
         let reencoded = cert
             .to_der()
-            .map_err(|e| ParseCertError(openssl_reason(&e)))?;
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         if reencoded.len() != der.len() {
             return Err(ParseCertError(format!(
                 "{} bytes of data follow the certificate",
@@ -97,7 +103,7 @@ impl CertInfo {
             .serial_number()
             .to_bn()
             .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
-            .map_err(|e| ParseCertError(openssl_reason(&e)))?;
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         let pem = cert
             .to_pem()
             .ok()
@@ -123,10 +129,11 @@ impl CertInfo {
 
     /// Parses the first certificate of a PEM text (used for the agent's own anchors).
     pub fn from_pem(pem: &[u8]) -> Result<Self, ParseCertError> {
-        let cert = X509::from_pem(pem).map_err(|e| ParseCertError(openssl_reason(&e)))?;
+        let cert = X509::from_pem(pem)
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         let der = cert
             .to_der()
-            .map_err(|e| ParseCertError(openssl_reason(&e)))?;
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         Self::from_x509(&cert, &der)
     }
 
@@ -152,72 +159,16 @@ fn names_equal(a: &X509NameRef, b: &X509NameRef) -> bool {
     }
 }
 
-/// `CN=foo, O=bar` in the order the name holds its entries.
-pub fn name_to_string(name: &X509NameRef) -> String {
-    name.entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?");
-            let value = e
-                .data()
-                .to_string()
-                .unwrap_or_else(|_| "<unprintable>".to_string());
-            format!("{key}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The common name of a name, if it has one.
-pub fn common_name(name: &X509NameRef) -> Option<String> {
-    name.entries_by_nid(Nid::COMMONNAME)
-        .next()
-        .and_then(|e| e.data().to_string().ok())
-}
-
 fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64, ParseCertError> {
-    let epoch = Asn1Time::from_unix(0).map_err(|e| ParseCertError(openssl_reason(&e)))?;
-    let diff = epoch
-        .diff(t)
-        .map_err(|e| ParseCertError(format!("unreadable validity time: {}", openssl_reason(&e))))?;
+    let epoch = Asn1Time::from_unix(0)
+        .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
+    let diff = epoch.diff(t).map_err(|e| {
+        ParseCertError(format!(
+            "unreadable validity time: {}",
+            openssl_reason_or(&e, NOT_A_CERTIFICATE)
+        ))
+    })?;
     Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
-}
-
-/// The first reason OpenSSL gives, without its internal file and line noise.
-pub fn openssl_reason(e: &openssl::error::ErrorStack) -> String {
-    e.errors()
-        .first()
-        .and_then(|err| err.reason().map(|r| r.to_string()))
-        .unwrap_or_else(|| "not a valid X.509 certificate".to_string())
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-22T04:57:28Z`).
-pub fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant), valid for the whole proleptic Gregorian range.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
-}
-
-/// Current Unix time in seconds.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -226,14 +177,6 @@ mod tests {
     use super::*;
     use crate::x509::testpki;
     use openssl::hash::MessageDigest;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_323_448), "2026-11-22T04:57:28Z");
-        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
-    }
 
     #[test]
     fn ca_info_has_every_logged_fact() {
