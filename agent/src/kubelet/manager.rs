@@ -16,7 +16,7 @@ use std::time::Duration;
 use base64::Engine;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use openssl::nid::Nid;
 use openssl::x509::X509;
 use tracing::{error, info, warn};
@@ -28,6 +28,7 @@ use crate::kubelet::kubelet_config::SelfRotation;
 use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::x509::cert::CertInfo;
 use crate::x509::name::common_name;
@@ -87,8 +88,8 @@ pub enum KubeletError {
     Restart { unit: String, source: SystemdError },
     #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
     RestartFailed { unit: String, result: String },
-    #[error("cannot take the kubelet lock {path}: {reason}")]
-    Lock { path: PathBuf, reason: String },
+    #[error("the kubelet lock (shared with `node-cert-agent renew`): {0}")]
+    Lock(LockError),
 }
 
 impl KubeletError {
@@ -170,17 +171,7 @@ impl<S: Systemd> KubeletManager<S> {
     }
 
     fn lock(&self) -> Result<Flock<File>, KubeletError> {
-        let path = &self.lock_path;
-        let lock_err = |reason: String| KubeletError::Lock {
-            path: path.clone(),
-            reason,
-        };
-        if let Some(dir) = path.parent() {
-            crate::node::fsutil::ensure_dir(dir, 0o700).map_err(|e| lock_err(e.to_string()))?;
-        }
-        let file =
-            crate::node::fsutil::open_lock_file(path, true).map_err(|e| lock_err(e.to_string()))?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| lock_err(errno.to_string()))
+        lock_exclusive(&self.lock_path).map_err(KubeletError::Lock)
     }
 
     /// One pass over the managed certificates. `force` renews now.

@@ -361,20 +361,6 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<(), FsError> {
     fsync_dir(path, &parent_dir(path))
 }
 
-/// Opens a lock file (for `flock`): never through a symlink, never blocking
-/// on a FIFO. `create` makes it (mode 0644) and opens it for writing;
-/// otherwise it is opened read-only and must exist.
-pub fn open_lock_file(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(create)
-        .create(create)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
-        .open(path)
-}
-
 /// Removes leftover temp files and symlinks (names starting with
 /// [`TEMP_PREFIX`]) in `dir`, returning how many. A missing `dir` is `Ok(0)`.
 ///
