@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nca_test_apiserver::ApiServer;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
 use crate::agent::{render_tail, PodModeAgent};
-use crate::apiserver::ApiServer;
 use crate::node::Node;
 
 /// kubelet's pki directory.

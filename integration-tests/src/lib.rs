@@ -9,8 +9,9 @@
 //! - [`SecretVolume`]: kubelet's AtomicWriter layout for a mounted Secret.
 //! - [`Agent`]: node-cert-agent itself, as a systemd service of the node
 //!   ([`HostModeAgent`]) or as a DaemonSet pod would run it ([`PodModeAgent`]).
-//! - [`apiserver`]: a Kubernetes API server (and CSR controllers) for tests,
-//!   enforcing kube-apiserver's rules, with fault knobs.
+//! - [`nca_test_apiserver`] (a crate of its own, `integration-tests/apiserver`):
+//!   a Kubernetes API server (and CSR controllers) for tests, enforcing
+//!   kube-apiserver's rules, with fault knobs.
 //! - [`observe`]: containerd (re)starts, refresh-tool runs, the node's
 //!   trust bundle and the agent's anchors.
 //! - [`kubelet_node`]: a node with a stand-in kubelet and a bootstrap
@@ -26,7 +27,6 @@
 )]
 
 pub mod agent;
-pub mod apiserver;
 mod cgroup;
 mod cmd;
 pub mod cri;

@@ -1,35 +1,33 @@
 //! Test PKI: CAs, server certificates for the test registry, and malformed
 //! trust inputs (leaf certs, expired and not-yet-valid CAs, private keys).
 //!
-//! Keys are ECDSA P-256 (fast to generate). Every serial is 159 random bits,
-//! so no two certificates collide. Validity starts an hour in the past to
-//! tolerate clock skew and lasts about a day.
+//! A thin layer over the agent's `x509::testpki`, where certificates are
+//! built: this module picks the names, validity windows and extensions the
+//! end-to-end tests need. Keys are ECDSA P-256 (fast to generate). Every
+//! serial is 159 random bits, so no two certificates collide. Validity starts
+//! an hour in the past to tolerate clock skew and lasts about a day.
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
+use node_cert_agent::x509::cert::now_unix;
+use node_cert_agent::x509::testpki;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
-};
-use openssl::x509::{X509Builder, X509Name, X509};
+use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+use openssl::x509::{X509Builder, X509};
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 
+/// 159 bits keeps the DER INTEGER positive and within 20 octets (RFC 5280).
+const SERIAL_BITS: i32 = 159;
+
 /// A certificate authority: a self-signed CA certificate and its key.
-pub struct TestCa {
-    cert: X509,
-    key: PKey<Private>,
-}
+pub struct TestCa(testpki::TestCa);
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestCa")
-            .field("subject", &subject_cn(&self.cert))
+            .field("subject", &subject_cn(self.cert()))
             .field("sha256", &self.sha256_fingerprint())
             .finish_non_exhaustive()
     }
@@ -39,55 +37,41 @@ impl TestCa {
     /// A valid CA named `CN=<cn>`: basicConstraints CA:TRUE (critical),
     /// keyUsage keyCertSign+cRLSign (critical), valid from 1 h ago for 1 day.
     pub fn new(cn: &str) -> TestCa {
-        let now = now();
+        let now = now_unix();
         TestCa::with_validity(cn, now - HOUR, now + DAY)
     }
 
     /// Like [`TestCa::new`], valid from `not_before` to `not_after` (Unix seconds).
     pub fn with_validity(cn: &str, not_before: i64, not_after: i64) -> TestCa {
-        let key = new_key();
-        let name = name(cn);
-        let mut b = builder(&name, &name, &key, not_before, not_after);
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        let ski = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(None, None))
-            .unwrap();
-        b.append_extension(ski).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        TestCa {
-            cert: b.build(),
-            key,
-        }
+        TestCa(testpki::TestCa::self_signed(
+            &testpki::name(&[], cn),
+            testpki::key(),
+            SERIAL_BITS,
+            not_before,
+            not_after,
+            KeyUsage::new().critical().key_cert_sign().crl_sign(),
+            true,
+        ))
     }
 
     /// The CA certificate.
     pub fn cert(&self) -> &X509 {
-        &self.cert
+        &self.0.cert
     }
 
     /// The CA certificate in PEM.
     pub fn cert_pem(&self) -> String {
-        pem(&self.cert)
+        testpki::pem(self.cert())
     }
 
     /// The CA's private key in PKCS#8 PEM.
     pub fn key_pem(&self) -> String {
-        key_pem(&self.key)
+        testpki::key_pem(&self.0.key)
     }
 
     /// SHA-256 over the certificate's DER, lowercase hex without separators.
     pub fn sha256_fingerprint(&self) -> String {
-        sha256_fingerprint(&self.cert)
+        sha256_fingerprint(self.cert())
     }
 
     /// Issues a TLS server certificate for the DNS names `dns` (SAN DNS,
@@ -98,111 +82,76 @@ impl TestCa {
             !dns.is_empty(),
             "issue_server_cert: at least one DNS name is needed"
         );
-        let key = new_key();
-        let now = now();
-        let mut b = builder(
-            &name(dns[0]),
-            self.cert.subject_name(),
-            &key,
-            now - HOUR,
-            now + DAY,
+        let key = testpki::key();
+        let mut b = self.leaf_builder(dns[0], &key);
+        testpki::append_leaf_extensions(
+            &mut b,
+            KeyUsage::new().critical().digital_signature(),
+            Some(ExtendedKeyUsage::new().server_auth()),
         );
-        b.append_extension(BasicConstraints::new().critical().build().unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
-            .unwrap();
         let mut san = SubjectAlternativeName::new();
         for d in dns {
             san.dns(d);
         }
         let san = san
-            .build(&b.x509v3_context(Some(&self.cert), None))
+            .build(&b.x509v3_context(Some(self.cert()), None))
             .unwrap();
         b.append_extension(san).unwrap();
-        self.finish_leaf(b, &key)
+        (testpki::pem(&self.0.sign_leaf(b)), testpki::key_pem(&key))
     }
 
-    fn finish_leaf(&self, mut b: X509Builder, key: &PKey<Private>) -> (String, String) {
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .unwrap();
-        b.append_extension(aki).unwrap();
-        b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        (pem(&b.build()), key_pem(key))
+    /// A builder for `CN=<cn>` over `key`, issued by this CA, valid from 1 h
+    /// ago for 1 day.
+    fn leaf_builder(&self, cn: &str, key: &PKey<Private>) -> X509Builder {
+        let now = now_unix();
+        testpki::builder(
+            &testpki::name(&[], cn),
+            self.cert().subject_name(),
+            key,
+            SERIAL_BITS,
+            now - HOUR,
+            now + DAY,
+        )
     }
 }
 
 /// A self-signed certificate with CA:FALSE: not a CA, so not a valid trust anchor
 /// for the agent. Returns the certificate PEM.
 pub fn self_signed_leaf(cn: &str) -> String {
-    let key = new_key();
-    let now = now();
-    let name = name(cn);
-    let mut b = builder(&name, &name, &key, now - HOUR, now + DAY);
-    b.append_extension(BasicConstraints::new().critical().build().unwrap())
-        .unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let key = testpki::key();
+    let now = now_unix();
+    let name = testpki::name(&[], cn);
+    let mut b = testpki::builder(&name, &name, &key, SERIAL_BITS, now - HOUR, now + DAY);
+    testpki::append_leaf_extensions(&mut b, KeyUsage::new().critical().digital_signature(), None);
     b.sign(&key, MessageDigest::sha256()).unwrap();
-    pem(&b.build())
+    testpki::pem(&b.build())
 }
 
 /// A CA:FALSE client/server leaf `CN=<cn>` signed by `ca` (not self-signed, not
 /// a CA). Returns the certificate PEM.
 pub fn leaf_signed_by(ca: &TestCa, cn: &str) -> String {
-    let key = new_key();
-    let now = now();
-    let mut b = builder(
-        &name(cn),
-        ca.cert.subject_name(),
-        &key,
-        now - HOUR,
-        now + DAY,
-    );
-    b.append_extension(BasicConstraints::new().critical().build().unwrap())
-        .unwrap();
-    b.append_extension(
-        KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    ca.finish_leaf(b, &key).0
+    let key = testpki::key();
+    let mut b = ca.leaf_builder(cn, &key);
+    testpki::append_leaf_extensions(&mut b, KeyUsage::new().critical().digital_signature(), None);
+    testpki::pem(&ca.0.sign_leaf(b))
 }
 
 /// A CA that expired a day ago (valid from 10 days ago until 1 day ago).
 pub fn expired_ca(cn: &str) -> TestCa {
-    let now = now();
+    let now = now_unix();
     TestCa::with_validity(cn, now - 10 * DAY, now - DAY)
 }
 
 /// A CA that becomes valid only in a day (and lasts 10 days from now).
 pub fn not_yet_valid_ca(cn: &str) -> TestCa {
-    let now = now();
+    let now = now_unix();
     TestCa::with_validity(cn, now + DAY, now + 10 * DAY)
 }
 
 /// A fresh private key in PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), the kind
 /// of thing that must never be accepted as a CA.
 pub fn private_key_pem() -> String {
-    key_pem(&new_key())
+    testpki::private_key_pem()
 }
 
 /// SHA-256 over a certificate's DER, lowercase hex without separators.
@@ -229,62 +178,6 @@ pub fn parse_pem(pem: &str) -> X509 {
     X509::from_pem(pem.as_bytes()).unwrap_or_else(|e| panic!("not a PEM certificate ({e}):\n{pem}"))
 }
 
-fn now() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    i64::try_from(secs).unwrap()
-}
-
-fn new_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-fn name(cn: &str) -> X509Name {
-    let mut n = X509Name::builder().unwrap();
-    n.append_entry_by_nid(Nid::COMMONNAME, cn)
-        .unwrap_or_else(|e| panic!("invalid CN {cn:?}: {e}"));
-    n.build()
-}
-
-fn random_serial() -> Asn1Integer {
-    let mut bn = BigNum::new().unwrap();
-    // 159 bits keeps the DER INTEGER positive and within 20 octets (RFC 5280).
-    bn.rand(159, MsbOption::MAYBE_ZERO, false).unwrap();
-    bn.to_asn1_integer().unwrap()
-}
-
-/// A v3 certificate builder with subject, issuer, key, random serial, validity.
-fn builder(
-    subject: &X509Name,
-    issuer: &openssl::x509::X509NameRef,
-    key: &PKey<Private>,
-    not_before: i64,
-    not_after: i64,
-) -> X509Builder {
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&random_serial()).unwrap();
-    b.set_subject_name(subject).unwrap();
-    b.set_issuer_name(issuer).unwrap();
-    b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
-        .unwrap();
-    b
-}
-
-fn pem(cert: &X509) -> String {
-    String::from_utf8(cert.to_pem().unwrap()).unwrap()
-}
-
-fn key_pem(key: &PKey<Private>) -> String {
-    String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap()
-}
-
 fn subject_cn(cert: &X509) -> String {
     cert.subject_name()
         .entries_by_nid(Nid::COMMONNAME)
@@ -296,6 +189,7 @@ fn subject_cn(cert: &X509) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::asn1::Asn1Time;
     use openssl::stack::Stack;
     use openssl::x509::store::X509StoreBuilder;
     use openssl::x509::{X509StoreContext, X509VerifyResult};

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use futures_util::StreamExt;
-use integration_tests::apiserver::{ApiServer, PolicyRule, Subject, Throttle};
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
@@ -20,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use nca_test_apiserver::{ApiServer, PolicyRule, Subject, Throttle};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;

@@ -21,11 +21,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::{agent_binary, render_tail, LogEntry, PASS_PREFIX, PASS_TIMEOUT};
-use integration_tests::apiserver::ApiServer;
 use integration_tests::kubelet_node::{self, PKI};
 use integration_tests::observe::{self, DEBIAN_BUNDLE, STATE_FILE};
 use integration_tests::pki::{sha256_fingerprint, TestCa};
 use integration_tests::{preflight, Node, SecretVolume};
+use nca_test_apiserver::ApiServer;
 use openssl::x509::X509;
 
 /// A small deterministic PRNG (xorshift64*), seeded from the clock or

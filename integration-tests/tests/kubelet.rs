@@ -460,7 +460,7 @@ fn node_events_arrive_at_the_api_and_an_unreachable_api_never_blocks_the_work() 
 
 #[test]
 fn throttled_csr_create_waits_for_retry_after_then_succeeds() {
-    use integration_tests::apiserver::Throttle;
+    use nca_test_apiserver::Throttle;
     for (style, name) in [
         (Throttle::Status, "kb-throttle-st"),
         (Throttle::Apf, "kb-throttle-apf"),

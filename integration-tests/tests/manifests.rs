@@ -15,12 +15,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::agent::{render_tail, workspace_dir, PodModeAgent};
-use integration_tests::apiserver::{ApiServer, RENEW_REVOCATION_CRD};
 use integration_tests::Node;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount, Volume};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use nca_test_apiserver::{ApiServer, RENEW_REVOCATION_CRD};
 use node_cert_agent::config::{self, Flags, Settings, SYSTEM_BUS_SOCKET};
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::trust::sources::SourceSpec;

@@ -27,13 +27,13 @@ pub(crate) fn acceptor(shared: &Shared) -> SslAcceptor {
     let (cert, key) = shared.ca.serving_cert();
     b.set_certificate(&cert).unwrap();
     b.set_private_key(&key).unwrap();
-    b.add_extra_chain_cert(shared.ca.cert.clone()).unwrap();
+    b.add_extra_chain_cert(shared.ca.cert().clone()).unwrap();
     // tls.RequestClientCert: ask for a certificate, verify it per request in
     // the authenticator (so an expired one is a 401, not a handshake error).
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
     let mut names = openssl::stack::Stack::new().unwrap();
     names
-        .push(shared.ca.cert.subject_name().to_owned().unwrap())
+        .push(shared.ca.cert().subject_name().to_owned().unwrap())
         .unwrap();
     b.set_client_ca_list(names);
     b.set_session_id_context(b"nca-test-apiserver").unwrap();

@@ -1,56 +1,33 @@
 //! The cluster CA of the test API server: its own self-signed root, the
 //! serving certificate, client certificates, and the kube-controller-manager
-//! signer (`csrsigning`) policy for approved CSRs.
+//! signer (`csrsigning`) policy for approved CSRs. Certificates are built with
+//! the agent's test PKI primitives (`node_cert_agent::x509::testpki`); this
+//! module chooses what kube-apiserver and kubeadm would put in them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use openssl::asn1::{Asn1Integer, Asn1Time};
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
+use node_cert_agent::x509::testpki::{self, TestCa};
+use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private, Public};
 use openssl::stack::Stack;
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    SubjectKeyIdentifier,
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{
     X509Builder, X509Name, X509NameRef, X509PurposeId, X509Req, X509StoreContext, X509,
 };
 
+pub(crate) use node_cert_agent::x509::cert::now_unix;
+
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 
-pub(crate) fn now_unix() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    i64::try_from(secs).unwrap()
-}
-
-pub(crate) fn new_key() -> PKey<Private> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-}
-
-/// A positive serial below 2^128, as kube-controller-manager's signer draws them.
-fn random_serial() -> Asn1Integer {
-    let mut bn = BigNum::new().unwrap();
-    bn.rand(127, MsbOption::MAYBE_ZERO, false).unwrap();
-    bn.to_asn1_integer().unwrap()
-}
-
-fn name(cn: &str, orgs: &[&str]) -> X509Name {
-    let mut n = X509Name::builder().unwrap();
-    for o in orgs {
-        n.append_entry_by_nid(Nid::ORGANIZATIONNAME, o).unwrap();
-    }
-    n.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-    n.build()
-}
+/// Serials are positive and below 2^128, as kube-controller-manager's signer
+/// draws them.
+const SERIAL_BITS: i32 = 127;
 
 /// Subject of a name as Go's `pkix.Name` reads it: every O in order, and the
 /// last CN.
@@ -121,7 +98,7 @@ fn requested_sans(req: &X509Req) -> RequestedSans {
     let Ok(exts) = req.extensions() else {
         return out;
     };
-    let key = new_key();
+    let key = testpki::key();
     let mut b = X509Builder::new().unwrap();
     b.set_version(2).unwrap();
     b.set_pubkey(&key).unwrap();
@@ -157,86 +134,92 @@ pub(crate) enum IssueDeviation {
 
 /// The cluster CA: a self-signed root (CN=kubernetes, 10 years, like kubeadm).
 pub(crate) struct ClusterCa {
-    pub cert: X509,
-    key: PKey<Private>,
+    ca: TestCa,
     store: X509Store,
 }
 
 impl ClusterCa {
     pub fn new() -> ClusterCa {
-        let key = new_key();
         let now = now_unix();
-        let n = name("kubernetes", &[]);
-        let mut b = builder(&n, &n, &key, now - HOUR, now + 3650 * DAY);
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(
+        let ca = TestCa::self_signed(
+            &testpki::name(&[], "kubernetes"),
+            testpki::key(),
+            SERIAL_BITS,
+            now - HOUR,
+            now + 3650 * DAY,
             KeyUsage::new()
                 .critical()
                 .digital_signature()
                 .key_encipherment()
-                .key_cert_sign()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        let ski = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(None, None))
-            .unwrap();
-        b.append_extension(ski).unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let cert = b.build();
+                .key_cert_sign(),
+            true,
+        );
         let mut sb = X509StoreBuilder::new().unwrap();
-        sb.add_cert(cert.clone()).unwrap();
+        sb.add_cert(ca.cert.clone()).unwrap();
         // The x509 authenticator verifies with ExtKeyUsageClientAuth.
         sb.set_purpose(X509PurposeId::SSL_CLIENT).unwrap();
         ClusterCa {
-            cert,
-            key,
+            ca,
             store: sb.build(),
         }
     }
 
+    /// The CA certificate.
+    pub fn cert(&self) -> &X509 {
+        &self.ca.cert
+    }
+
     pub fn cert_pem(&self) -> String {
-        String::from_utf8(self.cert.to_pem().unwrap()).unwrap()
+        testpki::pem(self.cert())
+    }
+
+    /// A leaf builder for `subject` over `key`, issued by this CA.
+    fn leaf_builder<T: HasPublic>(
+        &self,
+        subject: &X509NameRef,
+        key: &PKeyRef<T>,
+        not_before: i64,
+        not_after: i64,
+    ) -> X509Builder {
+        testpki::builder(
+            subject,
+            self.cert().subject_name(),
+            key,
+            SERIAL_BITS,
+            not_before,
+            not_after,
+        )
     }
 
     /// The serving certificate: CN=kube-apiserver, SANs IP:127.0.0.1 and
     /// DNS:localhost (plus the in-cluster names), EKU serverAuth.
     pub fn serving_cert(&self) -> (X509, PKey<Private>) {
-        let key = new_key();
+        let key = testpki::key();
         let now = now_unix();
-        let mut b = builder(
-            &name("kube-apiserver", &[]),
-            self.cert.subject_name(),
+        let mut b = self.leaf_builder(
+            &testpki::name(&[], "kube-apiserver"),
             &key,
             now - HOUR,
             now + 365 * DAY,
         );
-        b.append_extension(BasicConstraints::new().critical().build().unwrap())
-            .unwrap();
-        b.append_extension(
+        testpki::append_leaf_extensions(
+            &mut b,
             KeyUsage::new()
                 .critical()
                 .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
-            .unwrap();
+                .key_encipherment(),
+            Some(ExtendedKeyUsage::new().server_auth()),
+        );
         let san = SubjectAlternativeName::new()
             .ip("127.0.0.1")
             .dns("localhost")
             .dns("kubernetes")
             .dns("kubernetes.default")
             .dns("kubernetes.default.svc")
-            .build(&b.x509v3_context(Some(&self.cert), None))
+            .build(&b.x509v3_context(Some(self.cert()), None))
             .unwrap();
         b.append_extension(san).unwrap();
-        let cert = self.finish(b);
-        (cert, key)
+        (self.ca.sign_leaf(b), key)
     }
 
     /// A client certificate `CN=<cn>, O=<orgs>` valid from `not_before` to
@@ -248,29 +231,17 @@ impl ClusterCa {
         not_before: i64,
         not_after: i64,
     ) -> (X509, PKey<Private>) {
-        let key = new_key();
-        let mut b = builder(
-            &name(cn, orgs),
-            self.cert.subject_name(),
-            &key,
-            not_before,
-            not_after,
-        );
-        b.append_extension(BasicConstraints::new().critical().build().unwrap())
-            .unwrap();
-        b.append_extension(
+        let key = testpki::key();
+        let mut b = self.leaf_builder(&testpki::name(orgs, cn), &key, not_before, not_after);
+        testpki::append_leaf_extensions(
+            &mut b,
             KeyUsage::new()
                 .critical()
                 .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
-            .unwrap();
-        let cert = self.finish(b);
-        (cert, key)
+                .key_encipherment(),
+            Some(ExtendedKeyUsage::new().client_auth()),
+        );
+        (self.ca.sign_leaf(b), key)
     }
 
     /// Signs an approved CSR with kube-controller-manager's
@@ -295,7 +266,7 @@ impl ClusterCa {
         } else {
             now + ttl_s - back
         };
-        let ca_not_after = asn1_to_unix(self.cert.not_after());
+        let ca_not_after = asn1_to_unix(self.cert().not_after());
         if not_after >= ca_not_after {
             not_after = ca_not_after;
         }
@@ -307,13 +278,15 @@ impl ClusterCa {
         let wrong_key;
         let pubkey: PKey<Public> = match deviation {
             IssueDeviation::WrongKey => {
-                wrong_key = new_key();
+                wrong_key = testpki::key();
                 PKey::public_key_from_der(&wrong_key.public_key_to_der().unwrap()).unwrap()
             }
             _ => csr.req.public_key().map_err(|e| e.to_string())?,
         };
         let subject = match deviation {
-            IssueDeviation::WrongSubject => name("system:node:wrong-subject", &["system:nodes"]),
+            IssueDeviation::WrongSubject => {
+                testpki::name(&["system:nodes"], "system:node:wrong-subject")
+            }
             _ => {
                 // Copy the request's subject entries as they are.
                 let mut nb = X509Name::builder().unwrap();
@@ -327,16 +300,7 @@ impl ClusterCa {
                 nb.build()
             }
         };
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&random_serial()).unwrap();
-        b.set_subject_name(&subject).unwrap();
-        b.set_issuer_name(self.cert.subject_name()).unwrap();
-        b.set_pubkey(&pubkey).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
-            .unwrap();
+        let mut b = self.leaf_builder(&subject, &pubkey, not_before, not_after);
 
         let mut ku = KeyUsage::new();
         ku.critical();
@@ -455,21 +419,11 @@ impl ClusterCa {
                 san.uri(u);
             }
             let ext = san
-                .build(&b.x509v3_context(Some(&self.cert), None))
+                .build(&b.x509v3_context(Some(self.cert()), None))
                 .map_err(|e| e.to_string())?;
             b.append_extension(ext).unwrap();
         }
-        Ok(self.finish(b))
-    }
-
-    fn finish(&self, mut b: X509Builder) -> X509 {
-        let aki = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .unwrap();
-        b.append_extension(aki).unwrap();
-        b.sign(&self.key, MessageDigest::sha256()).unwrap();
-        b.build()
+        Ok(self.ca.sign_leaf(b))
     }
 
     /// Verifies a presented client chain against the cluster CA at the
@@ -510,24 +464,4 @@ pub(crate) fn asn1_to_unix(t: &openssl::asn1::Asn1TimeRef) -> i64 {
     let epoch = Asn1Time::from_unix(0).unwrap();
     let d = epoch.diff(t).unwrap();
     i64::from(d.days) * DAY + i64::from(d.secs)
-}
-
-fn builder(
-    subject: &X509Name,
-    issuer: &X509NameRef,
-    key: &PKey<Private>,
-    not_before: i64,
-    not_after: i64,
-) -> X509Builder {
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&random_serial()).unwrap();
-    b.set_subject_name(subject).unwrap();
-    b.set_issuer_name(issuer).unwrap();
-    b.set_pubkey(key).unwrap();
-    b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
-        .unwrap();
-    b
 }

@@ -23,6 +23,14 @@
 //!   certificates, and going down and up, all switchable at run time.
 //!
 //! Every request is recorded ([`ApiServer::requests`]).
+//!
+//! README.md lists the upstream rules it enforces, each with the upstream
+//! source file, and where it deviates from them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test server: a broken invariant or a failed test step must panic loudly"
+)]
 
 mod auth;
 mod body;
