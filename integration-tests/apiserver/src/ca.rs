@@ -20,7 +20,7 @@ use openssl::x509::{
     X509Builder, X509Name, X509NameRef, X509PurposeId, X509Req, X509StoreContext, X509,
 };
 
-pub(crate) use node_cert_agent::x509::cert::now_unix;
+pub(crate) use node_cert_agent::x509::time::now_unix;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
