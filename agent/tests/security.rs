@@ -15,6 +15,7 @@ use node_cert_agent::config::{self, ConfigError, Flags};
 use node_cert_agent::kubelet::store::{CertKind, KubeletStore};
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::{HostRoot, HostRootError};
+use node_cert_agent::trust::state::Pending;
 
 fn good_pem() -> Vec<u8> {
     fs::read(corpus("certs/good-ca.pem")).unwrap()
@@ -31,15 +32,14 @@ fn a_state_file_asking_for_another_unit_restarts_only_the_allowlist() {
     let node = Node::new();
     let r = node.reconciler(&["containerd.service"]);
     let mut st = node_cert_agent::trust::state::load(&node.state_path()).unwrap();
-    st.restart_pending.insert("sshd.service".into());
-    st.restart_pending.insert("kubelet.service".into());
+    st.pending = Pending::Restart(["sshd.service", "kubelet.service"].map(String::from).into());
     node_cert_agent::trust::state::save(&node.state_path(), &st).unwrap();
     node.publish(&[("ca1.crt", &good_pem())]);
     rt().block_on(r.reconcile()).unwrap();
     assert_eq!(node.fake.restarts(), vec!["containerd.service"]);
     // The refused units are dropped from the state, not kept pending forever.
     let st = node_cert_agent::trust::state::load(&node.state_path()).unwrap();
-    assert!(st.restart_pending.is_empty(), "{:?}", st.restart_pending);
+    assert_eq!(st.pending, Pending::Nothing, "{:?}", st.pending);
 }
 
 #[test]

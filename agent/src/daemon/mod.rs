@@ -712,7 +712,7 @@ mod tests {
         assert_eq!(fake.commands().len(), 1);
         assert_eq!(fake.restarts().len(), 1);
         let st = crate::trust::state::load(&state_path).unwrap();
-        assert!(!st.refresh_pending && st.restart_pending.is_empty());
+        assert_eq!(st.pending, crate::trust::state::Pending::Nothing);
         for dir in [
             root.path()
                 .join("usr/local/share/ca-certificates/node-cert-agent"),

@@ -6,6 +6,7 @@
 //! next one, and a pass with nothing to do makes no write, no D-Bus call, no
 //! refresh and no restart.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,11 @@ use tracing::{error, info, warn};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::trust::plan::{self, SourceInput};
 use crate::trust::sources::{read_source, SourceSpec};
-use crate::trust::state::{self, StateError};
-use crate::trust::store::{TrustError, TrustStore};
+use crate::trust::state::{self, CaState, Pending, StateError};
+use crate::trust::store::{Installed, TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
 use crate::x509::cert::CertInfo;
-use crate::x509::time::now_unix;
+use crate::x509::time::{now_unix, rfc3339};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -113,26 +114,69 @@ impl<S: Systemd> Reconciler<S> {
         Ok(())
     }
 
+    /// One pass: plan, write the anchors, refresh, restart. Each phase that
+    /// changes the node is recorded in the state file ([`Pending`]) before
+    /// it runs, so a pass cut short is finished by the next one.
     pub async fn reconcile(&self) -> Result<Outcome, ReconcileError> {
         let started = Instant::now();
-        let mut outcome = Outcome::default();
         let now = now_unix();
+        let mut outcome = Outcome::default();
         let mut st = state::load(&self.settings.state_path)?;
 
+        let installed = self.store.installed()?;
+        let plan = self.plan(&st, &installed, now, &mut outcome);
+        let keys_changed = st.key_state() != plan.keys;
+        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, &mut outcome)?;
+        if anchors_changed || keys_changed {
+            st.set_key_state(&plan.keys);
+            self.save(&st)?;
+        }
+        self.refresh(&mut st, &mut outcome).await?;
+        let already_current = self.restart(&mut st, &mut outcome).await?;
+
+        if !outcome.restarted.is_empty() || outcome.refreshed || already_current {
+            st.bundle_sha256 = self.store.bundle_digest()?;
+        }
+        if outcome.refreshed
+            || !outcome.restarted.is_empty()
+            || anchors_changed
+            || keys_changed
+            || st.last_success.is_none()
+        {
+            st.last_success = Some(now);
+            self.save(&st)?;
+        }
+        outcome.agent_time = started
+            .elapsed()
+            .saturating_sub(outcome.refresh_time + outcome.restart_time);
+        Ok(outcome)
+    }
+
+    fn save(&self, st: &CaState) -> Result<(), ReconcileError> {
+        Ok(state::save(&self.settings.state_path, st)?)
+    }
+
+    /// Phase 1, pure apart from reading the inputs: what the node should
+    /// trust, and every finding (logged).
+    fn plan(
+        &self,
+        st: &CaState,
+        installed: &Installed,
+        now: i64,
+        outcome: &mut Outcome,
+    ) -> plan::Plan {
         let inputs: Vec<SourceInput> = self
             .settings
             .sources
             .iter()
             .map(|s| read_source(s, now))
             .collect();
-        let installed = self.store.installed()?;
         let plan = plan::plan(
             &inputs,
             &st.key_state(),
             &installed.certs,
             self.settings.max_certificates,
         );
-
         for input in &inputs {
             match &input.keys {
                 // A source that never existed is simply empty (say, no
@@ -160,80 +204,103 @@ impl<S: Systemd> Reconciler<S> {
         for f in &outcome.findings {
             log_finding(f);
         }
+        plan
+    }
 
-        let keys_changed = st.key_state() != plan.keys;
-        let changes = !plan.is_noop() || !installed.stray.is_empty();
-        if changes {
-            if st.bundle_sha256.is_none() {
-                // The bundle the running units started with, before we touch it.
-                st.bundle_sha256 = self.store.bundle_digest()?;
-            }
-            st.refresh_pending = true;
-            state::save(&self.settings.state_path, &st)?;
-
-            for fp in &plan.install {
-                if let Some(d) = plan.desired.get(fp) {
-                    let path = self.store.install(&d.cert)?;
-                    let keys: Vec<&str> = d.keys.iter().map(|(_, k)| k.as_str()).collect();
-                    log_ca("installed CA", &keys.join(","), &d.cert, &path);
-                    outcome.installed.push(d.cert.clone());
-                }
-            }
-            for fp in &plan.remove {
-                if let Some(cert) = installed.certs.get(fp) {
-                    self.store.remove(fp)?;
-                    let keys = removed_keys(&st, fp);
-                    log_ca("removed CA", &keys, cert, &self.store.anchor_node_path(fp));
-                    outcome.removed.push(cert.clone());
-                }
-            }
-            for path in &installed.stray {
-                self.store.remove_path(path)?;
-                warn!(path = %path.display(), "removed a damaged anchor file of the agent's own");
+    /// Phase 2: install and remove anchors (and the agent's own damaged
+    /// files), after recording that a refresh is pending. Whether anything
+    /// changed.
+    fn write_anchors(
+        &self,
+        plan: &plan::Plan,
+        installed: &Installed,
+        st: &mut CaState,
+        outcome: &mut Outcome,
+    ) -> Result<bool, ReconcileError> {
+        if plan.is_noop() && installed.stray.is_empty() {
+            return Ok(false);
+        }
+        if st.bundle_sha256.is_none() {
+            // The bundle the running units started with, before we touch it.
+            st.bundle_sha256 = self.store.bundle_digest()?;
+        }
+        st.pending = Pending::Refresh;
+        self.save(st)?;
+        for fp in &plan.install {
+            if let Some(d) = plan.desired.get(fp) {
+                let path = self.store.install(&d.cert)?;
+                let keys: Vec<&str> = d.keys.iter().map(|(_, k)| k.as_str()).collect();
+                log_ca("installed CA", &keys.join(","), &d.cert, &path);
+                outcome.installed.push(d.cert.clone());
             }
         }
-        if changes || keys_changed {
-            st.set_key_state(&plan.keys);
-            state::save(&self.settings.state_path, &st)?;
-        }
-
-        if st.refresh_pending {
-            let command = self.store.layout().refresh_command.clone();
-            let t = Instant::now();
-            let result = self.systemd.run_command(&command).await.map_err(|source| {
-                ReconcileError::RefreshCall {
-                    command: command.clone(),
-                    source,
-                }
-            })?;
-            outcome.refresh_time = t.elapsed();
-            if !result.succeeded() {
-                return Err(ReconcileError::RefreshFailed {
-                    command,
-                    unit: result.unit,
-                    result: result.result,
-                    status: result.exit_status,
-                });
+        for fp in &plan.remove {
+            if let Some(cert) = installed.certs.get(fp) {
+                self.store.remove(fp)?;
+                let keys = removed_keys(st, fp);
+                log_ca("removed CA", &keys, cert, &self.store.anchor_node_path(fp));
+                outcome.removed.push(cert.clone());
             }
-            outcome.refreshed = true;
-            let digest = self.store.bundle_digest()?;
-            info!(
-                refresh_unit = %result.unit,
-                bundle = %self.store.layout().bundle_path.display(),
-                bundle_changed = digest != st.bundle_sha256,
-                "refreshed the node trust store"
-            );
-            if digest != st.bundle_sha256 {
-                st.restart_pending = self.settings.restart_units.iter().cloned().collect();
-            }
-            st.refresh_pending = false;
-            state::save(&self.settings.state_path, &st)?;
         }
+        for path in &installed.stray {
+            self.store.remove_path(path)?;
+            warn!(path = %path.display(), "removed a damaged anchor file of the agent's own");
+        }
+        Ok(true)
+    }
 
+    /// Phase 3: run the refresh tool if one is pending; a bundle that
+    /// changed makes every allowlisted unit's restart pending.
+    async fn refresh(&self, st: &mut CaState, outcome: &mut Outcome) -> Result<(), ReconcileError> {
+        if st.pending != Pending::Refresh {
+            return Ok(());
+        }
+        let command = self.store.layout().refresh_command.clone();
+        let t = Instant::now();
+        let result = self.systemd.run_command(&command).await.map_err(|source| {
+            ReconcileError::RefreshCall {
+                command: command.clone(),
+                source,
+            }
+        })?;
+        outcome.refresh_time = t.elapsed();
+        if !result.succeeded() {
+            return Err(ReconcileError::RefreshFailed {
+                command,
+                unit: result.unit,
+                result: result.result,
+                status: result.exit_status,
+            });
+        }
+        outcome.refreshed = true;
+        let digest = self.store.bundle_digest()?;
+        info!(
+            refresh_unit = %result.unit,
+            bundle = %self.store.layout().bundle_path.display(),
+            bundle_changed = digest != st.bundle_sha256,
+            "refreshed the node trust store"
+        );
+        st.pending = if digest != st.bundle_sha256 {
+            Pending::Restart(self.settings.restart_units.iter().cloned().collect())
+        } else {
+            Pending::Nothing
+        };
+        self.save(st)
+    }
+
+    /// Phase 4: restart the units whose restart is pending. Whether a unit
+    /// was found already running with the new bundle (and so skipped).
+    async fn restart(
+        &self,
+        st: &mut CaState,
+        outcome: &mut Outcome,
+    ) -> Result<bool, ReconcileError> {
+        let Pending::Restart(units) = &mut st.pending else {
+            return Ok(false);
+        };
         // Only allowlisted units, even if an older config left others pending.
-        st.restart_pending
-            .retain(|u| self.settings.restart_units.contains(u));
-        let pending: Vec<String> = st.restart_pending.iter().cloned().collect();
+        units.retain(|u| self.settings.restart_units.contains(u));
+        let pending: Vec<String> = units.iter().cloned().collect();
         let bundle_written = if pending.is_empty() {
             None
         } else {
@@ -251,13 +318,13 @@ impl<S: Systemd> Reconciler<S> {
             if started_after(since, bundle_written) {
                 info!(
                     unit = %unit,
-                    active_since = %crate::x509::time::rfc3339(micros_to_unix(since)),
-                    bundle_written = %crate::x509::time::rfc3339(micros_to_unix(bundle_written)),
+                    active_since = %rfc3339(micros_to_unix(since)),
+                    bundle_written = %rfc3339(micros_to_unix(bundle_written)),
                     "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
                 );
-                st.restart_pending.remove(&unit);
+                st.pending = pending_without(&st.pending, &unit);
                 already_current = true;
-                state::save(&self.settings.state_path, &st)?;
+                self.save(st)?;
                 continue;
             }
             let job = self
@@ -276,27 +343,30 @@ impl<S: Systemd> Reconciler<S> {
                 });
             }
             info!(unit = %unit, job_result = %job.0, "restarted unit (if it was running) so it reloads its root CAs");
-            st.restart_pending.remove(&unit);
+            st.pending = pending_without(&st.pending, &unit);
             outcome.restarted.push(unit);
-            state::save(&self.settings.state_path, &st)?;
+            self.save(st)?;
+        }
+        if st.pending == Pending::Restart(Default::default()) {
+            st.pending = Pending::Nothing;
         }
         outcome.restart_time = t.elapsed();
-        if !outcome.restarted.is_empty() || outcome.refreshed || already_current {
-            st.bundle_sha256 = self.store.bundle_digest()?;
+        Ok(already_current)
+    }
+}
+
+/// `pending` with `unit`'s restart done.
+fn pending_without(pending: &Pending, unit: &str) -> Pending {
+    match pending {
+        Pending::Restart(units) => {
+            let rest: BTreeSet<String> = units.iter().filter(|u| *u != unit).cloned().collect();
+            if rest.is_empty() {
+                Pending::Nothing
+            } else {
+                Pending::Restart(rest)
+            }
         }
-        if outcome.refreshed
-            || !outcome.restarted.is_empty()
-            || changes
-            || keys_changed
-            || st.last_success.is_none()
-        {
-            st.last_success = Some(now);
-            state::save(&self.settings.state_path, &st)?;
-        }
-        outcome.agent_time = started
-            .elapsed()
-            .saturating_sub(outcome.refresh_time + outcome.restart_time);
-        Ok(outcome)
+        other => other.clone(),
     }
 }
 
@@ -313,7 +383,7 @@ fn micros_to_unix(us: Option<u64>) -> i64 {
     us.map_or(0, |us| i64::try_from(us / 1_000_000).unwrap_or(i64::MAX))
 }
 
-fn removed_keys(st: &state::CaState, fp: &crate::x509::cert::Fingerprint) -> String {
+fn removed_keys(st: &CaState, fp: &crate::x509::cert::Fingerprint) -> String {
     let hex = fp.hex();
     let mut keys: Vec<&str> = st
         .keys
@@ -332,8 +402,8 @@ fn log_ca(action: &str, key: &str, cert: &CertInfo, path: &std::path::Path) {
         ca_subject = %cert.subject,
         ca_issuer = %cert.issuer,
         ca_serial = %cert.serial,
-        ca_not_before = %crate::x509::time::rfc3339(cert.not_before),
-        ca_not_after = %crate::x509::time::rfc3339(cert.not_after),
+        ca_not_before = %rfc3339(cert.not_before),
+        ca_not_after = %rfc3339(cert.not_after),
         ca_fingerprint = %cert.fingerprint,
         anchor = %path.display(),
         "{action} from key \"{key}\": {}",
@@ -566,7 +636,7 @@ mod tests {
         assert!(out.restarted.is_empty() && !out.refreshed);
         assert_eq!(fake.restarts().len(), 1, "no second restart");
         let st = state::load(&r.settings().state_path).unwrap();
-        assert!(st.restart_pending.is_empty(), "the restart is done");
+        assert_eq!(st.pending, Pending::Nothing, "the restart is done");
         assert_eq!(
             st.bundle_sha256,
             r.store().bundle_digest().unwrap(),
@@ -606,7 +676,7 @@ mod tests {
         let state_path = r.settings().state_path.clone();
         fs::create_dir_all(state_path.parent().unwrap()).unwrap();
         let mut st = state::load(&state_path).unwrap();
-        st.restart_pending.insert("sshd.service".into());
+        st.pending = Pending::Restart(["sshd.service".to_string()].into());
         state::save(&state_path, &st).unwrap();
         rt().block_on(r.reconcile()).unwrap();
         assert_eq!(fake.restarts(), vec!["containerd.service"]);
@@ -643,7 +713,7 @@ mod tests {
         let state_path = r.settings().state_path.clone();
         fs::create_dir_all(state_path.parent().unwrap()).unwrap();
         let mut st = state::load(&state_path).unwrap();
-        st.refresh_pending = true;
+        st.pending = Pending::Refresh;
         st.bundle_sha256 = r.store().bundle_digest().unwrap();
         state::save(&state_path, &st).unwrap();
         let out = rt().block_on(r.reconcile()).unwrap();

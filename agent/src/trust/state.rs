@@ -20,20 +20,86 @@ const STATE_VERSION: u32 = 1;
 /// Only root reads what the agent remembers.
 const STATE_DIR_MODE: u32 = 0o700;
 
+/// What a pass has left to finish, persisted *before* the step it guards,
+/// so a restarted agent finishes exactly that and a clean restart does
+/// nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Pending {
+    /// The trust store is as the last pass left it; nothing to finish.
+    #[default]
+    Nothing,
+    /// Anchors were changed and the refresh tool has not yet succeeded.
+    /// After it, the restart units are restarted if the bundle changed.
+    Refresh,
+    /// The bundle changed; these units still have to be restarted so they
+    /// read it.
+    Restart(BTreeSet<String>),
+}
+
+/// The agent's memory of the CA trust.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "StateFile", into = "StateFile")]
 pub struct CaState {
     pub version: u32,
     /// source → key → fingerprints (hex) of its last good version.
     pub keys: BTreeMap<String, BTreeMap<String, Vec<String>>>,
-    /// Anchors were changed and the refresh tool has not yet succeeded.
-    pub refresh_pending: bool,
-    /// Units still to be restarted for the current bundle.
-    pub restart_pending: BTreeSet<String>,
+    pub pending: Pending,
     /// SHA-256 of the bundle the restart units last (re)started with.
     pub bundle_sha256: Option<String>,
     /// Unix time of the last successful reconcile, for `status`.
     pub last_success: Option<i64>,
+}
+
+/// The file's format. It predates [`Pending`] and is kept, so that an
+/// upgrade (or a downgrade) of the agent reads the state it finds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    keys: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+    refresh_pending: bool,
+    restart_pending: BTreeSet<String>,
+    bundle_sha256: Option<String>,
+    last_success: Option<i64>,
+}
+
+impl From<StateFile> for CaState {
+    fn from(f: StateFile) -> Self {
+        // A pending refresh decides the restarts anew: after it, every unit
+        // restarts whose bundle differs from the one it started with.
+        let pending = if f.refresh_pending {
+            Pending::Refresh
+        } else if !f.restart_pending.is_empty() {
+            Pending::Restart(f.restart_pending)
+        } else {
+            Pending::Nothing
+        };
+        Self {
+            version: f.version,
+            keys: f.keys,
+            pending,
+            bundle_sha256: f.bundle_sha256,
+            last_success: f.last_success,
+        }
+    }
+}
+
+impl From<CaState> for StateFile {
+    fn from(s: CaState) -> Self {
+        let (refresh_pending, restart_pending) = match s.pending {
+            Pending::Nothing => (false, BTreeSet::new()),
+            Pending::Refresh => (true, BTreeSet::new()),
+            Pending::Restart(units) => (false, units),
+        };
+        Self {
+            version: s.version,
+            keys: s.keys,
+            refresh_pending,
+            restart_pending,
+            bundle_sha256: s.bundle_sha256,
+            last_success: s.last_success,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = load(&dir.path().join(STATE_FILE)).unwrap();
         assert_eq!(s.version, STATE_VERSION);
-        assert!(s.keys.is_empty() && !s.refresh_pending);
+        assert!(s.keys.is_empty() && s.pending == Pending::Nothing);
     }
 
     #[test]
@@ -161,8 +227,7 @@ mod tests {
             .or_default()
             .insert("ca1.crt".into(), vec![Fingerprint::of_der(b"x")]);
         s.set_key_state(&ks);
-        s.refresh_pending = true;
-        s.restart_pending.insert("containerd.service".into());
+        s.pending = Pending::Restart(["containerd.service".to_string()].into());
         save(&path, &s).unwrap();
         let back = load(&path).unwrap();
         assert_eq!(back, s);
@@ -171,6 +236,25 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn the_file_format_of_earlier_versions_is_read_and_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        std::fs::write(
+            &path,
+            r#"{"version":1,"keys":{},"refresh_pending":true,"restart_pending":["containerd.service"],"bundle_sha256":null,"last_success":null}"#,
+        )
+        .unwrap();
+        assert_eq!(load(&path).unwrap().pending, Pending::Refresh);
+        let mut s = load(&path).unwrap();
+        s.pending = Pending::Restart(["containerd.service".to_string()].into());
+        save(&path, &s).unwrap();
+        let raw: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(raw["refresh_pending"], false);
+        assert_eq!(raw["restart_pending"][0], "containerd.service");
     }
 
     #[test]
