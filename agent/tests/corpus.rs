@@ -1,4 +1,4 @@
-//! The bad-input corpus (issue 7): every case in
+//! The bad-input corpus: every case in
 //! `tests/data/corpus/cases.yaml` is run against a node that already trusts
 //! one good CA. A bad key must give an error that names the key and says how
 //! to fix it, keep the last good CA installed and in the bundle, and cause no

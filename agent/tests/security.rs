@@ -1,4 +1,4 @@
-//! Security properties (issue 7): only allowlisted units are restarted;
+//! Security properties: only allowlisted units are restarted;
 //! nothing goes through a shell; node paths never escape the host root; keys
 //! and state are written 0600 and anchors 0644.
 

@@ -49,7 +49,7 @@ use integration_tests::{
 const FAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failed attempts a test waits for before it removes the fault.
 const ATTEMPTS: usize = 2;
-/// The node's system bus socket (NODE-FACTS §4).
+/// The node's system bus socket (systemd's D-Bus API).
 const BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// The Debian refresh tool the agent runs.
 const REFRESH_TOOL: &str = "/usr/sbin/update-ca-certificates";

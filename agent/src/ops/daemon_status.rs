@@ -123,12 +123,22 @@ pub fn write_daemon_status(path: &Path, status: &DaemonStatus) -> Result<(), Sta
 }
 
 pub fn read_daemon_status(path: &Path) -> Result<Option<DaemonStatus>, String> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match fsutil::read_limited(path, MAX_DAEMON_STATUS_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(FsError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(e) => return Err(crate::ops::logging::error_chain(&e)),
     };
-    serde_json::from_slice(&bytes)
+    parse_daemon_status(&bytes)
         .map(Some)
         .map_err(|e| format!("{} is not a daemon status file: {e}", path.display()))
 }
+
+/// The daemon status file's content (pure; any bytes, never a panic).
+pub fn parse_daemon_status(bytes: &[u8]) -> Result<DaemonStatus, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// The file is a few hundred bytes; a larger one is not ours.
+const MAX_DAEMON_STATUS_BYTES: u64 = 64 * 1024;

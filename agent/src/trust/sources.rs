@@ -329,10 +329,17 @@ pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, 
     let Ok(text) = std::str::from_utf8(&bytes) else {
         return Ok(None);
     };
+    Ok(parse_secret_manifest(text, &path.display().to_string()))
+}
+
+/// The Secrets of manifest text (pure); `origin` names the file in the
+/// Secrets' display names. `None` when the text is not YAML or holds no
+/// `kind: Secret` document.
+pub fn parse_secret_manifest(text: &str, origin: &str) -> Option<Vec<ManifestSecret>> {
     let mut secrets = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         let Ok(value) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) else {
-            return Ok(None);
+            return None;
         };
         if value.get("kind").and_then(serde_yaml::Value::as_str) != Some("Secret") {
             continue;
@@ -345,7 +352,7 @@ pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, 
         };
         let name = format!(
             "{} (Secret {}/{})",
-            path.display(),
+            origin,
             field("namespace"),
             field("name")
         );
@@ -388,7 +395,7 @@ pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, 
         keys.sort_by(|a, b| a.key.cmp(&b.key));
         secrets.push((name, keys));
     }
-    Ok((!secrets.is_empty()).then_some(secrets))
+    (!secrets.is_empty()).then_some(secrets)
 }
 
 /// Validates the keys of a Secret manifest like a mounted Secret's.
