@@ -1,0 +1,79 @@
+//! The retry schedule of both loops: exponential, capped, with optional
+//! jitter so a fleet does not retry in lockstep.
+
+use std::time::Duration;
+
+/// Delays for retrying a failed pass: `first`, doubling up to `max`, each
+/// with up to `jitter` (a fraction of the delay) added at random.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    jitter: f64,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration, jitter: f64) -> Self {
+        Self {
+            first,
+            max,
+            jitter,
+            next: first,
+        }
+    }
+
+    /// The delay before the next retry (`instead`, when the server named
+    /// one, replaces the base delay), and doubles the base for the one after.
+    pub fn next_delay(&mut self, instead: Option<Duration>) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        instead.unwrap_or(base) + jitter(base, self.jitter)
+    }
+
+    /// After a success: the next failure retries after `first` again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
+/// Up to `fraction` of `base`, at random.
+fn jitter(base: Duration, fraction: f64) -> Duration {
+    if fraction <= 0.0 {
+        return Duration::ZERO;
+    }
+    let mut b = [0u8; 2];
+    let _ = openssl::rand::rand_bytes(&mut b);
+    base.mul_f64(f64::from(u16::from_be_bytes(b)) / f64::from(u16::MAX) * fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5), 0.0);
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay(None).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        b.reset();
+        assert_eq!(b.next_delay(None), Duration::from_secs(1));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(30))),
+            Duration::from_secs(30),
+            "the server's Retry-After replaces the base"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let mut b = Backoff::new(Duration::from_secs(10), Duration::from_secs(10), 0.1);
+        for _ in 0..100 {
+            let d = b.next_delay(None);
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The CA trust loop: a pass when the inputs change (inotify, debounced so
+//! a burst gives one pass), retries of a failed pass with capped backoff,
+//! and on a stop signal the pass in flight finished under a timeout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::EventKind;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use crate::node::systemd::Systemd;
+use crate::ops::logging::error_chain;
+use crate::ops::metrics::Metrics;
+use crate::trust::reconcile::{Outcome, Reconciler};
+use crate::x509::time::now_unix;
+
+use super::backoff::Backoff;
+use super::watch::{ensure_watches, watch_specs};
+use super::{DaemonError, DRAIN_TIMEOUT};
+
+/// A burst never delays a pass by more than this many debounce windows.
+const MAX_DEBOUNCE_WINDOWS: u32 = 10;
+
+/// Retry delays for a failed pass: first, and cap.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Runs until a stop request arrives on `stop` (a signal's name, for the log).
+pub async fn run_until<S: Systemd>(
+    reconciler: Reconciler<S>,
+    debounce: Duration,
+    mut stop: mpsc::Receiver<&'static str>,
+    metrics: Arc<Metrics>,
+) -> Result<(), DaemonError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let specs = watch_specs(&reconciler.settings().sources);
+    let dirs: Vec<PathBuf> = specs.iter().map(|s| s.dir.clone()).collect();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else {
+            // An overflowed queue may hide a change: treat it as one.
+            let _ = tx.send(());
+            return;
+        };
+        if matches!(event.kind, EventKind::Access(_)) {
+            return;
+        }
+        if event.paths.is_empty()
+            || event
+                .paths
+                .iter()
+                .any(|p| specs.iter().any(|s| (s.relevant)(p)))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|source| DaemonError::Watcher { source })?;
+    let mut watched = std::collections::BTreeSet::new();
+    ensure_watches(&mut watcher, &dirs, &mut watched);
+
+    let mut next_pass: Option<Instant> = Some(Instant::now());
+    let mut burst_started: Option<Instant> = None;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, 0.0);
+
+    loop {
+        let sleep_until =
+            next_pass.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        tokio::select! {
+            // A stop request wins over starting a new pass.
+            biased;
+            why = stop.recv() => { info!("{}: stopping", why.unwrap_or("stop channel closed")); return Ok(()); }
+            ev = rx.recv() => {
+                if ev.is_none() {
+                    return Err(DaemonError::WatcherStopped);
+                }
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
+                next_pass = Some((now + debounce).min(latest));
+            }
+            _ = tokio::time::sleep_until(sleep_until), if next_pass.is_some() => {
+                burst_started = None;
+                next_pass = None;
+                // Drop events queued before this pass: the pass reads the newest state.
+                while rx.try_recv().is_ok() {}
+                let pass = reconciler.reconcile();
+                tokio::pin!(pass);
+                let result = tokio::select! {
+                    r = &mut pass => r,
+                    _ = stop.recv() => return drain(pass, &metrics).await,
+                };
+                match result {
+                    Ok(outcome) => {
+                        log_outcome(&outcome);
+                        metrics.record_ca_pass(&outcome, now_unix());
+                        backoff.reset();
+                    }
+                    Err(e) => {
+                        metrics.record_ca_error(&e, now_unix());
+                        let wait = backoff.next_delay(None);
+                        error!(retry_in_s = wait.as_secs(), "reconcile failed: {}", error_chain(&e));
+                        next_pass = Some(Instant::now() + wait);
+                    }
+                }
+                ensure_watches(&mut watcher, &dirs, &mut watched);
+            }
+        }
+    }
+}
+
+async fn drain<
+    F: std::future::Future<Output = Result<Outcome, crate::trust::reconcile::ReconcileError>>,
+>(
+    pass: std::pin::Pin<&mut F>,
+    metrics: &Metrics,
+) -> Result<(), DaemonError> {
+    info!(
+        timeout_s = DRAIN_TIMEOUT.as_secs(),
+        "stop signal: finishing the pass in flight"
+    );
+    match tokio::time::timeout(DRAIN_TIMEOUT, pass).await {
+        Ok(Ok(outcome)) => {
+            log_outcome(&outcome);
+            metrics.record_ca_pass(&outcome, now_unix());
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            metrics.record_ca_error(&e, now_unix());
+            error!(
+                "reconcile failed while stopping: {}; the next start finishes it",
+                error_chain(&e)
+            );
+            Ok(())
+        }
+        Err(_) => Err(DaemonError::DrainTimeout),
+    }
+}
+
+pub fn log_outcome(o: &Outcome) {
+    if o.installed.is_empty() && o.removed.is_empty() && !o.refreshed && o.restarted.is_empty() {
+        info!(input_errors = o.has_input_errors(), "reconciled: no change");
+        return;
+    }
+    info!(
+        installed = o.installed.len(),
+        removed = o.removed.len(),
+        refreshed = o.refreshed,
+        restarted = %o.restarted.join(","),
+        agent_ms = o.agent_time.as_millis() as u64,
+        refresh_ms = o.refresh_time.as_millis() as u64,
+        restart_ms = o.restart_time.as_millis() as u64,
+        input_errors = o.has_input_errors(),
+        "reconciled: trust set changed"
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use crate::node::distro::Family;
+    use crate::node::hostroot::HostRoot;
+    use crate::node::systemd::fake::RecordingSystemd;
+    use crate::ops::daemon_status::AgentMode;
+    use crate::ops::metrics::Metrics;
+    use crate::ops::metrics::MetricsOptions;
+    use crate::trust::reconcile::CaSettings;
+    use crate::trust::reconcile::Reconciler;
+    use crate::trust::sources::SourceSpec;
+    use crate::trust::store::TrustStore;
+    use crate::x509::testpki;
+    use crate::x509::time::now_unix;
+    use std::fs;
+
+    fn test_metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(MetricsOptions {
+            mode: AgentMode::Pod,
+            started_at: now_unix(),
+            ca_job: true,
+            kubelet_job: false,
+            metrics_address: None,
+        }))
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A reconciler for a Debian node rooted at `root`, watching `secret`.
+    fn debian_reconciler(
+        root: &Path,
+        secret: &Path,
+        fake: Arc<RecordingSystemd>,
+    ) -> (Reconciler<Arc<RecordingSystemd>>, PathBuf) {
+        let state_path = root.join("var/lib/node-cert-agent/ca-state.json");
+        let reconciler = Reconciler::new(
+            TrustStore::new(HostRoot::new(root).unwrap(), Family::Debian.layout()),
+            fake,
+            CaSettings {
+                sources: vec![SourceSpec::SecretDir(secret.into())],
+                restart_units: vec!["containerd.service".into()],
+                max_certificates: 10,
+                state_path: state_path.clone(),
+            },
+        );
+        (reconciler, state_path)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_gives_one_refresh_and_one_restart() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        let (reconciler, state_path) = debian_reconciler(root.path(), secret.path(), fake.clone());
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(run_until(
+            reconciler,
+            Duration::from_millis(100),
+            stop_rx,
+            test_metrics(),
+        ));
+        wait_for("the first pass", || state_path.exists()).await;
+
+        for i in 0..5 {
+            let pem = testpki::pem(&testpki::good_ca(&format!("Burst {i}")).cert);
+            fs::write(secret.path().join(format!("ca{i}.crt")), pem).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        wait_for("a restart", || !fake.restarts().is_empty()).await;
+        // Long enough for any straggling pass to have run.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(fake.commands().len(), 1, "one refresh for the burst");
+        assert_eq!(
+            fake.restarts(),
+            vec!["containerd.service"],
+            "one restart for the burst"
+        );
+        let anchors = fs::read_dir(
+            root.path()
+                .join("usr/local/share/ca-certificates/node-cert-agent"),
+        )
+        .unwrap()
+        .count();
+        assert_eq!(anchors, 5);
+
+        stop_tx.send("test").await.unwrap();
+        daemon.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_during_a_pass_finishes_the_pass_and_leaves_no_temp_files() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        fs::write(
+            secret.path().join("ca1.crt"),
+            testpki::pem(&testpki::good_ca("Drain").cert),
+        )
+        .unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        // A slow refresh tool: the stop request arrives while it runs.
+        *fake.command_delay.lock().unwrap() = Duration::from_millis(300);
+        let (reconciler, state_path) = debian_reconciler(root.path(), secret.path(), fake.clone());
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(run_until(
+            reconciler,
+            Duration::from_millis(10),
+            stop_rx,
+            test_metrics(),
+        ));
+        wait_for("the refresh to start", || fake.commands().len() == 1).await;
+        stop_tx.send("test").await.unwrap();
+        daemon.await.unwrap().unwrap();
+        // The pass that had started ran to its end: refreshed and restarted.
+        assert_eq!(fake.commands().len(), 1);
+        assert_eq!(fake.restarts().len(), 1);
+        let st = crate::trust::state::load(&state_path).unwrap();
+        assert_eq!(st.pending, crate::trust::state::Pending::Nothing);
+        for dir in [
+            root.path()
+                .join("usr/local/share/ca-certificates/node-cert-agent"),
+            state_path.parent().unwrap().to_path_buf(),
+        ] {
+            for e in fs::read_dir(dir).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.starts_with(crate::node::fsutil::TEMP_PREFIX),
+                    "temp file left: {name}"
+                );
+            }
+        }
+    }
+}
