@@ -1,5 +1,26 @@
 //! node-cert-agent: keeps a Kubernetes node's custom CA trust and kubelet
 //! certificates correct.
+//!
+//! The folders are the architecture; each `mod.rs` says what it owns and
+//! what it must not touch. Dependencies point one way:
+//!
+//! ```text
+//!   app (bin) ──> daemon ──> trust ──┐
+//!                   │   └──> kubelet ─┼──> x509, node, config   (leaves)
+//!                   └──> ops ─────────┘
+//!   status ──> everything above it; nothing imports status
+//! ```
+//!
+//! - [`x509`], [`node`], [`config`]: the leaves. Certificate facts, the host
+//!   boundary (host root, atomic files, systemd, locks), and settings.
+//! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
+//!   certificate job. Both depend only on the leaves.
+//! - [`ops`]: logs, metrics, Events, the daemon-status file and the
+//!   certificate inventory; it sees the jobs' outcome types only.
+//! - [`daemon`]: runs the jobs' loops and the operator tasks.
+//! - [`status`]: the `status` command's report.
+//!
+//! `agent/tests/layout.rs` checks these rules on the source.
 
 pub mod config;
 pub mod daemon;

@@ -1,4 +1,11 @@
-//! The operator surface.
+//! The operator surface: logs ([`logging`]), the daemon's counters and
+//! metrics ([`metrics`]), Node Events ([`events`]), the daemon-status file
+//! ([`daemon_status`]) and the node's certificate inventory
+//! ([`inventory`]), shared by `/metrics` and `status`.
+//!
+//! Boundary: it sees the jobs' outcome types only; it never changes the
+//! node, and never imports `status`.
+
 pub mod daemon_status;
 pub mod events;
 pub mod inventory;
