@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
 use node_cert_agent::config::{self, Flags, LogFormat, LogTarget, DEFAULT_MAX_CERTIFICATES};
 
 /// Keeps a Kubernetes node's custom CA trust correct.

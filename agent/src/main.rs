@@ -7,7 +7,6 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {

@@ -109,8 +109,9 @@ fn layer_tar(content: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::io::Read;
+
+    use super::*;
 
     #[test]
     fn digests_and_diff_id_are_consistent() {

@@ -188,11 +188,12 @@ fn subject_cn(cert: &X509) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use openssl::asn1::Asn1Time;
     use openssl::stack::Stack;
     use openssl::x509::store::X509StoreBuilder;
     use openssl::x509::{X509StoreContext, X509VerifyResult};
+
+    use super::*;
 
     fn verify(ca: &X509, leaf: &X509) -> X509VerifyResult {
         let mut store = X509StoreBuilder::new().unwrap();

@@ -32,14 +32,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Volume};
-use serde_json::{json, Value};
-
 use integration_tests::agent::{count_passes, read_json_log, render_tail, workspace_dir, LogEntry};
 use integration_tests::observe::{self, ContainerdState};
 use integration_tests::pki::TestCa;
 use integration_tests::{wait_until, Node, SecretVolume};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Volume};
+use serde_json::{json, Value};
 
 /// The environment variable naming the image archive.
 const IMAGE_ENV: &str = "NCA_IMAGE_TAR";

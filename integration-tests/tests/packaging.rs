@@ -21,9 +21,8 @@ use integration_tests::agent::{
     agent_binary, install_files, workspace_dir, AGENT_UNIT, HOST_CONFIG, NODE_BINARY,
     PROVISION_UNIT,
 };
-use integration_tests::observe;
 use integration_tests::pki::TestCa;
-use integration_tests::{wait_until_or_timeout, Node, SecretVolume};
+use integration_tests::{observe, wait_until_or_timeout, Node, SecretVolume};
 
 /// Where the packaged default config (systemd/config.yaml) reads its Secret.
 const PACKAGED_CA_DIR: &str = "/etc/node-cert-agent/ca.d";

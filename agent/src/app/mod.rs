@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-
+pub use check::check;
 use node_cert_agent::config::{self, FileConfig, Flags, Settings, SourceSpec};
 use node_cert_agent::daemon;
 use node_cert_agent::kubelet::manager::{lock_path, KubeletJob, KubeletManager};
@@ -33,8 +33,6 @@ use node_cert_agent::trust::store::{layout_for, TrustStore};
 use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs};
-
-pub use check::check;
 
 /// The node as this process sees it, looked at once.
 struct NodeView {

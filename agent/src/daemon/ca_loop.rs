@@ -11,15 +11,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info};
 
+use super::backoff::Backoff;
+use super::watch::{ensure_watches, watch_specs};
+use super::{DaemonError, DRAIN_TIMEOUT};
 use crate::node::systemd::Systemd;
 use crate::ops::logging::error_chain;
 use crate::ops::metrics::Metrics;
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::x509::time::now_unix;
-
-use super::backoff::Backoff;
-use super::watch::{ensure_watches, watch_specs};
-use super::{DaemonError, DRAIN_TIMEOUT};
 
 /// A burst never delays a pass by more than this many debounce windows.
 const MAX_DEBOUNCE_WINDOWS: u32 = 10;
@@ -160,8 +159,7 @@ pub fn log_outcome(o: &Outcome) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-
+    use std::fs;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::Duration;
@@ -169,19 +167,17 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio::time::Instant;
 
+    use super::*;
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::RecordingSystemd;
     use crate::ops::daemon_status::AgentMode;
-    use crate::ops::metrics::Metrics;
-    use crate::ops::metrics::MetricsOptions;
-    use crate::trust::reconcile::CaSettings;
-    use crate::trust::reconcile::Reconciler;
+    use crate::ops::metrics::{Metrics, MetricsOptions};
+    use crate::trust::reconcile::{CaSettings, Reconciler};
     use crate::trust::sources::SourceSpec;
     use crate::trust::store::TrustStore;
     use crate::x509::testpki;
     use crate::x509::time::now_unix;
-    use std::fs;
 
     fn test_metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new(MetricsOptions {

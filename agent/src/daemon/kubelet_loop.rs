@@ -10,14 +10,13 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::backoff::Backoff;
+use super::DaemonError;
 use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
 use crate::node::systemd::Systemd;
 use crate::ops::logging::error_chain;
 use crate::ops::metrics::Metrics;
 use crate::x509::time::now_unix;
-
-use super::backoff::Backoff;
-use super::DaemonError;
 
 /// Retry delays for a failed kubelet pass (kubelet backs off from 2 s too).
 const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);

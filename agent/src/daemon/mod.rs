@@ -15,14 +15,13 @@ mod kubelet_loop;
 mod signals;
 mod watch;
 
-pub use ca_loop::{log_outcome, run_until};
-pub use kubelet_loop::run_kubelet_until;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use ca_loop::{log_outcome, run_until};
+pub use kubelet_loop::run_kubelet_until;
 use tracing::warn;
 
 use crate::kubelet::manager::KubeletManager;
@@ -214,27 +213,18 @@ async fn write_status_until_stopped(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-
+    use std::fs;
     use std::sync::Arc;
     use std::time::Duration;
 
     use tokio::time::Instant;
 
+    use super::*;
     use crate::node::procfs::ProcessIdentity;
-
-    use crate::ops::daemon_status::{self};
-
-    use crate::ops::metrics::Metrics;
+    use crate::ops::daemon_status::{self, AgentMode};
+    use crate::ops::metrics::{Metrics, MetricsOptions};
     use crate::trust::reconcile::Outcome;
-
     use crate::x509::time::now_unix;
-
-    use crate::ops::metrics::MetricsOptions;
-
-    use crate::ops::daemon_status::AgentMode;
-
-    use std::fs;
 
     fn test_metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new(MetricsOptions {

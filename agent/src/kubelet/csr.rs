@@ -368,12 +368,12 @@ pub fn verify_issued(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use openssl::asn1::Asn1Time;
+    use openssl::x509::{X509Builder, X509Req};
+
     use super::*;
     use crate::x509::testpki;
     use crate::x509::time::now_unix;
-    use openssl::asn1::Asn1Time;
-    use openssl::x509::X509Builder;
-    use openssl::x509::X509Req;
 
     /// Signs `req_pem` with `ca` the way a kubelet signer would.
     fn sign(ca: &testpki::TestCa, req_pem: &[u8], lifetime_days: i64) -> Vec<u8> {

@@ -11,9 +11,8 @@
 //! talks to the API server, and does not run exec or auth-provider plugins.
 //! Token and key material never appear in `Debug` output or error messages.
 
-use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::{fmt, io};
 
 use base64::Engine as _;
 use openssl::pkey::PKey;
@@ -809,9 +808,10 @@ impl fmt::Debug for User {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::x509::testpki;
-    use std::fs;
 
     const TOKEN: &str = "abcdef.0123456789abcdef";
 

@@ -14,10 +14,8 @@
 //! never appear in logs, `Debug` output or error messages.
 
 use std::ffi::OsString;
-use std::fmt;
-use std::fs;
-use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::{fmt, fs, io};
 
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
@@ -549,6 +547,16 @@ fn timestamped_name(kind: CertKind, unix: i64) -> String {
     format!("{}-{stamp}.pem", kind.prefix())
 }
 
+/// Whether `name` is one of kubelet's timestamped certificate files
+/// (`kubelet-client-2026-01-02-03-04-05.pem`, `kubelet-server-...`), of any
+/// kind: superseded ones stay on disk, and the one in use is reached
+/// through its `-current.pem` link.
+pub fn is_timestamped_file(name: &str) -> bool {
+    [CertKind::Client, CertKind::Serving]
+        .into_iter()
+        .any(|k| is_timestamped_name(k, name))
+}
+
 fn is_timestamped_name(kind: CertKind, name: &str) -> bool {
     let Some(stamp) = name
         .strip_prefix(kind.prefix())
@@ -567,11 +575,12 @@ fn is_timestamped_name(kind: CertKind, name: &str) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-    use crate::x509::testpki;
     use std::os::unix::fs::{symlink, MetadataExt};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
+
+    use super::*;
+    use crate::x509::testpki;
 
     /// 2024-05-01T10:00:00Z
     const T0: i64 = 1_714_557_600;
@@ -625,6 +634,18 @@ mod tests {
         node.store
             .install(kind, &p.chain_pem, &p.key_pem, now)
             .unwrap()
+    }
+
+    #[test]
+    fn timestamped_files_of_either_kind_are_recognised() {
+        assert!(is_timestamped_file(
+            "kubelet-client-2026-01-02-03-04-05.pem"
+        ));
+        assert!(is_timestamped_file(
+            "kubelet-server-2026-01-02-03-04-05.pem"
+        ));
+        assert!(!is_timestamped_file("kubelet-client-current.pem"));
+        assert!(!is_timestamped_file("kubelet.crt"));
     }
 
     #[test]

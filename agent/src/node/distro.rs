@@ -246,8 +246,9 @@ impl Family {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
     use std::path::Path;
+
+    use super::*;
 
     macro_rules! fixture {
         ($name:literal) => {

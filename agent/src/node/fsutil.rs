@@ -463,8 +463,9 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    use super::*;
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().mode() & 0o7777

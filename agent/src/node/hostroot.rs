@@ -14,9 +14,8 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fmt;
-use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::{fmt, io};
 
 /// Linux's own limit (MAXSYMLINKS), so we give up exactly where the node would.
 pub const MAX_SYMLINKS: usize = 40;
@@ -320,9 +319,10 @@ impl fmt::Display for HostRoot {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
+
+    use super::*;
 
     fn setup() -> (tempfile::TempDir, HostRoot) {
         let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::node::fsutil::{self, FsError};
-use crate::node::procfs::*;
+use crate::node::procfs::ProcessIdentity;
 
 /// The daemon's view, in the state directory.
 pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
@@ -95,7 +95,7 @@ pub struct DaemonStatus {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StatusError {
+pub enum DaemonStatusError {
     #[error("cannot write the daemon status file {path}: {source}")]
     WriteDaemonStatus { path: PathBuf, source: FsError },
     #[error("cannot encode the daemon status for {path}: {source}")]
@@ -103,22 +103,23 @@ pub enum StatusError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot encode the status report as JSON: {source}")]
-    EncodeReport { source: serde_json::Error },
 }
 
 /// Writes `status` to `path` (a process path) atomically, mode 0644: it
 /// holds no secret, and the state directory (0700) guards it anyway.
-pub fn write_daemon_status(path: &Path, status: &DaemonStatus) -> Result<(), StatusError> {
-    let mut bytes =
-        serde_json::to_vec_pretty(status).map_err(|source| StatusError::EncodeDaemonStatus {
+pub fn write_daemon_status(path: &Path, status: &DaemonStatus) -> Result<(), DaemonStatusError> {
+    let mut bytes = serde_json::to_vec_pretty(status).map_err(|source| {
+        DaemonStatusError::EncodeDaemonStatus {
             path: path.into(),
             source,
-        })?;
+        }
+    })?;
     bytes.push(b'\n');
-    fsutil::write_atomic(path, &bytes, 0o644).map_err(|source| StatusError::WriteDaemonStatus {
-        path: path.into(),
-        source,
+    fsutil::write_atomic(path, &bytes, 0o644).map_err(|source| {
+        DaemonStatusError::WriteDaemonStatus {
+            path: path.into(),
+            source,
+        }
     })
 }
 

@@ -10,16 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
 use crate::config::KubeletSettings;
-use crate::kubelet::store::CertKind;
-use crate::node::distro::TrustStoreLayout;
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::HostRoot;
-use crate::trust::store::TrustStore;
 use crate::x509::cert::{CertInfo, Fingerprint};
 
 /// Directories whose certificates are listed, besides kubelet's pki dir.
@@ -44,12 +42,18 @@ const PEM_CERT_MARKER: &[u8] = b"-----BEGIN CERTIFICATE-----";
 // Facts
 // ---------------------------------------------------------------------------
 
+/// Lists the agent's anchors: each one's node path and certificate, or why
+/// they cannot be listed. The trust job's store provides it.
+pub type AnchorList = Arc<dyn Fn() -> Result<Vec<(PathBuf, CertInfo)>, String> + Send + Sync>;
+
 /// What the inventory looks at.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InventorySources {
     pub host: HostRoot,
-    /// The trust-store layout (where the agent's anchors are), or why it is unknown.
-    pub layout: Result<TrustStoreLayout, String>,
+    pub anchors: AnchorList,
+    /// Whether a file name of kubelet's pki dir is a timestamped
+    /// certificate file (listed through its `-current.pem` link instead).
+    pub superseded: fn(&str) -> bool,
     /// Node paths of the directories whose certificates are listed.
     pub cert_dirs: Vec<PathBuf>,
     /// Node path of kubelet's pki dir: its superseded timestamped files are
@@ -59,11 +63,23 @@ pub struct InventorySources {
     pub kubeconfigs: Vec<PathBuf>,
 }
 
+impl std::fmt::Debug for InventorySources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InventorySources")
+            .field("host", &self.host)
+            .field("cert_dirs", &self.cert_dirs)
+            .field("pki_dir", &self.pki_dir)
+            .field("kubeconfigs", &self.kubeconfigs)
+            .finish_non_exhaustive()
+    }
+}
+
 impl InventorySources {
     /// The node's certificate directories, kubelet's pki dir and kubeconfigs.
     pub fn for_node(
         host: HostRoot,
-        layout: Result<TrustStoreLayout, String>,
+        anchors: AnchorList,
+        superseded: fn(&str) -> bool,
         kubelet: &KubeletSettings,
     ) -> Self {
         let mut cert_dirs: Vec<PathBuf> = NODE_CERT_DIRS.iter().map(PathBuf::from).collect();
@@ -72,7 +88,8 @@ impl InventorySources {
         }
         Self {
             host,
-            layout,
+            anchors,
+            superseded,
             cert_dirs,
             pki_dir: kubelet.pki_dir.clone(),
             kubeconfigs: vec![
@@ -219,32 +236,21 @@ pub struct CertInventory {
 /// The agent's anchors and every node certificate: what `status` lists and
 /// `/metrics` exports.
 pub fn gather_certificates(src: &InventorySources) -> CertInventory {
-    let anchors = match &src.layout {
-        Ok(layout) => {
-            let store = TrustStore::new(src.host.clone(), layout.clone());
-            store
-                .installed()
-                .map(|installed| {
-                    installed
-                        .certs
-                        .iter()
-                        .filter_map(|(fp, info)| {
-                            let cert = X509::from_pem(info.pem.as_bytes()).ok()?;
-                            Some((
-                                *fp,
-                                AnchorFact {
-                                    path: store.anchor_node_path(fp),
-                                    cert: CertSummary::of(&cert)?,
-                                    info: info.clone(),
-                                },
-                            ))
-                        })
-                        .collect()
-                })
-                .map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e.clone()),
-    };
+    let anchors = (src.anchors)().map(|list| {
+        list.into_iter()
+            .filter_map(|(path, info)| {
+                let cert = X509::from_pem(info.pem.as_bytes()).ok()?;
+                Some((
+                    info.fingerprint,
+                    AnchorFact {
+                        path,
+                        cert: CertSummary::of(&cert)?,
+                        info,
+                    },
+                ))
+            })
+            .collect()
+    });
     CertInventory {
         anchors,
         node_certs: gather_node_certs(src),
@@ -255,8 +261,8 @@ fn gather_node_certs(src: &InventorySources) -> Vec<NodeCertFact> {
     let mut files: BTreeMap<PathBuf, Vec<NodeCertFact>> = BTreeMap::new();
     let mut budget = MAX_SCAN_FILES;
     for dir in &src.cert_dirs {
-        let skip_rotated = *dir == src.pki_dir;
-        scan_dir(&src.host, dir, 0, skip_rotated, &mut budget, &mut files);
+        let skip = (*dir == src.pki_dir).then_some(src.superseded);
+        scan_dir(&src.host, dir, 0, skip, &mut budget, &mut files);
     }
     // kubeconfigs: kubeadm's *.conf, and kubelet's own (configured paths).
     let mut kubeconfigs: BTreeSet<PathBuf> = BTreeSet::new();
@@ -280,25 +286,11 @@ fn gather_node_certs(src: &InventorySources) -> Vec<NodeCertFact> {
     out
 }
 
-/// Whether `name` is one of kubelet's timestamped certificate files
-/// (`kubelet-client-2026-01-02-03-04-05.pem`): superseded ones stay on disk,
-/// and the one in use is listed through its `-current.pem` link.
-fn is_rotated_kubelet_file(name: &str) -> bool {
-    [CertKind::Client, CertKind::Serving].iter().any(|k| {
-        name.strip_prefix(k.prefix())
-            .and_then(|r| r.strip_prefix('-'))
-            .and_then(|r| r.strip_suffix(".pem"))
-            .is_some_and(|stamp| {
-                stamp.len() == 19 && stamp.bytes().all(|b| b.is_ascii_digit() || b == b'-')
-            })
-    })
-}
-
 fn scan_dir(
     host: &HostRoot,
     dir: &Path,
     depth: usize,
-    skip_rotated: bool,
+    skip: Option<fn(&str) -> bool>,
     budget: &mut usize,
     files: &mut BTreeMap<PathBuf, Vec<NodeCertFact>>,
 ) {
@@ -319,7 +311,7 @@ fn scan_dir(
         // Private keys hold no certificate: not even read.
         if name_str.starts_with(fsutil::TEMP_PREFIX)
             || name_str.ends_with(".key")
-            || (skip_rotated && is_rotated_kubelet_file(&name_str))
+            || skip.is_some_and(|superseded| superseded(&name_str))
         {
             continue;
         }
@@ -329,7 +321,7 @@ fn scan_dir(
         };
         if meta.is_dir() {
             if depth < MAX_SCAN_DEPTH {
-                scan_dir(host, &node_path, depth + 1, skip_rotated, budget, files);
+                scan_dir(host, &node_path, depth + 1, skip, budget, files);
             }
             continue;
         }
@@ -520,23 +512,5 @@ fn add_referenced(
         if let Some(facts) = read_cert_file(host, referenced, Some(kubeconfig)) {
             slot.insert(facts);
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotated_kubelet_files_are_recognised() {
-        assert!(is_rotated_kubelet_file(
-            "kubelet-client-2026-01-02-03-04-05.pem"
-        ));
-        assert!(is_rotated_kubelet_file(
-            "kubelet-server-2026-01-02-03-04-05.pem"
-        ));
-        assert!(!is_rotated_kubelet_file("kubelet-client-current.pem"));
-        assert!(!is_rotated_kubelet_file("kubelet.crt"));
     }
 }

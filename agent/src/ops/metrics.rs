@@ -9,7 +9,6 @@
 //! tiny: GET (and HEAD) only, one request per connection (`Connection:
 //! close`), a capped request head and a read timeout.
 
-use crate::ops::events::{EventSink, NodeEvent};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,6 +24,7 @@ use tracing::{error, info, warn};
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{AgentMode, DaemonStatus, SCHEMA_VERSION};
+use crate::ops::events::{EventSink, NodeEvent};
 use crate::ops::inventory::{self, CertInventory, CertSummary, InventorySources, NodeCertRead};
 use crate::trust::reconcile::{Outcome, ReconcileError};
 

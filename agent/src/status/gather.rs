@@ -4,18 +4,23 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::{KubeletSettings, Settings};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::kubelet::store::CertKind;
+use crate::kubelet::store::{is_timestamped_file, CertKind};
 use crate::node::distro::TrustStoreLayout;
 use crate::node::hostroot::HostRoot;
 use crate::node::identity::NodeIdentity;
-use crate::node::lock::*;
-use crate::node::procfs::*;
-use crate::ops::daemon_status::*;
-use crate::ops::inventory::*;
-use crate::status::liveness::*;
+use crate::node::lock::{probe_daemon_lock, DaemonLock};
+use crate::node::procfs::{start_ticks_of, ProcessIdentity};
+use crate::ops::daemon_status::{
+    read_daemon_status, DaemonStatus, DAEMON_LOCK_FILE, DAEMON_STATUS_FILE,
+};
+use crate::ops::inventory::{
+    gather_certificates, AnchorList, CertInventory, CertSummary, InventorySources,
+};
+use crate::status::liveness::{liveness, Liveness};
 use crate::trust::plan::SourceInput;
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, STATE_FILE};
@@ -73,7 +78,25 @@ impl StatusSources {
 
     /// What the certificate inventory looks at (shared with `/metrics`).
     pub fn inventory(&self) -> InventorySources {
-        InventorySources::for_node(self.host.clone(), self.layout.clone(), &self.kubelet)
+        let store = self
+            .layout
+            .clone()
+            .map(|layout| TrustStore::new(self.host.clone(), layout));
+        let anchors: AnchorList = Arc::new(move || {
+            let store = store.as_ref().map_err(Clone::clone)?;
+            let installed = store.installed().map_err(|e| e.to_string())?;
+            Ok(installed
+                .certs
+                .into_iter()
+                .map(|(fp, info)| (store.anchor_node_path(&fp), info))
+                .collect())
+        });
+        InventorySources::for_node(
+            self.host.clone(),
+            anchors,
+            is_timestamped_file,
+            &self.kubelet,
+        )
     }
 
     /// The state directory as this process sees it.
@@ -220,25 +243,21 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-    use crate::node::distro::Family;
-    use crate::x509::testpki;
     use std::collections::{BTreeMap, BTreeSet};
     use std::fs;
-
     use std::path::Path;
 
     use base64::Engine as _;
 
+    use super::*;
+    use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
-
-    use crate::status::report::*;
-    use crate::status::*;
-
+    use crate::status::report::{CertStatus, RenewedBy};
+    use crate::status::{build_report, render_table, EXIT_UNHEALTHY};
     use crate::trust::state::{self, CaState, STATE_FILE};
     use crate::trust::store::TrustStore;
-
     use crate::x509::cert::CertInfo;
+    use crate::x509::testpki;
 
     fn write(root: &Path, node_path: &str, bytes: &[u8]) {
         let p = root.join(node_path.trim_start_matches('/'));

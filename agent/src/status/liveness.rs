@@ -2,9 +2,9 @@
 //! decided: by pid and start time in the same pid namespace and boot, by
 //! its lock elsewhere. Pure: facts in, a [`Liveness`] out.
 
-use crate::node::lock::*;
-use crate::node::procfs::*;
-use crate::ops::daemon_status::*;
+use crate::node::lock::DaemonLock;
+use crate::node::procfs::ProcessIdentity;
+use crate::ops::daemon_status::{DaemonStatus, DAEMON_LOCK_FILE};
 use crate::x509::time::rfc3339;
 
 /// Two readings of the kernel's boot time this close are the same boot.
@@ -93,9 +93,13 @@ pub fn liveness(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-
     use std::fs;
+
+    use super::*;
+    use crate::node::procfs::start_ticks_of;
+    use crate::ops::daemon_status::{
+        read_daemon_status, write_daemon_status, AgentMode, DAEMON_STATUS_FILE, SCHEMA_VERSION,
+    };
 
     const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
 

@@ -3,17 +3,23 @@
 
 use std::fmt::Write as _;
 
-use crate::ops::daemon_status::*;
-use crate::status::report::*;
+use crate::status::report::{CertStatus, RenewedBy, StatusReport};
 use crate::x509::time::{kubeadm_date, parse_rfc3339};
 
 // ---------------------------------------------------------------------------
 // Rendering (pure)
 // ---------------------------------------------------------------------------
 
-pub fn render_json(report: &StatusReport) -> Result<String, StatusError> {
+/// The report could not be printed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot encode the status report as JSON: {source}")]
+    EncodeReport { source: serde_json::Error },
+}
+
+pub fn render_json(report: &StatusReport) -> Result<String, RenderError> {
     let mut s = serde_json::to_string_pretty(report)
-        .map_err(|source| StatusError::EncodeReport { source })?;
+        .map_err(|source| RenderError::EncodeReport { source })?;
     s.push('\n');
     Ok(s)
 }

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use crate::kubelet::renewal;
 use crate::kubelet::store::CertKind;
-use crate::ops::daemon_status::*;
-use crate::ops::inventory::*;
-use crate::status::gather::*;
-use crate::status::liveness::*;
-use crate::status::*;
+use crate::ops::daemon_status::{DaemonStatus, SCHEMA_VERSION};
+use crate::ops::inventory::NodeCertRead;
+use crate::status::gather::{Facts, KubeletCertFact};
+use crate::status::liveness::Liveness;
+use crate::status::{EXIT_HEALTHY, EXIT_UNHEALTHY};
 use crate::trust::plan::{self};
 use crate::trust::state::CaState;
 use crate::trust::validate::{Finding, FindingKind, Severity};
@@ -791,23 +791,23 @@ pub fn build_report(facts: &Facts) -> StatusReport {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
-    use crate::node::distro::Family;
-    use crate::x509::testpki;
-
     use std::collections::{BTreeMap, BTreeSet};
 
+    use super::*;
     use crate::config::kubelet::{DEFAULT_BOOTSTRAP_KUBECONFIG, DEFAULT_KUBELET_CONFIG};
     use crate::kubelet::renewal;
-
-    use crate::node::lock::*;
-    use crate::node::procfs::*;
-
+    use crate::node::distro::Family;
+    use crate::node::lock::DaemonLock;
+    use crate::node::procfs::ProcessIdentity;
+    use crate::ops::inventory::{AnchorFact, CertInventory, CertSummary, NodeCertFact};
+    use crate::status::gather::KubeletFacts;
+    use crate::status::liveness::liveness;
+    use crate::status::{render_json, render_table};
     use crate::trust::plan::SourceInput;
     use crate::trust::sources::{read_source, SourceSpec};
     use crate::trust::state::CaState;
-
     use crate::x509::cert::{CertInfo, Fingerprint};
+    use crate::x509::testpki;
     use crate::x509::time::rfc3339;
 
     const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z

@@ -10,10 +10,9 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::config::DEFAULT_MAX_CERTIFICATES;
 use crate::trust::validate::{Finding, FindingKind, KeyVerdict};
 use crate::x509::cert::{CertInfo, Fingerprint};
-
-pub use crate::config::DEFAULT_MAX_CERTIFICATES;
 
 /// Remembered fingerprints per source, per key: the last good version of each key.
 pub type KeyState = BTreeMap<String, BTreeMap<String, Vec<Fingerprint>>>;

@@ -425,13 +425,14 @@ fn log_finding(f: &Finding) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::fs;
+    use std::sync::Arc;
+
     use super::*;
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::RecordingSystemd;
     use crate::x509::testpki;
-    use std::fs;
-    use std::sync::Arc;
 
     struct Node {
         root: tempfile::TempDir,

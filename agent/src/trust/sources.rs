@@ -6,9 +6,8 @@
 //! while it read. Source paths are this process's paths (a pod's mount), not
 //! node paths, so they do not go through `HostRoot`.
 
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::{fs, io};
 
 pub use crate::config::SourceSpec;
 use crate::node::fsutil::read_limited;
@@ -420,10 +419,11 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::os::unix::fs::symlink;
+
     use super::*;
     use crate::x509::testpki;
     use crate::x509::time::now_unix;
-    use std::os::unix::fs::symlink;
 
     /// Publishes `keys` the way kubelet's AtomicWriter does.
     fn publish(dir: &Path, generation: u32, keys: &[(&str, &[u8])]) {

@@ -206,8 +206,9 @@ pub fn save(path: &Path, state: &CaState) -> Result<(), StateError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
 
     #[test]
     fn missing_file_is_a_fresh_state() {

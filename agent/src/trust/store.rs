@@ -6,9 +6,8 @@
 //! node paths go through [`HostRoot`]; the refresh tool runs via `Systemd`.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::{fs, io};
 
 use crate::config::TrustStoreOverride;
 use crate::node::distro::{self, TrustStoreLayout, ANCHOR_FILE_PREFIX};
@@ -272,10 +271,11 @@ impl TrustStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::node::distro::Family;
     use crate::x509::testpki;
-    use std::os::unix::fs::PermissionsExt;
 
     fn store(root: &Path) -> TrustStore {
         TrustStore::new(HostRoot::new(root).unwrap(), Family::Debian.layout())

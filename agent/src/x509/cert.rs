@@ -8,10 +8,9 @@ use std::fmt;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
-use super::der;
 use super::name::name_to_string;
-use super::openssl_reason_or;
 use super::time::rfc3339;
+use super::{der, openssl_reason_or};
 
 /// What OpenSSL's silence about a certificate means.
 const NOT_A_CERTIFICATE: &str = "not a valid X.509 certificate";
@@ -174,9 +173,10 @@ fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64, ParseCertError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use openssl::hash::MessageDigest;
+
     use super::*;
     use crate::x509::testpki;
-    use openssl::hash::MessageDigest;
 
     #[test]
     fn ca_info_has_every_logged_fact() {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use node_cert_agent::x509::testpki::{self, TestCa};
+pub(crate) use node_cert_agent::x509::time::now_unix;
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -19,8 +20,6 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{
     X509Builder, X509Name, X509NameRef, X509PurposeId, X509Req, X509StoreContext, X509,
 };
-
-pub(crate) use node_cert_agent::x509::time::now_unix;
 
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;

@@ -52,19 +52,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use auth::{PolicyRule, Subject, UserInfo};
 use base64::Engine as _;
+use ca::ClusterCa;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
-
-pub use auth::{PolicyRule, Subject, UserInfo};
-pub use revocation::RENEW_REVOCATION_CRD;
-
-use ca::ClusterCa;
 use net::Control;
+pub use revocation::RENEW_REVOCATION_CRD;
+use serde_json::{json, Value};
 use store::{Kind, Store};
+use tokio::sync::{mpsc, Notify};
 
 /// One request as the server saw it (after request-info parsing).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,12 +16,10 @@ use serde_json::{json, Value};
 
 use super::body::Body;
 use super::ca::parse_csr;
-use super::csr;
 use super::handler::{respond, Req};
-use super::revocation;
 use super::status::{self, ApiError, FieldError};
 use super::store::{meta_str, set_meta, Kind};
-use super::{Shared, State, Verdict};
+use super::{csr, revocation, Shared, State, Verdict};
 
 /// One served resource.
 pub(crate) struct ResourceDef {

@@ -213,8 +213,9 @@ pub(crate) fn validate_and_prune(obj: &mut Value) -> Vec<FieldError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use serde_json::json;
+
+    use super::*;
 
     #[test]
     fn schema_rules() {

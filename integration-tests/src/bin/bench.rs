@@ -16,9 +16,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use integration_tests::agent::{agent_binary, Agent, LogEntry, Mode};
-use integration_tests::observe;
 use integration_tests::pki::TestCa;
-use integration_tests::{cri_try_pull, cri_try_remove_image, preflight, Node, Registry};
+use integration_tests::{cri_try_pull, cri_try_remove_image, observe, preflight, Node, Registry};
 use node_cert_agent::kubelet::renewal::{deadline, renewal_fraction};
 
 /// Pause after each containerd restart, to stay within systemd's default
