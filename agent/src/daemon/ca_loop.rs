@@ -165,37 +165,17 @@ mod tests {
     use std::time::Duration;
 
     use tokio::sync::mpsc;
-    use tokio::time::Instant;
 
     use super::*;
+    use crate::daemon::test_support::{test_metrics, wait_for};
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::RecordingSystemd;
-    use crate::ops::daemon_status::AgentMode;
-    use crate::ops::metrics::{Metrics, MetricsOptions};
+
     use crate::trust::reconcile::{CaSettings, Reconciler};
     use crate::trust::sources::SourceSpec;
     use crate::trust::store::TrustStore;
     use crate::x509::testpki;
-    use crate::x509::time::now_unix;
-
-    fn test_metrics() -> Arc<Metrics> {
-        Arc::new(Metrics::new(MetricsOptions {
-            mode: AgentMode::Pod,
-            started_at: now_unix(),
-            ca_job: true,
-            kubelet_job: false,
-            metrics_address: None,
-        }))
-    }
-
-    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 
     /// A reconciler for a Debian node rooted at `root`, watching `secret`.
     fn debian_reconciler(

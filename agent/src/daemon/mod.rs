@@ -214,35 +214,13 @@ async fn write_status_until_stopped(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use std::fs;
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    use tokio::time::Instant;
-
+    use super::test_support::{test_metrics, wait_for};
     use super::*;
     use crate::node::procfs::ProcessIdentity;
-    use crate::ops::daemon_status::{self, AgentMode};
-    use crate::ops::metrics::{Metrics, MetricsOptions};
+    use crate::ops::daemon_status::{self};
+
     use crate::trust::reconcile::Outcome;
-    use crate::x509::time::now_unix;
-
-    fn test_metrics() -> Arc<Metrics> {
-        Arc::new(Metrics::new(MetricsOptions {
-            mode: AgentMode::Pod,
-            started_at: now_unix(),
-            ca_job: true,
-            kubelet_job: false,
-            metrics_address: None,
-        }))
-    }
-
-    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 
     #[tokio::test]
     async fn status_file_follows_the_passes_and_says_when_the_daemon_stopped() {
@@ -267,5 +245,37 @@ mod tests {
         let stopped = m.daemon_status(&ProcessIdentity::current(), 2000, true);
         daemon_status::write_daemon_status(&path, &stopped).unwrap();
         assert_eq!(read()["stoppedAt"], 2000);
+    }
+}
+
+/// What the loops' tests share.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod test_support {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::ops::daemon_status::AgentMode;
+    use crate::ops::metrics::{Metrics, MetricsOptions};
+    use crate::x509::time::now_unix;
+
+    pub(super) fn test_metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(MetricsOptions {
+            mode: AgentMode::Pod,
+            started_at: now_unix(),
+            ca_job: true,
+            kubelet_job: false,
+            metrics_address: None,
+        }))
+    }
+
+    pub(super) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use openssl::x509::{X509NameRef, X509Ref, X509};
+use openssl::x509::{X509Ref, X509};
 
 use crate::config::KubeletSettings;
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::HostRoot;
 use crate::x509::cert::{CertInfo, Fingerprint};
+use crate::x509::name::name_fields;
 
 /// Directories whose certificates are listed, besides kubelet's pki dir.
 pub const NODE_CERT_DIRS: [&str; 2] = ["/etc/kubernetes/pki", "/etc/kubernetes/certs"];
@@ -156,19 +157,6 @@ fn field<'a>(fields: &'a [(String, String)], short: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == short)
         .map(|(_, v)| v.as_str())
-}
-
-fn name_fields(name: &X509NameRef) -> Vec<(String, String)> {
-    name.entries()
-        .map(|e| {
-            (
-                e.object().nid().short_name().unwrap_or("?").to_string(),
-                e.data()
-                    .to_string()
-                    .unwrap_or_else(|_| "<unprintable>".to_string()),
-            )
-        })
-        .collect()
 }
 
 /// One of the agent's anchors in the trust store.
