@@ -23,7 +23,7 @@ use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::ops::daemon_status::AgentMode;
 use node_cert_agent::ops::inventory::{gather_certificates, AnchorList, InventorySources};
-use node_cert_agent::ops::metrics::{render_certificates, Metrics, MetricsOptions};
+use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
 use node_cert_agent::trust::reconcile::{Outcome, ReconcileError};
 use node_cert_agent::trust::store::TrustStore;
 
@@ -32,15 +32,15 @@ const NOW: i64 = 1_900_000_000;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The whole `/metrics` body for `recorder` and the node's certificates at `now`.
-fn scrape(recorder: &Metrics, sources: &InventorySources, now: i64) -> String {
-    let mut out = String::new();
-    recorder.render_agent(&mut out);
-    render_certificates(&gather_certificates(sources), now, &mut out);
-    out
+fn scrape(recorder: &Recorder, sources: &InventorySources, now: i64) -> String {
+    recorder
+        .metrics()
+        .render(Some(gather_certificates(sources)), now)
+        .unwrap()
 }
 
-fn recorder() -> Metrics {
-    Metrics::new(MetricsOptions {
+fn recorder() -> Recorder {
+    Recorder::new(RecorderOptions {
         mode: AgentMode::Host,
         started_at: NOW - 1000,
         ca_job: true,

@@ -25,7 +25,7 @@ use node_cert_agent::node::identity::{local_addresses, NodeIdentity};
 use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
 use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
-use node_cert_agent::ops::metrics::{Metrics, MetricsOptions};
+use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
 use node_cert_agent::status::{self, StatusSources};
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::state::STATE_FILE;
@@ -159,7 +159,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &node.identity,
         kubelet.is_some(),
     );
-    let metrics = Arc::new(Metrics::new(MetricsOptions {
+    let metrics = Arc::new(Recorder::new(RecorderOptions {
         mode: AgentMode::of_host_root(&settings.host_root),
         started_at: now_unix(),
         ca_job: reconciler.is_some(),

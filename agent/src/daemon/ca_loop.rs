@@ -16,7 +16,7 @@ use super::watch::{ensure_watches, watch_specs};
 use super::{DaemonError, DRAIN_TIMEOUT};
 use crate::node::systemd::Systemd;
 use crate::ops::logging::error_chain;
-use crate::ops::metrics::Metrics;
+use crate::ops::recorder::Recorder;
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::x509::time::now_unix;
 
@@ -33,7 +33,7 @@ pub async fn run_until<S: Systemd>(
     reconciler: Reconciler<S>,
     debounce: Duration,
     mut stop: mpsc::Receiver<&'static str>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Recorder>,
 ) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let specs = watch_specs(&reconciler.settings().sources);
@@ -114,7 +114,7 @@ async fn drain<
     F: std::future::Future<Output = Result<Outcome, crate::trust::reconcile::ReconcileError>>,
 >(
     pass: std::pin::Pin<&mut F>,
-    metrics: &Metrics,
+    metrics: &Recorder,
 ) -> Result<(), DaemonError> {
     info!(
         timeout_s = DRAIN_TIMEOUT.as_secs(),

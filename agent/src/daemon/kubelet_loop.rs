@@ -15,7 +15,7 @@ use super::DaemonError;
 use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
 use crate::node::systemd::Systemd;
 use crate::ops::logging::error_chain;
-use crate::ops::metrics::Metrics;
+use crate::ops::recorder::Recorder;
 use crate::x509::time::now_unix;
 
 /// Retry delays for a failed kubelet pass (kubelet backs off from 2 s too).
@@ -35,7 +35,7 @@ const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn run_kubelet_until<S: Systemd>(
     manager: KubeletManager<S>,
     mut stop: mpsc::Receiver<&'static str>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Recorder>,
 ) -> Result<(), DaemonError> {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     // A bootstrap or kubelet kubeconfig that appears or changes (say, an

@@ -29,8 +29,9 @@ use crate::node::lock::try_daemon_lock;
 use crate::node::procfs::ProcessIdentity;
 use crate::node::systemd::Systemd;
 use crate::ops::daemon_status::{self, DAEMON_LOCK_FILE};
+use crate::ops::http::{self, Endpoint};
 use crate::ops::inventory::InventorySources;
-use crate::ops::metrics::{self, Endpoint, Metrics};
+use crate::ops::recorder::Recorder;
 use crate::trust::reconcile::Reconciler;
 use crate::x509::time::now_unix;
 
@@ -59,7 +60,7 @@ pub enum DaemonError {
 /// What the daemon publishes about itself: counters for `/metrics`, and its
 /// status file for `node-cert-agent status`.
 pub struct Observability {
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<Recorder>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub listen: Option<SocketAddr>,
     /// `<state-dir>/daemon-status.json`, as this process sees it.
@@ -129,12 +130,12 @@ pub async fn run<S: Systemd, K: Systemd>(
 /// The listener and the status writer; returns only if one of them ended.
 async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonError {
     let endpoint = Endpoint {
-        metrics: obs.metrics.clone(),
+        recorder: obs.metrics.clone(),
         certificates: obs.certificates,
     };
     let listener = async move {
         match obs.listen {
-            Some(address) => metrics::run_listener(address, endpoint).await,
+            Some(address) => http::run_listener(address, endpoint).await,
             None => std::future::pending::<()>().await,
         }
     };
@@ -182,7 +183,7 @@ const STATUS_WRITE_RETRY: Duration = Duration::from_secs(30);
 /// error and retried every [`STATUS_WRITE_RETRY`] until it works: status is
 /// secondary to the trust job.
 async fn write_status_until_stopped(
-    metrics: Arc<Metrics>,
+    metrics: Arc<Recorder>,
     path: PathBuf,
     identity: ProcessIdentity,
 ) {
@@ -258,11 +259,11 @@ mod test_support {
     use tokio::time::Instant;
 
     use crate::ops::daemon_status::AgentMode;
-    use crate::ops::metrics::{Metrics, MetricsOptions};
+    use crate::ops::recorder::{Recorder, RecorderOptions};
     use crate::x509::time::now_unix;
 
-    pub(super) fn test_metrics() -> Arc<Metrics> {
-        Arc::new(Metrics::new(MetricsOptions {
+    pub(super) fn test_metrics() -> Arc<Recorder> {
+        Arc::new(Recorder::new(RecorderOptions {
             mode: AgentMode::Pod,
             started_at: now_unix(),
             ca_job: true,

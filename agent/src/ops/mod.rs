@@ -1,5 +1,6 @@
-//! The operator surface: logs ([`logging`]), the daemon's counters and
-//! metrics ([`metrics`]), Node Events ([`events`]), the daemon-status file
+//! The operator surface: logs ([`logging`]), what the daemon did
+//! ([`recorder`]), its Prometheus exposition ([`prometheus`]) and HTTP
+//! endpoints ([`http`]), Node Events ([`events`]), the daemon-status file
 //! ([`daemon_status`]) and the node's certificate inventory
 //! ([`inventory`]), shared by `/metrics` and `status`.
 //!
@@ -8,6 +9,8 @@
 
 pub mod daemon_status;
 pub mod events;
+pub mod http;
 pub mod inventory;
 pub mod logging;
-pub mod metrics;
+pub mod prometheus;
+pub mod recorder;
