@@ -1,10 +1,23 @@
 //! Log set-up, done once at start: journald with structured fields when the
 //! agent runs under systemd (or is told to), otherwise text or JSON on stdout.
 //! The filter comes from `NCA_LOG` (tracing's EnvFilter syntax), default `info`.
+//! Text on stdout is coloured only for a terminal, and never when
+//! `NO_COLOR` is set to anything (<https://no-color.org>): `kubectl logs`
+//! and log shippers get plain text.
+//!
+//! Boundary: set-up and the one-line error chain; no module logs through
+//! anything but `tracing`.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
+use tracing::Subscriber;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
 
 use crate::config::{LogFormat, LogTarget};
 
@@ -12,6 +25,8 @@ use crate::config::{LogFormat, LogTarget};
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_IDENTIFIER: &str = "node-cert-agent";
 const FILTER_ENV: &str = "NCA_LOG";
+/// Set to anything but the empty string, it turns colours off.
+const NO_COLOR_ENV: &str = "NO_COLOR";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
@@ -42,6 +57,23 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         next = source.source();
     }
     line
+}
+
+/// Whether text logs carry ANSI colour codes: only on a terminal, and not
+/// when `NO_COLOR` is set to a non-empty value.
+pub fn use_colour(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// The text layer on `writer`, coloured or not.
+fn text_layer<S, W>(writer: W, ansi: bool) -> impl Layer<S>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
 }
 
 pub fn init(format: LogFormat, target: LogTarget) -> Result<(), LoggingError> {
@@ -77,14 +109,17 @@ pub fn init(format: LogFormat, target: LogTarget) -> Result<(), LoggingError> {
             )
             .init();
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
-            .init();
+        let ansi = use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os(NO_COLOR_ENV).as_deref(),
+        );
+        registry.with(text_layer(std::io::stdout, ansi)).init();
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -128,6 +163,49 @@ mod tests {
             error_chain(&e),
             "pass failed: creating temp file /a.tmp failed: No space left on device (os error 28)"
         );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
+    }
+
+    /// What the text layer writes for one event, coloured or not.
+    fn logged(ansi: bool) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(text_layer(move || sink.clone(), ansi));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(unit = "containerd.service", "restart failed");
+        });
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn plain_text_logs_have_no_escape_codes() {
+        let plain = logged(false);
+        assert!(plain.contains("restart failed"), "{plain:?}");
+        assert!(plain.contains("unit=\"containerd.service\""), "{plain:?}");
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        // The same event coloured does have them: the check above means something.
+        assert!(logged(true).contains('\x1b'));
     }
 
     #[test]
