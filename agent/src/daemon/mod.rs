@@ -393,8 +393,8 @@ fn watch_kubeconfigs<S: Systemd>(
 async fn watch_revocations(client: kube::Client, wake: std::sync::Arc<tokio::sync::Notify>) {
     use futures_util::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
-    let api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(client, &crate::kubelet::manager::revocation_resource());
+    // Raw objects: one that does not decode must not stall the watch.
+    let api = crate::kubelet::revocation::raw_api(client);
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();

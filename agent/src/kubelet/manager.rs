@@ -1,4 +1,5 @@
-//! The kubelet certificate lifecycle: decide (renewal.rs), obtain (csr.rs),
+//! The kubelet certificate lifecycle: decide (renewal.rs, with the entries
+//! of revocation.rs), obtain (csr.rs),
 //! check, install (kubelet_store.rs), restart kubelet (systemd.rs).
 //!
 //! One pass looks at the client certificate (and the serving one, opt-in),
@@ -14,40 +15,27 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::ApiResource;
 use nix::fcntl::Flock;
-use openssl::nid::Nid;
 use openssl::x509::X509;
 use tracing::{error, info, warn};
 
 pub use crate::config::KubeletSettings;
 use crate::kubelet::csr::{self, CsrError, Purpose};
+use crate::kubelet::facts::facts_of;
 use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
+use crate::kubelet::renewal::{self, Decision, RenewReason};
+use crate::kubelet::revocation::{self, RenewRevocationError, Revocation};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::x509::cert::CertInfo;
-use crate::x509::name::common_name;
 use crate::x509::time::{now_unix, rfc3339};
 
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
-/// The RenewRevocation custom resource (shipped as a CRD in manifests/).
-pub fn revocation_resource() -> ApiResource {
-    ApiResource {
-        group: "nodecert.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "nodecert.dev/v1alpha1".into(),
-        kind: "RenewRevocation".into(),
-        plural: "renewrevocations".into(),
-    }
-}
 
 /// What the kubelet job works with on this node.
 #[derive(Clone, Debug)]
@@ -483,10 +471,10 @@ impl<S: Systemd> KubeletManager<S> {
             }
         };
         let timeout = self.settings.api_timeout;
-        match tokio::time::timeout(timeout, list_revocations(&client)).await {
+        match tokio::time::timeout(timeout, revocation::list_revocations(&client)).await {
             Ok(Ok(list)) => list,
             Ok(Err(e)) => {
-                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, crate::ops::logging::error_chain(&e));
+                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, error_chain(&e));
                 Vec::new()
             }
             Err(_) => {
@@ -518,93 +506,27 @@ impl<S: Systemd> KubeletManager<S> {
     }
 }
 
-pub async fn list_revocations(client: &kube::Client) -> Result<Vec<Revocation>, kube::Error> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &revocation_resource());
-    let list = api.list(&ListParams::default()).await?;
-    let mut out = Vec::new();
-    for obj in list.items {
-        let spec = obj.data.get("spec");
-        let entries = spec
-            .and_then(|s| s.get("revocations"))
-            .cloned()
-            .unwrap_or_default();
-        // The CRD holds one description per object; an entry may carry its own.
-        let object_description = spec
-            .and_then(|s| s.get("description"))
-            .and_then(|d| d.as_str())
-            .map(str::to_string);
-        match serde_json::from_value::<Vec<Revocation>>(entries) {
-            Ok(mut v) => {
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                for r in &mut v {
-                    let what = r
-                        .serial_number
-                        .as_ref()
-                        .or(r.group.as_ref())
-                        .or(r.dns.as_ref())
-                        .or(r.ip.as_ref())
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    let label = match r.description.clone().or_else(|| object_description.clone()) {
-                        Some(d) => format!("RenewRevocation {name} ({d}): {} {what}", r.kind),
-                        None => format!("RenewRevocation {name}: {} {what}", r.kind),
-                    };
-                    r.description = Some(label);
-                }
-                out.extend(v);
-            }
-            Err(e) => {
-                warn!(object = ?obj.metadata.name, "ignoring a malformed RenewRevocation: {e}")
-            }
+/// `error` and its sources as one line, each message once: the same line
+/// `ops::logging::error_chain` writes, here because `kubelet` must not
+/// depend on `ops`.
+fn error_chain(error: &RenewRevocationError) -> String {
+    let mut line = error.to_string();
+    let mut next = std::error::Error::source(error);
+    while let Some(source) = next {
+        let text = source.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
         }
+        next = source.source();
     }
-    Ok(out)
+    line
 }
 
 /// A client certificate works as an identity while it is unexpired and matches its key.
 fn is_usable_identity(c: &CurrentCert, now: i64) -> bool {
     let f = facts_of(c);
     c.key_matches && f.not_before <= now + 300 && f.not_after > now
-}
-
-pub fn facts_of(c: &CurrentCert) -> CertFacts {
-    facts_of_x509(&c.cert, c.key_matches)
-}
-
-pub fn facts_of_x509(cert: &X509, key_matches: bool) -> CertFacts {
-    let info = cert.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
-    let organizations = cert
-        .subject_name()
-        .entries_by_nid(Nid::ORGANIZATIONNAME)
-        .filter_map(|e| e.data().to_string().ok())
-        .collect();
-    let mut dns_names = Vec::new();
-    let mut ips = Vec::new();
-    for san in cert.subject_alt_names().into_iter().flatten() {
-        if let Some(d) = san.dnsname() {
-            dns_names.push(d.to_string());
-        }
-        if let Some(raw) = san.ipaddress() {
-            match raw.len() {
-                4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(raw).unwrap_or_default())),
-                16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(raw).unwrap_or_default())),
-                _ => {}
-            }
-        }
-    }
-    CertFacts {
-        serial: info
-            .as_ref()
-            .map(|i| renewal::normalize_serial(&i.serial))
-            .unwrap_or_default(),
-        common_name: common_name(cert.subject_name()),
-        organizations,
-        dns_names,
-        ips,
-        not_before: info.as_ref().map(|i| i.not_before).unwrap_or(0),
-        not_after: info.as_ref().map(|i| i.not_after).unwrap_or(0),
-        key_matches,
-    }
 }
 
 /// A kube client from resolved kubeconfig material (no file access).
@@ -645,19 +567,4 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletErro
 /// Where the lock lives for a given state dir (a process path).
 pub fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kubelet.lock")
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn revocation_resource_is_the_shipped_crd() {
-        let r = revocation_resource();
-        assert_eq!(
-            (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
-            ("nodecert.dev", "v1alpha1", "renewrevocations")
-        );
-    }
 }
