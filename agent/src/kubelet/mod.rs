@@ -5,6 +5,7 @@
 //! `x509`, `node` and `config`; never `trust`, `ops`, `status` or `daemon`.
 pub mod csr;
 pub mod facts;
+pub mod identity;
 pub mod kubeconfig;
 pub mod kubelet_config;
 pub mod manager;
