@@ -8,7 +8,7 @@
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "$0")"
-targets=(validate_key kubeconfig_parse os_release)
+targets=(validate_key kubeconfig_parse os_release renew_revocation)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -36,6 +36,7 @@ data=../agent/tests/data
 seed validate_key "$data"/corpus/keys/* "$data"/corpus/certs/*.pem
 seed kubeconfig_parse "$data"/kubeconfig/* "$data"/corpus/kubeconfig/*
 seed os_release "$data"/os-release/*
+seed renew_revocation "$data"/renewrevocation/*
 
 cargo_fuzz build -O
 for t in "${targets[@]}"; do
