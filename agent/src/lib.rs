@@ -6,13 +6,15 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, config   (leaves)
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors (leaves)
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
-//! - [`x509`], [`node`], [`config`]: the leaves. Certificate facts, the host
-//!   boundary (host root, atomic files, systemd, locks), and settings.
+//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`]: the leaves.
+//!   Certificate facts, the host boundary (host root, atomic files,
+//!   systemd, locks), the Kubernetes API boundary (kubeconfigs, clients),
+//!   settings, and how an error reads.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -24,6 +26,8 @@
 
 pub mod config;
 pub mod daemon;
+pub mod errors;
+pub mod k8s;
 pub mod kubelet;
 pub mod node;
 pub mod ops;

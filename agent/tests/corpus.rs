@@ -16,7 +16,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::{corpus, rt, Node};
-use node_cert_agent::kubelet::kubeconfig;
+use node_cert_agent::k8s::kubeconfig;
 use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::trust::validate::{Finding, Severity};
 use node_cert_agent::x509::cert::CertInfo;

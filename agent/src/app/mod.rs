@@ -300,6 +300,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub fn report_error(e: &anyhow::Error) {
     eprintln!(
         "node-cert-agent: error: {}",
-        logging::error_chain(e.as_ref())
+        node_cert_agent::errors::error_chain(e.as_ref())
     );
 }

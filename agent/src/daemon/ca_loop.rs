@@ -14,8 +14,8 @@ use tracing::{error, info};
 use super::backoff::Backoff;
 use super::watch::{ensure_watches, watch_specs};
 use super::{DaemonError, DRAIN_TIMEOUT};
+use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
-use crate::ops::logging::error_chain;
 use crate::ops::recorder::Recorder;
 use crate::trust::reconcile::{Outcome, Reconciler};
 use crate::x509::time::now_unix;
@@ -171,7 +171,6 @@ mod tests {
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::RecordingSystemd;
-
     use crate::trust::reconcile::{CaSettings, Reconciler};
     use crate::trust::sources::SourceSpec;
     use crate::trust::store::TrustStore;

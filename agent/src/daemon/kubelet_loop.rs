@@ -12,9 +12,9 @@ use tracing::{error, info, warn};
 
 use super::backoff::Backoff;
 use super::DaemonError;
+use crate::errors::error_chain;
 use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
 use crate::node::systemd::Systemd;
-use crate::ops::logging::error_chain;
 use crate::ops::recorder::Recorder;
 use crate::x509::time::now_unix;
 
@@ -145,8 +145,8 @@ fn watch_kubeconfigs<S: Systemd>(
 async fn watch_revocations(client: kube::Client, wake: std::sync::Arc<tokio::sync::Notify>) {
     use futures_util::StreamExt;
     use kube::runtime::{watcher, WatchStreamExt};
-    let api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::all_with(client, &crate::kubelet::manager::revocation_resource());
+    // Raw objects: one that does not decode must not stall the watch.
+    let api = crate::kubelet::revocation::raw_api(client);
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();

@@ -220,7 +220,6 @@ mod tests {
     use super::*;
     use crate::node::procfs::ProcessIdentity;
     use crate::ops::daemon_status::{self};
-
     use crate::trust::reconcile::Outcome;
 
     #[tokio::test]

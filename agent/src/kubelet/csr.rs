@@ -144,7 +144,8 @@ pub fn build_request(
     req.build().to_pem().map_err(err)
 }
 
-/// The CSR object: signer and usages per purpose (NODE-FACTS §6).
+/// The CSR object: signer and usages per purpose (kube-controller-manager
+/// approves and signs only requests of exactly this shape).
 pub fn csr_object(
     request_pem: Vec<u8>,
     purpose: &Purpose,

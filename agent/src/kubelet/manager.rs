@@ -1,53 +1,45 @@
-//! The kubelet certificate lifecycle: decide (renewal.rs), obtain (csr.rs),
-//! check, install (kubelet_store.rs), restart kubelet (systemd.rs).
+//! The kubelet certificate pass: decide (renewal.rs, with the entries of
+//! revocation.rs), obtain (csr.rs, with the identity of identity.rs), check,
+//! install (store.rs), restart kubelet (node::systemd).
 //!
 //! One pass looks at the client certificate (and the serving one, opt-in),
-//! renews what is due, and returns when the next pass is needed. The identity
-//! used is the current client certificate while it is valid, otherwise the
-//! bootstrap kubeconfig. When kubelet rotates its own client certificate, the
-//! agent only monitors it. A pass holds `<state-dir>/kubelet.lock`, so the
-//! daemon and `node-cert-agent renew` never renew at the same time.
+//! renews what is due, and returns when the next pass is needed. When kubelet
+//! rotates its own client certificate, the agent only monitors it. A pass
+//! holds `<state-dir>/kubelet.lock`, so the daemon and `node-cert-agent
+//! renew` never renew at the same time.
+//!
+//! Boundary: this module sequences the others and owns no format, file
+//! layout or API call of its own; it depends only on the leaf modules
+//! `x509`, `node` and `config` outside `kubelet`.
 
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::ApiResource;
 use nix::fcntl::Flock;
-use openssl::nid::Nid;
-use openssl::x509::X509;
 use tracing::{error, info, warn};
 
 pub use crate::config::KubeletSettings;
+use crate::errors::error_chain;
+use crate::k8s::client::{build_client, ClientError};
+use crate::k8s::kubeconfig::KubeconfigError;
 use crate::kubelet::csr::{self, CsrError, Purpose};
-use crate::kubelet::kubeconfig::{self, Auth, KubeconfigError, ResolvedKubeconfig};
+use crate::kubelet::facts::facts_of;
+use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::kubelet::renewal::{self, CertFacts, Decision, RenewReason, Revocation};
+use crate::kubelet::renewal::{self, Decision, RenewReason};
+use crate::kubelet::revocation::{self, Revocation};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::x509::cert::CertInfo;
-use crate::x509::name::common_name;
 use crate::x509::time::{now_unix, rfc3339};
 
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
-
-/// The RenewRevocation custom resource (shipped as a CRD in manifests/).
-pub fn revocation_resource() -> ApiResource {
-    ApiResource {
-        group: "nodecert.dev".into(),
-        version: "v1alpha1".into(),
-        api_version: "nodecert.dev/v1alpha1".into(),
-        kind: "RenewRevocation".into(),
-        plural: "renewrevocations".into(),
-    }
-}
 
 /// What the kubelet job works with on this node.
 #[derive(Clone, Debug)]
@@ -92,6 +84,25 @@ pub enum KubeletError {
     Lock(LockError),
 }
 
+impl From<IdentityError> for KubeletError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::NoBootstrap { path, pki, reason } => {
+                Self::NoBootstrap { path, pki, reason }
+            }
+            IdentityError::Client(e) => e.into(),
+        }
+    }
+}
+
+impl From<ClientError> for KubeletError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Build { server, reason } => Self::Client { server, reason },
+        }
+    }
+}
+
 impl KubeletError {
     /// How long the API server asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
@@ -117,6 +128,7 @@ pub struct PassOutcome {
 
 pub struct KubeletManager<S: Systemd> {
     host: HostRoot,
+    identity: IdentitySource,
     store: KubeletStore,
     systemd: S,
     settings: KubeletSettings,
@@ -133,8 +145,10 @@ pub struct KubeletManager<S: Systemd> {
 impl<S: Systemd> KubeletManager<S> {
     pub fn new(host: HostRoot, systemd: S, job: KubeletJob) -> Self {
         let store = KubeletStore::new(host.clone(), job.settings.pki_dir.clone());
+        let identity = IdentitySource::new(host.clone(), &job.settings);
         Self {
             host,
+            identity,
             store,
             systemd,
             settings: job.settings,
@@ -280,7 +294,7 @@ impl<S: Systemd> KubeletManager<S> {
             info!(cert = kind.name(), reason = %reason, "renewing the kubelet {} certificate: {reason}", kind.name());
             let usable_client = client_current
                 .as_ref()
-                .filter(|c| is_usable_identity(c, now));
+                .filter(|c| identity::is_usable(c, now));
             self.renew(kind, &purpose, usable_client, now).await?;
             if let RenewReason::Revoked(label) = &reason {
                 if let Some(new_facts) = self.read_current(kind).as_ref().map(facts_of) {
@@ -342,41 +356,6 @@ impl<S: Systemd> KubeletManager<S> {
         }
     }
 
-    /// Server, CA and credentials for the API: the current client cert while
-    /// it is valid, else the bootstrap kubeconfig.
-    fn identity(
-        &self,
-        usable_client: Option<&CurrentCert>,
-    ) -> Result<(ResolvedKubeconfig, &'static str), KubeletError> {
-        if let Some(current) = usable_client {
-            // Server and CA from kubelet's kubeconfig, or the bootstrap one.
-            let base = kubeconfig::load(&self.host, &self.settings.kubeconfig)
-                .or_else(|_| kubeconfig::load(&self.host, &self.settings.bootstrap_kubeconfig));
-            if let Ok(mut kc) = base {
-                let mut cert_pem = Vec::new();
-                cert_pem.extend(current.cert.to_pem().unwrap_or_default());
-                for c in &current.chain {
-                    cert_pem.extend(c.to_pem().unwrap_or_default());
-                }
-                let key_pem = current.key.private_key_to_pem_pkcs8().unwrap_or_default();
-                kc.auth = Auth::ClientCert {
-                    cert_pem,
-                    key_pem,
-                    cert_path: None,
-                };
-                return Ok((kc, "current client certificate"));
-            }
-        }
-        match kubeconfig::load(&self.host, &self.settings.bootstrap_kubeconfig) {
-            Ok(kc) => Ok((kc, "bootstrap kubeconfig")),
-            Err(e) => Err(KubeletError::NoBootstrap {
-                path: self.settings.bootstrap_kubeconfig.clone(),
-                pki: self.settings.pki_dir.clone(),
-                reason: e.to_string(),
-            }),
-        }
-    }
-
     async fn renew(
         &self,
         kind: CertKind,
@@ -384,7 +363,7 @@ impl<S: Systemd> KubeletManager<S> {
         usable_client: Option<&CurrentCert>,
         now: i64,
     ) -> Result<(), KubeletError> {
-        let (kc, identity) = self.identity(usable_client)?;
+        let (kc, identity) = self.identity.choose(usable_client)?;
         let client = build_client(&kc)?;
         let key = csr::generate_key(self.settings.key_type)?;
         let request = csr::build_request(&key, &self.node_name, purpose)?;
@@ -469,10 +448,10 @@ impl<S: Systemd> KubeletManager<S> {
     /// The RenewRevocation entries, read with the node's identity. An API
     /// failure leaves the list empty: revocations only ever add renewals.
     async fn revocations(&self, client_current: Option<&CurrentCert>, now: i64) -> Vec<Revocation> {
-        let Some(current) = client_current.filter(|c| is_usable_identity(c, now)) else {
+        let Some(current) = client_current.filter(|c| identity::is_usable(c, now)) else {
             return Vec::new();
         };
-        let Ok((kc, _)) = self.identity(Some(current)) else {
+        let Ok((kc, _)) = self.identity.choose(Some(current)) else {
             return Vec::new();
         };
         let client = match build_client(&kc) {
@@ -483,10 +462,10 @@ impl<S: Systemd> KubeletManager<S> {
             }
         };
         let timeout = self.settings.api_timeout;
-        match tokio::time::timeout(timeout, list_revocations(&client)).await {
+        match tokio::time::timeout(timeout, revocation::list_revocations(&client)).await {
             Ok(Ok(list)) => list,
             Ok(Err(e)) => {
-                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, crate::ops::logging::error_chain(&e));
+                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, error_chain(&e));
                 Vec::new()
             }
             Err(_) => {
@@ -509,137 +488,9 @@ impl<S: Systemd> KubeletManager<S> {
 
     /// A client with the node's current identity, for watches.
     pub fn node_client(&self) -> Option<kube::Client> {
-        let current = self.read_current(CertKind::Client)?;
-        if !is_usable_identity(&current, now_unix()) {
-            return None;
-        }
-        let (kc, _) = self.identity(Some(&current)).ok()?;
-        build_client(&kc).ok()
+        let current = self.read_current(CertKind::Client);
+        self.identity.node_client(current.as_ref(), now_unix())
     }
-}
-
-pub async fn list_revocations(client: &kube::Client) -> Result<Vec<Revocation>, kube::Error> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &revocation_resource());
-    let list = api.list(&ListParams::default()).await?;
-    let mut out = Vec::new();
-    for obj in list.items {
-        let spec = obj.data.get("spec");
-        let entries = spec
-            .and_then(|s| s.get("revocations"))
-            .cloned()
-            .unwrap_or_default();
-        // The CRD holds one description per object; an entry may carry its own.
-        let object_description = spec
-            .and_then(|s| s.get("description"))
-            .and_then(|d| d.as_str())
-            .map(str::to_string);
-        match serde_json::from_value::<Vec<Revocation>>(entries) {
-            Ok(mut v) => {
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                for r in &mut v {
-                    let what = r
-                        .serial_number
-                        .as_ref()
-                        .or(r.group.as_ref())
-                        .or(r.dns.as_ref())
-                        .or(r.ip.as_ref())
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    let label = match r.description.clone().or_else(|| object_description.clone()) {
-                        Some(d) => format!("RenewRevocation {name} ({d}): {} {what}", r.kind),
-                        None => format!("RenewRevocation {name}: {} {what}", r.kind),
-                    };
-                    r.description = Some(label);
-                }
-                out.extend(v);
-            }
-            Err(e) => {
-                warn!(object = ?obj.metadata.name, "ignoring a malformed RenewRevocation: {e}")
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A client certificate works as an identity while it is unexpired and matches its key.
-fn is_usable_identity(c: &CurrentCert, now: i64) -> bool {
-    let f = facts_of(c);
-    c.key_matches && f.not_before <= now + 300 && f.not_after > now
-}
-
-pub fn facts_of(c: &CurrentCert) -> CertFacts {
-    facts_of_x509(&c.cert, c.key_matches)
-}
-
-pub fn facts_of_x509(cert: &X509, key_matches: bool) -> CertFacts {
-    let info = cert.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
-    let organizations = cert
-        .subject_name()
-        .entries_by_nid(Nid::ORGANIZATIONNAME)
-        .filter_map(|e| e.data().to_string().ok())
-        .collect();
-    let mut dns_names = Vec::new();
-    let mut ips = Vec::new();
-    for san in cert.subject_alt_names().into_iter().flatten() {
-        if let Some(d) = san.dnsname() {
-            dns_names.push(d.to_string());
-        }
-        if let Some(raw) = san.ipaddress() {
-            match raw.len() {
-                4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(raw).unwrap_or_default())),
-                16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(raw).unwrap_or_default())),
-                _ => {}
-            }
-        }
-    }
-    CertFacts {
-        serial: info
-            .as_ref()
-            .map(|i| renewal::normalize_serial(&i.serial))
-            .unwrap_or_default(),
-        common_name: common_name(cert.subject_name()),
-        organizations,
-        dns_names,
-        ips,
-        not_before: info.as_ref().map(|i| i.not_before).unwrap_or(0),
-        not_after: info.as_ref().map(|i| i.not_after).unwrap_or(0),
-        key_matches,
-    }
-}
-
-/// A kube client from resolved kubeconfig material (no file access).
-pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, KubeletError> {
-    let client_err = |reason: String| KubeletError::Client {
-        server: kc.server.clone(),
-        reason,
-    };
-    let uri: http::Uri = kc
-        .server
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| client_err(format!("server URL is invalid: {e}")))?;
-    let mut config = kube::Config::new(uri);
-    if let Some(ca) = &kc.ca_pem {
-        let certs = X509::stack_from_pem(ca).map_err(|e| {
-            client_err(format!(
-                "cluster CA does not parse: {}",
-                crate::x509::openssl_reason(&e)
-            ))
-        })?;
-        config.root_cert = Some(certs.iter().filter_map(|c| c.to_der().ok()).collect());
-    }
-    config.accept_invalid_certs = kc.insecure_skip_tls_verify;
-    config.connect_timeout = Some(Duration::from_secs(10));
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    match &kc.auth {
-        Auth::Token(t) => config.auth_info.token = Some(t.clone().into()),
-        Auth::ClientCert {
-            cert_pem, key_pem, ..
-        } => {
-            config.auth_info.client_certificate_data = Some(b64(cert_pem));
-            config.auth_info.client_key_data = Some(b64(key_pem).into());
-        }
-    }
-    kube::Client::try_from(config).map_err(|e| client_err(e.to_string()))
 }
 
 /// Where the lock lives for a given state dir (a process path).
@@ -653,11 +504,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn revocation_resource_is_the_shipped_crd() {
-        let r = revocation_resource();
-        assert_eq!(
-            (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
-            ("nodecert.dev", "v1alpha1", "renewrevocations")
-        );
+    fn identity_errors_read_the_same_as_kubelet_errors() {
+        let no_bootstrap = || IdentityError::NoBootstrap {
+            path: "/var/lib/kubelet/bootstrap-kubeconfig".into(),
+            pki: "/var/lib/kubelet/pki".into(),
+            reason: "kubeconfig /var/lib/kubelet/bootstrap-kubeconfig does not exist".into(),
+        };
+        let client = || {
+            IdentityError::Client(ClientError::Build {
+                server: "https://10.0.0.1:6443".into(),
+                reason: "server URL is invalid".into(),
+            })
+        };
+        for e in [no_bootstrap(), client()] {
+            let text = e.to_string();
+            assert_eq!(KubeletError::from(e).to_string(), text);
+        }
+        assert!(matches!(
+            KubeletError::from(no_bootstrap()),
+            KubeletError::NoBootstrap { .. }
+        ));
+        assert!(matches!(
+            KubeletError::from(client()),
+            KubeletError::Client { .. }
+        ));
     }
 }

@@ -1,14 +1,14 @@
-//! When to renew a kubelet certificate, and whether a revocation applies.
-//! Pure: facts about a certificate and the time in, a [`Decision`] out.
+//! When to renew a kubelet certificate. Pure: facts about a certificate, the
+//! revocation entries and the time in, a [`Decision`] out. What a revocation
+//! entry matches is revocation.rs's; reading the facts is facts.rs's.
 //!
 //! The deadline is `notBefore + f × lifetime`, where `f` in [0.70, 0.80] is
 //! derived from the node name alone: the same node always renews at the same
 //! point of its certificate's life, a fleet that joined in one minute spreads
 //! its renewals over a tenth of the lifetime, and no node waits past 80 %.
 
-use std::net::IpAddr;
-
-use serde::Deserialize;
+use crate::kubelet::facts::CertFacts;
+use crate::kubelet::revocation::{Revocation, RevocationError};
 
 /// The earliest and latest point of a certificate's life to renew at.
 pub const FRACTION_MIN: f64 = 0.70;
@@ -28,136 +28,6 @@ pub fn renewal_fraction(node_name: &str) -> f64 {
 pub fn deadline(not_before: i64, not_after: i64, fraction: f64) -> i64 {
     let lifetime = (not_after - not_before).max(0) as f64;
     not_before + (lifetime * fraction).floor() as i64
-}
-
-/// What the renewal logic needs to know about the current certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CertFacts {
-    /// Upper-case hex without separators or leading zeros.
-    pub serial: String,
-    pub common_name: Option<String>,
-    pub organizations: Vec<String>,
-    pub dns_names: Vec<String>,
-    pub ips: Vec<IpAddr>,
-    pub not_before: i64,
-    pub not_after: i64,
-    pub key_matches: bool,
-}
-
-/// One entry of a `RenewRevocation` object (NODE-FACTS §6).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Revocation {
-    /// `serialnumber`, `Group`, `DNS` or `IP` (case-insensitive).
-    pub kind: String,
-    #[serde(default)]
-    pub serial_number: Option<String>,
-    #[serde(default)]
-    pub group: Option<String>,
-    #[serde(default)]
-    pub dns: Option<String>,
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// RFC 3339: only certificates issued before it are revoked.
-    #[serde(default)]
-    pub not_before: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// Why a revocation entry cannot be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RevocationError {
-    #[error("revocation kind {0:?} is unknown; use serialnumber, Group, DNS or IP")]
-    UnknownKind(String),
-    #[error("revocation of kind {kind} lacks its field `{field}`")]
-    MissingField { kind: String, field: &'static str },
-    #[error("revocation notBefore {0:?} is not an RFC 3339 time such as 2026-11-22T00:00:00Z")]
-    BadTime(String),
-    #[error("revocation ip {0:?} is not an IP address")]
-    BadIp(String),
-}
-
-/// Normalises a hex serial: no `:`, no leading zeros, upper case.
-pub fn normalize_serial(s: &str) -> String {
-    let hex: String = s
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect::<String>()
-        .to_ascii_uppercase();
-    let trimmed = hex.trim_start_matches('0');
-    if trimmed.is_empty() {
-        "0".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
-impl Revocation {
-    /// A short label for logs: the description, or what the entry matches.
-    pub fn label(&self) -> String {
-        if let Some(d) = &self.description {
-            return d.clone();
-        }
-        let what = self
-            .serial_number
-            .as_ref()
-            .or(self.group.as_ref())
-            .or(self.dns.as_ref())
-            .or(self.ip.as_ref());
-        format!("{} {}", self.kind, what.map(String::as_str).unwrap_or("?"))
-    }
-
-    /// Whether this entry revokes a certificate with `facts`.
-    pub fn matches(&self, facts: &CertFacts) -> Result<bool, RevocationError> {
-        if let Some(nb) = &self.not_before {
-            let cutoff = crate::x509::time::parse_rfc3339(nb)
-                .ok_or_else(|| RevocationError::BadTime(nb.clone()))?;
-            if facts.not_before >= cutoff {
-                return Ok(false);
-            }
-        }
-        let missing = |field| RevocationError::MissingField {
-            kind: self.kind.clone(),
-            field,
-        };
-        match self.kind.to_ascii_lowercase().as_str() {
-            "serialnumber" => {
-                let want = self
-                    .serial_number
-                    .as_deref()
-                    .ok_or_else(|| missing("serialNumber"))?;
-                Ok(normalize_serial(want) == normalize_serial(&facts.serial))
-            }
-            "group" => {
-                let want = self.group.as_deref().ok_or_else(|| missing("group"))?;
-                Ok(facts.organizations.iter().any(|o| o == want))
-            }
-            "dns" => {
-                let want = self
-                    .dns
-                    .as_deref()
-                    .ok_or_else(|| missing("dns"))?
-                    .to_ascii_lowercase();
-                Ok(facts.dns_names.iter().any(|d| {
-                    let d = d.to_ascii_lowercase();
-                    if want.starts_with('.') {
-                        d.ends_with(&want)
-                    } else {
-                        d == want
-                    }
-                }))
-            }
-            "ip" => {
-                let raw = self.ip.as_deref().ok_or_else(|| missing("ip"))?;
-                let want: IpAddr = raw
-                    .parse()
-                    .map_err(|_| RevocationError::BadIp(raw.to_string()))?;
-                Ok(facts.ips.contains(&want))
-            }
-            other => Err(RevocationError::UnknownKind(other.to_string())),
-        }
-    }
 }
 
 /// Why a certificate must be renewed now.
@@ -263,7 +133,6 @@ pub fn decide(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::x509::time::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
         CertFacts {
@@ -346,42 +215,6 @@ mod tests {
         let json =
             format!(r#"{{"kind":"{kind}","{field}":"{value}","description":"incident 42"}}"#);
         serde_json::from_str(&json).unwrap()
-    }
-
-    #[test]
-    fn revocations_match_by_serial_group_dns_suffix_and_ip() {
-        let f = facts("n1");
-        assert!(rev("serialnumber", "serialNumber", "00:0a:1b")
-            .matches(&f)
-            .unwrap());
-        assert!(!rev("serialnumber", "serialNumber", "0A1C")
-            .matches(&f)
-            .unwrap());
-        assert!(rev("Group", "group", "system:nodes").matches(&f).unwrap());
-        assert!(!rev("Group", "group", "system:masters").matches(&f).unwrap());
-        assert!(rev("DNS", "dns", ".eu.example.com").matches(&f).unwrap());
-        assert!(rev("DNS", "dns", "node1.eu.example.com")
-            .matches(&f)
-            .unwrap());
-        assert!(
-            !rev("DNS", "dns", "eu.example.com").matches(&f).unwrap(),
-            "no leading dot: exact name only"
-        );
-        assert!(rev("IP", "ip", "10.0.0.7").matches(&f).unwrap());
-        assert!(!rev("IP", "ip", "10.0.0.8").matches(&f).unwrap());
-    }
-
-    #[test]
-    fn revocation_with_not_before_spares_certificates_issued_after_it() {
-        let f = facts("n1");
-        let mut r = rev("Group", "group", "system:nodes");
-        r.not_before = Some(rfc3339(f.not_before + 1));
-        assert!(r.matches(&f).unwrap(), "issued before the cutoff: revoked");
-        r.not_before = Some(rfc3339(f.not_before));
-        assert!(
-            !r.matches(&f).unwrap(),
-            "issued at or after the cutoff: kept"
-        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Kubelet's certificate files (NODE-FACTS §6), laid out exactly as kubelet's
+//! Kubelet's certificate files, laid out exactly as kubelet's
 //! own certificate store does, so kubelet and the agent can take turns.
 //!
 //! In the pki directory (`/var/lib/kubelet/pki`) each certificate is a file

@@ -129,7 +129,7 @@ pub fn read_daemon_status(path: &Path) -> Result<Option<DaemonStatus>, String> {
         Err(FsError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None)
         }
-        Err(e) => return Err(crate::ops::logging::error_chain(&e)),
+        Err(e) => return Err(crate::errors::error_chain(&e)),
     };
     parse_daemon_status(&bytes)
         .map(Some)

@@ -74,7 +74,7 @@ impl Endpoint {
         match self.recorder.metrics().render(certificates, now) {
             Ok(body) => Some(body),
             Err(e) => {
-                error!("{}", crate::ops::logging::error_chain(&e));
+                error!("{}", crate::errors::error_chain(&e));
                 None
             }
         }
@@ -204,13 +204,14 @@ async fn accept_loop(listener: TcpListener, endpoint: Endpoint, builder: http1::
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     use super::*;
     use crate::ops::daemon_status::AgentMode;
     use crate::ops::recorder::RecorderOptions;
     use crate::trust::reconcile::Outcome;
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
 
     fn endpoint() -> Endpoint {
         Endpoint {

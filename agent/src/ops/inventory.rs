@@ -439,14 +439,16 @@ fn read_kubeconfig_certs(
         }
     };
     let text = String::from_utf8_lossy(&bytes);
-    let Ok(config) = crate::kubelet::kubeconfig::parse(&text, node_path) else {
+    let Ok(config) = crate::k8s::kubeconfig::parse(&text, node_path) else {
         // Not a kubeconfig (another *.conf): nothing to list.
         return;
     };
     let dir = node_path.parent().unwrap_or(Path::new("/"));
-    for user in &config.users {
-        if let Some(data) = user
-            .user
+    for user in config.users() {
+        let Some(auth) = &user.auth_info else {
+            continue;
+        };
+        if let Some(data) = auth
             .client_certificate_data
             .as_deref()
             .filter(|d| !d.is_empty())
@@ -467,20 +469,15 @@ fn read_kubeconfig_certs(
                     )),
                 }),
             }
-        } else if let Some(file) = user
-            .user
-            .client_certificate
-            .as_deref()
-            .filter(|f| !f.is_empty())
-        {
+        } else if let Some(file) = auth.client_certificate.as_deref().filter(|f| !f.is_empty()) {
             add_referenced(host, &dir.join(file), node_path, files);
         }
     }
-    for cluster in &config.clusters {
+    for cluster in config.clusters() {
         if let Some(file) = cluster
             .cluster
-            .certificate_authority
-            .as_deref()
+            .as_ref()
+            .and_then(|c| c.certificate_authority.as_deref())
             .filter(|f| !f.is_empty())
         {
             add_referenced(host, &dir.join(file), node_path, files);

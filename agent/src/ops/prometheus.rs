@@ -351,10 +351,11 @@ pub fn encode_certificates(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::ops::inventory::{AnchorFact, NodeCertFact};
     use crate::x509::cert::Fingerprint;
-    use std::collections::BTreeMap;
 
     fn summary(cn: &str) -> CertSummary {
         CertSummary {

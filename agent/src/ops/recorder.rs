@@ -21,12 +21,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::Notify;
 
+use crate::errors::error_chain;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{AgentMode, DaemonStatus, SCHEMA_VERSION};
 use crate::ops::events::{EventSink, NodeEvent};
-use crate::ops::logging::error_chain;
 use crate::ops::prometheus::AgentMetrics;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::x509::cert::CertInfo;
@@ -314,9 +314,10 @@ impl Recorder {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::trust::validate::{Finding, FindingKind};
-    use std::sync::Arc;
 
     fn recorder() -> Arc<Recorder> {
         Arc::new(Recorder::new(RecorderOptions {

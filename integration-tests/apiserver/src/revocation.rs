@@ -8,7 +8,11 @@ use super::status::{FieldError, FieldErrorType};
 
 /// The CustomResourceDefinition this server enforces. Ship the same in the
 /// cluster so a real apiserver enforces the same rules.
-pub const RENEW_REVOCATION_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+pub const RENEW_REVOCATION_CRD: &str = r#"# The CRD of the type in agent/src/kubelet/revocation.rs: a test there holds
+# this file equal to RenewRevocation::crd() (compared as parsed values), so
+# change the two together. listKind is the API server's default,
+# RenewRevocationList.
+apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
   name: renewrevocations.nodecert.dev
@@ -17,7 +21,6 @@ spec:
   scope: Cluster
   names:
     kind: RenewRevocation
-    listKind: RenewRevocationList
     plural: renewrevocations
     singular: renewrevocation
   versions:
@@ -26,35 +29,47 @@ spec:
     storage: true
     schema:
       openAPIV3Schema:
+        title: RenewRevocation
+        description: Forces the renewal of matching kubelet certificates on every node running node-cert-agent.
         type: object
         properties:
           spec:
+            description: Kubelet certificates to renew now, whatever their renewal deadline.
             type: object
             properties:
               description:
+                description: Why these certificates are revoked; logged with every renewal it causes.
                 type: string
               revocations:
+                description: The entries; a certificate that any entry matches is renewed.
                 type: array
                 items:
+                  description: "One entry: a kind and the field it names."
                   type: object
                   required: ["kind"]
                   properties:
                     kind:
+                      description: "What the entry matches: serialnumber, Group (subject O=), DNS or IP (a subject alt name)."
                       type: string
                       enum: ["serialnumber", "Group", "DNS", "IP"]
                     serialNumber:
+                      description: The serial number in hex, colons allowed (kind serialnumber).
                       type: string
                       pattern: '^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$'
                     group:
+                      description: An organization (O=) of the subject (kind Group); system:nodes matches every node.
                       type: string
                       minLength: 1
                     dns:
+                      description: A DNS name (kind DNS); a leading dot matches every name ending in it.
                       type: string
                       minLength: 1
                     ip:
+                      description: An IP address (kind IP).
                       type: string
                       minLength: 1
                     notBefore:
+                      description: "RFC 3339: only certificates issued before it are revoked; without it, all that match, ever."
                       type: string
                       format: date-time
                   x-kubernetes-validations:

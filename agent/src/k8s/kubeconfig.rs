@@ -1,11 +1,17 @@
-//! Kubelet's kubeconfigs (NODE-FACTS §6): the kubelet kubeconfig and the
+//! Kubeconfigs: kubelet's kubeconfig, its bootstrap kubeconfig and the
 //! bootstrap kubeconfig, reduced to what the agent needs to reach the API
 //! server: the server URL, the cluster CA and one credential.
 //!
-//! [`parse`] is pure: YAML text to the kubeconfig's serde structs. [`load`] is
-//! the edge: it reads the file and every file it references through
-//! [`HostRoot`], picks the context kubelet would use, decodes the inline
-//! `*-data` fields and checks that certificates and keys parse.
+//! [`parse`] is pure: YAML text to kube's kubeconfig types
+//! (`kube::config::Kubeconfig`, client-go's `Config`), read with serde_yaml
+//! so that a bad file is reported with the field path, line and column.
+//! [`load`] is the edge: it reads the file and every file it references
+//! through [`HostRoot`] (with size limits), picks the context kubelet would
+//! use, decodes the inline `*-data` fields and checks that certificates and
+//! keys parse. That resolution is the agent's own, not kube's
+//! `Config::from_custom_kubeconfig`: kube reads referenced files directly,
+//! not through the host root, runs exec plugins, and reports errors without
+//! the field that caused them.
 //!
 //! Boundary: this module only reads. It never writes a kubeconfig, never
 //! talks to the API server, and does not run exec or auth-provider plugins.
@@ -15,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::{fmt, io};
 
 use base64::Engine as _;
+use kube::config::{AuthInfo, Cluster, NamedAuthInfo, NamedCluster, NamedContext};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Deserializer};
+use secrecy::ExposeSecret;
 
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
@@ -30,79 +36,34 @@ pub const MAX_KUBECONFIG_BYTES: u64 = 1024 * 1024;
 /// Same reasoning for the CA, certificate, key and token files it references.
 pub const MAX_REFERENCED_BYTES: u64 = 1024 * 1024;
 
-/// The kubeconfig file format, as far as the agent reads it. Unknown fields
-/// (`apiVersion`, `preferences`, `extensions`, ...) are ignored: real
-/// kubeconfigs carry many. Wrong types are errors.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// A parsed kubeconfig file, in kube's types; unknown fields (`preferences`,
+/// `extensions`, ...) are accepted, wrong types are errors. kube's
+/// `AuthInfo` holds the token and the client key as `SecretString`s. This
+/// wrapper's `Debug` shows names only: kube's types would print an
+/// auth-provider's config (OIDC refresh tokens) and the fields they do not
+/// model.
+#[derive(Clone, Default)]
 pub struct Kubeconfig {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub clusters: Vec<NamedCluster>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub users: Vec<NamedUser>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub contexts: Vec<NamedContext>,
-    #[serde(default)]
-    pub current_context: Option<String>,
+    file: kube::config::Kubeconfig,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct NamedCluster {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub cluster: Cluster,
-}
+impl Kubeconfig {
+    pub fn clusters(&self) -> &[NamedCluster] {
+        &self.file.clusters
+    }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Cluster {
-    pub server: Option<String>,
-    pub certificate_authority: Option<String>,
-    pub certificate_authority_data: Option<String>,
-    pub insecure_skip_tls_verify: Option<bool>,
-}
+    /// The `users` list (kube calls a user an `AuthInfo`, as client-go does).
+    pub fn users(&self) -> &[NamedAuthInfo] {
+        &self.file.auth_infos
+    }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct NamedUser {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub user: User,
-}
+    pub fn contexts(&self) -> &[NamedContext] {
+        &self.file.contexts
+    }
 
-/// A kubeconfig `user` (client-go's `AuthInfo`). Its `Debug` hides the token
-/// and the key.
-#[derive(Default, Clone, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct User {
-    pub token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    pub token_file: Option<String>,
-    pub client_certificate: Option<String>,
-    pub client_certificate_data: Option<String>,
-    pub client_key: Option<String>,
-    pub client_key_data: Option<String>,
-    /// Only noticed, to explain why such a user has no usable credentials.
-    pub exec: Option<IgnoredAny>,
-    /// Only noticed, like `exec`.
-    pub auth_provider: Option<IgnoredAny>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct NamedContext {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub context: Context,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct Context {
-    #[serde(default)]
-    pub cluster: String,
-    #[serde(default)]
-    pub user: String,
+    pub fn current_context(&self) -> Option<&str> {
+        self.file.current_context.as_deref()
+    }
 }
 
 /// What the agent needs from a kubeconfig to talk to the API server.
@@ -275,15 +236,6 @@ fn origin(field: &str, file: &Option<PathBuf>) -> String {
     }
 }
 
-/// kubectl writes `users: null` and the like for empty lists.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 /// Parses kubeconfig YAML (pure). `path` is only used in errors. File
 /// references stay exactly as written.
 pub fn parse(text: &str, path: &Path) -> Result<Kubeconfig, KubeconfigError> {
@@ -292,10 +244,52 @@ pub fn parse(text: &str, path: &Path) -> Result<Kubeconfig, KubeconfigError> {
             path: path.to_path_buf(),
         });
     }
-    serde_yaml::from_str(text).map_err(|source| KubeconfigError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
+    match serde_yaml::from_str(text) {
+        Ok(file) => Ok(Kubeconfig { file }),
+        Err(source) => match with_missing_names_filled(text) {
+            Some(file) => Ok(Kubeconfig { file }),
+            None => Err(KubeconfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
+        },
+    }
+}
+
+/// kube's types require `name` in every cluster, user and context entry and
+/// `cluster` in every context, where client-go reads a missing one as ""
+/// (and the agent's fallback without contexts uses the first cluster and
+/// user, named or not). Such a file is read again with those filled in as "".
+/// `None` when that does not apply or does not help: then the first error
+/// stands, with its line and column.
+fn with_missing_names_filled(text: &str) -> Option<kube::config::Kubeconfig> {
+    use serde_yaml::{Mapping, Value};
+    fn fill(map: &mut Mapping, key: &str) -> bool {
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.into(), Value::String(String::new()));
+        true
+    }
+    let mut doc: Value = serde_yaml::from_str(text).ok()?;
+    let mut filled = false;
+    for list in ["clusters", "users", "contexts"] {
+        let Some(entries) = doc.get_mut(list).and_then(Value::as_sequence_mut) else {
+            continue;
+        };
+        for entry in entries.iter_mut().filter_map(Value::as_mapping_mut) {
+            filled |= fill(entry, "name");
+            if list == "contexts" {
+                if let Some(context) = entry.get_mut("context").and_then(Value::as_mapping_mut) {
+                    filled |= fill(context, "cluster");
+                }
+            }
+        }
+    }
+    if !filled {
+        return None;
+    }
+    serde_yaml::from_value(doc).ok()
 }
 
 /// Reads the kubeconfig at `node_path` through `host` and resolves it to what
@@ -365,9 +359,10 @@ fn read_node_file(host: &HostRoot, node_path: &Path, limit: u64) -> Result<Vec<u
 /// for field paths in messages.
 struct Selected<'a> {
     cluster_index: usize,
-    cluster: &'a Cluster,
+    /// `None`: the entry has `cluster: null` or none at all.
+    cluster: Option<&'a Cluster>,
     user_index: usize,
-    user: &'a NamedUser,
+    user: &'a NamedAuthInfo,
 }
 
 /// Where a credential comes from.
@@ -384,22 +379,33 @@ struct Loaded {
 }
 
 /// kubectl treats empty strings as unset.
-fn nonempty(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|v| !v.is_empty())
+fn nonempty(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
 }
 
-fn pick<'a>(data: &'a Option<String>, file: &'a Option<String>) -> Option<Origin<'a>> {
+fn pick<'a>(data: Option<&'a str>, file: Option<&'a str>) -> Option<Origin<'a>> {
     nonempty(data)
         .map(Origin::Data)
         .or_else(|| nonempty(file).map(Origin::File))
 }
 
+/// The cluster and user a context names ("" when it names none).
+fn context_refs(context: &NamedContext) -> (&str, &str) {
+    match &context.context {
+        Some(c) => (c.cluster.as_str(), c.user.as_deref().unwrap_or_default()),
+        None => ("", ""),
+    }
+}
+
 impl Kubeconfig {
     fn select(&self, path: &Path) -> Result<Selected<'_>, KubeconfigError> {
-        let context_names = || self.contexts.iter().map(|c| c.name.clone()).collect();
-        let context = match nonempty(&self.current_context) {
+        let contexts = self.contexts();
+        let clusters = self.clusters();
+        let users = self.users();
+        let context_names = || contexts.iter().map(|c| c.name.clone()).collect();
+        let context = match nonempty(self.current_context()) {
             Some(name) => Some(
-                self.contexts
+                contexts
                     .iter()
                     .enumerate()
                     .find(|(_, c)| c.name == name)
@@ -409,7 +415,7 @@ impl Kubeconfig {
                         known: context_names(),
                     })?,
             ),
-            None => match self.contexts.as_slice() {
+            None => match contexts {
                 [] => None,
                 [only] => Some((0, only)),
                 _ => {
@@ -421,52 +427,47 @@ impl Kubeconfig {
             },
         };
         let Some((ctx_index, ctx)) = context else {
-            let cluster = self
-                .clusters
+            let cluster = clusters
                 .first()
                 .ok_or_else(|| KubeconfigError::SelectCluster {
                     path: path.to_path_buf(),
                 })?;
-            let user = self
-                .users
-                .first()
-                .ok_or_else(|| KubeconfigError::SelectUser {
-                    path: path.to_path_buf(),
-                })?;
+            let user = users.first().ok_or_else(|| KubeconfigError::SelectUser {
+                path: path.to_path_buf(),
+            })?;
             return Ok(Selected {
                 cluster_index: 0,
-                cluster: &cluster.cluster,
+                cluster: cluster.cluster.as_ref(),
                 user_index: 0,
                 user,
             });
         };
-        let (cluster_index, cluster) = self
-            .clusters
+        let (cluster_name, user_name) = context_refs(ctx);
+        let (cluster_index, cluster) = clusters
             .iter()
             .enumerate()
-            .find(|(_, c)| c.name == ctx.context.cluster)
+            .find(|(_, c)| c.name == cluster_name)
             .ok_or_else(|| KubeconfigError::SelectReference {
                 path: path.to_path_buf(),
                 field: format!("contexts[{ctx_index}].context.cluster"),
                 kind: "cluster",
-                name: ctx.context.cluster.clone(),
-                known: self.clusters.iter().map(|c| c.name.clone()).collect(),
+                name: cluster_name.to_string(),
+                known: clusters.iter().map(|c| c.name.clone()).collect(),
             })?;
-        let (user_index, user) = self
-            .users
+        let (user_index, user) = users
             .iter()
             .enumerate()
-            .find(|(_, u)| u.name == ctx.context.user)
+            .find(|(_, u)| u.name == user_name)
             .ok_or_else(|| KubeconfigError::SelectReference {
                 path: path.to_path_buf(),
                 field: format!("contexts[{ctx_index}].context.user"),
                 kind: "user",
-                name: ctx.context.user.clone(),
-                known: self.users.iter().map(|u| u.name.clone()).collect(),
+                name: user_name.to_string(),
+                known: users.iter().map(|u| u.name.clone()).collect(),
             })?;
         Ok(Selected {
             cluster_index,
-            cluster: &cluster.cluster,
+            cluster: cluster.cluster.as_ref(),
             user_index,
             user,
         })
@@ -496,16 +497,17 @@ struct Resolver<'r> {
 
 impl Resolver<'_> {
     fn resolve(mut self, selected: &Selected<'_>) -> Result<ResolvedKubeconfig, KubeconfigError> {
-        let cluster = selected.cluster;
+        let no_cluster = Cluster::default();
+        let cluster = selected.cluster.unwrap_or(&no_cluster);
         let cluster_field = format!("clusters[{}].cluster", selected.cluster_index);
 
         let server_field = format!("{cluster_field}.server");
-        let server = nonempty(&cluster.server).map(str::trim).ok_or_else(|| {
-            KubeconfigError::ServerMissing {
+        let server = nonempty(cluster.server.as_deref())
+            .map(str::trim)
+            .ok_or_else(|| KubeconfigError::ServerMissing {
                 path: self.path.to_path_buf(),
                 field: server_field.clone(),
-            }
-        })?;
+            })?;
         if !server.to_ascii_lowercase().starts_with("https://") {
             return Err(KubeconfigError::ServerNotHttps {
                 path: self.path.to_path_buf(),
@@ -515,8 +517,8 @@ impl Resolver<'_> {
         }
 
         let ca_pem = match pick(
-            &cluster.certificate_authority_data,
-            &cluster.certificate_authority,
+            cluster.certificate_authority_data.as_deref(),
+            cluster.certificate_authority.as_deref(),
         ) {
             Some(origin) => {
                 let ca = self.load(
@@ -545,11 +547,18 @@ impl Resolver<'_> {
     /// server's x509 authenticator runs before the token authenticator, so
     /// that is the identity the node would have anyway. `tokenFile` wins
     /// over `token`, as in client-go.
-    fn auth(&mut self, index: usize, named: &NamedUser) -> Result<Auth, KubeconfigError> {
-        let user = &named.user;
+    fn auth(&mut self, index: usize, named: &NamedAuthInfo) -> Result<Auth, KubeconfigError> {
+        let no_user = AuthInfo::default();
+        let user = named.auth_info.as_ref().unwrap_or(&no_user);
         let user_field = format!("users[{index}].user");
-        let cert = pick(&user.client_certificate_data, &user.client_certificate);
-        let key = pick(&user.client_key_data, &user.client_key);
+        let cert = pick(
+            user.client_certificate_data.as_deref(),
+            user.client_certificate.as_deref(),
+        );
+        let key = pick(
+            user.client_key_data.as_ref().map(|k| k.expose_secret()),
+            user.client_key.as_deref(),
+        );
         match (cert, key) {
             (Some(cert), Some(key)) => {
                 let cert = self.load(&user_field, "client-certificate", cert, "certificate")?;
@@ -593,13 +602,17 @@ impl Resolver<'_> {
                 present: "client-key",
                 missing: "client-certificate",
             }),
-            (None, None) => self.token(&user_field, named),
+            (None, None) => self.token(&user_field, &named.name, user),
         }
     }
 
-    fn token(&mut self, user_field: &str, named: &NamedUser) -> Result<Auth, KubeconfigError> {
-        let user = &named.user;
-        let (field, file, raw) = if let Some(file) = nonempty(&user.token_file) {
+    fn token(
+        &mut self,
+        user_field: &str,
+        name: &str,
+        user: &AuthInfo,
+    ) -> Result<Auth, KubeconfigError> {
+        let (field, file, raw) = if let Some(file) = nonempty(user.token_file.as_deref()) {
             let field = format!("{user_field}.tokenFile");
             let node = self.reference(file);
             let bytes = (self.read)(&field, &node)?;
@@ -614,13 +627,13 @@ impl Resolver<'_> {
                     })
                 }
             }
-        } else if let Some(token) = nonempty(&user.token) {
+        } else if let Some(token) = nonempty(user.token.as_ref().map(|t| t.expose_secret())) {
             (format!("{user_field}.token"), None, token.to_string())
         } else {
             return Err(KubeconfigError::NoCredentials {
                 path: self.path.to_path_buf(),
                 field: user_field.to_string(),
-                user: named.name.clone(),
+                user: name.to_string(),
                 uses_plugin: user.exec.is_some() || user.auth_provider.is_some(),
             });
         };
@@ -781,26 +794,17 @@ impl fmt::Debug for ResolvedKubeconfig {
     }
 }
 
-impl fmt::Debug for User {
+/// Names only: see [`Kubeconfig`].
+impl fmt::Debug for Kubeconfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User")
-            .field("token", &self.token.as_ref().map(|_| Redacted))
-            .field("token_file", &self.token_file)
-            .field("client_certificate", &self.client_certificate)
-            .field(
-                "client_certificate_data",
-                &self
-                    .client_certificate_data
-                    .as_ref()
-                    .map(|d| Bytes(d.len())),
-            )
-            .field("client_key", &self.client_key)
-            .field(
-                "client_key_data",
-                &self.client_key_data.as_ref().map(|_| Redacted),
-            )
-            .field("exec", &self.exec.is_some())
-            .field("auth_provider", &self.auth_provider.is_some())
+        let clusters: Vec<&str> = self.clusters().iter().map(|c| c.name.as_str()).collect();
+        let users: Vec<&str> = self.users().iter().map(|u| u.name.as_str()).collect();
+        let contexts: Vec<&str> = self.contexts().iter().map(|c| c.name.as_str()).collect();
+        f.debug_struct("Kubeconfig")
+            .field("clusters", &clusters)
+            .field("users", &users)
+            .field("contexts", &contexts)
+            .field("current_context", &self.current_context())
             .finish()
     }
 }
@@ -1023,11 +1027,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.clusters[0].cluster.certificate_authority.as_deref(),
+            config.clusters()[0]
+                .cluster
+                .as_ref()
+                .unwrap()
+                .certificate_authority
+                .as_deref(),
             Some("pki/ca.crt")
         );
         assert_eq!(
-            config.users[0].user.token_file.as_deref(),
+            config.users()[0]
+                .auth_info
+                .as_ref()
+                .unwrap()
+                .token_file
+                .as_deref(),
             Some("bootstrap-token")
         );
     }
@@ -1146,7 +1160,46 @@ mod tests {
         let text = "apiVersion: v1\nkind: Config\npreferences: {}\nextensions: [{name: x, extension: {}}]\nclusters: null\nusers: null\ncontexts: null\n";
         let config = parse(text, Path::new("/k")).unwrap();
         assert!(
-            config.clusters.is_empty() && config.users.is_empty() && config.contexts.is_empty()
+            config.clusters().is_empty()
+                && config.users().is_empty()
+                && config.contexts().is_empty()
+        );
+    }
+
+    #[test]
+    fn entries_without_names_are_read_as_unnamed() {
+        let text = "clusters:\n- cluster: {server: 'https://x'}\nusers:\n- user: {token: t.t}\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        assert_eq!(config.clusters()[0].name, "");
+        let kc = config
+            .resolve(Path::new("/k"), &mut |_, _| unreachable!())
+            .unwrap();
+        assert_eq!(kc.server, "https://x");
+        let text = "clusters: [{name: c, cluster: {server: 'https://x'}}]\nusers: [{name: u, user: {token: t.t}}]\ncontexts: [{name: a, context: {user: u}}]\n";
+        let err = parse(text, Path::new("/k"))
+            .unwrap()
+            .select(Path::new("/k"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, KubeconfigError::SelectReference { kind: "cluster", name, .. } if name.is_empty()),
+            "{err:?}"
+        );
+        // A wrong type in an unnamed entry is still reported where it is.
+        let text =
+            "clusters:\n- cluster:\n    server: https://x\n    insecure-skip-tls-verify: \"yes\"\n";
+        let msg = parse(text, Path::new("/k")).unwrap_err().to_string();
+        assert!(msg.contains("line "), "{msg}");
+    }
+
+    #[test]
+    fn debug_output_hides_auth_provider_config_and_unmodelled_fields() {
+        let text = "users: [{name: u, user: {auth-provider: {name: oidc, config: {refresh-token: supersecret}}, future-secret: alsosecret}}]\n";
+        let config = parse(text, Path::new("/k")).unwrap();
+        let dbg = format!("{config:?}");
+        assert!(
+            !dbg.contains("supersecret") && !dbg.contains("alsosecret") && dbg.contains("\"u\""),
+            "{dbg}"
         );
     }
 

@@ -1,0 +1,56 @@
+//! `kube::Client`s built from resolved kubeconfig material: the one way
+//! the agent reaches a Kubernetes API server.
+//!
+//! Boundary: builds clients, makes no call with them.
+
+use std::time::Duration;
+
+use base64::Engine;
+use openssl::x509::X509;
+
+use crate::k8s::kubeconfig::{Auth, ResolvedKubeconfig};
+
+/// How long to wait for a TCP connection to the API server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("building an API client for {server}: {reason}")]
+    Build { server: String, reason: String },
+}
+
+/// A kube client from resolved kubeconfig material (no file access).
+pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, ClientError> {
+    let client_err = |reason: String| ClientError::Build {
+        server: kc.server.clone(),
+        reason,
+    };
+    let uri: http::Uri = kc
+        .server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| client_err(format!("server URL is invalid: {e}")))?;
+    let mut config = kube::Config::new(uri);
+    if let Some(ca) = &kc.ca_pem {
+        let certs = X509::stack_from_pem(ca).map_err(|e| {
+            client_err(format!(
+                "cluster CA does not parse: {}",
+                crate::x509::openssl_reason(&e)
+            ))
+        })?;
+        config.root_cert = Some(certs.iter().filter_map(|c| c.to_der().ok()).collect());
+    }
+    config.accept_invalid_certs = kc.insecure_skip_tls_verify;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match &kc.auth {
+        Auth::Token(t) => config.auth_info.token = Some(t.clone().into()),
+        Auth::ClientCert {
+            cert_pem, key_pem, ..
+        } => {
+            config.auth_info.client_certificate_data = Some(b64(cert_pem));
+            config.auth_info.client_key_data = Some(b64(key_pem).into());
+        }
+    }
+    kube::Client::try_from(config).map_err(|e| client_err(e.to_string()))
+}

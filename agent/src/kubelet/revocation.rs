@@ -1,0 +1,514 @@
+//! The `RenewRevocation` custom resource (`nodecert.dev/v1alpha1`,
+//! cluster-scoped): its type, from which the CRD shipped in
+//! manifests/base/crd-renewrevocation.yaml is generated (a test holds the
+//! two equal), its entries, and whether an entry revokes a certificate.
+//!
+//! Owns: reading RenewRevocations from the API server (one list; the raw API
+//! for the daemon's watch) and turning each listed object into labelled
+//! [`Revocation`] entries. A malformed object is warned about and skipped:
+//! one bad object never hides the others. Matching ([`Revocation::matches`])
+//! is pure.
+//!
+//! Boundary: never writes a RenewRevocation, never decides when to renew
+//! (renewal.rs does), and builds no client (it is given one).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::ApiResource;
+use kube::CustomResource;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::kubelet::facts::{normalize_serial, CertFacts};
+
+// The doc comments of the CRD's types are its descriptions (kubectl explain).
+/// Kubelet certificates to renew now, whatever their renewal deadline.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "nodecert.dev",
+    version = "v1alpha1",
+    kind = "RenewRevocation",
+    plural = "renewrevocations",
+    // The root schema is written below, around the derived spec schema.
+    schema = "manual"
+)]
+pub struct RenewRevocationSpec {
+    /// Why these certificates are revoked; logged with every renewal it causes.
+    // Declared as a plain string: the CRD does not allow null here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub description: Option<String>,
+    /// The entries; a certificate that any entry matches is renewed.
+    // Required when decoding, as the agent has always read it (an object
+    // without entries is reported as malformed), but optional in the CRD.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(default)]
+    pub revocations: Vec<Revocation>,
+}
+
+/// By hand, around the derived spec schema: kube's derived root schema lists
+/// `spec` as required, which would make the API server refuse an object the
+/// shipped CRD accepts.
+impl JsonSchema for RenewRevocation {
+    fn schema_name() -> Cow<'static, str> {
+        "RenewRevocation".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "Forces the renewal of matching kubelet certificates on every node running node-cert-agent.",
+            "properties": {
+                "spec": generator.subschema_for::<RenewRevocationSpec>(),
+            },
+        })
+    }
+}
+
+// One entry of a RenewRevocation object.
+/// One entry: a kind and the field it names.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.kind != 'serialnumber' || has(self.serialNumber)", "message": "serialNumber is required when kind is serialnumber"},
+    {"rule": "self.kind != 'Group' || has(self.group)", "message": "group is required when kind is Group"},
+    {"rule": "self.kind != 'DNS' || has(self.dns)", "message": "dns is required when kind is DNS"},
+    {"rule": "self.kind != 'IP' || has(self.ip)", "message": "ip is required when kind is IP"},
+]))]
+pub struct Revocation {
+    /// What the entry matches: serialnumber, Group (subject O=), DNS or IP (a subject alt name).
+    // A string, not an enum, so that an unknown kind (a newer CRD) is one
+    // entry the agent reports, not an object it cannot read; the agent
+    // compares it case-insensitively.
+    #[schemars(extend("enum" = ["serialnumber", "Group", "DNS", "IP"]))]
+    pub kind: String,
+    /// The serial number in hex, colons allowed (kind serialnumber).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", regex(pattern = r"^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$"))]
+    pub serial_number: Option<String>,
+    /// An organization (O=) of the subject (kind Group); system:nodes matches every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(min = 1))]
+    pub group: Option<String>,
+    /// A DNS name (kind DNS); a leading dot matches every name ending in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(min = 1))]
+    pub dns: Option<String>,
+    /// An IP address (kind IP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(min = 1))]
+    pub ip: Option<String>,
+    /// RFC 3339: only certificates issued before it are revoked; without it, all that match, ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub not_before: Option<String>,
+    // Not in the CRD (the API server prunes it from entries); read if an
+    // entry carries one, and then set to the entry's label by
+    // `RenewRevocation::entries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub description: Option<String>,
+}
+
+/// Why a revocation entry cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevocationError {
+    #[error("revocation kind {0:?} is unknown; use serialnumber, Group, DNS or IP")]
+    UnknownKind(String),
+    #[error("revocation of kind {kind} lacks its field `{field}`")]
+    MissingField { kind: String, field: &'static str },
+    #[error("revocation notBefore {0:?} is not an RFC 3339 time such as 2026-11-22T00:00:00Z")]
+    BadTime(String),
+    #[error("revocation ip {0:?} is not an IP address")]
+    BadIp(String),
+}
+
+/// Why RenewRevocations could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewRevocationError {
+    /// The list call failed (connection, HTTP status); its message is kube's.
+    #[error(transparent)]
+    List(#[from] kube::Error),
+    #[error("RenewRevocation {}: {source}", object.as_deref().unwrap_or("(unnamed)"))]
+    Decode {
+        /// `metadata.name` of the object.
+        object: Option<String>,
+        source: serde_json::Error,
+    },
+}
+
+impl Revocation {
+    /// A short label for logs: the description, or what the entry matches.
+    pub fn label(&self) -> String {
+        if let Some(d) = &self.description {
+            return d.clone();
+        }
+        format!("{} {}", self.kind, self.value().unwrap_or("?"))
+    }
+
+    /// The value the entry matches on, whichever field holds it.
+    fn value(&self) -> Option<&str> {
+        self.serial_number
+            .as_ref()
+            .or(self.group.as_ref())
+            .or(self.dns.as_ref())
+            .or(self.ip.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Whether this entry revokes a certificate with `facts`.
+    pub fn matches(&self, facts: &CertFacts) -> Result<bool, RevocationError> {
+        if let Some(nb) = &self.not_before {
+            let cutoff = crate::x509::time::parse_rfc3339(nb)
+                .ok_or_else(|| RevocationError::BadTime(nb.clone()))?;
+            if facts.not_before >= cutoff {
+                return Ok(false);
+            }
+        }
+        let missing = |field| RevocationError::MissingField {
+            kind: self.kind.clone(),
+            field,
+        };
+        match self.kind.to_ascii_lowercase().as_str() {
+            "serialnumber" => {
+                let want = self
+                    .serial_number
+                    .as_deref()
+                    .ok_or_else(|| missing("serialNumber"))?;
+                Ok(normalize_serial(want) == normalize_serial(&facts.serial))
+            }
+            "group" => {
+                let want = self.group.as_deref().ok_or_else(|| missing("group"))?;
+                Ok(facts.organizations.iter().any(|o| o == want))
+            }
+            "dns" => {
+                let want = self
+                    .dns
+                    .as_deref()
+                    .ok_or_else(|| missing("dns"))?
+                    .to_ascii_lowercase();
+                Ok(facts.dns_names.iter().any(|d| {
+                    let d = d.to_ascii_lowercase();
+                    if want.starts_with('.') {
+                        d.ends_with(&want)
+                    } else {
+                        d == want
+                    }
+                }))
+            }
+            "ip" => {
+                let raw = self.ip.as_deref().ok_or_else(|| missing("ip"))?;
+                let want: IpAddr = raw
+                    .parse()
+                    .map_err(|_| RevocationError::BadIp(raw.to_string()))?;
+                Ok(facts.ips.contains(&want))
+            }
+            other => Err(RevocationError::UnknownKind(other.to_string())),
+        }
+    }
+}
+
+/// A listed object, read as a RenewRevocation: only its spec is decoded,
+/// so anything else the object carries cannot make it unreadable.
+impl TryFrom<DynamicObject> for RenewRevocation {
+    type Error = RenewRevocationError;
+
+    fn try_from(object: DynamicObject) -> Result<Self, Self::Error> {
+        let DynamicObject {
+            metadata, mut data, ..
+        } = object;
+        let spec = data
+            .get_mut("spec")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
+        match serde_json::from_value(spec) {
+            Ok(spec) => Ok(RenewRevocation { metadata, spec }),
+            Err(source) => Err(RenewRevocationError::Decode {
+                object: metadata.name,
+                source,
+            }),
+        }
+    }
+}
+
+impl RenewRevocation {
+    /// Its entries, each labelled for logs with this object's name and a
+    /// description (the entry's own, else the object's).
+    pub fn entries(&self) -> Vec<Revocation> {
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        self.spec
+            .revocations
+            .iter()
+            .map(|r| {
+                let what = r.value().unwrap_or("");
+                let label = match r.description.as_ref().or(self.spec.description.as_ref()) {
+                    Some(d) => format!("RenewRevocation {name} ({d}): {} {what}", r.kind),
+                    None => format!("RenewRevocation {name}: {} {what}", r.kind),
+                };
+                Revocation {
+                    description: Some(label),
+                    ..r.clone()
+                }
+            })
+            .collect()
+    }
+}
+
+/// The RenewRevocations as raw objects, for the list and the daemon's
+/// watch: each object is converted on its own, so one that does not decode
+/// (written against another version of the CRD) cannot fail the whole list
+/// or stall the watch, as a typed `Api<RenewRevocation>` would.
+pub fn raw_api(client: kube::Client) -> Api<DynamicObject> {
+    Api::all_with(client, &ApiResource::erase::<RenewRevocation>(&()))
+}
+
+/// The entries of every RenewRevocation; malformed objects are warned about
+/// and skipped.
+pub async fn list_revocations(
+    client: &kube::Client,
+) -> Result<Vec<Revocation>, RenewRevocationError> {
+    let list = raw_api(client.clone()).list(&ListParams::default()).await?;
+    let mut out = Vec::new();
+    for object in list.items {
+        match RenewRevocation::try_from(object) {
+            Ok(revocation) => out.extend(revocation.entries()),
+            Err(RenewRevocationError::Decode { object, source }) => {
+                warn!(object = ?object, "ignoring a malformed RenewRevocation: {source}")
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use kube::core::CustomResourceExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::x509::time::rfc3339;
+
+    fn facts(node: &str) -> CertFacts {
+        CertFacts {
+            serial: "0A1B".into(),
+            common_name: Some(format!("system:node:{node}")),
+            organizations: vec!["system:nodes".into()],
+            dns_names: vec!["node1.eu.example.com".into()],
+            ips: vec!["10.0.0.7".parse().unwrap()],
+            not_before: 1_000_000,
+            not_after: 1_000_000 + 100_000,
+            key_matches: true,
+        }
+    }
+
+    fn rev(kind: &str, field: &str, value: &str) -> Revocation {
+        let json =
+            format!(r#"{{"kind":"{kind}","{field}":"{value}","description":"incident 42"}}"#);
+        serde_json::from_str(&json).unwrap()
+    }
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn revocation_resource_is_the_shipped_crd() {
+        let r = ApiResource::erase::<RenewRevocation>(&());
+        assert_eq!(
+            (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
+            ("nodecert.dev", "v1alpha1", "renewrevocations")
+        );
+        assert_eq!(r.kind, "RenewRevocation");
+        assert_eq!(RenewRevocation::crd().spec.scope, "Cluster");
+    }
+
+    /// The shipped CRD and the type can never drift: the manifest is what
+    /// the type generates, compared as parsed values.
+    #[test]
+    fn the_shipped_crd_is_what_the_type_generates() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/base/crd-renewrevocation.yaml"
+        );
+        let shipped: serde_json::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let generated = serde_json::to_value(RenewRevocation::crd()).unwrap();
+        assert_eq!(
+            shipped,
+            generated,
+            "manifests/base/crd-renewrevocation.yaml differs from RenewRevocation::crd(); the type generates:\n{}",
+            serde_yaml::to_string(&RenewRevocation::crd()).unwrap()
+        );
+    }
+
+    #[test]
+    fn revocations_match_by_serial_group_dns_suffix_and_ip() {
+        let f = facts("n1");
+        assert!(rev("serialnumber", "serialNumber", "00:0a:1b")
+            .matches(&f)
+            .unwrap());
+        assert!(!rev("serialnumber", "serialNumber", "0A1C")
+            .matches(&f)
+            .unwrap());
+        assert!(rev("Group", "group", "system:nodes").matches(&f).unwrap());
+        assert!(!rev("Group", "group", "system:masters").matches(&f).unwrap());
+        assert!(rev("DNS", "dns", ".eu.example.com").matches(&f).unwrap());
+        assert!(rev("DNS", "dns", "node1.eu.example.com")
+            .matches(&f)
+            .unwrap());
+        assert!(
+            !rev("DNS", "dns", "eu.example.com").matches(&f).unwrap(),
+            "no leading dot: exact name only"
+        );
+        assert!(rev("IP", "ip", "10.0.0.7").matches(&f).unwrap());
+        assert!(!rev("IP", "ip", "10.0.0.8").matches(&f).unwrap());
+    }
+
+    #[test]
+    fn revocation_with_not_before_spares_certificates_issued_after_it() {
+        let f = facts("n1");
+        let mut r = rev("Group", "group", "system:nodes");
+        r.not_before = Some(rfc3339(f.not_before + 1));
+        assert!(r.matches(&f).unwrap(), "issued before the cutoff: revoked");
+        r.not_before = Some(rfc3339(f.not_before));
+        assert!(
+            !r.matches(&f).unwrap(),
+            "issued at or after the cutoff: kept"
+        );
+    }
+
+    #[test]
+    fn listed_entries_are_labelled_with_the_object_and_its_description() {
+        let rr = RenewRevocation::try_from(object(json!({
+            "apiVersion": "nodecert.dev/v1alpha1",
+            "kind": "RenewRevocation",
+            "metadata": {"name": "incident-42"},
+            "spec": {
+                "description": "key leaked",
+                "revocations": [
+                    {"kind": "serialnumber", "serialNumber": "0A1B"},
+                    {"kind": "Group", "group": "system:nodes", "description": "own"},
+                    {"kind": "Color"},
+                ],
+            },
+        })))
+        .unwrap();
+        let labels: Vec<String> = rr.entries().iter().map(Revocation::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "RenewRevocation incident-42 (key leaked): serialnumber 0A1B",
+                "RenewRevocation incident-42 (own): Group system:nodes",
+                "RenewRevocation incident-42 (key leaked): Color ",
+            ]
+        );
+        let bare = RenewRevocation::try_from(object(json!({
+            "metadata": {"name": "b"},
+            "spec": {"revocations": [{"kind": "IP", "ip": "10.0.0.7"}]},
+        })))
+        .unwrap();
+        assert_eq!(bare.entries()[0].label(), "RenewRevocation b: IP 10.0.0.7");
+    }
+
+    #[test]
+    fn a_malformed_object_is_an_error_naming_it() {
+        for spec in [
+            json!(null),
+            json!({}),
+            json!({"revocations": null}),
+            json!({"revocations": [{"serialNumber": "0A"}]}),
+            json!({"revocations": [{"kind": "IP", "ip": 7}]}),
+            json!({"revocations": {"kind": "IP"}}),
+        ] {
+            let e = RenewRevocation::try_from(object(json!({
+                "metadata": {"name": "bad"},
+                "spec": spec,
+            })))
+            .unwrap_err();
+            assert!(
+                matches!(&e, RenewRevocationError::Decode { object: Some(n), .. } if n == "bad"),
+                "{spec}: {e:?}"
+            );
+            assert!(e.to_string().starts_with("RenewRevocation bad: "), "{e}");
+        }
+        let e = RenewRevocation::try_from(object(json!({"metadata": {"name": "nospec"}})));
+        assert!(e.is_err());
+    }
+
+    /// The fixtures (also the fuzz target's seeds), read as a listed object.
+    fn fixture(name: &str) -> Result<RenewRevocation, RenewRevocationError> {
+        let path = format!(
+            "{}/tests/data/renewrevocation/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let object: DynamicObject = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        RenewRevocation::try_from(object)
+    }
+
+    #[test]
+    fn fixtures_convert_as_a_listed_object_would() {
+        let example = fixture("example.json").unwrap();
+        let f = CertFacts {
+            serial: "5F2A910C".into(),
+            ..facts("n1")
+        };
+        let matched: Vec<bool> = example
+            .entries()
+            .iter()
+            .map(|r| r.matches(&f).unwrap())
+            .collect();
+        assert_eq!(matched, [true, true, false, false]);
+
+        let listed = fixture("listed-item.json").unwrap();
+        assert_eq!(
+            listed.entries()[0].label(),
+            "RenewRevocation incident-42 (incident 42: key leaked): serialnumber 5F:2A:91:0C"
+        );
+
+        let newer = fixture("unknown-kind.json").unwrap();
+        let errors: Vec<RevocationError> = newer
+            .entries()
+            .iter()
+            .map(|r| r.matches(&facts("n1")).unwrap_err())
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                RevocationError::UnknownKind("cn".into()),
+                RevocationError::BadIp("not-an-ip".into()),
+                RevocationError::BadTime("yesterday".into()),
+            ]
+        );
+
+        for (name, object) in [
+            ("malformed-no-revocations.json", "empty"),
+            ("malformed-wrong-type.json", "wrong-type"),
+        ] {
+            assert!(
+                matches!(fixture(name), Err(RenewRevocationError::Decode { object: Some(o), .. }) if o == object),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_do_not_make_an_object_unreadable() {
+        let rr = RenewRevocation::try_from(object(json!({
+            "metadata": {"name": "newer"},
+            "status": {"x": 1},
+            "spec": {"future": true, "revocations": [{"kind": "CN", "cn": "x", "junk": 1}]},
+        })))
+        .unwrap();
+        let entries = rr.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            entries[0].matches(&facts("n1")),
+            Err(RevocationError::UnknownKind("cn".into()))
+        );
+    }
+}
