@@ -1,6 +1,6 @@
-//! Kubeconfigs: kubelet's kubeconfig, its bootstrap kubeconfig and the
-//! bootstrap kubeconfig, reduced to what the agent needs to reach the API
-//! server: the server URL, the cluster CA and one credential.
+//! Kubeconfigs (kubelet's kubeconfig, its bootstrap kubeconfig, and any
+//! other), reduced to what the agent needs to reach the API server: the
+//! server URL, the cluster CA and one credential.
 //!
 //! [`parse`] is pure: YAML text to kube's kubeconfig types
 //! (`kube::config::Kubeconfig`, client-go's `Config`), read with serde_yaml
