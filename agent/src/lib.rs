@@ -6,15 +6,15 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors (leaves)
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
-//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`]: the leaves.
-//!   Certificate facts, the host boundary (host root, atomic files,
+//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`retry`]: the
+//!   leaves. Certificate facts, the host boundary (host root, atomic files,
 //!   systemd, locks), the Kubernetes API boundary (kubeconfigs, clients),
-//!   settings, and how an error reads.
+//!   settings, how an error reads, and when to try again.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -31,6 +31,7 @@ pub mod k8s;
 pub mod kubelet;
 pub mod node;
 pub mod ops;
+pub mod retry;
 pub mod status;
 pub mod trust;
 pub mod x509;

@@ -80,6 +80,44 @@ pub struct ResolvedKubeconfig {
     pub auth: Auth,
 }
 
+/// kubelet's kubeconfig as kubelet writes it after a TLS bootstrap: the
+/// bootstrap's server and cluster CA (embedded), and `cert` (a node path,
+/// kubelet's `kubelet-client-current.pem`, which holds the key too) as the
+/// client certificate and key. Pure.
+pub fn kubelet_kubeconfig(bootstrap: &ResolvedKubeconfig, cert: &Path) -> String {
+    use base64::Engine as _;
+    let mut cluster = serde_yaml::Mapping::new();
+    cluster.insert("server".into(), bootstrap.server.clone().into());
+    if let Some(ca) = &bootstrap.ca_pem {
+        cluster.insert(
+            "certificate-authority-data".into(),
+            base64::engine::general_purpose::STANDARD.encode(ca).into(),
+        );
+    }
+    if bootstrap.insecure_skip_tls_verify {
+        cluster.insert("insecure-skip-tls-verify".into(), true.into());
+    }
+    let cert = cert.display().to_string();
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "default-cluster", "cluster": cluster}],
+        "users": [{"name": "default-auth", "user": {
+            "client-certificate": cert,
+            "client-key": cert,
+        }}],
+        "contexts": [{"name": "default-context", "context": {
+            "cluster": "default-cluster",
+            "user": "default-auth",
+            "namespace": "default",
+        }}],
+        "current-context": "default-context",
+        "preferences": {},
+    });
+    // A mapping of strings, numbers and booleans always serializes.
+    serde_yaml::to_string(&doc).unwrap_or_default()
+}
+
 /// The one credential the agent presents.
 #[derive(Clone)]
 pub enum Auth {
