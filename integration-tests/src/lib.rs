@@ -30,6 +30,7 @@ pub mod agent;
 mod cgroup;
 mod cmd;
 pub mod cri;
+pub mod http;
 pub mod image;
 pub mod kubelet_node;
 pub mod node;
@@ -42,6 +43,7 @@ pub mod secret_volume;
 pub mod wait;
 
 pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};
+pub use http::http_get;
 pub use cri::{
     assert_pull_ok, assert_pull_untrusted, cri_pull, cri_remove_image, cri_try_pull,
     cri_try_remove_image, pull_fresh, CriError,
