@@ -421,6 +421,9 @@ fn accepts_json(headers: &http::HeaderMap) -> bool {
 }
 
 fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
+    if r.attrs.path == "/openapi/v2" && r.attrs.verb == "get" {
+        return Ok(openapi_v2(r));
+    }
     if !accepts_json(&r.headers) {
         return Err(status::not_acceptable());
     }
@@ -429,6 +432,27 @@ fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
     }
     let Some(def) = resources::lookup(&r.attrs.group, &r.attrs.version, &r.attrs.resource) else {
         return Err(status::no_route());
+    };
+    // `/api/v1/namespaces/<name>`: request info reports the name as the
+    // namespace too; the object itself is cluster-scoped.
+    let unscoped;
+    let r = if def.kind == Kind::Namespace
+        && !r.attrs.namespace.is_empty()
+        && r.attrs.namespace == r.attrs.name
+    {
+        unscoped = Req {
+            attrs: Attributes {
+                namespace: String::new(),
+                ..r.attrs.clone()
+            },
+            query: r.query.clone(),
+            headers: r.headers.clone(),
+            body: r.body.clone(),
+            user: r.user.clone(),
+        };
+        &unscoped
+    } else {
+        r
     };
     if def.namespaced == r.attrs.namespace.is_empty()
         && !(def.namespaced && matches!(r.attrs.verb.as_str(), "list" | "watch"))
@@ -458,6 +482,27 @@ fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
         "patch" => resources::patch(shared, def, r),
         "delete" => resources::delete(shared, def, r),
         _ => Err(status::method_not_allowed()),
+    }
+}
+
+/// `/openapi/v2` in the format the client asks for (protobuf first).
+fn openapi_v2(r: &Req) -> Response<Body> {
+    let accept = r
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // kube-openapi answers the deprecated `...spec.v2@v1.0+protobuf` too,
+    // with a Content-Type a MIME parser takes (no `@`).
+    const PB: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    if accept.contains("protobuf") {
+        Response::builder()
+            .status(200)
+            .header("Content-Type", PB)
+            .body(Body::full(super::openapi::v2_protobuf()))
+            .unwrap()
+    } else {
+        respond(200, &super::openapi::v2_json())
     }
 }
 

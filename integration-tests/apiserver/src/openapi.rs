@@ -18,6 +18,13 @@
 //! Only the custom resource's group-version is listed; the built-in types'
 //! documents (thousands of schemas) are not served, and the meta schemas
 //! the CR document references (ObjectMeta, Status, ...) are abbreviated.
+//!
+//! `/openapi/v2` (protobuf, as older kubectl reads it, or JSON) holds only
+//! the custom resource's PATCH operation with its query parameters and
+//! kind: enough for kubectl before v1.26 to see that the kind takes
+//! `dryRun` (its dry-run verifier) and to skip client-side validation of a
+//! kind without a definition, as it does for any kind the document lacks.
+//! Upstream's v2 document also has every path and definition.
 
 use serde_json::{json, Value};
 
@@ -239,6 +246,114 @@ pub(crate) fn gv_document() -> Value {
     })
 }
 
+/// The PATCH operation of a CR item path in OpenAPI v2 terms:
+/// (path, operationId, query parameters).
+fn v2_patch() -> (String, String, [&'static str; 4]) {
+    let base = format!("/apis/{}/{}", CRD.group, CRD.version);
+    let path = if CRD.namespaced {
+        format!("{base}/namespaces/{{namespace}}/{}/{{name}}", CRD.plural)
+    } else {
+        format!("{base}/{}/{{name}}", CRD.plural)
+    };
+    let id = format!("patch{}", CRD.kind);
+    (
+        path,
+        id,
+        ["dryRun", "fieldManager", "fieldValidation", "force"],
+    )
+}
+
+fn gvk_yaml() -> String {
+    format!(
+        "group: {}\nkind: {}\nversion: {}\n",
+        CRD.group, CRD.kind, CRD.version
+    )
+}
+
+/// `/openapi/v2` as JSON.
+pub(crate) fn v2_json() -> Value {
+    let (path, id, params) = v2_patch();
+    let params: Vec<Value> = params
+        .iter()
+        .map(|n| json!({"name": n, "in": "query", "type": "string", "uniqueItems": true}))
+        .collect();
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": {path: {"patch": {
+            "operationId": id,
+            "parameters": params,
+            "x-kubernetes-group-version-kind": {"group": CRD.group, "version": CRD.version, "kind": CRD.kind},
+        }}},
+    })
+}
+
+/// Protocol buffers, just what gnostic's `openapi_v2.Document` needs here.
+mod pb {
+    fn varint(mut n: u64, out: &mut Vec<u8>) {
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    /// A length-delimited field (strings and messages).
+    pub fn bytes(field: u64, b: &[u8], out: &mut Vec<u8>) {
+        varint(field << 3 | 2, out);
+        varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    pub fn boolean(field: u64, v: bool, out: &mut Vec<u8>) {
+        varint(field << 3, out);
+        varint(u64::from(v), out);
+    }
+}
+
+/// `/openapi/v2` as gnostic's `openapi_v2.Document` (field numbers of
+/// `openapiv2/OpenAPIv2.proto`).
+pub(crate) fn v2_protobuf() -> Vec<u8> {
+    let (path, id, params) = v2_patch();
+    let mut op = vec![];
+    pb::bytes(5, id.as_bytes(), &mut op); // Operation.operation_id
+    for n in params {
+        let mut q = vec![]; // QueryParameterSubSchema
+        pb::bytes(2, b"query", &mut q);
+        pb::bytes(4, n.as_bytes(), &mut q);
+        pb::bytes(6, b"string", &mut q);
+        pb::boolean(20, true, &mut q);
+        let mut nbp = vec![]; // NonBodyParameter.query_parameter_sub_schema
+        pb::bytes(3, &q, &mut nbp);
+        let mut param = vec![]; // Parameter.non_body_parameter
+        pb::bytes(2, &nbp, &mut param);
+        let mut item = vec![]; // ParametersItem.parameter
+        pb::bytes(1, &param, &mut item);
+        pb::bytes(8, &item, &mut op); // Operation.parameters
+    }
+    let mut any = vec![]; // Any.yaml
+    pb::bytes(2, gvk_yaml().as_bytes(), &mut any);
+    let mut ext = vec![]; // NamedAny
+    pb::bytes(1, b"x-kubernetes-group-version-kind", &mut ext);
+    pb::bytes(2, &any, &mut ext);
+    pb::bytes(13, &ext, &mut op); // Operation.vendor_extension
+    let mut item = vec![]; // PathItem.patch
+    pb::bytes(8, &op, &mut item);
+    let mut named = vec![]; // NamedPathItem
+    pb::bytes(1, path.as_bytes(), &mut named);
+    pb::bytes(2, &item, &mut named);
+    let mut paths = vec![]; // Paths.path
+    pb::bytes(2, &named, &mut paths);
+    let mut info = vec![];
+    pb::bytes(1, b"Kubernetes", &mut info);
+    pb::bytes(2, b"v1.33.0", &mut info);
+    let mut doc = vec![];
+    pb::bytes(1, b"2.0", &mut doc); // Document.swagger
+    pb::bytes(2, &info, &mut doc); // Document.info
+    pb::bytes(8, &paths, &mut doc); // Document.paths
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,10 +361,8 @@ mod tests {
     #[test]
     fn patch_of_the_kind_takes_field_validation_and_no_strategic_merge() {
         let doc = gv_document();
-        let item = format!(
-            "/apis/certificates.microsoft.com/v1/namespaces/{{namespace}}/renewrevocations/{{name}}"
-        );
-        let patch = &doc["paths"][&item]["patch"];
+        let item = "/apis/certificates.microsoft.com/v1/namespaces/{namespace}/renewrevocations/{name}";
+        let patch = &doc["paths"][item]["patch"];
         assert_eq!(
             patch["x-kubernetes-group-version-kind"]["kind"],
             "RenewRevocation"

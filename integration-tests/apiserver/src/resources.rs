@@ -389,7 +389,7 @@ fn aggregated(core: bool) -> Value {
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
-fn plain(code: u16, text: &str) -> Response<Body> {
+pub(crate) fn plain(code: u16, text: &str) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("Content-Type", "text/plain; charset=utf-8")
