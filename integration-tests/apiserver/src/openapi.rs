@@ -361,7 +361,8 @@ mod tests {
     #[test]
     fn patch_of_the_kind_takes_field_validation_and_no_strategic_merge() {
         let doc = gv_document();
-        let item = "/apis/certificates.microsoft.com/v1/namespaces/{namespace}/renewrevocations/{name}";
+        let item =
+            "/apis/certificates.microsoft.com/v1/namespaces/{namespace}/renewrevocations/{name}";
         let patch = &doc["paths"][item]["patch"];
         assert_eq!(
             patch["x-kubernetes-group-version-kind"]["kind"],
