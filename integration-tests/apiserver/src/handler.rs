@@ -189,13 +189,20 @@ fn authenticate(
         presented = true;
         if shared.ca.verify_client(leaf, chain).is_ok() {
             let (cn, orgs) = subject_parts(leaf.subject_name());
-            let mut groups = orgs;
-            groups.push("system:authenticated".into());
-            return Some(UserInfo {
-                name: cn.unwrap_or_default(),
-                uid: String::new(),
-                groups,
-            });
+            match cn.filter(|c| !c.is_empty()) {
+                Some(name) => {
+                    let mut groups = orgs;
+                    groups.push("system:authenticated".into());
+                    return Some(UserInfo {
+                        name,
+                        uid: String::new(),
+                        groups,
+                    });
+                }
+                // CommonNameUserConversion: no CN is no user, and no error
+                // (the other authenticators, then anonymous, may apply).
+                None => presented = false,
+            }
         }
     }
     if let Some(h) = headers.get(http::header::AUTHORIZATION) {

@@ -648,8 +648,10 @@ impl ApiServer {
 
     // ------------------------------------------------------------ CSR knobs
 
-    /// Automatic approval of kubelet client CSRs (on by default). Off: CSRs
-    /// stay pending until [`ApiServer::approve`].
+    /// Test-only knob: runs or stops the `csrapproving` controller (running
+    /// by default; what it approves depends on the [`Profile`]'s bindings).
+    /// Stopped: CSRs stay pending until [`ApiServer::approve`]. To model a
+    /// cluster with its own approver, prefer [`Profile::OwnApprover`].
     pub fn set_auto_approve(&self, on: bool) {
         self.state().csr.auto_approve = on;
     }
