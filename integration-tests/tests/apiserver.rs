@@ -1972,6 +1972,39 @@ fn node_restriction_limits_a_node_to_its_own_node_and_kubelets_labels() {
         &json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
     );
     assert_eq!(code, 403);
+    // Registering: only its own Node, and only with labels it may set.
+    let nodes = format!("{}/api/v1/nodes", server.url());
+    let n3 = identity(&server, "system:node:n3", &["system:nodes"]);
+    let (code, st) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n4"}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            403,
+            Some("nodes \"n4\" is forbidden: node \"n3\" is not allowed to modify node \"n4\"")
+        )
+    );
+    let (code, st) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n3", "labels": {"node-role.kubernetes.io/x": ""}}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (403, Some("nodes \"n3\" is forbidden: node \"n3\" is not allowed to set the following labels: node-role.kubernetes.io/x"))
+    );
+    let (code, _) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n3", "labels": {"kubernetes.io/hostname": "n3"}}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201);
     // Taints are the admin's.
     let (code, st) = patch_req(
         &node,
