@@ -17,6 +17,8 @@
 //! - [`kubelet_node`]: a node with a stand-in kubelet and a bootstrap
 //!   kubeconfig for the API test server, and checks of kubelet's client
 //!   certificate link.
+//! - [`rbac`]: the RBAC objects `manifests/` ships (`kubectl kustomize`),
+//!   for the API test server's authorization.
 //!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
@@ -38,6 +40,7 @@ pub mod observe;
 mod overlay;
 pub mod pki;
 pub mod preflight;
+pub mod rbac;
 pub mod registry;
 pub mod secret_volume;
 pub mod wait;

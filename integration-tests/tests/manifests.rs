@@ -139,10 +139,11 @@ fn check_object(doc: &Value, what: &str) -> Result<(), String> {
             strict::<CustomResourceDefinition>(doc, what).map(drop)
         }
         // A custom resource: checked against its CRD by the test API server.
-        ("nodecert.dev/v1alpha1", "RenewRevocation") => {
+        ("certificates.microsoft.com/v1", "RenewRevocation") => {
             let server = ApiServer::start();
+            let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
             server
-                .add_revocation(doc.clone())
+                .add_revocation(ns, doc.clone())
                 .map(drop)
                 .map_err(|e| format!("{what}: rejected by the CRD's schema: {e}"))
         }
@@ -584,12 +585,15 @@ fn the_cluster_role_grants_exactly_the_api_calls_the_agent_makes() {
     server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
     server.add_node("n1");
     server
-        .add_revocation(json!({
-            "apiVersion": "nodecert.dev/v1alpha1",
-            "kind": "RenewRevocation",
-            "metadata": {"name": "nothing-matches"},
-            "spec": {"revocations": [{"kind": "DNS", "dns": ".nowhere.invalid"}]}
-        }))
+        .add_revocation(
+            "kube-system",
+            json!({
+                "apiVersion": "certificates.microsoft.com/v1",
+                "kind": "RenewRevocation",
+                "metadata": {"name": "nothing-matches"},
+                "spec": {"revocations": [{"kind": "DNS", "dns": ".nowhere.invalid"}]}
+            }),
+        )
         .unwrap();
     let node = Node::boot("rbac-calls");
     node.write_file(
