@@ -27,4 +27,3 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("no status code in {head:?}"));
     (code, body.to_owned())
 }
-

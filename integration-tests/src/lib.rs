@@ -46,11 +46,11 @@ pub mod secret_volume;
 pub mod wait;
 
 pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};
-pub use http::http_get;
 pub use cri::{
     assert_pull_ok, assert_pull_untrusted, cri_pull, cri_remove_image, cri_try_pull,
     cri_try_remove_image, pull_fresh, CriError,
 };
+pub use http::http_get;
 pub use node::Node;
 pub use preflight::{preflight, rootfs_path};
 pub use registry::{Registry, TestRegistry};

@@ -25,9 +25,10 @@ const REVOCATIONS_NS: &str = "kube-system";
 /// the node's identity).
 fn wait_for_revocation_watch(fx: &KubeletFixture) {
     wait_until(Duration::from_secs(60), "the RenewRevocation watch", || {
-        fx.server.requests().iter().any(|r| {
-            r.resource == "renewrevocations" && r.verb == "watch" && r.code == 200
-        })
+        fx.server
+            .requests()
+            .iter()
+            .any(|r| r.resource == "renewrevocations" && r.verb == "watch" && r.code == 200)
     });
 }
 
@@ -60,14 +61,17 @@ fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
         String::from_utf8_lossy(&dry.stdout),
         String::from_utf8_lossy(&dry.stderr)
     );
-    assert!(fx.server.revocations(REVOCATIONS_NS).is_empty(), "a dry run stores nothing");
+    assert!(
+        fx.server.revocations().is_empty(),
+        "a dry run stores nothing"
+    );
     let applied = kubectl(&fx, &["apply", "-f", example]);
     assert!(
         applied.status.success(),
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
-    let stored = fx.server.revocations(REVOCATIONS_NS);
+    let stored = fx.server.revocations();
     assert_eq!(stored.len(), 1, "{stored:?}");
     let entries = stored[0]["spec"]["revocations"].as_array().unwrap();
     assert_eq!(entries.len(), 5, "all five entries are kept: {stored:?}");
@@ -104,7 +108,11 @@ fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), revoke.to_string()).unwrap();
     let applied = kubectl(&fx, &["apply", "-f", file.path().to_str().unwrap()]);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     let second = fx.wait_for_client_cert(&agent, "the renewal the revocation asks for", |c| {
         serial(c) != serial(&first)
     });
@@ -167,11 +175,15 @@ fn a_serving_csr_pending_forever_after_a_client_revocation_restarts_kubelet_once
     });
     let restarted = fx.kubelet_pid();
     // The serving CSR times out (20 s) and fails: still no second restart.
-    wait_until(Duration::from_secs(60), "the serving CSR to time out", || {
-        agent.logs().iter().any(|e| {
-            e.message.contains("got no certificate within") && e.message.contains("serving")
-        })
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the serving CSR to time out",
+        || {
+            agent.logs().iter().any(|e| {
+                e.message.contains("got no certificate within") && e.message.contains("serving")
+            })
+        },
+    );
     assert_eq!(fx.kubelet_pid(), restarted, "kubelet was restarted again");
     // kubelet reads the new client certificate.
     assert_eq!(serial(&fx.client_cert().unwrap()), serial(&second));
@@ -218,18 +230,23 @@ fn a_410_and_a_dropped_watch_during_a_csr_wait_keep_waiting_on_the_same_csr() {
     );
     let logs = agent.logs();
     assert!(
-        !logs.iter().any(|e| e.message.contains("renewing the kubelet client certificate failed")),
+        !logs.iter().any(|e| e
+            .message
+            .contains("renewing the kubelet client certificate failed")),
         "the wait gave up:\n{}",
         render_tail(&logs, 30)
     );
     // The pending key is swept once used.
-    assert!(!fx.node.exists(&format!("{PKI}/node-cert-agent-client.pending.key")));
+    assert!(!fx
+        .node
+        .exists(&format!("{PKI}/node-cert-agent-client.pending.key")));
 }
 
 #[test]
 fn without_an_approver_retries_leave_one_pending_csr_per_certificate_kind() {
     let fx = KubeletFixture::with_cluster("kbc-pileup", Profile::OwnApprover, &shipped_rbac());
-    let extra = "  csr-timeout-seconds: 1\n  serving:\n    enabled: true\n    dns: [n1.nodes.test]\n";
+    let extra =
+        "  csr-timeout-seconds: 1\n  serving:\n    enabled: true\n    dns: [n1.nodes.test]\n";
     let agent = fx.start_agent(extra);
     // The daemon retries on its own; beside it, `renew` from a node shell
     // retries 30 times: more attempts than the daemon's backoff (2 s
@@ -250,19 +267,20 @@ fn without_an_approver_retries_leave_one_pending_csr_per_certificate_kind() {
             )
             .output()
             .unwrap();
-        assert!(!out.status.success(), "renew cannot succeed without an approver");
+        assert!(
+            !out.status.success(),
+            "renew cannot succeed without an approver"
+        );
     }
     let csrs = fx.server.csrs();
-    let per_signer = |signer: &str| {
-        csrs.iter()
-            .filter(|c| c.spec.signer_name == signer)
-            .count()
-    };
+    let per_signer = |signer: &str| csrs.iter().filter(|c| c.spec.signer_name == signer).count();
     assert_eq!(
         per_signer("kubernetes.io/kube-apiserver-client-kubelet"),
         1,
         "{:?}",
-        csrs.iter().map(|c| c.metadata.name.clone()).collect::<Vec<_>>()
+        csrs.iter()
+            .map(|c| c.metadata.name.clone())
+            .collect::<Vec<_>>()
     );
     assert!(per_signer("kubernetes.io/kubelet-serving") <= 1);
     // The daemon kept retrying meanwhile, on the same CSR.
@@ -280,14 +298,21 @@ fn without_an_approver_retries_leave_one_pending_csr_per_certificate_kind() {
 fn a_certificate_from_another_signer_is_installed_with_a_warning_naming_both_issuers() {
     let fx = KubeletFixture::new("kbc-signer");
     let other = integration_tests::pki::TestCa::new("kubelet client signer");
-    fx.server.sign_client_certificates_with(&other.cert_pem(), &other.key_pem());
+    fx.server
+        .sign_client_certificates_with(&other.cert_pem(), &other.key_pem());
     let agent = fx.start_agent("");
     let cert = fx.wait_for_client_cert(&agent, "the certificate of the other signer", |_| true);
-    assert!(integration_tests::kubelet_node::chains_to(&cert, &other.cert_pem()));
+    assert!(integration_tests::kubelet_node::chains_to(
+        &cert,
+        &other.cert_pem()
+    ));
     let warning = agent
         .logs()
         .into_iter()
-        .find(|e| e.message.contains("does not chain to the kubeconfig's cluster CA"))
+        .find(|e| {
+            e.message
+                .contains("does not chain to the kubeconfig's cluster CA")
+        })
         .unwrap_or_else(|| panic!("no warning:\n{}", render_tail(&agent.logs(), 30)));
     assert_eq!(warning.raw["level"], "WARN");
     assert!(
@@ -307,9 +332,11 @@ fn a_bootstrap_on_a_node_without_a_kubelet_kubeconfig_writes_it_as_kubelet_does(
             "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n  csr-timeout-seconds: 60\nmetrics-address: off\n"
         ),
     );
-    wait_until(Duration::from_secs(60), "the bootstrapped certificate", || {
-        fx.client_cert().is_some()
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "the bootstrapped certificate",
+        || fx.client_cert().is_some(),
+    );
     wait_until(Duration::from_secs(10), "kubelet's kubeconfig", || {
         fx.node.exists("/var/lib/kubelet/kubeconfig")
     });
@@ -324,8 +351,14 @@ fn a_bootstrap_on_a_node_without_a_kubelet_kubeconfig_writes_it_as_kubelet_does(
         Some(fx.server.url().as_str()),
         "{text}"
     );
-    assert_eq!(kc["users"][0]["user"]["client-certificate"].as_str(), Some(CLIENT_LINK));
-    assert_eq!(kc["users"][0]["user"]["client-key"].as_str(), Some(CLIENT_LINK));
+    assert_eq!(
+        kc["users"][0]["user"]["client-certificate"].as_str(),
+        Some(CLIENT_LINK)
+    );
+    assert_eq!(
+        kc["users"][0]["user"]["client-key"].as_str(),
+        Some(CLIENT_LINK)
+    );
     // kubelet's view: the kubeconfig, read as the node reads it, is the node
     // talking to the API server as itself.
     let root = node_cert_agent::node::hostroot::HostRoot::new(fx.node.root()).unwrap();
@@ -372,15 +405,12 @@ fn a_bootstrap_on_a_node_without_a_kubelet_kubeconfig_writes_it_as_kubelet_does(
 }
 
 #[test]
-fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_retried_once_a_minute(
-) {
+fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_retried_once_a_minute()
+{
     let rbac = shipped_rbac().without("RoleBinding", "node-cert-agent:renewrevocations-reader");
     let fx = KubeletFixture::with_cluster("kbc-403", Profile::Kubeadm, &rbac);
     let port = integration_tests::registry::free_port();
-    let agent = fx.start_agent_with_metrics(
-        "",
-        &format!("127.0.0.1:{port}"),
-    );
+    let agent = fx.start_agent_with_metrics("", &format!("127.0.0.1:{port}"));
     fx.wait_for_client_cert(&agent, "the client certificate", |_| true);
     let forbidden = || {
         fx.server
@@ -403,18 +433,28 @@ fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_ret
         })
     });
     // status says so, and exits 1.
-    wait_until(Duration::from_secs(20), "status to show the failure", || {
-        let (code, report) = fx.status_json();
-        code == 1 && report["agent"]["revocationSource"]["state"] == "failing"
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "status to show the failure",
+        || {
+            let (code, report) = fx.status_json();
+            code == 1 && report["agent"]["revocationSource"]["state"] == "failing"
+        },
+    );
     let (_, report) = fx.status_json();
-    assert_eq!(report["agent"]["revocationSource"]["forbidden"], true, "{report}");
+    assert_eq!(
+        report["agent"]["revocationSource"]["forbidden"], true,
+        "{report}"
+    );
     assert!(report["problems"]
         .as_array()
         .unwrap()
         .iter()
         .any(|p| p["kind"] == "failing"
-            && p["message"].as_str().unwrap().contains("rbac-renewrevocations.yaml")));
+            && p["message"]
+                .as_str()
+                .unwrap()
+                .contains("rbac-renewrevocations.yaml")));
     // /readyz says so.
     let (code, body) = integration_tests::http_get(port, "/readyz");
     assert_eq!(code, 503, "{body}");
@@ -426,12 +466,20 @@ fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_ret
         after_first.len() <= 2,
         "{} requests in the 130 s after the first 403: {:?}",
         after_first.len(),
-        after_first.iter().map(|r| (&r.verb, r.code)).collect::<Vec<_>>()
+        after_first
+            .iter()
+            .map(|r| (&r.verb, r.code))
+            .collect::<Vec<_>>()
     );
     let lines = agent
         .logs()
         .iter()
         .filter(|e| e.message.contains("cannot read RenewRevocations"))
         .count();
-    assert_eq!(lines, 1, "the same error is logged once:\n{}", render_tail(&agent.logs(), 30));
+    assert_eq!(
+        lines,
+        1,
+        "the same error is logged once:\n{}",
+        render_tail(&agent.logs(), 30)
+    );
 }

@@ -12,15 +12,13 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use integration_tests::http_get;
 use integration_tests::agent::{self, Agent, Mode, PodModeAgent};
+use integration_tests::http_get;
 use integration_tests::pki::{self, TestCa};
 use integration_tests::{preflight, Node};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};

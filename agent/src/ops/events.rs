@@ -107,7 +107,10 @@ pub fn start(node_name: String, client: ClientSource) -> EventSink {
                         debug!(reason = old.reason, "more events than are kept without a node identity: the oldest was dropped");
                     }
                 }
-                debug!(reason = event.reason, "no node identity yet: event kept until there is one");
+                debug!(
+                    reason = event.reason,
+                    "no node identity yet: event kept until there is one"
+                );
                 held.push_back(event);
                 continue;
             };
@@ -124,7 +127,10 @@ pub fn start(node_name: String, client: ClientSource) -> EventSink {
                     Err(_) => format!("the API server did not answer within {POST_TIMEOUT:?}"),
                 };
                 if logged.get(event.reason) != Some(&failure) {
-                    warn!(reason = event.reason, "a {} Event on Node {node_name} was not posted: {failure}", event.reason);
+                    warn!(
+                        reason = event.reason,
+                        "a {} Event on Node {node_name} was not posted: {failure}", event.reason
+                    );
                     logged.insert(event.reason, failure);
                 }
             }

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use crate::config::{KubeletSettings, Settings};
 use crate::k8s::kubeconfig::{self, Credential};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::node::fsutil;
-use crate::ops::inventory::MAX_FILE_BYTES;
 use crate::kubelet::store::{is_timestamped_file, CertKind};
 use crate::node::distro::TrustStoreLayout;
+use crate::node::fsutil;
 use crate::node::hostroot::HostRoot;
 use crate::node::identity::NodeIdentity;
 use crate::node::lock::{probe_daemon_lock, DaemonLock};
@@ -20,6 +19,7 @@ use crate::node::procfs::{start_ticks_of, ProcessIdentity};
 use crate::ops::daemon_status::{
     read_daemon_status, DaemonStatus, DAEMON_LOCK_FILE, DAEMON_STATUS_FILE,
 };
+use crate::ops::inventory::MAX_FILE_BYTES;
 use crate::ops::inventory::{
     gather_certificates, AnchorList, CertInventory, CertSummary, InventorySources,
 };

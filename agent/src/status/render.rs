@@ -244,7 +244,10 @@ pub fn render_table(r: &StatusReport) -> String {
         kv(&mut out, &[("kubeconfig", format!("{path} ({cred})"))]);
     }
     if let (Some(path), Some(e)) = (&k.kubeconfig, &k.kubeconfig_error) {
-        kv(&mut out, &[("kubeconfig", format!("{path}: UNREADABLE: {e}"))]);
+        kv(
+            &mut out,
+            &[("kubeconfig", format!("{path}: UNREADABLE: {e}"))],
+        );
     }
     let rows: Vec<Vec<String>> = [&k.client, &k.serving]
         .iter()

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::k8s::kubeconfig::Credential;
 use crate::kubelet::renewal;
 use crate::kubelet::store::CertKind;
-use crate::k8s::kubeconfig::Credential;
 use crate::ops::daemon_status::SourceReport;
 use crate::ops::daemon_status::{DaemonStatus, SCHEMA_VERSION};
 use crate::ops::inventory::NodeCertRead;
@@ -598,11 +598,15 @@ fn kubeconfig_mismatch(facts: &Facts, client_by: RenewedBy) -> Option<Problem> {
     let uses = match k.kubeconfig_credential.as_ref()? {
         Ok(Credential::CertificateFile(p)) if p == renewed => return None,
         Ok(c) => c.to_string(),
-        Err(e) => return Some(Problem {
-            kind: ProblemKind::Mismatch,
-            subject: kubeconfig.display().to_string(),
-            message: format!("kubelet's kubeconfig cannot be read to check which certificate kubelet uses: {e}"),
-        }),
+        Err(e) => {
+            return Some(Problem {
+                kind: ProblemKind::Mismatch,
+                subject: kubeconfig.display().to_string(),
+                message: format!(
+                "kubelet's kubeconfig cannot be read to check which certificate kubelet uses: {e}"
+            ),
+            })
+        }
     };
     Some(Problem {
         kind: ProblemKind::Mismatch,

@@ -568,6 +568,17 @@ impl ApiServer {
         self.state().store.list(Kind::Revocation).cloned().collect()
     }
 
+    /// From now on, kubelet client certificates are signed by another CA
+    /// than the cluster CA (given as PEM), which the server also trusts for
+    /// client auth: a cluster with its own kubelet client signer.
+    pub fn sign_client_certificates_with(&self, cert_pem: &str, key_pem: &str) {
+        let ca = node_cert_agent::x509::testpki::TestCa {
+            cert: openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap(),
+            key: openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).unwrap(),
+        };
+        self.shared.ca.set_client_signer(ca);
+    }
+
     /// CSR `name`.
     pub fn csr(&self, name: &str) -> Option<CertificateSigningRequest> {
         controller::load(&self.state(), name)
