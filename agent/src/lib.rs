@@ -20,6 +20,8 @@
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
 //!   certificate inventory; it sees the jobs' outcome types only.
 //! - [`daemon`]: runs the jobs' loops and the operator tasks.
+//! - [`fleet`]: what each agent publishes on its Node, and the `fleet`
+//!   command's reading of it.
 //! - [`status`]: the `status` command's report.
 //!
 //! `agent/tests/layout.rs` checks these rules on the source.
@@ -27,6 +29,7 @@
 pub mod config;
 pub mod daemon;
 pub mod errors;
+pub mod fleet;
 pub mod k8s;
 pub mod kubelet;
 pub mod node;

@@ -7,6 +7,8 @@
 //!   other leaves; `x509`, `config`, `errors` and `retry` use nothing).
 //! - `trust` and `kubelet` use only the leaves (and themselves).
 //! - `ops` uses the leaves, and of the jobs only their outcome types.
+//! - `fleet` uses the leaves and the jobs (their pure planning), never
+//!   `daemon`, `ops` or `status`.
 //! - Nothing but the binary (`main.rs`, `cli.rs`, `app/`) uses `status`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -41,6 +43,7 @@ fn allowed(folder: &str, path: &str) -> bool {
                     .iter()
                     .any(|t| path == *t || path.starts_with(&format!("{t}::")))
         }
+        "fleet" => top == "fleet" || leaves.contains(&top) || top == "trust" || top == "kubelet",
         "daemon" => top != "status",
         "status" => true,
         other => panic!("a folder the layout rules do not know: {other}; add its rule here"),
