@@ -110,14 +110,16 @@ pub fn trust_set_digest<'a>(fingerprints: impl IntoIterator<Item = &'a Fingerpri
     hex::encode(openssl::sha::sha256(text.as_bytes()))
 }
 
-/// The digest of input content (a Secret's `data`, provisioning files):
-/// SHA-256 over, for each entry in name order, the name, `\0`, the length
-/// of the bytes as decimal, `\0`, the bytes. Names are `<source>/<key>`,
-/// for example `secret/ca1.crt` or `file/etc/…/extra.pem`, so moving content
-/// between sources changes the digest.
+/// The digest of the Secret content a node acted on (its `data` as mounted
+/// or as read through the API): SHA-256 over, for each key in key order
+/// (keys starting with `.` excluded, as in a volume), the key, `\0`, the
+/// length of the bytes in decimal, `\0`, the bytes. Provisioning files are
+/// node-local and not in it (the trust-set digest covers them). The `fleet`
+/// command computes the same digest from the live Secret, which tells "has
+/// not seen the new Secret" from "has seen it and refused a key".
 pub fn input_digest(entries: &BTreeMap<String, Vec<u8>>) -> String {
     let mut h = openssl::sha::Sha256::new();
-    for (name, bytes) in entries {
+    for (name, bytes) in entries.iter().filter(|(k, _)| !k.starts_with('.')) {
         h.update(name.as_bytes());
         h.update(b"\0");
         h.update(bytes.len().to_string().as_bytes());
@@ -153,8 +155,8 @@ mod tests {
 
     #[test]
     fn input_digest_separates_names_and_bytes() {
-        let one: BTreeMap<String, Vec<u8>> = [("secret/a".to_string(), b"bc".to_vec())].into();
-        let two: BTreeMap<String, Vec<u8>> = [("secret/ab".to_string(), b"c".to_vec())].into();
+        let one: BTreeMap<String, Vec<u8>> = [("a".to_string(), b"bc".to_vec())].into();
+        let two: BTreeMap<String, Vec<u8>> = [("ab".to_string(), b"c".to_vec())].into();
         assert_ne!(input_digest(&one), input_digest(&two));
         assert_eq!(input_digest(&one), input_digest(&one.clone()));
     }
