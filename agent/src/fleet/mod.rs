@@ -3,9 +3,20 @@
 //!
 //! - [`schema`]: the published names (label, annotations, condition types
 //!   and reasons) and the digests. Pure; the one definition both sides use.
+//! - [`observed`]: one Node's published state read back (remote input:
+//!   never panics, malformed values become problems on the row).
+//! - [`expected`]: what every node should have, from the live Secret and
+//!   the provisioning files, by the trust job's own validation and planning.
+//! - [`report`]: the `fleet` command's rows, judgement, summary, table,
+//!   JSON (schemaVersion 1) and exit code.
+//! - [`duration`]: `--timeout DURATION`.
 //!
 //! Boundary: this folder uses the leaves (`x509`, `k8s`, `config`, `errors`,
 //! `retry`) and the jobs' pure planning; it never writes to the host, and
 //! talks to the API only through `k8s`.
 
+pub mod duration;
+pub mod expected;
+pub mod observed;
+pub mod report;
 pub mod schema;
