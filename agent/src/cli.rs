@@ -2,7 +2,8 @@
 //! Only types and the mapping of `run` flags onto [`config::Flags`]; what a
 //! command does is `app`'s.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use node_cert_agent::config::{self, Flags, LogFormat, LogTarget, DEFAULT_MAX_CERTIFICATES};
@@ -37,7 +38,70 @@ pub enum Command {
     /// invalid, failing, or in the last 10 % of its lifetime with nothing to
     /// renew it, 2 when status itself cannot run.
     Status(StatusArgs),
+    /// From an operator's workstation: every Node's CA trust and kubelet
+    /// certificate state as its agent published it, judged against the
+    /// current custom-ca-trust-secret. Exit 0 when every selected node has
+    /// converged, 1 otherwise (or when --wait times out), 2 when the command
+    /// cannot run, 130 when --wait is stopped with Ctrl-C.
+    Fleet(FleetArgs),
 }
+
+/// The file name of the kubectl plugin link: `kubectl node-cert ...` runs
+/// `kubectl-node_cert ...` (kubectl maps `-` in a command to `_`).
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-node_cert";
+
+/// Whether argv\[0\] is the kubectl plugin link (or a copy of the binary by
+/// that name).
+pub fn invoked_as_kubectl_plugin(argv0: &OsStr) -> bool {
+    Path::new(argv0).file_name() == Some(OsStr::new(KUBECTL_PLUGIN_NAME))
+}
+
+#[derive(Args)]
+pub struct FleetArgs {
+    /// The kubeconfig file [default: as kubectl: $KUBECONFIG, then ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current-context].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Only the Nodes matching this label selector (as kubectl's -l).
+    #[arg(long, short = 'l', value_name = "SELECTOR")]
+    pub selector: Option<String>,
+    /// The namespace of the CA Secret.
+    #[arg(long, value_name = "NS", default_value = DEFAULT_SECRET_NAMESPACE)]
+    pub secret_namespace: String,
+    /// The name of the CA Secret.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_SECRET_NAME)]
+    pub secret_name: String,
+    /// A provisioning file the nodes also trust (PEM certificates separated by
+    /// blank lines; repeatable), for the expected trust set.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Vec<PathBuf>,
+    /// The agents' max-certificates, for the expected trust set.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CERTIFICATES)]
+    pub max_certificates: usize,
+    /// table for people, json (schemaVersion 1) for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Watch the Nodes until every selected one has converged (or --timeout).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits: 90s, 5m, 1h30m.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_WAIT_TIMEOUT, requires = "wait")]
+    pub timeout: String,
+    /// Nodes per list request (the API's `limit`; the rest follows by `continue`).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+}
+
+/// AKS's Secret: `kube-system/custom-ca-trust-secret`.
+pub const DEFAULT_SECRET_NAMESPACE: &str = "kube-system";
+pub const DEFAULT_SECRET_NAME: &str = "custom-ca-trust-secret";
+/// `--wait` without `--timeout`: ten minutes, several of kubelet's Secret
+/// sync periods (a node takes 30 to 90 s to see a change).
+pub const DEFAULT_WAIT_TIMEOUT: &str = "10m";
+/// kubectl's own chunk size for `get` (`--chunk-size`, 500).
+pub const DEFAULT_PAGE_SIZE: u32 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {

@@ -6,15 +6,29 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As a kubectl plugin (`kubectl node-cert fleet` through a
+    // `kubectl-node_cert` link) the binary behaves the same; only help and
+    // errors name it as kubectl does.
+    let mut command = Cli::command();
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| cli::invoked_as_kubectl_plugin(&a))
+    {
+        command = command.name("kubectl node-cert").bin_name("kubectl node-cert");
+    }
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Run(args) => app::run(args),
         Command::Check(args) => Ok(app::check(&args)),
         Command::Renew(args) => app::renew(args),
+        Command::Fleet(args) => return app::fleet(args),
         Command::Status(args) => {
             // Scripts tell "unhealthy" (1) from "could not look" (2).
             return app::status(args).unwrap_or_else(|e| {

@@ -17,6 +17,8 @@
 //! - [`kubelet_node`]: a node with a stand-in kubelet and a bootstrap
 //!   kubeconfig for the API test server, and checks of kubelet's client
 //!   certificate link.
+//! - [`fleet`]: the test API server holding a fleet of Nodes in chosen
+//!   states, for the `fleet` command's tests and benchmark.
 //! - [`rbac`]: the RBAC objects `manifests/` ships (`kubectl kustomize`),
 //!   for the API test server's authorization.
 //!
@@ -32,6 +34,7 @@ pub mod agent;
 mod cgroup;
 mod cmd;
 pub mod cri;
+pub mod fleet;
 pub mod http;
 pub mod image;
 pub mod kubelet_node;

@@ -7,6 +7,7 @@
 //! this is the one place (with `main`) that uses `anyhow`.
 
 mod check;
+mod fleet;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 pub use check::check;
+pub use fleet::fleet;
 use node_cert_agent::config::{self, FileConfig, Flags, Settings, SourceSpec};
 use node_cert_agent::daemon;
 use node_cert_agent::kubelet::manager::{lock_path, KubeletJob, KubeletManager};

@@ -98,6 +98,33 @@ fn shown(value: &str) -> String {
 }
 
 impl NodeFacts {
+    /// [`NodeFacts::read`] of a Node as the API serves it.
+    pub fn of_node(node: &k8s_openapi::api::core::v1::Node) -> NodeFacts {
+        let empty = BTreeMap::new();
+        let meta = &node.metadata;
+        let conditions: Vec<RawCondition> = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| RawCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        NodeFacts::read(
+            meta.name.as_deref().unwrap_or_default(),
+            meta.labels.as_ref().unwrap_or(&empty),
+            meta.annotations.as_ref().unwrap_or(&empty),
+            &conditions,
+        )
+    }
+
     /// Reads a Node's agent state from its labels, annotations and
     /// conditions. Never fails: what does not parse is a [`Problem`].
     pub fn read(

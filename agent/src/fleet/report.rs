@@ -146,13 +146,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Every selected node converged. No node at all is not convergence: a
+    /// selector that matches nothing is more likely a typo than a fleet.
     pub fn all_converged(&self) -> bool {
-        self.converged == self.total
+        self.total > 0 && self.converged == self.total
     }
 
     /// `N of M converged; the rest: ...`.
     pub fn line(&self) -> String {
         let mut s = format!("{} of {} converged", self.converged, self.total);
+        if self.total == 0 {
+            s.push_str(" (no Node matches)");
+        }
         if !self.not_converged.is_empty() {
             let rest: Vec<String> = self
                 .not_converged
@@ -221,7 +226,8 @@ impl Report {
         }
     }
 
-    /// 0 when every selected node has converged, 1 otherwise.
+    /// 0 when every selected node has converged, 1 otherwise (also when no
+    /// node is selected).
     pub fn exit_code(&self) -> u8 {
         if self.summary().all_converged() {
             EXIT_CONVERGED
@@ -576,6 +582,9 @@ mod tests {
         );
         assert_eq!(all.exit_code(), EXIT_CONVERGED);
         assert_eq!(all.summary().line(), "1 of 1 converged");
+        let none = Report::new(expected(), vec![], 0, Some("pool=x".into()));
+        assert_eq!(none.exit_code(), EXIT_NOT_CONVERGED);
+        assert_eq!(none.summary().line(), "0 of 0 converged (no Node matches)");
     }
 
     #[test]

@@ -135,6 +135,29 @@ static BUILTIN: &[ResourceDef] = &[
         builtin: true,
     },
     ResourceDef {
+        kind: Kind::Secret,
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind_name: "Secret",
+        namespaced: true,
+        verbs: &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        short_names: &[],
+        categories: &[],
+        field_labels: &["metadata.name", "metadata.namespace", "type"],
+        builtin: true,
+    },
+    ResourceDef {
         kind: Kind::Event,
         group: "",
         version: "v1",
@@ -281,6 +304,9 @@ pub(crate) fn fields(def: &ResourceDef, v: &Value) -> BTreeMap<&'static str, Str
             f.insert("reason", s(&["reason"]));
             f.insert("reportingComponent", s(&["reportingComponent"]));
             f.insert("source", s(&["source", "component"]));
+            f.insert("type", s(&["type"]));
+        }
+        Kind::Secret => {
             f.insert("type", s(&["type"]));
         }
         Kind::Revocation => {}
@@ -701,7 +727,7 @@ pub(crate) fn create(
         Kind::Event => super::events::create(shared, def, r, dry),
         Kind::Revocation => super::custom::create(shared, def, r, dry),
         Kind::Node => super::nodes::create(shared, def, r, dry),
-        Kind::Namespace => Err(status::method_not_allowed()),
+        Kind::Namespace | Kind::Secret => Err(status::method_not_allowed()),
     }
 }
 
@@ -849,7 +875,7 @@ pub(crate) fn patch(
         Kind::Event => super::events::patch(shared, def, r, pt, dry),
         Kind::Revocation => super::custom::patch(shared, def, r, pt, dry),
         Kind::Node => super::nodes::patch(shared, def, r, pt, dry),
-        Kind::Csr | Kind::Namespace => Err(status::method_not_allowed()),
+        Kind::Csr | Kind::Namespace | Kind::Secret => Err(status::method_not_allowed()),
     }
 }
 

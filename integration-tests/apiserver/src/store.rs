@@ -17,6 +17,9 @@ pub(crate) enum Kind {
     /// Events of both APIs share one storage (core/v1 form).
     Event,
     Revocation,
+    /// Read-only through the API (get, list, watch, delete); tests put them
+    /// with `ApiServer::set_secret`.
+    Secret,
 }
 
 /// One change, as the watch cache keeps it.

@@ -1,0 +1,342 @@
+//! `node-cert-agent fleet`: the I/O around `fleet::report`. Reads the
+//! operator's kubeconfig (as kubectl), the CA Secret and every Node (pages
+//! of `--page-size` with `continue`), prints the report; with `--wait`,
+//! watches the Nodes until they converge, with a progress bar on a terminal
+//! and plain lines otherwise.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use node_cert_agent::config::SourceSpec;
+use node_cert_agent::errors::error_chain;
+use node_cert_agent::fleet::duration::parse_timeout;
+use node_cert_agent::fleet::expected::{self, Expected};
+use node_cert_agent::fleet::observed::NodeFacts;
+use node_cert_agent::fleet::report::{
+    Report, Summary, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED,
+};
+use node_cert_agent::k8s::client::{user_client, UserTarget};
+use node_cert_agent::k8s::failure::{ApiFailure, FailureKind};
+use node_cert_agent::trust::sources::read_source;
+use node_cert_agent::x509::time::now_unix;
+
+use crate::cli::{FleetArgs, OutputFormat};
+
+/// `node-cert-agent fleet`: 0 converged, 1 not, 2 cannot run, 130 Ctrl-C.
+pub fn fleet(args: FleetArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            super::report_error(&e);
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(args: FleetArgs) -> anyhow::Result<u8> {
+    let timeout = if args.wait {
+        Some(parse_timeout(&args.timeout)?)
+    } else {
+        None
+    };
+    let now = now_unix();
+    let mut ca_files = Vec::new();
+    for path in &args.ca_file {
+        let input = read_source(&SourceSpec::File(path.clone()), now);
+        if let Err(f) = &input.keys {
+            anyhow::bail!("--ca-file {}: {f}", path.display());
+        }
+        ca_files.push(input);
+    }
+    let runtime = super::current_thread_runtime()?;
+    runtime.block_on(async move {
+        let (client, target) =
+            user_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let expected = read_expected(&client, &target, &args, ca_files).await?;
+        let nodes: Api<Node> = Api::all(client);
+        let listed = list_nodes(&nodes, &target, &args).await?;
+        let report = Report::new(
+            expected,
+            listed.iter().map(NodeFacts::of_node),
+            now_unix(),
+            args.selector.clone(),
+        );
+        let Some(timeout) = timeout.filter(|_| !report.summary().all_converged()) else {
+            print_report(&report, args.output)?;
+            return Ok(report.exit_code());
+        };
+        let (report, code) = wait(&nodes, report, &args, timeout).await;
+        print_report(&report, args.output)?;
+        Ok(code)
+    })
+}
+
+fn print_report(report: &Report, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Table => print!("{}", report.table()),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report.json()).context("encoding the report")?
+        ),
+    }
+    Ok(())
+}
+
+/// An API failure as one line: the call, the object, the kubeconfig and
+/// context, the server's answer, and the fix.
+fn api_error(e: &kube::Error, target: &UserTarget, call: &str, can_i: &str) -> anyhow::Error {
+    let failure = ApiFailure::of(e);
+    let fix = match failure.kind {
+        FailureKind::Unauthorized => {
+            "the server refused the kubeconfig's credentials: renew them, or pick another user or context".to_string()
+        }
+        FailureKind::Forbidden => format!(
+            "the kubeconfig's user may not do this; check with `kubectl auth can-i {can_i}` and ask for that permission"
+        ),
+        FailureKind::Unreachable => {
+            "the API server did not answer: check the kubeconfig's server, the network, and `kubectl cluster-info`".to_string()
+        }
+        _ => "retry; if it persists, check the API server's health".to_string(),
+    };
+    anyhow::anyhow!(
+        "{call} on {} (kubeconfig {}, {}): {}; {fix}",
+        target.server,
+        target.kubeconfig,
+        match &target.context {
+            Some(c) => format!("context {c}"),
+            None => "its current-context".to_string(),
+        },
+        error_chain(e),
+    )
+}
+
+async fn read_expected(
+    client: &kube::Client,
+    target: &UserTarget,
+    args: &FleetArgs,
+    ca_files: Vec<node_cert_agent::trust::plan::SourceInput>,
+) -> anyhow::Result<Expected> {
+    let secret_ref = format!("{}/{}", args.secret_namespace, args.secret_name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.secret_namespace);
+    let secret = secrets.get_opt(&args.secret_name).await.map_err(|e| {
+        api_error(
+            &e,
+            target,
+            &format!("reading Secret {secret_ref}"),
+            &format!(
+                "get secret/{} -n {}",
+                args.secret_name, args.secret_namespace
+            ),
+        )
+    })?;
+    let data: Option<BTreeMap<String, Vec<u8>>> = secret.map(|s| {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()
+    });
+    Ok(expected::expected(
+        &secret_ref,
+        data.as_ref(),
+        ca_files,
+        args.max_certificates,
+        now_unix(),
+    ))
+}
+
+/// Every selected Node, `--page-size` per request, following `continue`.
+async fn list_nodes(
+    nodes: &Api<Node>,
+    target: &UserTarget,
+    args: &FleetArgs,
+) -> anyhow::Result<Vec<Node>> {
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(args.page_size);
+    if let Some(s) = &args.selector {
+        params = params.labels(s);
+    }
+    loop {
+        let page = nodes.list(&params).await.map_err(|e| {
+            api_error(
+                &e,
+                target,
+                &format!(
+                    "listing Nodes{}",
+                    args.selector
+                        .as_deref()
+                        .map(|s| format!(" (-l {s})"))
+                        .unwrap_or_default()
+                ),
+                "list nodes",
+            )
+        })?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// How `--wait` shows progress: a bar on a terminal, lines otherwise.
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines { last: String },
+}
+
+impl Progress {
+    fn new() -> Progress {
+        if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} converged  {msg}")
+            {
+                bar.set_style(style);
+            }
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines {
+                last: String::new(),
+            }
+        }
+    }
+
+    fn show(&mut self, s: &Summary) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_length(s.total as u64);
+                bar.set_position(s.converged as u64);
+                let line = s.line();
+                let rest = line.split_once("; ").map(|(_, r)| r).unwrap_or_default();
+                bar.set_message(rest.to_string());
+            }
+            Progress::Lines { last } => {
+                let line = s.line();
+                if *line != **last {
+                    eprintln!("fleet: {line}");
+                    *last = line;
+                }
+            }
+        }
+    }
+
+    fn note(&self, text: &str) {
+        match self {
+            Progress::Bar(bar) => bar.println(format!("fleet: {text}")),
+            Progress::Lines { .. } => eprintln!("fleet: {text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}
+
+/// Watches the selected Nodes until all have converged, `timeout` passes or
+/// Ctrl-C; the last report and its exit code.
+async fn wait(
+    nodes: &Api<Node>,
+    first: Report,
+    args: &FleetArgs,
+    timeout: Duration,
+) -> (Report, u8) {
+    let expected = first.expected.clone();
+    let mut facts: BTreeMap<String, NodeFacts> = first
+        .rows
+        .into_iter()
+        .map(|r| (r.node.name.clone(), r.node))
+        .collect();
+    let report_of = |facts: &BTreeMap<String, NodeFacts>| {
+        Report::new(
+            expected.clone(),
+            facts.values().cloned(),
+            now_unix(),
+            args.selector.clone(),
+        )
+    };
+    let mut progress = Progress::new();
+    progress.show(&report_of(&facts).summary());
+    let mut config = watcher::Config::default().page_size(args.page_size);
+    if let Some(s) = &args.selector {
+        config = config.labels(s);
+    }
+    let stream = watcher(nodes.clone(), config).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let deadline = tokio::time::sleep(timeout);
+    let mut deadline = std::pin::pin!(deadline);
+    let mut relist: Option<BTreeMap<String, NodeFacts>> = None;
+    let mut last_error = String::new();
+    let code = loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            () = &mut deadline => {
+                progress.note(&format!("timed out after {}: not every node converged", args.timeout));
+                break EXIT_NOT_CONVERGED;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                progress.note("interrupted (Ctrl-C): the report below is the state when stopped");
+                break EXIT_INTERRUPTED;
+            }
+        };
+        let changed = match event {
+            None => {
+                progress.note("the watch of Nodes ended");
+                break EXIT_NOT_CONVERGED;
+            }
+            Some(Err(e)) => {
+                let text = error_chain(&e);
+                if text != last_error {
+                    progress.note(&format!("watching Nodes: {text}; retrying"));
+                    last_error = text;
+                }
+                false
+            }
+            Some(Ok(watcher::Event::Init)) => {
+                relist = Some(BTreeMap::new());
+                false
+            }
+            Some(Ok(watcher::Event::InitApply(n))) => {
+                let f = NodeFacts::of_node(&n);
+                relist
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(f.name.clone(), f);
+                false
+            }
+            Some(Ok(watcher::Event::InitDone)) => {
+                if let Some(r) = relist.take() {
+                    facts = r;
+                }
+                true
+            }
+            Some(Ok(watcher::Event::Apply(n))) => {
+                let f = NodeFacts::of_node(&n);
+                facts.insert(f.name.clone(), f);
+                true
+            }
+            Some(Ok(watcher::Event::Delete(n))) => {
+                facts.remove(n.metadata.name.as_deref().unwrap_or_default());
+                true
+            }
+        };
+        if changed {
+            last_error.clear();
+            let summary = report_of(&facts).summary();
+            progress.show(&summary);
+            if summary.all_converged() {
+                break 0;
+            }
+        }
+    };
+    progress.finish();
+    (report_of(&facts), code)
+}
