@@ -40,6 +40,7 @@ pub mod image;
 pub mod kubelet_node;
 pub mod node;
 pub mod observe;
+pub mod prometheus_rule;
 mod overlay;
 pub mod pki;
 pub mod preflight;

@@ -142,6 +142,11 @@ fn check_object(doc: &Value, what: &str) -> Result<(), String> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             strict::<CustomResourceDefinition>(doc, what).map(drop)
         }
+        // The Prometheus Operator's rules (examples only; promtool tests
+        // their content: tests/alerts.rs).
+        ("monitoring.coreos.com/v1", "PrometheusRule") => {
+            strict::<integration_tests::prometheus_rule::PrometheusRule>(doc, what).map(drop)
+        }
         // A custom resource: checked against its CRD by the test API server.
         ("certificates.microsoft.com/v1", "RenewRevocation") => {
             let server = ApiServer::start();
