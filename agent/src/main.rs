@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         .next()
         .is_some_and(|a| cli::invoked_as_kubectl_plugin(&a))
     {
-        command = command.name("kubectl node-cert").bin_name("kubectl node-cert");
+        command = command
+            .name("kubectl node-cert")
+            .bin_name("kubectl node-cert");
     }
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,

@@ -13,7 +13,8 @@ if [[ ${EUID} -ne 0 ]]; then
 fi
 
 # buildah and libssl-dev: the OCI image (packaging/image.sh, a static binary).
-packages=(systemd-container debootstrap docker-registry protobuf-compiler ca-certificates openssl buildah libssl-dev)
+# prometheus: promtool, for the alert tests (tests/alerts.rs).
+packages=(systemd-container debootstrap docker-registry protobuf-compiler ca-certificates openssl buildah libssl-dev prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -121,7 +121,10 @@ pub fn node(name: &str, pool: &str, mix: Mix, current: &Inputs, previous: &Input
         let short = schema::short_digest(&trust.trust_set_digest).to_string();
         labels.insert(schema::TRUST_SET_LABEL.to_string(), short);
         for (k, v) in [
-            (schema::VERSION_ANNOTATION, env!("CARGO_PKG_VERSION").to_string()),
+            (
+                schema::VERSION_ANNOTATION,
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
             (schema::TRUST_SET_ANNOTATION, trust.trust_set_digest.clone()),
             (schema::CA_COUNT_ANNOTATION, "1".to_string()),
             (schema::INPUT_DIGEST_ANNOTATION, input.input_digest.clone()),

@@ -34,7 +34,11 @@ const STAGE_TIMEOUT: Duration = Duration::from_secs(180);
 fn promtool() -> PathBuf {
     let find = || {
         std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|p| p.is_file()))
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("promtool"))
+                    .find(|p| p.is_file())
+            })
             .unwrap_or_default()
     };
     if let Some(p) = find() {
@@ -43,14 +47,23 @@ fn promtool() -> PathBuf {
     eprintln!("alerts: promtool missing; installing Debian's prometheus package");
     for args in [
         &["update", "-qq"][..],
-        &["install", "-y", "-qq", "--no-install-recommends", "prometheus"][..],
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "prometheus",
+        ][..],
     ] {
         let s = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .expect("apt-get must run to install promtool");
-        assert!(s.success(), "apt-get {args:?} failed ({s}): install Debian's prometheus package");
+        assert!(
+            s.success(),
+            "apt-get {args:?} failed ({s}): install Debian's prometheus package"
+        );
     }
     find().expect("the prometheus package installed no promtool on PATH")
 }
@@ -218,7 +231,10 @@ fn firing(alert: &str, labels: &BTreeMap<String, String>) -> serde_json::Value {
             for (lk, lv) in &all {
                 text = text.replace(&format!("{{{{ $labels.{lk} }}}}"), lv);
             }
-            assert!(!text.contains("{{"), "{alert}: template the test cannot render: {t}");
+            assert!(
+                !text.contains("{{"),
+                "{alert}: template the test cannot render: {t}"
+            );
             (k.clone(), text)
         })
         .collect();
@@ -226,7 +242,10 @@ fn firing(alert: &str, labels: &BTreeMap<String, String>) -> serde_json::Value {
 }
 
 fn only(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
-    labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn minutes(m: u32) -> String {
@@ -259,7 +278,9 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
     let agent_labels = only(&[("job", JOB), ("instance", &instance)]);
     let mut tests: Vec<serde_json::Value> = Vec::new();
     let mut expect = |at: u32, alert: &str, alerts: Vec<serde_json::Value>| {
-        tests.push(serde_json::json!({"eval_time": minutes(at), "alertname": alert, "exp_alerts": alerts}));
+        tests.push(
+            serde_json::json!({"eval_time": minutes(at), "alertname": alert, "exp_alerts": alerts}),
+        );
     };
     const ALL: [&str; 5] = [
         "NodeCertAgentCertificateExpiring",
@@ -270,8 +291,13 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
     ];
 
     // Stage 0, healthy: one valid CA (23 of its 25 hours left).
-    agent.publish_and_wait(&secret_data(&[("ca1.crt", TestCa::new("nca alerts CA 1").cert_pem().as_bytes())]));
-    let s0 = rec.scrape_until("the agent ready", |s| value(s, "node_cert_agent_ready", ("job", JOB)) == 1.0);
+    agent.publish_and_wait(&secret_data(&[(
+        "ca1.crt",
+        TestCa::new("nca alerts CA 1").cert_pem().as_bytes(),
+    )]));
+    let s0 = rec.scrape_until("the agent ready", |s| {
+        value(s, "node_cert_agent_ready", ("job", JOB)) == 1.0
+    });
     let t0 = rec.record(s0, 20);
     for a in ALL {
         expect(t0 + 15, a, vec![]);
@@ -285,28 +311,60 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
         ("bad.crt", b"not a certificate"),
     ]));
     let s1 = rec.scrape_until("an input error and the expiring CA", |s| {
-        s.iter().any(|x| x.name == "node_cert_agent_input_errors" && x.value > 0.0)
-            && s.iter().any(|x| x.name == "x509_cert_expires_in_seconds" && x.labels.get("subject_CN").map(String::as_str) == Some("nca alerts expiring CA"))
+        s.iter()
+            .any(|x| x.name == "node_cert_agent_input_errors" && x.value > 0.0)
+            && s.iter().any(|x| {
+                x.name == "x509_cert_expires_in_seconds"
+                    && x.labels.get("subject_CN").map(String::as_str)
+                        == Some("nca alerts expiring CA")
+            })
     });
     let expiring_labels: Vec<BTreeMap<String, String>> = s1
         .iter()
         .filter(|x| x.name == "x509_cert_expires_in_seconds")
         .filter(|x| {
-            let of = |n: &str| s1.iter().find(|y| y.name == n && y.labels == x.labels).map(|y| y.value).unwrap();
+            let of = |n: &str| {
+                s1.iter()
+                    .find(|y| y.name == n && y.labels == x.labels)
+                    .map(|y| y.value)
+                    .unwrap()
+            };
             x.value < 0.1 * (of("x509_cert_not_after") - of("x509_cert_not_before"))
         })
         .map(|x| x.labels.clone())
         .collect();
-    assert_eq!(expiring_labels.len(), 1, "one certificate in its last 10 %: {expiring_labels:?}");
+    assert_eq!(
+        expiring_labels.len(),
+        1,
+        "one certificate in its last 10 %: {expiring_labels:?}"
+    );
     let input_error_labels: Vec<BTreeMap<String, String>> = s1
         .iter()
         .filter(|x| x.name == "node_cert_agent_input_errors" && x.value > 0.0)
         .map(|x| x.labels.clone())
         .collect();
     let t1 = rec.record(s1, 30);
-    expect(t1 + 25, "NodeCertAgentCertificateExpiring", expiring_labels.iter().map(|l| firing("NodeCertAgentCertificateExpiring", l)).collect());
-    expect(t1 + 25, "NodeCertAgentInputErrors", input_error_labels.iter().map(|l| firing("NodeCertAgentInputErrors", l)).collect());
-    expect(t1 + 25, "NodeCertAgentNotConverged", vec![firing("NodeCertAgentNotConverged", &agent_labels)]);
+    expect(
+        t1 + 25,
+        "NodeCertAgentCertificateExpiring",
+        expiring_labels
+            .iter()
+            .map(|l| firing("NodeCertAgentCertificateExpiring", l))
+            .collect(),
+    );
+    expect(
+        t1 + 25,
+        "NodeCertAgentInputErrors",
+        input_error_labels
+            .iter()
+            .map(|l| firing("NodeCertAgentInputErrors", l))
+            .collect(),
+    );
+    expect(
+        t1 + 25,
+        "NodeCertAgentNotConverged",
+        vec![firing("NodeCertAgentNotConverged", &agent_labels)],
+    );
     expect(t1 + 25, "NodeCertAgentTrustStoreRefreshFailed", vec![]);
     expect(t1 + 25, "NodeCertAgentUnitRestartFailed", vec![]);
     // Not yet for the 15 minutes.
@@ -314,42 +372,84 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
 
     // Stage 2: the refresh tool fails (/bin/false over it), a new CA waits.
     node.exec_ok(&["mount", "--bind", "/bin/false", REFRESH_TOOL]);
-    agent.secret().publish(&secret_data(&[("ca3.crt", TestCa::new("nca alerts CA 3").cert_pem().as_bytes())]));
-    let failed = |s: &[Sample]| value(s, "node_cert_agent_trust_store_refreshes_total", ("result", "failure"));
+    agent.secret().publish(&secret_data(&[(
+        "ca3.crt",
+        TestCa::new("nca alerts CA 3").cert_pem().as_bytes(),
+    )]));
+    let failed = |s: &[Sample]| {
+        value(
+            s,
+            "node_cert_agent_trust_store_refreshes_total",
+            ("result", "failure"),
+        )
+    };
     let a = rec.scrape_until("a failed refresh", |s| failed(s) >= 1.0);
     let first = failed(&a);
     let b = rec.scrape_until("a second failed refresh", |s| failed(s) > first);
     let t2 = rec.record(a, 2);
     rec.record(b, 13);
     let refresh_labels = only(&[("job", JOB), ("instance", &instance), ("result", "failure")]);
-    expect(t2 + 5, "NodeCertAgentTrustStoreRefreshFailed", vec![firing("NodeCertAgentTrustStoreRefreshFailed", &refresh_labels)]);
+    expect(
+        t2 + 5,
+        "NodeCertAgentTrustStoreRefreshFailed",
+        vec![firing(
+            "NodeCertAgentTrustStoreRefreshFailed",
+            &refresh_labels,
+        )],
+    );
 
     // Stage 3: the refresh works again, containerd's restart job fails.
-    node.write_file(FAILING_DROP_IN, b"[Service]\nExecStartPre=/bin/false\n", 0o644);
+    node.write_file(
+        FAILING_DROP_IN,
+        b"[Service]\nExecStartPre=/bin/false\n",
+        0o644,
+    );
     node.exec_ok(&["systemctl", "daemon-reload"]);
     node.exec_ok(&["umount", REFRESH_TOOL]);
     let failed_restarts = |s: &[Sample]| -> Vec<Sample> {
         s.iter()
-            .filter(|x| x.name == "node_cert_agent_unit_restarts_total" && x.labels.get("result").map(String::as_str) != Some("done"))
+            .filter(|x| {
+                x.name == "node_cert_agent_unit_restarts_total"
+                    && x.labels.get("result").map(String::as_str) != Some("done")
+            })
             .cloned()
             .collect()
     };
     let a = rec.scrape_until("a failed restart", |s| !failed_restarts(s).is_empty());
     let firsts = failed_restarts(&a);
     let b = rec.scrape_until("a second failed restart", |s| {
-        failed_restarts(s).iter().any(|x| firsts.iter().any(|f| f.labels == x.labels && x.value > f.value))
+        failed_restarts(s).iter().any(|x| {
+            firsts
+                .iter()
+                .any(|f| f.labels == x.labels && x.value > f.value)
+        })
     });
     let grown: Vec<BTreeMap<String, String>> = failed_restarts(&b)
         .into_iter()
-        .filter(|x| firsts.iter().any(|f| f.labels == x.labels && x.value > f.value))
+        .filter(|x| {
+            firsts
+                .iter()
+                .any(|f| f.labels == x.labels && x.value > f.value)
+        })
         .map(|x| x.labels)
         .collect();
     let t3 = rec.record(a, 2);
     rec.record(b, 13);
-    expect(t3 + 5, "NodeCertAgentUnitRestartFailed", grown.iter().map(|l| firing("NodeCertAgentUnitRestartFailed", l)).collect());
+    expect(
+        t3 + 5,
+        "NodeCertAgentUnitRestartFailed",
+        grown
+            .iter()
+            .map(|l| firing("NodeCertAgentUnitRestartFailed", l))
+            .collect(),
+    );
     // Refused input (stage 1), then a failing refresh, then a failing
     // restart: one cause after the other, one alert all along.
-    expect(t3 + 5, "NodeCertAgentNotConverged", vec![firing("NodeCertAgentNotConverged", &agent_labels)]);
+    expect(
+        t3 + 5,
+        "NodeCertAgentNotConverged",
+        vec![firing("NodeCertAgentNotConverged", &agent_labels)],
+    );
 
     // Stage 4: healthy again.
     let passes = agent.passes();
@@ -357,11 +457,16 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
     node.exec_ok(&["systemctl", "daemon-reload"]);
     let start = Instant::now();
     while agent.passes() <= passes {
-        assert!(start.elapsed() < STAGE_TIMEOUT, "the agent never converged after the faults:\n{}", agent.log_tail(30));
+        assert!(
+            start.elapsed() < STAGE_TIMEOUT,
+            "the agent never converged after the faults:\n{}",
+            agent.log_tail(30)
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let s4 = rec.scrape_until("no input error", |s| {
-        s.iter().all(|x| x.name != "node_cert_agent_input_errors" || x.value == 0.0)
+        s.iter()
+            .all(|x| x.name != "node_cert_agent_input_errors" || x.value == 0.0)
     });
     let t4 = rec.record(s4, 40);
     for a in ALL {
@@ -370,7 +475,11 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
 
     // promtool: the example's spec as the rule file, the recording as input.
     let rules = dir.path().join("rules.yaml");
-    std::fs::write(&rules, serde_yaml::to_string(&prometheus_rule::example().spec).unwrap()).unwrap();
+    std::fs::write(
+        &rules,
+        serde_yaml::to_string(&prometheus_rule::example().spec).unwrap(),
+    )
+    .unwrap();
     let test = serde_json::json!({
         "rule_files": [rules.display().to_string()],
         "evaluation_interval": "1m",
@@ -382,14 +491,43 @@ fn the_shipped_alerts_fire_on_a_real_agents_series() {
     });
     let test_file = dir.path().join("alerts-test.yaml");
     std::fs::write(&test_file, serde_yaml::to_string(&test).unwrap()).unwrap();
-    let check = Command::new(&promtool).arg("check").arg("rules").arg(&rules).output().unwrap();
-    assert!(check.status.success(), "promtool check rules:\n{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
-    let out = Command::new(&promtool).arg("test").arg("rules").arg(&test_file).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("--- promtool test rules ({} series, {} checks) ---\n{text}", rec.input_series().len(), tests_len(&test));
-    assert!(out.status.success(), "promtool test rules failed:\n{text}\n--- test file ---\n{}", std::fs::read_to_string(&test_file).unwrap());
+    let check = Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = Command::new(&promtool)
+        .arg("test")
+        .arg("rules")
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "--- promtool test rules ({} series, {} checks) ---\n{text}",
+        rec.input_series().len(),
+        tests_len(&test)
+    );
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{text}\n--- test file ---\n{}",
+        std::fs::read_to_string(&test_file).unwrap()
+    );
 }
 
 fn tests_len(test: &serde_json::Value) -> usize {
-    test["tests"][0]["alert_rule_test"].as_array().map_or(0, Vec::len)
+    test["tests"][0]["alert_rule_test"]
+        .as_array()
+        .map_or(0, Vec::len)
 }

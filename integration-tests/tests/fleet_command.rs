@@ -46,7 +46,11 @@ fn describe(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout (head) ---\n{}\n--- stderr ---\n{}",
         o.status.code(),
-        text(&o.stdout).lines().take(20).collect::<Vec<_>>().join("\n"),
+        text(&o.stdout)
+            .lines()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
         text(&o.stderr)
     )
 }
@@ -103,7 +107,10 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
     assert_eq!(first["trustCondition"]["status"], "True");
     assert_eq!(first["trustCondition"]["reason"], "Converged");
     assert_eq!(first["kubeletCondition"]["reason"], "Valid");
-    assert!(first["kubeletClientNotAfter"].as_str().unwrap().ends_with('Z'));
+    assert!(first["kubeletClientNotAfter"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     assert!(first["changedAt"].as_str().unwrap().ends_with('Z'));
     assert_eq!(first["problems"].as_array().unwrap().len(), 0);
     let behind = &nodes[NODES - BEHIND - INVALID - NO_AGENT];
@@ -113,7 +120,10 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
     assert_eq!(invalid["state"], "inputInvalid");
     assert_eq!(invalid["trustCondition"]["status"], "False");
     let last = &nodes[NODES - 1];
-    assert_eq!((last["state"].as_str(), last["agent"].as_bool()), (Some("noAgent"), Some(false)));
+    assert_eq!(
+        (last["state"].as_str(), last["agent"].as_bool()),
+        (Some("noAgent"), Some(false))
+    );
     assert_eq!(last["trustSetDigest"], Value::Null);
 
     // Paginated: 500 a page, 10 pages, each after the first by `continue`.
@@ -130,19 +140,35 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let table = text(&o.stdout);
     let lines: Vec<&str> = table.lines().collect();
+    // The README's sample: the head, the first row of each other state,
+    // the last row and the summary.
+    let converged = NODES - BEHIND - INVALID - NO_AGENT;
     println!(
-        "--- fleet (first rows) ---\n{}\n...\n{}",
-        lines[..6].join("\n"),
-        lines[lines.len() - 4..].join("\n")
+        "--- fleet (rows cut) ---\n{}\n...\n{}\n...\n{}\n...\n{}\n{}",
+        lines[..4].join("\n"),
+        lines[2 + converged],
+        lines[2 + converged + BEHIND],
+        lines[NODES + 1],
+        lines[NODES + 2],
     );
-    assert!(lines[0].starts_with("expected: Secret kube-system/custom-ca-trust-secret"), "{table}");
+    assert!(
+        lines[0].starts_with("expected: Secret kube-system/custom-ca-trust-secret"),
+        "{table}"
+    );
     assert!(lines[1].starts_with("NODE "), "{table}");
     assert_eq!(lines.len(), NODES + 3, "header lines + rows + summary");
     let row0: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(row0[0], node_name(0));
-    assert_eq!(row0[2], schema::short_digest(&fleet.current.trust_set_digest));
+    assert_eq!(
+        row0[2],
+        schema::short_digest(&fleet.current.trust_set_digest)
+    );
     assert_eq!(row0[3], "yes");
-    assert!(lines[NODES + 1].contains("no agent"), "{}", lines[NODES + 1]);
+    assert!(
+        lines[NODES + 1].contains("no agent"),
+        "{}",
+        lines[NODES + 1]
+    );
     let summary = lines[NODES + 2];
     assert!(
         summary.starts_with(&format!(
@@ -150,8 +176,14 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
         )),
         "{summary}"
     );
-    assert!(summary.contains(&format!("{INVALID} invalid input")), "{summary}");
-    assert!(summary.contains(&format!("{NO_AGENT} no agent")), "{summary}");
+    assert!(
+        summary.contains(&format!("{INVALID} invalid input")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!("{NO_AGENT} no agent")),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -172,7 +204,14 @@ fn a_label_selector_narrows_the_fleet() {
     }));
 
     // Only the converged nodes of pool a: exit 0.
-    let o = fleet.run(&["-l", &format!("pool=a,{}={}", schema::TRUST_SET_LABEL, schema::short_digest(&fleet.current.trust_set_digest))]);
+    let o = fleet.run(&[
+        "-l",
+        &format!(
+            "pool=a,{}={}",
+            schema::TRUST_SET_LABEL,
+            schema::short_digest(&fleet.current.trust_set_digest)
+        ),
+    ]);
     let out = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     assert!(out.trim_end().ends_with("2000 of 2000 converged"), "{out}");
@@ -226,8 +265,14 @@ fn wait_returns_when_the_last_node_converges() {
     let err = text(&o.stderr);
     let progress: Vec<&str> = err.lines().filter(|l| l.starts_with("fleet: ")).collect();
     assert!(progress.len() >= 2, "{err}");
-    assert!(progress[0].starts_with(&format!("fleet: {} of {NODES} converged", NODES - LATE)), "{err}");
-    assert_eq!(*progress.last().unwrap(), format!("fleet: {NODES} of {NODES} converged"));
+    assert!(
+        progress[0].starts_with(&format!("fleet: {} of {NODES} converged", NODES - LATE)),
+        "{err}"
+    );
+    assert_eq!(
+        *progress.last().unwrap(),
+        format!("fleet: {NODES} of {NODES} converged")
+    );
 }
 
 #[test]
@@ -257,9 +302,22 @@ fn wait_times_out_with_exit_1_and_ctrl_c_stops_it_with_130() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let o = child.wait_with_output().unwrap();
     stderr.read_to_end(&mut seen).unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}\n{}", describe(&o), text(&seen));
-    assert!(text(&seen).contains("interrupted (Ctrl-C)"), "{}", text(&seen));
-    assert!(text(&o.stdout).contains("45 of 50 converged"), "the report is printed");
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}\n{}",
+        describe(&o),
+        text(&seen)
+    );
+    assert!(
+        text(&seen).contains("interrupted (Ctrl-C)"),
+        "{}",
+        text(&seen)
+    );
+    assert!(
+        text(&o.stdout).contains("45 of 50 converged"),
+        "the report is printed"
+    );
 }
 
 #[test]
@@ -270,13 +328,20 @@ fn errors_that_stop_the_command_exit_2_naming_the_input_and_the_fix() {
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     let err = text(&o.stderr);
     assert!(err.contains("context \"nope\""), "{err}");
-    assert!(err.contains(&fleet.kubeconfig.display().to_string()), "{err}");
+    assert!(
+        err.contains(&fleet.kubeconfig.display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("--context NAME"), "{err}");
 
     // A kubeconfig that does not exist.
     let o = agent_cmd(&["fleet", "--kubeconfig", "/nonexistent/kubeconfig"]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    assert!(text(&o.stderr).contains("/nonexistent/kubeconfig"), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains("/nonexistent/kubeconfig"),
+        "{}",
+        describe(&o)
+    );
 
     // A user who may not read the Secret: a node's own identity.
     let now = std::time::SystemTime::now();
@@ -295,7 +360,11 @@ fn errors_that_stop_the_command_exit_2_naming_the_input_and_the_fix() {
     let o = agent_cmd(&["fleet", "--kubeconfig", kc.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     let err = text(&o.stderr);
-    assert!(err.contains("reading Secret kube-system/custom-ca-trust-secret"), "{err}");
+    println!("--- fleet as a node's identity ---\n{err}");
+    assert!(
+        err.contains("reading Secret kube-system/custom-ca-trust-secret"),
+        "{err}"
+    );
     assert!(err.contains("403") || err.contains("forbidden"), "{err}");
     assert!(
         err.contains("kubectl auth can-i get secret/custom-ca-trust-secret -n kube-system"),
@@ -305,7 +374,11 @@ fn errors_that_stop_the_command_exit_2_naming_the_input_and_the_fix() {
     // A bad --timeout names the value.
     let o = fleet.run(&["--wait", "--timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
-    assert!(text(&o.stderr).contains("--timeout \"soon\""), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains("--timeout \"soon\""),
+        "{}",
+        describe(&o)
+    );
 }
 
 fn agent_cmd(args: &[&str]) -> Output {
@@ -334,12 +407,20 @@ fn kubectl_node_cert_fleet_works_through_the_plugin_link() {
         .output()
         .expect("kubectl must be installed (Debian's kubernetes-client)");
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-    assert!(text(&o.stdout).contains("3 of 4 converged; not converged: 1 no agent"), "{}", describe(&o));
+    assert!(
+        text(&o.stdout).contains("3 of 4 converged; not converged: 1 no agent"),
+        "{}",
+        describe(&o)
+    );
     // Help names it as kubectl does.
     let o = std::process::Command::new("kubectl")
         .args(["node-cert", "--help"])
         .env("PATH", &path)
         .output()
         .unwrap();
-    assert!(text(&o.stdout).contains("Usage: kubectl node-cert"), "{}", describe(&o));
+    assert!(
+        text(&o.stdout).contains("Usage: kubectl node-cert"),
+        "{}",
+        describe(&o)
+    );
 }

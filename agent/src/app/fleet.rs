@@ -113,7 +113,12 @@ fn api_error(e: &kube::Error, target: &UserTarget, call: &str, can_i: &str) -> a
             Some(c) => format!("context {c}"),
             None => "its current-context".to_string(),
         },
-        error_chain(e),
+        match e {
+            // The server's own words; kube's Display adds the whole Status.
+            kube::Error::Api(status) =>
+                format!("{} {}: {}", status.code, status.reason, failure.message),
+            other => error_chain(other),
+        },
     )
 }
 

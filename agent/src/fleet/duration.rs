@@ -37,6 +37,7 @@ pub fn parse_timeout(value: &str) -> Result<Duration, DurationError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -50,10 +51,25 @@ mod tests {
 
     #[test]
     fn bad_durations_are_refused_with_the_value() {
-        assert!(matches!(parse_timeout("soon"), Err(DurationError::Parse { .. })));
-        assert!(matches!(parse_timeout("0s"), Err(DurationError::NotPositive { .. })));
-        assert!(matches!(parse_timeout("-5m"), Err(DurationError::NotPositive { .. })));
-        assert!(matches!(parse_timeout("9999h"), Err(DurationError::TooLong { .. })));
-        assert!(parse_timeout("soon").unwrap_err().to_string().contains("\"soon\""));
+        assert!(matches!(
+            parse_timeout("soon"),
+            Err(DurationError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse_timeout("0s"),
+            Err(DurationError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_timeout("-5m"),
+            Err(DurationError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_timeout("9999h"),
+            Err(DurationError::TooLong { .. })
+        ));
+        assert!(parse_timeout("soon")
+            .unwrap_err()
+            .to_string()
+            .contains("\"soon\""));
     }
 }

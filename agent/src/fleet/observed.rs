@@ -86,7 +86,9 @@ pub struct NodeFacts {
 }
 
 fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn shown(value: &str) -> String {
@@ -135,11 +137,14 @@ impl NodeFacts {
     ) -> NodeFacts {
         let owned = |key: &str| annotations.get(key).map(String::as_str);
         let condition = |type_: &str| {
-            conditions.iter().find(|c| c.type_ == type_).map(|c| Condition {
-                status: shown(&c.status),
-                reason: shown(c.reason.as_deref().unwrap_or("")),
-                message: shown(c.message.as_deref().unwrap_or("")),
-            })
+            conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| Condition {
+                    status: shown(&c.status),
+                    reason: shown(c.reason.as_deref().unwrap_or("")),
+                    message: shown(c.message.as_deref().unwrap_or("")),
+                })
         };
         let trust = condition(schema::TRUST_CONDITION);
         let kubelet = condition(schema::KUBELET_CONDITION);

@@ -571,7 +571,9 @@ mod tests {
         assert_eq!(s.not_converged[&State::Behind], 1);
         assert_eq!(s.not_converged[&State::InputInvalid], 1);
         assert_eq!(s.not_converged[&State::NoAgent], 1);
-        assert!(s.line().starts_with("2 of 5 converged; not converged: 1 behind"));
+        assert!(s
+            .line()
+            .starts_with("2 of 5 converged; not converged: 1 behind"));
         assert!(s.line().contains("1 no agent"), "{}", s.line());
         assert_eq!(r.exit_code(), EXIT_NOT_CONVERGED);
         let all = Report::new(
@@ -599,7 +601,10 @@ mod tests {
         assert!(lines[2].contains("(10d)"), "{t}");
         assert!(lines[2].ends_with("5m ago"), "{t}");
         assert!(lines[3].contains("Behind"), "{t}");
-        assert!(lines[6].starts_with("n5 ") && lines[6].contains("no agent"), "{t}");
+        assert!(
+            lines[6].starts_with("n5 ") && lines[6].contains("no agent"),
+            "{t}"
+        );
         assert!(lines[7].starts_with("2 of 5 converged"), "{t}");
     }
 

@@ -527,7 +527,11 @@ impl ApiServer {
         let mut st = self.state();
         let mut n = 0;
         for mut node in nodes {
-            let name = node.metadata.name.clone().expect("a seeded Node has a name");
+            let name = node
+                .metadata
+                .name
+                .clone()
+                .expect("a seeded Node has a name");
             assert!(
                 st.store.get(Kind::Node, "", &name).is_none(),
                 "seed_nodes: Node {name} exists"
