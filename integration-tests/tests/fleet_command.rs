@@ -424,3 +424,53 @@ fn kubectl_node_cert_fleet_works_through_the_plugin_link() {
         describe(&o)
     );
 }
+
+#[test]
+fn wait_shows_a_progress_bar_on_a_terminal() {
+    const N: usize = 50;
+    let fleet = Arc::new(Fleet::new(N, |i| {
+        if i < N - 5 {
+            Mix::Converged
+        } else {
+            Mix::Behind
+        }
+    }));
+    // util-linux's `script` gives the command a pseudo-terminal.
+    let cmd = format!(
+        "{} fleet --kubeconfig {} --wait --timeout 2m",
+        agent_binary().display(),
+        fleet.kubeconfig.display()
+    );
+    let child = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) must be installed");
+    let updater = {
+        let fleet = fleet.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            for i in N - 5..N {
+                converge(&fleet.server, &node_name(i), &fleet.current);
+            }
+        })
+    };
+    let o = child.wait_with_output().unwrap();
+    updater.join().unwrap();
+    let screen = text(&o.stdout);
+    println!("--- the terminal ---\n{screen}");
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    // The bar's template: `{bar} {pos}/{len} converged  {msg}`; no plain lines.
+    assert!(
+        screen.contains(&format!("{}/{N} converged", N - 5)),
+        "{screen}"
+    );
+    assert!(!screen.contains("fleet: 45 of 50 converged"), "{screen}");
+    assert!(
+        screen.contains(&format!("{N} of {N} converged")),
+        "{screen}"
+    );
+}

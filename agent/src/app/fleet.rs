@@ -20,7 +20,7 @@ use node_cert_agent::fleet::duration::parse_timeout;
 use node_cert_agent::fleet::expected::{self, Expected};
 use node_cert_agent::fleet::observed::NodeFacts;
 use node_cert_agent::fleet::report::{
-    Report, Summary, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED,
+    judge, Report, Summary, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED,
 };
 use node_cert_agent::k8s::client::{user_client, UserTarget};
 use node_cert_agent::k8s::failure::{ApiFailure, FailureKind};
@@ -193,23 +193,26 @@ async fn list_nodes(
 
 /// How `--wait` shows progress: a bar on a terminal, lines otherwise.
 enum Progress {
-    Bar(indicatif::ProgressBar),
-    Lines { last: String },
+    /// Made at the first count, so that its first frame is a real one.
+    Bar(Option<indicatif::ProgressBar>),
+    Lines {
+        last: String,
+        at: Option<std::time::Instant>,
+    },
 }
+
+/// Plain progress lines come at most this often (the final one always):
+/// a rollout over 5,000 nodes is 5,000 changes.
+const LINE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Progress {
     fn new() -> Progress {
         if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(0);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} converged  {msg}")
-            {
-                bar.set_style(style);
-            }
-            Progress::Bar(bar)
+            Progress::Bar(None)
         } else {
             Progress::Lines {
                 last: String::new(),
+                at: None,
             }
         }
     }
@@ -217,17 +220,38 @@ impl Progress {
     fn show(&mut self, s: &Summary) {
         match self {
             Progress::Bar(bar) => {
-                bar.set_length(s.total as u64);
-                bar.set_position(s.converged as u64);
                 let line = s.line();
-                let rest = line.split_once("; ").map(|(_, r)| r).unwrap_or_default();
-                bar.set_message(rest.to_string());
+                let rest = line
+                    .split_once("; ")
+                    .map(|(_, r)| r.to_string())
+                    .unwrap_or_default();
+                match bar {
+                    Some(bar) => {
+                        bar.set_message(rest);
+                        bar.set_length(s.total as u64);
+                        bar.set_position(s.converged as u64);
+                    }
+                    None => {
+                        let new = indicatif::ProgressBar::new(s.total as u64)
+                            .with_position(s.converged as u64)
+                            .with_message(rest);
+                        if let Ok(style) = indicatif::ProgressStyle::with_template(
+                            "{bar:30} {pos}/{len} converged  {msg}",
+                        ) {
+                            new.set_style(style);
+                        }
+                        new.tick();
+                        *bar = Some(new);
+                    }
+                }
             }
-            Progress::Lines { last } => {
+            Progress::Lines { last, at } => {
                 let line = s.line();
-                if *line != **last {
+                let due = at.is_none_or(|t| t.elapsed() >= LINE_INTERVAL) || s.all_converged();
+                if *line != **last && due {
                     eprintln!("fleet: {line}");
                     *last = line;
+                    *at = Some(std::time::Instant::now());
                 }
             }
         }
@@ -235,14 +259,16 @@ impl Progress {
 
     fn note(&self, text: &str) {
         match self {
-            Progress::Bar(bar) => bar.println(format!("fleet: {text}")),
+            Progress::Bar(Some(bar)) => bar.println(format!("fleet: {text}")),
+            Progress::Bar(None) => eprintln!("fleet: {text}"),
             Progress::Lines { .. } => eprintln!("fleet: {text}"),
         }
     }
 
     fn finish(&self) {
-        if let Progress::Bar(bar) = self {
-            bar.finish();
+        // The report that follows has the final count.
+        if let Progress::Bar(Some(bar)) = self {
+            bar.finish_and_clear();
         }
     }
 }
@@ -261,6 +287,9 @@ async fn wait(
         .into_iter()
         .map(|r| (r.node.name.clone(), r.node))
         .collect();
+    let summary_of = |facts: &BTreeMap<String, NodeFacts>| {
+        Summary::of(facts.values().map(|f| (judge(f, &expected), f)))
+    };
     let report_of = |facts: &BTreeMap<String, NodeFacts>| {
         Report::new(
             expected.clone(),
@@ -269,8 +298,20 @@ async fn wait(
             args.selector.clone(),
         )
     };
+    // Registered before the first progress line: from then on Ctrl-C is
+    // ours (a clean stop), never the default (killed by the signal).
+    let mut interrupt =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!(
+                    "fleet: cannot catch Ctrl-C ({e}); it will end the command without a report"
+                );
+                None
+            }
+        };
     let mut progress = Progress::new();
-    progress.show(&report_of(&facts).summary());
+    progress.show(&summary_of(&facts));
     let mut config = watcher::Config::default().page_size(args.page_size);
     if let Some(s) = &args.selector {
         config = config.labels(s);
@@ -288,7 +329,12 @@ async fn wait(
                 progress.note(&format!("timed out after {}: not every node converged", args.timeout));
                 break EXIT_NOT_CONVERGED;
             }
-            _ = tokio::signal::ctrl_c() => {
+            Some(()) = async {
+                match interrupt.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 progress.note("interrupted (Ctrl-C): the report below is the state when stopped");
                 break EXIT_INTERRUPTED;
             }
@@ -335,7 +381,7 @@ async fn wait(
         };
         if changed {
             last_error.clear();
-            let summary = report_of(&facts).summary();
+            let summary = summary_of(&facts);
             progress.show(&summary);
             if summary.all_converged() {
                 break 0;

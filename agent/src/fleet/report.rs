@@ -146,6 +146,33 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The counts of judged nodes (`--wait` recounts them on every change
+    /// without building rows).
+    pub fn of<'a>(judged: impl IntoIterator<Item = (State, &'a NodeFacts)>) -> Summary {
+        let mut not_converged = BTreeMap::new();
+        let mut kubelet_not_valid = BTreeMap::new();
+        let (mut total, mut converged) = (0, 0);
+        for (state, node) in judged {
+            total += 1;
+            if state == State::Converged {
+                converged += 1;
+            } else {
+                *not_converged.entry(state).or_insert(0) += 1;
+            }
+            if let Some(k) = node.agent.as_ref().and_then(|a| a.kubelet.as_ref()) {
+                if !k.is_true() {
+                    *kubelet_not_valid.entry(reason_or_status(k)).or_insert(0) += 1;
+                }
+            }
+        }
+        Summary {
+            total,
+            converged,
+            not_converged,
+            kubelet_not_valid,
+        }
+    }
+
     /// Every selected node converged. No node at all is not convergence: a
     /// selector that matches nothing is more likely a typo than a fleet.
     pub fn all_converged(&self) -> bool {
@@ -203,27 +230,7 @@ impl Report {
     }
 
     pub fn summary(&self) -> Summary {
-        let mut not_converged = BTreeMap::new();
-        let mut kubelet_not_valid = BTreeMap::new();
-        let mut converged = 0;
-        for r in &self.rows {
-            if r.in_sync() {
-                converged += 1;
-            } else {
-                *not_converged.entry(r.state).or_insert(0) += 1;
-            }
-            if let Some(k) = r.node.agent.as_ref().and_then(|a| a.kubelet.as_ref()) {
-                if !k.is_true() {
-                    *kubelet_not_valid.entry(reason_or_status(k)).or_insert(0) += 1;
-                }
-            }
-        }
-        Summary {
-            total: self.rows.len(),
-            converged,
-            not_converged,
-            kubelet_not_valid,
-        }
+        Summary::of(self.rows.iter().map(|r| (r.state, &r.node)))
     }
 
     /// 0 when every selected node has converged, 1 otherwise (also when no
