@@ -189,8 +189,32 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
 #[test]
 fn a_label_selector_narrows_the_fleet() {
     let fleet = Fleet::new(NODES, mixed);
+    fleet.server.clear_requests();
     let o = fleet.run(&["-o", "json", "-l", "pool=b", "--page-size", "300"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    // 2,500 selected Nodes in pages of 300: 9 lists, each with the selector,
+    // all but the first with a continue token.
+    let lists: Vec<_> = fleet
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "nodes" && r.verb == "list")
+        .collect();
+    assert_eq!(lists.len(), 9, "{lists:?}");
+    assert!(
+        lists
+            .iter()
+            .all(|r| r.query.contains("labelSelector=pool%3Db") && r.query.contains("limit=300")),
+        "{lists:?}"
+    );
+    assert_eq!(
+        lists
+            .iter()
+            .filter(|r| r.query.contains("continue="))
+            .count(),
+        8,
+        "{lists:?}"
+    );
     let v = json_of(&o);
     assert_eq!(v["selector"], "pool=b");
     let s = &v["summary"];
