@@ -6,15 +6,16 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors (leaves)
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, text (leaves)
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
-//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`]: the leaves.
-//!   Certificate facts, the host boundary (host root, atomic files,
+//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`text`]: the
+//!   leaves. Certificate facts, the host boundary (host root, atomic files,
 //!   systemd, locks), the Kubernetes API boundary (kubeconfigs, clients),
-//!   settings, and how an error reads.
+//!   settings, how an error reads, and the one escaping rule of every
+//!   operator-facing text sink.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -32,5 +33,6 @@ pub mod kubelet;
 pub mod node;
 pub mod ops;
 pub mod status;
+pub mod text;
 pub mod trust;
 pub mod x509;

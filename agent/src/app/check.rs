@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use node_cert_agent::config::SourceSpec;
+use node_cert_agent::text::escape;
 use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
 use node_cert_agent::trust::sources::{self, read_source};
 use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
@@ -77,37 +78,40 @@ fn key_status(v: &KeyVerdict) -> &'static str {
     }
 }
 
+/// The table: every line through the one escaping rule (`text::escape`),
+/// since key names, subjects and paths are the input being linted.
 fn print_check_table(inputs: &[SourceInput], totals: &[Finding]) {
+    let say = |line: String| println!("{}", escape(&line));
     for input in inputs {
-        println!("{}:", input.source);
+        say(format!("{}:", input.source));
         match &input.keys {
-            Err(f) => println!("  {f}"),
-            Ok(verdicts) if verdicts.is_empty() => println!("  (no keys)"),
+            Err(f) => say(format!("  {f}")),
+            Ok(verdicts) if verdicts.is_empty() => say("  (no keys)".to_string()),
             Ok(verdicts) => {
                 for v in verdicts {
-                    println!(
+                    say(format!(
                         "  key \"{}\": {}, {} certificate(s) to trust",
                         v.key,
                         key_status(v),
                         v.certs.len()
-                    );
+                    ));
                     for c in &v.certs {
-                        println!(
+                        say(format!(
                             "    - Subject \"{}\", expires {}, SHA256 {}",
                             c.subject,
                             rfc3339(c.not_after),
                             c.fingerprint.short()
-                        );
+                        ));
                     }
                     for f in &v.findings {
-                        println!("    {f}");
+                        say(format!("    {f}"));
                     }
                 }
             }
         }
     }
     for f in totals {
-        println!("{f}");
+        say(f.to_string());
     }
 }
 

@@ -143,7 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let Some(reconciler) = reconciler else {
             anyhow::bail!("--once reconciles the CA trust, but no CA source is configured; use `renew` for kubelet certificates");
         };
-        let outcome = runtime.block_on(reconciler.reconcile())?;
+        let outcome = runtime.block_on(daemon::reconcile_once(&reconciler))?;
         daemon::log_outcome(&outcome);
         return Ok(if outcome.has_input_errors() {
             ExitCode::FAILURE
@@ -296,10 +296,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// How `main` prints an error chain.
+/// How `main` prints an error chain: one line, escaped (it may name a
+/// path or key from the input).
 pub fn report_error(e: &anyhow::Error) {
     eprintln!(
         "node-cert-agent: error: {}",
-        node_cert_agent::errors::error_chain(e.as_ref())
+        node_cert_agent::text::escape(&node_cert_agent::errors::error_chain(e.as_ref()))
     );
 }

@@ -7,6 +7,10 @@
 //! node create core/v1 Events, not `events.k8s.io` ones. Posting happens on a
 //! background task fed by a bounded queue: when the API is slow or down,
 //! events are dropped, never waited for.
+//!
+//! Messages go through [`crate::text::escape`]: `kubectl describe node`
+//! prints them to a terminal, and a subject or key in them is input others
+//! control.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 use tracing::debug;
+
+use crate::text::escape;
 
 /// Events waiting to be posted; beyond this they are dropped.
 const QUEUE: usize = 64;
@@ -41,18 +47,22 @@ pub struct NodeEvent {
 
 impl NodeEvent {
     pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Normal,
-            reason,
-            message: message.into(),
-        }
+        Self::new(Severity::Normal, reason, message.into())
     }
 
     pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, reason, message.into())
+    }
+
+    fn new(severity: Severity, reason: &'static str, message: String) -> Self {
+        let message = match escape(&message) {
+            std::borrow::Cow::Owned(escaped) => escaped,
+            std::borrow::Cow::Borrowed(_) => message,
+        };
         Self {
-            severity: Severity::Warning,
+            severity,
             reason,
-            message: message.into(),
+            message,
         }
     }
 }
@@ -189,6 +199,18 @@ mod tests {
         assert_eq!(e.type_.as_deref(), Some("Warning"));
         assert_eq!(e.source.unwrap().component.as_deref(), Some(COMPONENT));
         assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_message_with_control_characters_is_escaped_visibly() {
+        let e = NodeEvent::normal(
+            "CATrustChanged",
+            "installed \"CN=a\nKubelet started\r\x1b[2K\u{202e}\"",
+        );
+        assert_eq!(
+            e.message,
+            "installed \"CN=a\\nKubelet started\\r\\x1b[2K\\u{202e}\""
+        );
     }
 
     #[tokio::test]
