@@ -92,6 +92,10 @@ const STICKY: u32 = 0o1000;
 const GROUP_OR_OTHER_WRITE: u32 = 0o022;
 
 impl Facts {
+    #[allow(
+        clippy::useless_conversion,
+        reason = "nlink_t is u32 on some targets (aarch64), u64 on x86_64"
+    )]
     fn of(st: &FileStat) -> Self {
         let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
         let kind = if fmt == SFlag::S_IFREG {
