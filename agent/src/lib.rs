@@ -6,16 +6,16 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, text (leaves)
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry, text
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
-//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`text`]: the
-//!   leaves. Certificate facts, the host boundary (host root, atomic files,
-//!   systemd, locks), the Kubernetes API boundary (kubeconfigs, clients),
-//!   settings, how an error reads, and the one escaping rule of every
-//!   operator-facing text sink.
+//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`retry`],
+//!   [`text`]: the leaves. Certificate facts, the host boundary (host root,
+//!   atomic files, systemd, locks), the Kubernetes API boundary
+//!   (kubeconfigs, clients), settings, how an error reads, when to try
+//!   again, and the one escaping rule of every operator-facing text sink.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -32,6 +32,7 @@ pub mod k8s;
 pub mod kubelet;
 pub mod node;
 pub mod ops;
+pub mod retry;
 pub mod status;
 pub mod text;
 pub mod trust;

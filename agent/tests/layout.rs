@@ -2,9 +2,10 @@
 //! `crate::...` path of the non-test code of each folder of `agent/src`
 //! must be one its folder may use.
 //!
-//! - `x509`, `node`, `k8s`, `config`, `errors` and `text` are leaves: they
-//!   use nothing of the agent but each other (`node` and `k8s` may use the
-//!   other leaves; `x509`, `config`, `errors` and `text` use nothing).
+//! - `x509`, `node`, `k8s`, `config`, `errors`, `retry` and `text` are
+//!   leaves: they use nothing of the agent but each other (`node` and `k8s`
+//!   may use the other leaves; `x509`, `config`, `errors`, `retry` and
+//!   `text` use nothing).
 //! - `trust` and `kubelet` use only the leaves (and themselves).
 //! - `ops` uses the leaves, and of the jobs only their outcome types.
 //! - Nothing but the binary (`main.rs`, `cli.rs`, `app/`) uses `status`.
@@ -23,14 +24,15 @@ const OUTCOME_TYPES: &[&str] = &[
     "kubelet::manager::KubeletError",
     "kubelet::renewal::RenewReason",
     "kubelet::store::CertKind",
+    "kubelet::revocation::SourceState",
 ];
 
 /// What a folder (the first path segment under `crate::`) may use.
 fn allowed(folder: &str, path: &str) -> bool {
     let top = path.split("::").next().unwrap_or_default();
-    let leaves = ["x509", "node", "k8s", "config", "errors", "text"];
+    let leaves = ["x509", "node", "k8s", "config", "errors", "retry", "text"];
     match folder {
-        "x509" | "config" | "errors" | "text" => top == folder,
+        "x509" | "config" | "errors" | "retry" | "text" => top == folder,
         "node" | "k8s" => leaves.contains(&top),
         "trust" | "kubelet" => top == folder || leaves.contains(&top),
         "ops" => {

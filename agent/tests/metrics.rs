@@ -237,9 +237,9 @@ fn metrics_after_passes_and_failures_are_the_contracted_series() {
                 (CertKind::Client, RenewReason::Due { deadline: NOW - 50 }),
                 (CertKind::Serving, RenewReason::Revoked("old-ca".into())),
             ],
+            restarted: vec!["kubelet.service".to_string()],
             ..PassOutcome::default()
         },
-        &["kubelet.service".to_string()],
         NOW - 50,
     );
     m.record_kubelet_error(

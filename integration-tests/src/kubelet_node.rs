@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nca_test_apiserver::ApiServer;
+use nca_test_apiserver::{ApiServer, Profile, Rbac};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 
@@ -43,11 +43,18 @@ pub struct KubeletFixture {
 }
 
 impl KubeletFixture {
-    /// Starts an API server with the bootstrap token and node [`NODE_NAME`],
-    /// boots a node named after `name`, and gives it a running stand-in
-    /// `kubelet.service` and the bootstrap kubeconfig.
+    /// Starts an API server as a kubeadm cluster with the RBAC that
+    /// `manifests/base` ships, with the bootstrap token and node
+    /// [`NODE_NAME`], boots a node named after `name`, and gives it a running
+    /// stand-in `kubelet.service` and the bootstrap kubeconfig.
     pub fn new(name: &str) -> KubeletFixture {
-        let server = ApiServer::start();
+        KubeletFixture::with_cluster(name, Profile::Kubeadm, &crate::rbac::shipped_rbac())
+    }
+
+    /// Like [`KubeletFixture::new`], with the API server's authorization from
+    /// `profile` and `rbac` (and nothing else).
+    pub fn with_cluster(name: &str, profile: Profile, rbac: &Rbac) -> KubeletFixture {
+        let server = ApiServer::start_with(profile, rbac);
         server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
         server.add_node(NODE_NAME);
         let node = Node::boot(name);
@@ -92,6 +99,42 @@ impl KubeletFixture {
         let cfg = self.config_path(extra_kubelet_yaml);
         let cfg = cfg.to_str().expect("temp paths are UTF-8");
         PodModeAgent::start(&self.node, self.secret.path(), &["--config", cfg])
+    }
+
+    /// Like [`KubeletFixture::start_agent`], serving `/metrics`, `/healthz`
+    /// and `/readyz` at `address`.
+    pub fn start_agent_with_metrics(
+        &self,
+        extra_kubelet_yaml: &str,
+        address: &str,
+    ) -> PodModeAgent<'_> {
+        let cfg = self.config_path(extra_kubelet_yaml);
+        let cfg = cfg.to_str().expect("temp paths are UTF-8");
+        PodModeAgent::start(
+            &self.node,
+            self.secret.path(),
+            &["--config", cfg, "--metrics-address", address],
+        )
+    }
+
+    /// `node-cert-agent status -o json` of the node (pod mode: the node's
+    /// root as host root, the agent's config): its exit code and report.
+    pub fn status_json(&self) -> (i32, serde_json::Value) {
+        let out = std::process::Command::new(crate::agent::agent_binary())
+            .args(["status", "-o", "json", "--host-root"])
+            .arg(self.node.root())
+            .arg("--config")
+            .arg(self.config.path().join("config.yaml"))
+            .output()
+            .expect("status runs");
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status -o json is not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
     }
 
     /// The certificate `kubelet-client-current.pem` resolves to, if any.

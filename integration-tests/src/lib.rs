@@ -17,6 +17,8 @@
 //! - [`kubelet_node`]: a node with a stand-in kubelet and a bootstrap
 //!   kubeconfig for the API test server, and checks of kubelet's client
 //!   certificate link.
+//! - [`rbac`]: the RBAC objects `manifests/` ships (`kubectl kustomize`),
+//!   for the API test server's authorization.
 //!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
@@ -30,6 +32,7 @@ pub mod agent;
 mod cgroup;
 mod cmd;
 pub mod cri;
+pub mod http;
 pub mod image;
 pub mod kubelet_node;
 pub mod node;
@@ -37,6 +40,7 @@ pub mod observe;
 mod overlay;
 pub mod pki;
 pub mod preflight;
+pub mod rbac;
 pub mod registry;
 pub mod secret_volume;
 pub mod wait;
@@ -46,6 +50,7 @@ pub use cri::{
     assert_pull_ok, assert_pull_untrusted, cri_pull, cri_remove_image, cri_try_pull,
     cri_try_remove_image, pull_fresh, CriError,
 };
+pub use http::http_get;
 pub use node::Node;
 pub use preflight::{preflight, rootfs_path};
 pub use registry::{Registry, TestRegistry};

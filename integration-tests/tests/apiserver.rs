@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use nca_test_apiserver::{ApiServer, PolicyRule, Subject, Throttle};
+use nca_test_apiserver::{ApiServer, Profile, Rbac, Throttle};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -280,7 +280,11 @@ fn bootstrap_token_gets_a_signed_client_cert_over_plain_https() {
     assert_eq!(created["spec"]["username"], "system:bootstrap:abcdef");
     assert_eq!(
         created["spec"]["groups"],
-        json!(["system:bootstrappers", "system:authenticated"])
+        json!([
+            "system:bootstrappers",
+            "system:bootstrappers:kubeadm:default-node-token",
+            "system:authenticated"
+        ])
     );
     assert!(created
         .get("status")
@@ -568,7 +572,7 @@ fn invalid_csrs_are_422_naming_the_field() {
         (code, st["message"].as_str()),
         (
             400,
-            Some("strict decoding error: unknown field \"spec.colour\"")
+            Some("CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: strict decoding error: unknown field \"spec.colour\"")
         )
     );
     // A body of another kind is a 400.
@@ -815,14 +819,29 @@ fn authentication_failures_are_401_and_rbac_denials_are_403() {
     );
     assert_eq!(code, 403);
     assert_eq!(st["message"], "certificatesigningrequests.certificates.k8s.io \"x\" is forbidden: User \"system:node:n1\" cannot delete resource \"certificatesigningrequests\" in API group \"certificates.k8s.io\" at the cluster scope");
-    // Node identity through kube-rs: get own Node.
+    // Node identity through kube-rs: its own Node only (the Node
+    // authorizer with AuthorizeNodeWithSelectors), a list only by name.
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = node_kubeconfig(&server, dir.path(), "n1");
     rt().block_on(async {
         let api: Api<Node> = Api::all(kube_client(&kubeconfig).await);
         let n = api.get("n1").await.unwrap();
         assert!(n.metadata.uid.is_some());
-        let e = kube_status(api.get("n9").await.unwrap_err());
+        let e = kube_status(api.get("n2").await.unwrap_err());
+        assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+        assert_eq!(e.message, "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot read 'n2', only its own Node object");
+        let e = kube_status(api.list(&ListParams::default()).await.unwrap_err());
+        assert_eq!(e.message, "nodes is forbidden: User \"system:node:n1\" cannot list resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot read all nodes, only its own Node object");
+        let own = api
+            .list(&ListParams::default().fields("metadata.name=n1"))
+            .await
+            .unwrap();
+        assert_eq!(own.items.len(), 1);
+        // A Node that does not exist yet may be read by its node (kubelet
+        // does before registering): 404, not 403.
+        let kc9 = node_kubeconfig(&server, dir.path(), "n9");
+        let api9: Api<Node> = Api::all(kube_client(&kc9).await);
+        let e = kube_status(api9.get("n9").await.unwrap_err());
         assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"));
     });
 
@@ -854,21 +873,21 @@ fn discovery_and_version_work_with_kube_rs() {
         assert_eq!((v.major.as_str(), v.minor.as_str()), ("1", "33"));
         let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
         let (ar, caps) = discovery
-            .resolve_gvk(&GroupVersionKind::gvk(
-                "nodecert.dev",
-                "v1alpha1",
-                "RenewRevocation",
-            ))
+            .resolve_gvk(&GroupVersionKind::gvk(RR_GROUP, "v1", "RenewRevocation"))
             .unwrap();
         assert_eq!(ar.plural, "renewrevocations");
-        assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
         assert!(discovery.has_group("certificates.k8s.io"));
         assert!(discovery.has_group("events.k8s.io"));
+        assert!(
+            !discovery.has_group("nodecert.dev"),
+            "the old group is not served"
+        );
         let groups = client.list_api_groups_aggregated().await.unwrap();
         assert!(groups
             .items
             .iter()
-            .any(|g| g.metadata.as_ref().and_then(|m| m.name.as_deref()) == Some("nodecert.dev")));
+            .any(|g| g.metadata.as_ref().and_then(|m| m.name.as_deref()) == Some(RR_GROUP)));
     });
     let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
     for p in [
@@ -876,7 +895,7 @@ fn discovery_and_version_work_with_kube_rs() {
         "/api",
         "/apis",
         "/api/v1",
-        "/apis/nodecert.dev/v1alpha1",
+        "/apis/certificates.microsoft.com/v1",
         "/apis/certificates.k8s.io/v1",
         "/apis/events.k8s.io/v1",
     ] {
@@ -884,25 +903,49 @@ fn discovery_and_version_work_with_kube_rs() {
     }
 }
 
+/// The documented RenewRevocation group.
+const RR_GROUP: &str = "certificates.microsoft.com";
+
 fn revocation_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nodecert.dev", "v1alpha1", "RenewRevocation"),
+        &GroupVersionKind::gvk(RR_GROUP, "v1", "RenewRevocation"),
         "renewrevocations",
     )
 }
 
+/// A ClusterRole that lets the nodes read RenewRevocations, as a manifest
+/// would ship it (the test server grants only what such objects grant).
+const NODES_READ_REVOCATIONS: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: renewrevocations-reader}
+rules:
+- apiGroups: ["certificates.microsoft.com"]
+  resources: ["renewrevocations"]
+  verbs: ["list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: nodes-read-renewrevocations}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: renewrevocations-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
+"#;
+
 #[test]
-fn kube_runtime_watcher_sees_revocations_as_a_node() {
-    let server = ApiServer::start();
+fn kube_runtime_watcher_sees_revocations_as_a_node_only_where_rbac_grants_it() {
+    let rbac = Rbac::from_yaml(NODES_READ_REVOCATIONS).unwrap();
+    let server = ApiServer::start_with(Profile::Kubeadm, &rbac);
     server.set_bookmark_interval(Duration::from_millis(200));
     server
-        .add_revocation(json!({"metadata": {"name": "before"}, "spec": {"revocations": [{"kind": "Group", "group": "system:nodes"}]}}))
+        .add_revocation("kube-system", json!({"metadata": {"name": "before"}, "spec": {"revocations": [{"kind": "Group", "group": "system:nodes"}]}}))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = node_kubeconfig(&server, dir.path(), "n1");
     rt().block_on(async {
         let ar = revocation_resource();
-        let api: Api<DynamicObject> = Api::all_with(kube_client(&kubeconfig).await, &ar);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(kube_client(&kubeconfig).await, "kube-system", &ar);
         let mut stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
         let mut names = vec![];
         let mut added = false;
@@ -914,13 +957,18 @@ fn kube_runtime_watcher_sees_revocations_as_a_node() {
                     names.push(o.metadata.name.clone().unwrap());
                     if o.metadata.name.as_deref() == Some("after") {
                         assert_eq!(o.data["spec"]["revocations"][0]["serialNumber"], "0A1B");
+                        assert_eq!(o.data["spec"]["revocations"][0]["description"], "one entry");
                         assert_eq!(o.data["spec"]["description"], "bad batch");
                     }
                 }
                 kube::runtime::watcher::Event::InitDone if !added => {
                     added = true;
                     server
-                        .add_revocation(json!({"apiVersion": "nodecert.dev/v1alpha1", "kind": "RenewRevocation", "metadata": {"name": "after"}, "spec": {"description": "bad batch", "revocations": [{"kind": "serialnumber", "serialNumber": "0A1B", "notBefore": "2025-01-01T00:00:00Z"}]}}))
+                        .add_revocation("kube-system", json!({"apiVersion": "certificates.microsoft.com/v1", "kind": "RenewRevocation", "metadata": {"name": "after"}, "spec": {"description": "bad batch", "revocations": [{"kind": "serialnumber", "description": "one entry", "serialNumber": "0A1B", "notBefore": "2025-01-01T00:00:00Z"}]}}))
+                        .unwrap();
+                    // Another namespace's object is not in this watch.
+                    server
+                        .add_revocation("default", json!({"metadata": {"name": "elsewhere"}, "spec": {}}))
                         .unwrap();
                 }
                 _ => {}
@@ -929,7 +977,8 @@ fn kube_runtime_watcher_sees_revocations_as_a_node() {
         assert_eq!(names, ["before", "after"]);
     });
     // The streaming-list strategy (sendInitialEvents): initial ADDED events,
-    // then the BOOKMARK annotated k8s.io/initial-events-end ends Init.
+    // then the BOOKMARK annotated k8s.io/initial-events-end ends Init; here
+    // across all namespaces.
     rt().block_on(async {
         let api: Api<DynamicObject> =
             Api::all_with(kube_client(&kubeconfig).await, &revocation_resource());
@@ -950,10 +999,12 @@ fn kube_runtime_watcher_sees_revocations_as_a_node() {
                 _ => {}
             }
         }
-        assert_eq!(initial, ["after", "before"]);
+        initial.sort();
+        assert_eq!(initial, ["after", "before", "elsewhere"]);
     });
     let reqs = server.requests();
     assert!(reqs.iter().any(|r| r.verb == "watch"
+        && r.path == "/apis/certificates.microsoft.com/v1/renewrevocations"
         && r.query.contains("sendInitialEvents=true")
         && r.query.contains("resourceVersionMatch=NotOlderThan")
         && r.code == 200));
@@ -964,10 +1015,17 @@ fn kube_runtime_watcher_sees_revocations_as_a_node() {
             (
                 r.group.as_str(),
                 r.resource.as_str(),
+                r.namespace.as_str(),
                 r.user.as_str(),
                 r.code
             ),
-            ("nodecert.dev", "renewrevocations", "system:node:n1", 200)
+            (
+                RR_GROUP,
+                "renewrevocations",
+                "kube-system",
+                "system:node:n1",
+                200
+            )
         );
     }
     assert!(
@@ -975,26 +1033,51 @@ fn kube_runtime_watcher_sees_revocations_as_a_node() {
         "{}",
         watch.query
     );
-    // Without the project's binding, a node may not read them.
-    server.revoke("node-cert-agent:renewrevocations-reader");
+    // Without that binding a node may not read them: the Node authorizer's
+    // rules have no custom resource.
+    let bare = ApiServer::start_with(
+        Profile::Kubeadm,
+        &rbac.without("ClusterRoleBinding", "nodes-read-renewrevocations"),
+    );
+    let kubeconfig = node_kubeconfig(&bare, dir.path(), "n1");
     rt().block_on(async {
         let api: Api<DynamicObject> =
-            Api::all_with(kube_client(&kubeconfig).await, &revocation_resource());
+            Api::namespaced_with(kube_client(&kubeconfig).await, "kube-system", &revocation_resource());
         let e = kube_status(api.list(&ListParams::default()).await.unwrap_err());
         assert_eq!(e.code, 403);
+        assert_eq!(e.message, "renewrevocations.certificates.microsoft.com is forbidden: User \"system:node:n1\" cannot list resource \"renewrevocations\" in API group \"certificates.microsoft.com\" in the namespace \"kube-system\"");
     });
     // The schema rejects bad entries (422) and prunes unknown fields.
     let err = server
         .add_revocation(
+            "kube-system",
             json!({"metadata": {"name": "bad"}, "spec": {"revocations": [{"kind": "CN"}]}}),
         )
         .unwrap_err();
+    assert_eq!(
+        err,
+        "RenewRevocation.certificates.microsoft.com \"bad\" is invalid: [spec.revocations[0].kind: Unsupported value: \"CN\": supported values: \"serialnumber\", \"Group\", \"DNS\", \"IP\", <nil>: Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation]"
+    );
+    let err = server
+        .add_revocation(
+            "kube-system",
+            json!({"metadata": {"name": "bad"}, "spec": {"revocations": [{"kind": "DNS"}]}}),
+        )
+        .unwrap_err();
     assert!(
-        err.contains("spec.revocations[0].kind: Unsupported value: \"CN\""),
+        err.ends_with(
+            "spec.revocations[0]: Invalid value: \"object\": dns is required when kind is DNS"
+        ),
         "{err}"
     );
-    let pruned = server.add_revocation(json!({"metadata": {"name": "pruned"}, "spec": {"revocations": [{"kind": "IP", "ip": "10.0.0.1", "junk": 1}]}})).unwrap();
+    let pruned = server.add_revocation("kube-system", json!({"metadata": {"name": "pruned"}, "spec": {"revocations": [{"kind": "IP", "ip": "10.0.0.1", "junk": 1}]}})).unwrap();
     assert!(pruned["spec"]["revocations"][0].get("junk").is_none());
+    assert_eq!(
+        server
+            .add_revocation("nope", json!({"metadata": {"name": "x"}, "spec": {}}))
+            .unwrap_err(),
+        "namespaces \"nope\" not found"
+    );
 }
 
 #[test]
@@ -1002,11 +1085,17 @@ fn watch_semantics_expired_rv_bookmarks_and_label_selectors() {
     let server = ApiServer::start();
     server.set_bookmark_interval(Duration::from_millis(100));
     server
-        .add_revocation(json!({"metadata": {"name": "a", "labels": {"team": "x"}}, "spec": {}}))
+        .add_revocation(
+            "kube-system",
+            json!({"metadata": {"name": "a", "labels": {"team": "x"}}, "spec": {}}),
+        )
         .unwrap();
     let old_rv = server.resource_version();
     server
-        .add_revocation(json!({"metadata": {"name": "b"}, "spec": {}}))
+        .add_revocation(
+            "kube-system",
+            json!({"metadata": {"name": "b"}, "spec": {}}),
+        )
         .unwrap();
     let admin = server.admin_kubeconfig();
     rt().block_on(async {
@@ -1107,7 +1196,25 @@ fn watch_semantics_expired_rv_bookmarks_and_label_selectors() {
 
 #[test]
 fn events_core_v1_as_a_node_and_events_k8s_io_through_the_kube_runtime_recorder() {
-    let server = ApiServer::start();
+    // The service account's Events permission, as a manifest would grant it.
+    let rbac = Rbac::from_yaml(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: events-writer, namespace: default}
+rules:
+- {apiGroups: ["events.k8s.io"], resources: ["events"], verbs: ["create", "patch"]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: nca-events, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: events-writer}
+subjects:
+- {kind: ServiceAccount, name: node-cert-agent, namespace: kube-system}
+"#,
+    )
+    .unwrap();
+    let server = ApiServer::start_with(Profile::Kubeadm, &rbac);
     server.add_node("n1");
     let now = SystemTime::now();
     let (nc, nk) = server.issue_client_cert(
@@ -1146,17 +1253,9 @@ fn events_core_v1_as_a_node_and_events_k8s_io_through_the_kube_runtime_recorder(
         (404, Some("namespaces \"nope\" not found"))
     );
 
-    // events.k8s.io/v1 via kube-runtime's Recorder, for a service account granted it.
+    // events.k8s.io/v1 via kube-runtime's Recorder, for the service account
+    // the RoleBinding names.
     let token = server.add_service_account_token("kube-system", "node-cert-agent");
-    server.grant(
-        "nca-events",
-        Subject::User("system:serviceaccount:kube-system:node-cert-agent".into()),
-        vec![PolicyRule::resource(
-            &["create", "patch"],
-            &["events.k8s.io"],
-            &["events"],
-        )],
-    );
     rt().block_on(async {
         let client = kube_client(&server.token_kubeconfig(&token)).await;
         let recorder =
@@ -1238,6 +1337,9 @@ fn events_core_v1_as_a_node_and_events_k8s_io_through_the_kube_runtime_recorder(
         assert_eq!(
             fields,
             [
+                // Required, then IsQualifiedName's two messages for "".
+                "reportingController",
+                "reportingController",
                 "reportingController",
                 "reportingInstance",
                 "action",
@@ -1422,4 +1524,783 @@ fn csr_fault_knobs_deny_never_approve_wrong_key_wrong_subject_lifetime() {
     let cert = wait_cert(&server, &ten);
     let life = cert.not_before().diff(cert.not_after()).unwrap();
     assert_eq!(i64::from(life.secs), 600);
+}
+
+/// Runs `kubectl` with `kubeconfig`; returns (success, stdout, stderr).
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kubectl ({e}): install it (`apt-get install kubernetes-client` on Debian)")
+        });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `kubectl apply` of the documented RenewRevocation (the example in
+/// `manifests/examples/`), as an admin: the server dry run stores nothing,
+/// the real apply stores it, a re-apply changes nothing, an edited file is
+/// sent as a JSON merge patch, and an unknown field is refused by the
+/// server's strict field validation with upstream's message.
+#[test]
+fn kubectl_applies_the_documented_renew_revocation_dry_run_then_for_real() {
+    let server = ApiServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("admin.kubeconfig");
+    std::fs::write(&kc, server.admin_kubeconfig()).unwrap();
+    // The kubectl that runs (a dispatcher may pick one for the server's
+    // version): from v1.25 on it asks the server for strict field
+    // validation; before, the server's default (Warn) applies.
+    let (ok, version, err) = kubectl(&kc, &["version", "--client", "-o", "json"]);
+    assert!(ok, "{err}");
+    let version: Value = serde_json::from_str(&version).unwrap();
+    println!("kubectl {}", version["clientVersion"]["gitVersion"]);
+    let minor: u32 = version["clientVersion"]["minor"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('+')
+        .parse()
+        .unwrap();
+    let strict = minor >= 25;
+    let example_path =
+        integration_tests::agent::workspace_dir().join("manifests/examples/renewrevocation.yaml");
+    let example = example_path.to_str().unwrap();
+    let log = |server: &ApiServer| {
+        for r in server.requests() {
+            println!("{} {}?{} -> {}", r.method, r.path, r.query, r.code);
+        }
+        server.clear_requests();
+    };
+
+    let (ok, out, err) = kubectl(&kc, &["apply", "--dry-run=server", "-f", example]);
+    log(&server);
+    assert!(ok, "kubectl apply --dry-run=server failed:\n{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "renewrevocation.certificates.microsoft.com/my-renew-revocation created (server dry run)"
+    );
+    assert!(server.revocations().is_empty(), "a dry run stores nothing");
+
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", example]);
+    let reqs = server.requests();
+    log(&server);
+    assert!(ok, "kubectl apply failed:\n{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "renewrevocation.certificates.microsoft.com/my-renew-revocation created"
+    );
+    let post = reqs.iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(
+        post.path,
+        "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations"
+    );
+    assert_eq!(
+        post.query.contains("fieldValidation=Strict"),
+        strict,
+        "{}",
+        post.query
+    );
+    let stored = server.revocations();
+    assert_eq!(stored.len(), 1);
+    let rr = &stored[0];
+    assert_eq!(rr["metadata"]["namespace"], "kube-system");
+    assert_eq!(rr["spec"]["revocations"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        rr["spec"]["revocations"][1]["description"],
+        "Revoke the certificates of every node issued before this date"
+    );
+    assert!(rr["metadata"]["annotations"]
+        .get("kubectl.kubernetes.io/last-applied-configuration")
+        .is_some());
+
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", example]);
+    let reqs = server.requests();
+    log(&server);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "renewrevocation.certificates.microsoft.com/my-renew-revocation unchanged"
+    );
+    assert!(
+        reqs.iter().all(|r| r.method == "GET"),
+        "no write when unchanged"
+    );
+
+    // An edited file: a JSON merge patch (no strategic merge for a CR).
+    let text = std::fs::read_to_string(&example_path).unwrap();
+    let edited = dir.path().join("edited.yaml");
+    std::fs::write(
+        &edited,
+        text.replace("My list of renew revocations", "My edited list"),
+    )
+    .unwrap();
+    let rv_before = server.revocations()[0]["metadata"]["resourceVersion"].clone();
+    let (ok, out, err) = kubectl(&kc, &["apply", "-f", edited.to_str().unwrap()]);
+    let reqs = server.requests();
+    log(&server);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.trim(),
+        "renewrevocation.certificates.microsoft.com/my-renew-revocation configured"
+    );
+    let patch = reqs.iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.code, 200);
+    assert_eq!(
+        patch.query.contains("fieldValidation=Strict"),
+        strict,
+        "{}",
+        patch.query
+    );
+    let after = &server.revocations()[0];
+    assert_eq!(after["spec"]["description"], "My edited list");
+    assert_ne!(after["metadata"]["resourceVersion"], rv_before);
+    assert_eq!(after["metadata"]["generation"], 2);
+
+    // An unknown field: refused on create with upstream's message, or
+    // (older kubectl) accepted with the server's warning.
+    let typo = dir.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        text.replace("name: my-renew-revocation", "name: typo")
+            .replace(
+                "description: Revoke the certificate with this serial number",
+                "descripton: Revoke the certificate with this serial number",
+            ),
+    )
+    .unwrap();
+    let (ok, out, err) = kubectl(
+        &kc,
+        &["apply", "--dry-run=server", "-f", typo.to_str().unwrap()],
+    );
+    log(&server);
+    if strict {
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains("RenewRevocation in version \"v1\" cannot be handled as a RenewRevocation: strict decoding error: unknown field \"spec.revocations[0].descripton\""),
+            "{err}"
+        );
+    } else {
+        assert!(ok, "{out}{err}");
+        assert!(
+            err.contains("Warning: unknown field \"spec.revocations[0].descripton\""),
+            "{err}"
+        );
+    }
+}
+
+/// A client certificate identity `CN=<cn>, O=<orgs>` for reqwest.
+fn identity(server: &ApiServer, cn: &str, orgs: &[&str]) -> Http {
+    let now = SystemTime::now();
+    let (c, k) = server.issue_client_cert(
+        cn,
+        orgs,
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(3600),
+    );
+    http(server, Some((&c, &k)))
+}
+
+fn with_token(
+    r: reqwest::blocking::RequestBuilder,
+    token: &str,
+) -> reqwest::blocking::RequestBuilder {
+    r.header("Authorization", format!("Bearer {token}"))
+}
+
+const RBAC_CASES: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: revocation-reader, namespace: kube-system}
+rules:
+- apiGroups: ["certificates.microsoft.com"]
+  resources: ["renewrevocations"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: agent-reads-revocations, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: revocation-reader}
+subjects:
+- {kind: ServiceAccount, name: agent}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-n1-reader}
+rules:
+- apiGroups: [""]
+  resources: ["nodes"]
+  resourceNames: ["n1"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: viewer-reads-n1}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-n1-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: viewer}
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: ghost}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ghost-binding}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: not-shipped}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: ghost}
+"#;
+
+#[test]
+fn rbac_from_yaml_scopes_roles_to_their_namespace_and_resource_names_to_named_requests() {
+    let server = ApiServer::start_with(Profile::Kubeadm, &Rbac::from_yaml(RBAC_CASES).unwrap());
+    server.add_node("n1");
+    server.add_node("n2");
+    server
+        .add_revocation(
+            "kube-system",
+            json!({"metadata": {"name": "r"}, "spec": {}}),
+        )
+        .unwrap();
+    let rr = |ns: &str| {
+        format!(
+            "{}/apis/certificates.microsoft.com/v1/namespaces/{ns}/renewrevocations",
+            server.url()
+        )
+    };
+    // A RoleBinding's ServiceAccount subject without a namespace is the
+    // binding's namespace; the Role applies there only.
+    let token = server.add_service_account_token("kube-system", "agent");
+    let c = http(&server, None);
+    let code = |r: reqwest::blocking::RequestBuilder| r.send().unwrap().status().as_u16();
+    assert_eq!(code(with_token(c.get(rr("kube-system")), &token)), 200);
+    assert_eq!(
+        code(with_token(
+            c.get(format!("{}/r", rr("kube-system"))),
+            &token
+        )),
+        200
+    );
+    assert_eq!(code(with_token(c.get(rr("default")), &token)), 403);
+    let all = format!(
+        "{}/apis/certificates.microsoft.com/v1/renewrevocations",
+        server.url()
+    );
+    assert_eq!(code(with_token(c.get(&all), &token)), 403);
+    let other = server.add_service_account_token("default", "agent");
+    assert_eq!(code(with_token(c.get(rr("kube-system")), &other)), 403);
+
+    // resourceNames: get by name; list and watch only with the matching
+    // metadata.name field selector.
+    let viewer = identity(&server, "viewer", &[]);
+    let nodes = format!("{}/api/v1/nodes", server.url());
+    assert_eq!(code(viewer.get(format!("{nodes}/n1"))), 200);
+    assert_eq!(code(viewer.get(format!("{nodes}/n2"))), 403);
+    assert_eq!(code(viewer.get(&nodes)), 403);
+    let (c1, l) = json_of(
+        viewer
+            .get(format!("{nodes}?fieldSelector=metadata.name%3Dn1"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((c1, l["items"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(
+        code(viewer.get(format!("{nodes}?fieldSelector=metadata.name%3Dn2"))),
+        403
+    );
+    assert_eq!(
+        code(viewer.get(format!(
+            "{nodes}?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Dn1"
+        ))),
+        200
+    );
+    // A binding to a role that does not exist is the RBAC reason of a 403.
+    let ghost = identity(&server, "ghost", &[]);
+    let (code, st) = json_of(ghost.get(format!("{nodes}/n2")).send().unwrap());
+    assert_eq!(code, 403);
+    assert!(
+        st["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": RBAC: clusterrole.rbac.authorization.k8s.io \"not-shipped\" not found"),
+        "{st}"
+    );
+}
+
+#[test]
+fn the_shipped_manifests_render_into_rbac_the_server_takes() {
+    let shipped = integration_tests::rbac::shipped_rbac();
+    assert!(
+        shipped
+            .objects()
+            .iter()
+            .any(|(kind, _, _)| kind == "ClusterRoleBinding"),
+        "{:?}",
+        shipped.objects()
+    );
+    let server = ApiServer::start_with(Profile::Kubeadm, &shipped);
+    let (code, _) = json_of(
+        http(&server, None)
+            .get(format!("{}/api/v1/nodes", server.url()))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn with_its_own_approver_a_cluster_leaves_kubelet_client_csrs_pending_until_approved() {
+    let server = ApiServer::start_with(Profile::OwnApprover, &Rbac::default());
+    server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
+    let body = csr_body(
+        &node_csr_pem(&key(), "n1"),
+        CLIENT_KUBELET,
+        &["digital signature", "client auth"],
+        None,
+    );
+    let (code, created) = json_of(
+        bearer(http(&server, None).post(csr_url(&server)))
+            .json(&body)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201, "{created}");
+    let name = created["metadata"]["name"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(2200));
+    assert!(
+        conditions(&server.csr(&name).unwrap()).is_empty(),
+        "no auto-approval"
+    );
+    assert!(server.approve(&name));
+    wait_cert(&server, &name);
+    // A token outside kubeadm's group may not file a CSR at all.
+    server.add_bootstrap_token_with("plaint", "0123456789abcdef", &[], None);
+    let r = http(&server, None)
+        .post(csr_url(&server))
+        .header("Authorization", "Bearer plaint.0123456789abcdef")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+}
+
+fn patch_req(c: &Http, url: &str, content_type: &str, body: &Value) -> (u16, Value) {
+    json_of(
+        c.patch(url)
+            .header("Content-Type", content_type)
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .unwrap(),
+    )
+}
+
+const SMP: &str = "application/strategic-merge-patch+json";
+const MERGE: &str = "application/merge-patch+json";
+
+#[test]
+fn node_restriction_limits_a_node_to_its_own_node_and_kubelets_labels() {
+    let server = ApiServer::start();
+    server.add_node("n1");
+    server.add_node("n2");
+    let node = identity(&server, "system:node:n1", &["system:nodes"]);
+    let admin = identity(&server, "kubernetes-admin", &["system:masters"]);
+    let n1 = format!("{}/api/v1/nodes/n1", server.url());
+    let n2 = format!("{}/api/v1/nodes/n2", server.url());
+
+    // Labels of other domains and kubelet's own: allowed.
+    let (code, n) = patch_req(
+        &node,
+        &n1,
+        MERGE,
+        &json!({"metadata": {"labels": {"node-cert-agent.dev/enabled": "true", "node.kubernetes.io/instance-type": "m"}}}),
+    );
+    assert_eq!(code, 200, "{n}");
+    assert_eq!(
+        n["metadata"]["labels"]["node-cert-agent.dev/enabled"],
+        "true"
+    );
+    for (label, msg) in [
+        (
+            "node-role.kubernetes.io/worker",
+            "nodes \"n1\" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/worker",
+        ),
+        (
+            "node-restriction.kubernetes.io/pool",
+            "nodes \"n1\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/pool",
+        ),
+    ] {
+        let (code, st) = patch_req(&node, &n1, SMP, &json!({"metadata": {"labels": {label: "x"}}}));
+        assert_eq!((code, st["message"].as_str()), (403, Some(msg)));
+    }
+    // An admin may set them; the node may then not remove them.
+    let (code, _) = patch_req(
+        &admin,
+        &n1,
+        MERGE,
+        &json!({"metadata": {"labels": {"node-role.kubernetes.io/worker": ""}}}),
+    );
+    assert_eq!(code, 200);
+    let (code, _) = patch_req(
+        &node,
+        &n1,
+        MERGE,
+        &json!({"metadata": {"labels": {"node-role.kubernetes.io/worker": null}}}),
+    );
+    assert_eq!(code, 403);
+    // Another node's object, and through the status subresource too.
+    let (code, st) = patch_req(
+        &node,
+        &n2,
+        MERGE,
+        &json!({"metadata": {"labels": {"a": "b"}}}),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            403,
+            Some("nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\"")
+        )
+    );
+    let (code, _) = patch_req(
+        &node,
+        &format!("{n2}/status"),
+        SMP,
+        &json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+    );
+    assert_eq!(code, 403);
+    // Registering: only its own Node, and only with labels it may set.
+    let nodes = format!("{}/api/v1/nodes", server.url());
+    let n3 = identity(&server, "system:node:n3", &["system:nodes"]);
+    let (code, st) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n4"}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            403,
+            Some("nodes \"n4\" is forbidden: node \"n3\" is not allowed to modify node \"n4\"")
+        )
+    );
+    let (code, st) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n3", "labels": {"node-role.kubernetes.io/x": ""}}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (403, Some("nodes \"n3\" is forbidden: node \"n3\" is not allowed to set the following labels: node-role.kubernetes.io/x"))
+    );
+    let (code, _) = json_of(
+        n3.post(&nodes)
+            .json(&json!({"metadata": {"name": "n3", "labels": {"kubernetes.io/hostname": "n3"}}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201);
+    // Taints are the admin's.
+    let (code, st) = patch_req(
+        &node,
+        &n1,
+        MERGE,
+        &json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            403,
+            Some("nodes \"n1\" is forbidden: node \"n1\" is not allowed to modify taints")
+        )
+    );
+
+    // nodes/status: a strategic merge patch as kubelet sends it merges the
+    // conditions by type and cannot change the spec.
+    let rv = server.resource_version();
+    let (code, n) = patch_req(
+        &node,
+        &format!("{n1}/status"),
+        SMP,
+        &json!({"spec": {"unschedulable": true}, "status": {
+        "$setElementOrder/conditions": [{"type": "Ready"}, {"type": "MemoryPressure"}],
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "KubeletNotReady"},
+            {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"}
+        ]}}),
+    );
+    assert_eq!(code, 200, "{n}");
+    let conds = n["status"]["conditions"].as_array().unwrap();
+    assert_eq!(
+        conds
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [("Ready", "False"), ("MemoryPressure", "False")]
+    );
+    assert_eq!(
+        conds[0]["message"], "kubelet is posting ready status",
+        "merged, not replaced"
+    );
+    assert!(
+        n["spec"].get("unschedulable").is_none(),
+        "the status subresource keeps the spec"
+    );
+    assert!(server.resource_version() > rv);
+    // The main resource keeps the status.
+    let (code, n) = patch_req(&node, &n1, MERGE, &json!({"status": {"conditions": []}}));
+    assert_eq!(code, 200);
+    assert_eq!(n["status"]["conditions"].as_array().unwrap().len(), 2);
+    // A patch that changes nothing writes nothing.
+    let rv = server.resource_version();
+    let (code, _) = patch_req(
+        &node,
+        &n1,
+        MERGE,
+        &json!({"metadata": {"labels": {"node-cert-agent.dev/enabled": "true"}}}),
+    );
+    assert_eq!((code, server.resource_version()), (200, rv));
+    // A stale resourceVersion is a conflict; server-side apply is not served.
+    let (code, st) = patch_req(
+        &node,
+        &n1,
+        MERGE,
+        &json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}),
+    );
+    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")));
+    let r = node
+        .patch(&n1)
+        .header("Content-Type", "application/apply-patch+yaml")
+        .body("metadata: {labels: {x: y}}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    // kube-rs's status patch (what kubelet-like clients use).
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = node_kubeconfig(&server, dir.path(), "n1");
+    rt().block_on(async {
+        let api: Api<Node> = Api::all(kube_client(&kubeconfig).await);
+        let patched = api
+            .patch_status(
+                "n1",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}})),
+            )
+            .await
+            .unwrap();
+        let ready = patched
+            .status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+    });
+}
+
+#[test]
+fn events_with_an_event_time_need_the_reporting_fields_and_at_most_1024_bytes_of_message() {
+    let server = ApiServer::start();
+    let node = identity(&server, "system:node:n1", &["system:nodes"]);
+    let url = format!("{}/api/v1/namespaces/default/events", server.url());
+    let ev = |name: &str, message: &str, reporting: bool| {
+        let mut e = json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Node", "name": "n1"},
+            "reason": "CertificateRenewed", "message": message, "type": "Normal",
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+        });
+        if reporting {
+            e["reportingComponent"] = json!("node-cert-agent");
+            e["reportingInstance"] = json!("n1");
+            e["action"] = json!("Renew");
+        }
+        e
+    };
+    let long = "x".repeat(1025);
+    let (code, st) = json_of(node.post(&url).json(&ev("a", &long, false)).send().unwrap());
+    assert_eq!(code, 422, "{st}");
+    let fields: Vec<&str> = st["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "reportingComponent",
+            "reportingComponent",
+            "reportingComponent",
+            "reportingInstance",
+            "action",
+            "message"
+        ]
+    );
+    assert!(st["message"]
+        .as_str()
+        .unwrap()
+        .contains("message: Invalid value: \"\": can have at most 1024 characters"));
+    let (code, st) = json_of(node.post(&url).json(&ev("b", &long, true)).send().unwrap());
+    assert_eq!(
+        (code, st["details"]["causes"][0]["field"].as_str()),
+        (422, Some("message"))
+    );
+    let (code, st) = json_of(
+        node.post(&url)
+            .json(&ev("c", &long[..1024], true))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 201, "{st}");
+    // Without an eventTime (the legacy form) the limits do not apply.
+    let mut legacy = ev("d", &long, false);
+    legacy.as_object_mut().unwrap().remove("eventTime");
+    let (code, st) = json_of(node.post(&url).json(&legacy).send().unwrap());
+    assert_eq!(code, 201, "{st}");
+}
+
+#[test]
+fn custom_resource_writes_take_dry_run_field_validation_namespaces_and_their_patch_types() {
+    let server = ApiServer::start();
+    let admin = identity(&server, "kubernetes-admin", &["system:masters"]);
+    let coll = |ns: &str| {
+        format!(
+            "{}/apis/certificates.microsoft.com/v1/namespaces/{ns}/renewrevocations",
+            server.url()
+        )
+    };
+    let obj = |name: &str| {
+        json!({"apiVersion": "certificates.microsoft.com/v1", "kind": "RenewRevocation",
+            "metadata": {"name": name},
+            "spec": {"revocations": [{"kind": "IP", "ip": "10.0.0.1", "colour": "blue"}]}})
+    };
+    let post = |url: String, body: &Value| admin.post(url).json(body).send().unwrap();
+
+    let r = post(
+        format!("{}?fieldValidation=Strict", coll("kube-system")),
+        &obj("a"),
+    );
+    let (code, st) = json_of(r);
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (400, Some("RenewRevocation in version \"v1\" cannot be handled as a RenewRevocation: strict decoding error: unknown field \"spec.revocations[0].colour\""))
+    );
+    let r = post(coll("kube-system"), &obj("a"));
+    assert_eq!(
+        r.headers()["Warning"],
+        "299 - \"unknown field \\\"spec.revocations[0].colour\\\"\""
+    );
+    let (code, created) = json_of(r);
+    assert_eq!(code, 201);
+    assert!(created["spec"]["revocations"][0].get("colour").is_none());
+    assert_eq!(created["metadata"]["generation"], 1);
+    let r = post(
+        format!("{}?fieldValidation=Ignore", coll("kube-system")),
+        &obj("b"),
+    );
+    assert!(r.headers().get("Warning").is_none());
+    assert_eq!(r.status().as_u16(), 201);
+    // A dry run is answered like a create and stores nothing.
+    let (code, _) = json_of(post(
+        format!("{}?dryRun=All", coll("kube-system")),
+        &obj("dry"),
+    ));
+    assert_eq!(code, 201);
+    assert_eq!(server.revocations().len(), 2);
+    // Namespaces: it must exist, and match the URL's.
+    let (code, st) = json_of(post(coll("nope"), &obj("c")));
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (404, Some("namespaces \"nope\" not found"))
+    );
+    let mut other = obj("c");
+    other["metadata"]["namespace"] = json!("default");
+    let (code, _) = json_of(post(coll("kube-system"), &other));
+    assert_eq!(code, 400);
+    // Listed across namespaces; not served at a cluster-scoped item path.
+    let (code, l) = json_of(
+        admin
+            .get(format!(
+                "{}/apis/certificates.microsoft.com/v1/renewrevocations",
+                server.url()
+            ))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((code, l["items"].as_array().unwrap().len()), (200, 2));
+    assert_eq!(l["kind"], "RenewRevocationList");
+    let r = admin
+        .get(format!(
+            "{}/apis/certificates.microsoft.com/v1/renewrevocations/a",
+            server.url()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // PATCH: merge and JSON patches, validated; no strategic merge patch.
+    let a = format!("{}/a", coll("kube-system"));
+    let (code, st) = patch_req(&admin, &a, SMP, &json!({"spec": {}}));
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (415, Some("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json"))
+    );
+    let (code, st) = patch_req(
+        &admin,
+        &a,
+        MERGE,
+        &json!({"spec": {"revocations": [{"kind": "DNS"}]}}),
+    );
+    assert_eq!(code, 422, "{st}");
+    let (code, p) = patch_req(&admin, &a, MERGE, &json!({"spec": {"description": "why"}}));
+    assert_eq!((code, p["metadata"]["generation"].as_i64()), (200, Some(2)));
+    let (code, p) = patch_req(
+        &admin,
+        &a,
+        "application/json-patch+json",
+        &json!([{"op": "replace", "path": "/spec/revocations/0/ip", "value": "10.0.0.2"}]),
+    );
+    assert_eq!(
+        (code, p["spec"]["revocations"][0]["ip"].as_str()),
+        (200, Some("10.0.0.2"))
+    );
+    let (code, st) = patch_req(
+        &admin,
+        &format!("{a}?fieldValidation=Strict"),
+        MERGE,
+        &json!({"spec": {"extra": 1}}),
+    );
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            400,
+            Some("strict decoding error: unknown field \"spec.extra\"")
+        )
+    );
+    let (code, st) = patch_req(
+        &admin,
+        &a,
+        MERGE,
+        &json!({"metadata": {"resourceVersion": "2"}, "spec": {"description": "x"}}),
+    );
+    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")));
+    let (code, st) = patch_req(&admin, &a, MERGE, &json!({"metadata": {"name": "z"}}));
+    assert_eq!(
+        (code, st["message"].as_str()),
+        (
+            400,
+            Some("the name of the object (z) does not match the name on the URL (a)")
+        )
+    );
+    let r = admin.delete(&a).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(server.revocations().len(), 1);
 }

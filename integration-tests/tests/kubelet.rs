@@ -245,7 +245,7 @@ fn revocation_of_the_current_serial_triggers_renewal() {
             .any(|r| r.resource == "renewrevocations" && r.verb == "watch")
     });
     fx.server
-        .add_revocation(json!({
+        .add_revocation("kube-system", json!({
             "metadata": {"name": "incident-42"},
             "spec": {"description": "incident 42: key leaked", "revocations": [{"kind": "serialnumber", "serialNumber": first_serial}]}
         }))
@@ -507,7 +507,7 @@ fn revocation_matching_every_future_certificate_renews_once_and_never_storms() {
     });
     // No notBefore: every node certificate, present and future, matches.
     fx.server
-        .add_revocation(json!({
+        .add_revocation("kube-system", json!({
             "metadata": {"name": "all-nodes"},
             "spec": {"description": "rotate every node", "revocations": [{"kind": "Group", "group": "system:nodes"}]}
         }))

@@ -18,14 +18,14 @@ use integration_tests::agent::{render_tail, workspace_dir, PodModeAgent};
 use integration_tests::Node;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount, Volume};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use nca_test_apiserver::{ApiServer, RENEW_REVOCATION_CRD};
+use nca_test_apiserver::{ApiServer, Profile, RENEW_REVOCATION_CRD};
 use node_cert_agent::config::{self, Flags, Settings, SYSTEM_BUS_SOCKET};
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::trust::sources::SourceSpec;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// The journald native socket, at the same path in the pod and on the node.
@@ -135,14 +135,19 @@ fn check_object(doc: &Value, what: &str) -> Result<(), String> {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             strict::<ClusterRoleBinding>(doc, what).map(drop)
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => strict::<Role>(doc, what).map(drop),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            strict::<RoleBinding>(doc, what).map(drop)
+        }
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             strict::<CustomResourceDefinition>(doc, what).map(drop)
         }
         // A custom resource: checked against its CRD by the test API server.
-        ("nodecert.dev/v1alpha1", "RenewRevocation") => {
+        ("certificates.microsoft.com/v1", "RenewRevocation") => {
             let server = ApiServer::start();
+            let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
             server
-                .add_revocation(doc.clone())
+                .add_revocation(ns, doc.clone())
                 .map(drop)
                 .map_err(|e| format!("{what}: rejected by the CRD's schema: {e}"))
         }
@@ -212,7 +217,10 @@ fn an_unknown_or_misplaced_field_fails_the_strict_parse() {
     let mut crd: Value = serde_yaml::from_str(RENEW_REVOCATION_CRD).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["propertes"] = json!({});
     assert!(check_object(&crd, "crd").unwrap_err().contains("propertes"));
-    let mut role = serde_json::to_value(load::<ClusterRole>("base/clusterrole.yaml")).unwrap();
+    let mut role = yaml_docs(&manifests_dir().join("base/rbac-renewrevocations.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Role")
+        .unwrap();
     role["rules"][0]["verb"] = json!(["delete"]);
     assert!(check_object(&role, "role")
         .unwrap_err()
@@ -532,13 +540,23 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
     }
-    // RBAC is bound to the pod's ServiceAccount.
-    let binding: ClusterRoleBinding = load("base/clusterrolebinding.yaml");
+    // The pod runs as its own ServiceAccount; the API identity the agent
+    // uses is the node's, which the shipped RBAC binds by group.
     let sa: ServiceAccount = load("base/serviceaccount.yaml");
-    let subject = &binding.subjects.unwrap()[0];
-    assert_eq!(Some(&subject.name), sa.metadata.name.as_ref());
-    assert_eq!(subject.namespace, sa.metadata.namespace);
     assert_eq!(pod.service_account_name, sa.metadata.name);
+    let binding: RoleBinding = serde_json::from_value(
+        yaml_docs(&manifests_dir().join("base/rbac-renewrevocations.yaml"))
+            .into_iter()
+            .find(|d| d["kind"] == "RoleBinding")
+            .unwrap(),
+    )
+    .unwrap();
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("Group", "system:nodes")
+    );
     assert_eq!(ds.metadata.namespace.as_deref(), Some("kube-system"));
 }
 
@@ -560,36 +578,101 @@ fn the_example_secret_holds_two_real_ca_certificates() {
 const TOKEN_ID: &str = "abcdef";
 const TOKEN_SECRET: &str = "0123456789abcdef";
 
-/// (verb, group, resource) of every rule of the shipped ClusterRole.
-fn granted() -> BTreeSet<(String, String, String)> {
-    let role: ClusterRole = load("base/clusterrole.yaml");
-    let mut set = BTreeSet::new();
-    for r in role.rules.unwrap() {
-        assert!(r.resource_names.is_none() && r.non_resource_urls.is_none());
-        for g in r.api_groups.unwrap() {
-            for res in r.resources.clone().unwrap() {
-                for v in &r.verbs {
-                    assert!(g != "*" && res != "*" && v != "*", "no wildcards");
-                    set.insert((v.clone(), g.clone(), res.clone()));
+/// A rule of the shipped RBAC: the subject it is bound to (`User x`,
+/// `Group x`, `ServiceAccount ns/x`), its namespace (`""`: cluster-wide), and
+/// one (verb, group, resource).
+type Grant = (String, String, String, String, String);
+
+/// Every rule of the RBAC `manifests/base` renders to, per bound subject.
+fn shipped_grants() -> BTreeSet<Grant> {
+    let text = integration_tests::rbac::kustomize(&manifests_dir().join("base"));
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let rules_of = |kind: &str, name: &str, ns: &str| -> Vec<PolicyRule> {
+        let doc = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == kind
+                    && d["metadata"]["name"] == name
+                    && (kind == "ClusterRole" || d["metadata"]["namespace"] == ns)
+            })
+            .unwrap_or_else(|| panic!("the shipped RBAC has no {kind} {name}"));
+        serde_json::from_value::<Vec<PolicyRule>>(doc["rules"].clone()).unwrap()
+    };
+    let mut out = BTreeSet::new();
+    for d in &docs {
+        let (ns, role) = match d["kind"].as_str() {
+            Some("RoleBinding") => {
+                let b: RoleBinding = serde_json::from_value(d.clone()).unwrap();
+                let ns = b.metadata.namespace.clone().unwrap();
+                (ns, (b.role_ref, b.subjects.unwrap_or_default()))
+            }
+            Some("ClusterRoleBinding") => {
+                let b: ClusterRoleBinding = serde_json::from_value(d.clone()).unwrap();
+                (String::new(), (b.role_ref, b.subjects.unwrap_or_default()))
+            }
+            _ => continue,
+        };
+        let (role_ref, subjects) = role;
+        for rule in rules_of(&role_ref.kind, &role_ref.name, &ns) {
+            assert!(rule.non_resource_urls.is_none());
+            for subject in &subjects {
+                let who = match subject.kind.as_str() {
+                    "ServiceAccount" => format!(
+                        "ServiceAccount {}/{}",
+                        subject.namespace.clone().unwrap_or_default(),
+                        subject.name
+                    ),
+                    k => format!("{k} {}", subject.name),
+                };
+                for g in rule.api_groups.clone().unwrap_or_default() {
+                    for res in rule.resources.clone().unwrap_or_default() {
+                        for v in &rule.verbs {
+                            assert!(g != "*" && res != "*" && v != "*", "no wildcards");
+                            out.insert((
+                                who.clone(),
+                                ns.clone(),
+                                v.clone(),
+                                g.clone(),
+                                res.clone(),
+                            ));
+                        }
+                    }
                 }
             }
         }
     }
-    set
+    out
+}
+
+/// Whether `subject` (as [`shipped_grants`] writes it) names the identity.
+fn binds(subject: &str, user: &str, groups: &[String]) -> bool {
+    match subject.split_once(' ') {
+        Some(("User", name)) => name == user,
+        Some(("Group", name)) => groups.iter().any(|g| g == name),
+        Some(("ServiceAccount", ns_name)) => {
+            user == format!("system:serviceaccount:{}", ns_name.replace('/', ":"))
+        }
+        _ => false,
+    }
 }
 
 #[test]
-fn the_cluster_role_grants_exactly_the_api_calls_the_agent_makes() {
-    let server = ApiServer::start();
+fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
+    let server = ApiServer::start_with(Profile::Kubeadm, &integration_tests::rbac::shipped_rbac());
     server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
     server.add_node("n1");
     server
-        .add_revocation(json!({
-            "apiVersion": "nodecert.dev/v1alpha1",
-            "kind": "RenewRevocation",
-            "metadata": {"name": "nothing-matches"},
-            "spec": {"revocations": [{"kind": "DNS", "dns": ".nowhere.invalid"}]}
-        }))
+        .add_revocation(
+            "kube-system",
+            json!({
+                "apiVersion": "certificates.microsoft.com/v1",
+                "kind": "RenewRevocation",
+                "metadata": {"name": "nothing-matches"},
+                "spec": {"revocations": [{"kind": "DNS", "dns": ".nowhere.invalid"}]}
+            }),
+        )
         .unwrap();
     let node = Node::boot("rbac-calls");
     node.write_file(
@@ -630,23 +713,55 @@ fn the_cluster_role_grants_exactly_the_api_calls_the_agent_makes() {
         format!("system:bootstrap:{TOKEN_ID}"),
         "system:node:n1".to_string(),
     ];
-    let used: BTreeSet<(String, String, String)> = server
+    let calls: Vec<_> = server
         .requests()
         .into_iter()
         .filter(|r| r.resource_request && agent_users.contains(&r.user))
-        .map(|r| (r.verb, r.group, r.resource))
         .collect();
-    let granted = granted();
-    println!("API calls made by the agent: {used:?}");
-    assert!(!used.is_empty());
-    let missing: Vec<_> = used.difference(&granted).collect();
-    assert!(
-        missing.is_empty(),
-        "the ClusterRole does not allow calls the agent makes: {missing:?}"
-    );
-    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(!calls.is_empty());
+    // 1. A real cluster allows every call the agent makes: the server's
+    //    authorization is upstream's default policy and the shipped RBAC only.
+    let refused: Vec<_> = calls
+        .iter()
+        .filter(|r| r.code == 401 || r.code == 403)
+        .map(|r| (&r.user, &r.verb, &r.resource, r.code))
+        .collect();
+    assert!(refused.is_empty(), "refused calls: {refused:?}");
+    // 2. Every shipped grant is used by the identity it binds: the manifests
+    //    grant nothing the agent does not use.
+    let grants = shipped_grants();
+    assert!(!grants.is_empty());
+    let mut used = BTreeSet::new();
+    for r in &calls {
+        for g in &grants {
+            let (subject, ns, verb, group, resource) = g;
+            if binds(subject, &r.user, &r.groups)
+                && (ns.is_empty() || *ns == r.namespace)
+                && *verb == r.verb
+                && *group == r.group
+                && *resource == r.resource
+            {
+                used.insert(g.clone());
+            }
+        }
+    }
+    println!("calls by the agent (user, verb, group, resource, namespace):");
+    for r in &calls {
+        println!(
+            "  {} {} {}/{} {}",
+            r.user, r.verb, r.group, r.resource, r.namespace
+        );
+    }
+    println!("shipped grants used: {used:?}");
+    let unused: Vec<_> = grants.difference(&used).collect();
     assert!(
         unused.is_empty(),
-        "the ClusterRole grants calls the agent never made: {unused:?}"
+        "the manifests grant calls the agent never makes with that identity: {unused:?}"
     );
+    // 3. The RenewRevocation calls are the node's, allowed by the shipped
+    //    Role (the Node authorizer covers no custom resource).
+    assert!(calls.iter().any(|r| r.resource == "renewrevocations"
+        && r.user == "system:node:n1"
+        && r.verb == "watch"));
+    drop(agent);
 }

@@ -12,14 +12,13 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use integration_tests::agent::{self, Agent, Mode, PodModeAgent};
+use integration_tests::http_get;
 use integration_tests::pki::{self, TestCa};
 use integration_tests::{preflight, Node};
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
@@ -391,29 +390,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// `GET path` on 127.0.0.1:port; (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {raw:?}"));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status code in {head:?}"));
-    (code, body.to_owned())
 }
 
 fn gauge(scrape: &prometheus_parse::Scrape, metric: &str, label: &str, value: &str) -> f64 {

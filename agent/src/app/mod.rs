@@ -85,6 +85,9 @@ impl NodeView {
             node_name,
             serving,
             lock_path: lock_path(&self.state_dir),
+            // A pod sees kubelet's directory read-only: only the host writes
+            // kubelet's kubeconfig.
+            write_kubeconfig: AgentMode::of_host_root(&settings.host_root) == AgentMode::Host,
         };
         tracing::info!(node = %job.node_name, bootstrap_kubeconfig = %job.settings.bootstrap_kubeconfig.display(), pki_dir = %job.settings.pki_dir.display(), "kubelet certificate job is on");
         Ok(Some(job))

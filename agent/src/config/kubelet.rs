@@ -20,6 +20,9 @@ pub const DEFAULT_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
 pub const DEFAULT_PKI_DIR: &str = "/var/lib/kubelet/pki";
 /// kubelet's config file, which says whether kubelet rotates its own certificates.
 pub const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+/// Where RenewRevocations are read: the namespace the AKS hybrid
+/// documentation puts them in.
+pub const DEFAULT_REVOCATION_NAMESPACE: &str = "kube-system";
 /// The unit restarted after a new certificate is in place.
 pub const DEFAULT_KUBELET_UNIT: &str = "kubelet.service";
 /// kubelet's own limit on waiting for a signature.
@@ -78,6 +81,8 @@ pub struct KubeletConfig {
     pub restart_unit: Option<Vec<String>>,
     pub serving: Option<ServingConfig>,
     pub defer_to_kubelet_rotation: Option<bool>,
+    /// The namespace whose RenewRevocations the agent honours.
+    pub revocation_namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -112,6 +117,8 @@ pub struct KubeletSettings {
     pub serving: Option<ServingConfig>,
     /// When kubelet's config says `rotateCertificates: true`, only monitor.
     pub defer_to_kubelet_rotation: bool,
+    /// The namespace whose RenewRevocations the agent honours.
+    pub revocation_namespace: String,
 }
 
 impl KubeletSettings {
@@ -141,6 +148,9 @@ impl KubeletSettings {
                 .unwrap_or_else(|| vec![DEFAULT_KUBELET_UNIT.to_string()]),
             serving: k.serving.filter(|s| s.enabled),
             defer_to_kubelet_rotation: k.defer_to_kubelet_rotation.unwrap_or(true),
+            revocation_namespace: k
+                .revocation_namespace
+                .unwrap_or_else(|| DEFAULT_REVOCATION_NAMESPACE.to_string()),
         }
     }
 

@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info};
 
-use super::backoff::Backoff;
 use super::watch::{ensure_watches, watch_specs};
 use super::{DaemonError, DRAIN_TIMEOUT};
 use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
+use crate::retry::Backoff;
 use crate::trust::reconcile::{Outcome, ReconcileError, Reconciler};
 use crate::x509::time::{now_unix, now_us, rfc3339_us};
 

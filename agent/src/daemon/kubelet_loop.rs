@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::backoff::Backoff;
 use super::DaemonError;
 use crate::errors::error_chain;
-use crate::kubelet::manager::{KubeletManager, MAX_SLEEP};
+use crate::retry::Backoff;
+use tokio::sync::Notify;
+
+use crate::kubelet::manager::{KubeletError, KubeletManager, PassOutcome, MAX_SLEEP};
+use crate::kubelet::revocation::{self, RevocationCache, SourceState};
+use crate::kubelet::store::CertKind;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
 use crate::x509::time::now_unix;
@@ -24,6 +28,10 @@ const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);
 const KUBELET_RETRY_MAX: Duration = Duration::from_secs(300);
 /// Up to 10 % more, so a fleet does not retry in lockstep.
 const KUBELET_RETRY_JITTER: f64 = 0.1;
+/// Retry delays after a 401 or 403 (credentials or RBAC must change first):
+/// at most one attempt a minute per node, then fewer.
+const AUTH_RETRY_FIRST: Duration = Duration::from_secs(60);
+const AUTH_RETRY_MAX: Duration = Duration::from_secs(900);
 
 /// The shortest time between two renewals made by the loop itself.
 const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,15 +45,35 @@ pub async fn run_kubelet_until<S: Systemd>(
     mut stop: mpsc::Receiver<&'static str>,
     metrics: Arc<Recorder>,
 ) -> Result<(), DaemonError> {
-    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(Notify::new());
+    // The RenewRevocations, kept current by one watch with the node's
+    // identity of the moment (restarted whenever that identity is renewed);
+    // passes read them from here.
+    let revocations = Arc::new(RevocationCache::default());
+    let manager = manager.with_revocation_cache(revocations.clone());
     // A bootstrap or kubelet kubeconfig that appears or changes (say, an
     // operator repairing a node) wakes the loop at once.
     let _kubeconfig_watch = watch_kubeconfigs(&manager, wake.clone());
-    // The RenewRevocation watch runs with the node's identity of the moment;
-    // it is restarted whenever that identity is renewed.
     let mut watch: Option<tokio::task::JoinHandle<()>> = None;
     let mut backoff = Backoff::new(KUBELET_RETRY_FIRST, KUBELET_RETRY_MAX, KUBELET_RETRY_JITTER);
+    let mut auth_backoff = Backoff::new(AUTH_RETRY_FIRST, AUTH_RETRY_MAX, KUBELET_RETRY_JITTER);
+    let mut last_error: Option<String> = None;
     loop {
+        if watch.as_ref().is_none_or(|h| h.is_finished()) {
+            watch = match manager.node_client() {
+                Some(client) => Some(tokio::spawn(revocation::watch(
+                    client,
+                    manager.settings().revocation_namespace.clone(),
+                    format!("system:node:{}", manager.node_name()),
+                    revocations.clone(),
+                    wake.clone(),
+                ))),
+                None => {
+                    revocations.set_state(SourceState::NoIdentity);
+                    None
+                }
+            };
+        }
         let pass = manager.pass(false);
         tokio::pin!(pass);
         let result = tokio::select! {
@@ -57,11 +85,28 @@ pub async fn run_kubelet_until<S: Systemd>(
             }
             r = &mut pass => r,
         };
-        let sleep_for = match result {
-            Ok(outcome) => {
+        let now = now_unix();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => PassOutcome {
+                failures: vec![e],
+                ..PassOutcome::default()
+            },
+        };
+        metrics.record_kubelet_pass(&outcome, now);
+        if outcome.renewed.contains(&CertKind::Client) {
+            // The watch holds the old identity; restart it with the new one.
+            if let Some(old) = watch.take() {
+                old.abort();
+            }
+        }
+        let sleep_for = match outcome.failures.first() {
+            None => {
                 backoff.reset();
-                let now = crate::x509::time::now_unix();
-                metrics.record_kubelet_pass(&outcome, &manager.settings().restart_units, now);
+                auth_backoff.reset();
+                if last_error.take().is_some() {
+                    info!("kubelet certificate pass succeeded again");
+                }
                 let mut until = outcome
                     .next_deadline
                     .map(|d| Duration::from_secs((d - now).max(0) as u64))
@@ -74,29 +119,40 @@ pub async fn run_kubelet_until<S: Systemd>(
                     // does, by 5 min) can put a short-lived certificate's
                     // deadline in the past: never renew in a tight loop.
                     until = until.max(MIN_RENEWAL_INTERVAL);
-                    // The watch holds the old identity; restart it with the new one.
-                    if let Some(old) = watch.take() {
-                        old.abort();
-                    }
                 }
                 until.min(MAX_SLEEP)
             }
-            Err(e) => {
-                metrics.record_kubelet_error(&e, now_unix());
-                let wait = backoff.next_delay(e.retry_after());
-                error!(
-                    retry_in_s = wait.as_secs(),
-                    "kubelet certificate pass failed: {}",
-                    error_chain(&e)
-                );
+            Some(first) => {
+                // A 401 or 403 is fixed by RBAC or credentials, not by
+                // retrying in a second: minutes between tries.
+                let wait = if outcome.failures.iter().any(KubeletError::is_auth) {
+                    auth_backoff.next_delay(None)
+                } else {
+                    backoff.next_delay(first.retry_after())
+                };
+                let message = outcome
+                    .failures
+                    .iter()
+                    .map(|e| error_chain(e))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                // Once per distinct error, so a pass failing for hours does
+                // not fill the log.
+                if last_error.as_deref() == Some(message.as_str()) {
+                    debug!(
+                        retry_in_s = wait.as_secs(),
+                        "kubelet certificate pass failed again: {message}"
+                    );
+                } else {
+                    error!(
+                        retry_in_s = wait.as_secs(),
+                        "kubelet certificate pass failed: {message}"
+                    );
+                    last_error = Some(message);
+                }
                 wait
             }
         };
-        if watch.as_ref().is_none_or(|h| h.is_finished()) {
-            watch = manager
-                .node_client()
-                .map(|client| tokio::spawn(watch_revocations(client, wake.clone())));
-        }
         tokio::select! {
             biased;
             why = stop.recv() => {
@@ -104,7 +160,7 @@ pub async fn run_kubelet_until<S: Systemd>(
                 return Ok(());
             }
             _ = tokio::time::sleep(sleep_for) => {}
-            _ = wake.notified() => info!("RenewRevocations changed: checking the kubelet certificates"),
+            _ = wake.notified() => info!("RenewRevocations or kubeconfigs changed: checking the kubelet certificates"),
         }
     }
 }
@@ -139,26 +195,4 @@ fn watch_kubeconfigs<S: Systemd>(
         }
     }
     Some(watcher)
-}
-
-/// Wakes the kubelet loop on every RenewRevocation change after the first list.
-async fn watch_revocations(client: kube::Client, wake: std::sync::Arc<tokio::sync::Notify>) {
-    use futures_util::StreamExt;
-    use kube::runtime::{watcher, WatchStreamExt};
-    // Raw objects: one that does not decode must not stall the watch.
-    let api = crate::kubelet::revocation::raw_api(client);
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut initial_done = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::InitDone) => initial_done = true,
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if initial_done => {
-                wake.notify_one()
-            }
-            Ok(_) => {}
-            Err(e) => warn!("RenewRevocation watch: {e}; retrying"),
-        }
-    }
 }

@@ -9,7 +9,6 @@
 //! sleeps on its channel. Boundary: scheduling only; what a pass does is
 //! `trust`'s and `kubelet`'s, what is recorded is `ops`'.
 
-mod backoff;
 mod ca_loop;
 mod kubelet_loop;
 mod signals;

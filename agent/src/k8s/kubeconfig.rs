@@ -80,6 +80,91 @@ pub struct ResolvedKubeconfig {
     pub auth: Auth,
 }
 
+/// Which credential a kubeconfig's selected user presents, without reading
+/// any file it references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `client-certificate`: a file (node path, relative ones resolved
+    /// against the kubeconfig's directory).
+    CertificateFile(PathBuf),
+    /// `client-certificate-data`: a certificate inside the kubeconfig.
+    EmbeddedCertificate,
+    /// `token` or `tokenFile`.
+    Token,
+    /// An exec or auth-provider plugin, or nothing usable.
+    Other,
+}
+
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CertificateFile(p) => write!(f, "the certificate file {}", p.display()),
+            Self::EmbeddedCertificate => f.write_str("an embedded client-certificate-data"),
+            Self::Token => f.write_str("a token"),
+            Self::Other => f.write_str("no client certificate (a plugin, or nothing)"),
+        }
+    }
+}
+
+/// The credential of the user the kubeconfig at `path` (its text) selects,
+/// as kubelet would pick it. Pure.
+pub fn credential_of(text: &str, path: &Path) -> Result<Credential, KubeconfigError> {
+    let config = parse(text, path)?;
+    let selected = config.select(path)?;
+    let Some(user) = selected.user.auth_info.as_ref() else {
+        return Ok(Credential::Other);
+    };
+    if nonempty(user.client_certificate_data.as_deref()).is_some() {
+        return Ok(Credential::EmbeddedCertificate);
+    }
+    if let Some(file) = nonempty(user.client_certificate.as_deref()) {
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        return Ok(Credential::CertificateFile(dir.join(file)));
+    }
+    if user.token.is_some() || nonempty(user.token_file.as_deref()).is_some() {
+        return Ok(Credential::Token);
+    }
+    Ok(Credential::Other)
+}
+
+/// kubelet's kubeconfig as kubelet writes it after a TLS bootstrap: the
+/// bootstrap's server and cluster CA (embedded), and `cert` (a node path,
+/// kubelet's `kubelet-client-current.pem`, which holds the key too) as the
+/// client certificate and key. Pure.
+pub fn kubelet_kubeconfig(bootstrap: &ResolvedKubeconfig, cert: &Path) -> String {
+    use base64::Engine as _;
+    let mut cluster = serde_yaml::Mapping::new();
+    cluster.insert("server".into(), bootstrap.server.clone().into());
+    if let Some(ca) = &bootstrap.ca_pem {
+        cluster.insert(
+            "certificate-authority-data".into(),
+            base64::engine::general_purpose::STANDARD.encode(ca).into(),
+        );
+    }
+    if bootstrap.insecure_skip_tls_verify {
+        cluster.insert("insecure-skip-tls-verify".into(), true.into());
+    }
+    let cert = cert.display().to_string();
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "default-cluster", "cluster": cluster}],
+        "users": [{"name": "default-auth", "user": {
+            "client-certificate": cert,
+            "client-key": cert,
+        }}],
+        "contexts": [{"name": "default-context", "context": {
+            "cluster": "default-cluster",
+            "user": "default-auth",
+            "namespace": "default",
+        }}],
+        "current-context": "default-context",
+        "preferences": {},
+    });
+    // A mapping of strings, numbers and booleans always serializes.
+    serde_yaml::to_string(&doc).unwrap_or_default()
+}
+
 /// The one credential the agent presents.
 #[derive(Clone)]
 pub enum Auth {

@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::StreamExt;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
@@ -25,6 +26,10 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder, X509StoreContext, X509};
 
 pub use crate::config::KeyType;
+use tracing::{debug, info};
+
+use crate::k8s::failure::ApiFailure;
+use crate::retry::Backoff;
 use crate::x509::name::common_name;
 use crate::x509::openssl_reason;
 
@@ -69,8 +74,14 @@ pub enum CsrError {
         reason: String,
         message: String,
     },
-    #[error("CertificateSigningRequest {name} got no certificate within {timeout:?}; is the kubelet CSR approver running?")]
+    #[error("CertificateSigningRequest {name} got no certificate within {timeout:?}; is the kubelet CSR approver running? (kube-controller-manager approves kubelet client CSRs only with kubeadm's auto-approve bindings, and never serving CSRs: approve it with `kubectl certificate approve {name}`)")]
     Timeout { name: String, timeout: Duration },
+    #[error("CertificateSigningRequest {name} was deleted while the agent waited for its certificate; the next attempt files a new one")]
+    Deleted { name: String },
+    #[error("CertificateSigningRequest {name} exists but is not the agent's request for this key ({reason}); delete it with `kubectl delete csr {name}`")]
+    Incompatible { name: String, reason: String },
+    #[error("reading CertificateSigningRequest {name}: {source}")]
+    Get { name: String, source: kube::Error },
     #[error("watching CertificateSigningRequest {name}: {reason}")]
     Watch { name: String, reason: String },
     #[error("the issued certificate from CSR {name} is unusable: {reason}; it was discarded")]
@@ -85,6 +96,58 @@ impl CsrError {
             _ => None,
         }
     }
+
+    /// The API call's failure, when an API call failed.
+    pub fn api_failure(&self) -> Option<ApiFailure> {
+        match self {
+            Self::Create { source } | Self::Get { source, .. } => Some(ApiFailure::of(source)),
+            _ => None,
+        }
+    }
+
+    /// Whether the pending key must be thrown away: the CSR made from it is
+    /// finished without a certificate (denied, failed, deleted, or not ours).
+    pub fn ends_the_request(&self) -> bool {
+        matches!(
+            self,
+            Self::Denied { .. }
+                | Self::Failed { .. }
+                | Self::Deleted { .. }
+                | Self::Incompatible { .. }
+                | Self::Rejected { .. }
+        )
+    }
+}
+
+/// The CSR's name, derived from its key, subject and usages as kubelet
+/// names its bootstrap CSRs (`node-csr-<digest>`): the same key always gives
+/// the same name, so a retry (or a restarted agent) finds its own pending
+/// CSR instead of filing another one.
+pub fn csr_name(key: &PKey<Private>, node: &str, usages: &[String]) -> Result<String, CsrError> {
+    let err = |e: openssl::error::ErrorStack| CsrError::BuildRequest {
+        node: node.to_string(),
+        reason: openssl_reason(&e),
+    };
+    let public = key.public_key_to_der().map_err(err)?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    // Each part base64url-encoded and ended by '|', a byte base64url never
+    // has: two different inputs can never write the same bytes.
+    let mut input = String::new();
+    for part in [
+        public.as_slice(),
+        format!("system:node:{node}").as_bytes(),
+        b"system:nodes",
+    ]
+    .into_iter()
+    .chain(usages.iter().map(String::as_bytes))
+    {
+        input.push_str(&b64(part));
+        input.push('|');
+    }
+    Ok(format!(
+        "node-csr-{}",
+        b64(&openssl::sha::sha256(input.as_bytes()))
+    ))
 }
 
 pub fn generate_key(key_type: KeyType) -> Result<PKey<Private>, CsrError> {
@@ -144,17 +207,11 @@ pub fn build_request(
     req.build().to_pem().map_err(err)
 }
 
-/// The CSR object: signer and usages per purpose (kube-controller-manager
-/// approves and signs only requests of exactly this shape).
-pub fn csr_object(
-    request_pem: Vec<u8>,
-    purpose: &Purpose,
-    key_type: KeyType,
-    expiration_seconds: Option<i32>,
-) -> CertificateSigningRequest {
-    let (signer, usage) = match purpose {
-        Purpose::Client => (CLIENT_SIGNER, "client auth"),
-        Purpose::Serving { .. } => (SERVING_SIGNER, "server auth"),
+/// The key usages a CSR of `purpose` asks for.
+pub fn usages_of(purpose: &Purpose, key_type: KeyType) -> Vec<String> {
+    let usage = match purpose {
+        Purpose::Client => "client auth",
+        Purpose::Serving { .. } => "server auth",
     };
     let mut usages = vec!["digital signature".to_string()];
     // Key encipherment only makes sense for RSA key exchange.
@@ -162,9 +219,27 @@ pub fn csr_object(
         usages.push("key encipherment".to_string());
     }
     usages.push(usage.to_string());
+    usages
+}
+
+/// The CSR object named `name`: signer and usages per purpose
+/// (kube-controller-manager approves and signs only requests of exactly this
+/// shape).
+pub fn csr_object(
+    name: &str,
+    request_pem: Vec<u8>,
+    purpose: &Purpose,
+    key_type: KeyType,
+    expiration_seconds: Option<i32>,
+) -> CertificateSigningRequest {
+    let signer = match purpose {
+        Purpose::Client => CLIENT_SIGNER,
+        Purpose::Serving { .. } => SERVING_SIGNER,
+    };
+    let usages = usages_of(purpose, key_type);
     CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some("node-cert-agent-".to_string()),
+            name: Some(name.to_string()),
             ..ObjectMeta::default()
         },
         spec: CertificateSigningRequestSpec {
@@ -178,26 +253,45 @@ pub fn csr_object(
     }
 }
 
-/// Creates the CSR (the request bounded by `api_timeout`) and waits until it
-/// holds a certificate (PEM), is denied or failed, or `timeout` passes.
+/// Files the CSR (each API request bounded by `api_timeout`) and waits until
+/// it holds a certificate (PEM), is denied, failed or deleted, or `timeout`
+/// passes. A CSR of that name that exists already is this key's own pending
+/// request (see [`csr_name`]): it is checked to be compatible and waited on,
+/// so retries never pile up CSRs. The wait survives what client-go's
+/// `WaitForCertificate` survives: a 410 or a dropped connection relists.
 /// Returns the CSR's name with the PEM.
 pub async fn submit_and_wait(
     client: &kube::Client,
     csr: &CertificateSigningRequest,
+    key: &PKey<Private>,
     api_timeout: Duration,
     timeout: Duration,
 ) -> Result<(String, Vec<u8>), CsrError> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let params = PostParams::default();
-    let create = tokio::time::timeout(api_timeout, api.create(&params, csr));
-    let Ok(created) = create.await else {
-        return Err(CsrError::NoAnswer {
-            call: "creating the CertificateSigningRequest",
+    let name = csr.metadata.name.clone().unwrap_or_default();
+    let bounded = |call: &'static str| {
+        move |_| CsrError::NoAnswer {
+            call,
             timeout: api_timeout,
-        });
+        }
     };
-    let created = match created {
+    let create = tokio::time::timeout(api_timeout, api.create(&PostParams::default(), csr))
+        .await
+        .map_err(bounded("creating the CertificateSigningRequest"))?;
+    let created = match create {
         Ok(c) => c,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = tokio::time::timeout(api_timeout, api.get(&name))
+                .await
+                .map_err(bounded("reading the existing CertificateSigningRequest"))?
+                .map_err(|source| CsrError::Get {
+                    name: name.clone(),
+                    source,
+                })?;
+            ensure_compatible(&name, &existing, csr, key)?;
+            info!(csr = %name, "found this key's own pending CertificateSigningRequest {name}; waiting for it instead of filing another");
+            existing
+        }
         Err(kube::Error::Api(status)) if status.code == 429 => {
             // A Status carries retryAfterSeconds; API Priority and Fairness
             // answers in plain text, and then our own backoff applies.
@@ -212,39 +306,107 @@ pub async fn submit_and_wait(
         }
         Err(source) => return Err(CsrError::Create { source }),
     };
-    let name = created.metadata.name.clone().unwrap_or_default();
     if let Some(result) = outcome(&name, &created) {
         return result.map(|pem| (name, pem));
     }
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let wait = async {
-        let mut stream = watcher(api, config).boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    if let Some(result) = outcome(&name, &obj) {
-                        return result;
-                    }
-                }
-                Ok(_) => {}
-                // The watcher retries by itself; a hard error ends the wait.
-                Err(e) => {
-                    return Err(CsrError::Watch {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
-        Err(CsrError::Watch {
-            name: name.clone(),
-            reason: "the watch ended".into(),
-        })
-    };
-    match tokio::time::timeout(timeout, wait).await {
+    match tokio::time::timeout(timeout, wait_for(api, &name)).await {
         Ok(r) => r.map(|pem| (name, pem)),
         Err(_) => Err(CsrError::Timeout { name, timeout }),
     }
+}
+
+/// Watches the CSR `name` until it is finished. Watch errors (410 Gone, a
+/// dropped connection, a restarting API server) are waited out: the watcher
+/// relists on its next poll, after a short backoff.
+async fn wait_for(api: Api<CertificateSigningRequest>, name: &str) -> Result<Vec<u8>, CsrError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(api, config).boxed();
+    let mut backoff = Backoff::new(WAIT_RETRY_FIRST, WAIT_RETRY_MAX, WAIT_RETRY_JITTER);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                backoff.reset();
+                if let Some(result) = outcome(name, &obj) {
+                    return result;
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                return Err(CsrError::Deleted {
+                    name: name.to_string(),
+                })
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let wait = backoff.next_delay(None);
+                debug!(csr = %name, retry_in_ms = wait.as_millis() as u64, "watching CertificateSigningRequest {name}: {e}; relisting");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    Err(CsrError::Watch {
+        name: name.to_string(),
+        reason: "the watch ended".into(),
+    })
+}
+
+/// Retries of a CSR watch that failed: soon, and never faster than this.
+const WAIT_RETRY_FIRST: Duration = Duration::from_millis(500);
+const WAIT_RETRY_MAX: Duration = Duration::from_secs(30);
+const WAIT_RETRY_JITTER: f64 = 0.2;
+
+/// Whether `existing` (a CSR of the name this key gives) is the request we
+/// would file: same signer and usages, and a request for this key and
+/// subject, as kubelet checks before it waits on a CSR it finds.
+fn ensure_compatible(
+    name: &str,
+    existing: &CertificateSigningRequest,
+    ours: &CertificateSigningRequest,
+    key: &PKey<Private>,
+) -> Result<(), CsrError> {
+    let incompatible = |reason: String| CsrError::Incompatible {
+        name: name.to_string(),
+        reason,
+    };
+    if existing.spec.signer_name != ours.spec.signer_name {
+        return Err(incompatible(format!(
+            "its signer is {}, not {}",
+            existing.spec.signer_name, ours.spec.signer_name
+        )));
+    }
+    let sorted = |u: &Option<Vec<String>>| {
+        let mut u = u.clone().unwrap_or_default();
+        u.sort();
+        u
+    };
+    if sorted(&existing.spec.usages) != sorted(&ours.spec.usages) {
+        return Err(incompatible("its usages differ".into()));
+    }
+    let req = openssl::x509::X509Req::from_pem(&existing.spec.request.0).map_err(|e| {
+        incompatible(format!(
+            "its request does not parse ({})",
+            openssl_reason(&e)
+        ))
+    })?;
+    let public = req
+        .public_key()
+        .map_err(|e| incompatible(openssl_reason(&e)))?;
+    if !public.public_eq(key) {
+        return Err(incompatible(
+            "it requests a certificate for another key".into(),
+        ));
+    }
+    let ours_req = openssl::x509::X509Req::from_pem(&ours.spec.request.0)
+        .map_err(|e| incompatible(openssl_reason(&e)))?;
+    let subject =
+        |r: &openssl::x509::X509ReqRef| crate::x509::name::name_to_string(r.subject_name());
+    if subject(&req) != subject(&ours_req) {
+        return Err(incompatible(format!(
+            "its subject is {}, not {}",
+            subject(&req),
+            subject(&ours_req)
+        )));
+    }
+    Ok(())
 }
 
 /// `Some` once the CSR is finished one way or the other.
@@ -281,9 +443,21 @@ fn outcome(name: &str, csr: &CertificateSigningRequest) -> Option<Result<Vec<u8>
         .map(|c| Ok(c.0.clone()))
 }
 
-/// Checks an issued certificate before it may replace anything: it parses,
-/// matches `key`, carries the requested subject, chains to the cluster CA and
-/// is inside its validity window.
+/// An issued certificate that may be installed.
+#[derive(Debug)]
+pub struct Verified {
+    pub leaf: X509,
+    /// Set when it does not chain to the kubeconfig's cluster CA: why, with
+    /// both issuers. kubelet installs such a certificate (some clusters sign
+    /// kubelet certificates with another CA than the API server's), and so
+    /// does the agent, with a warning.
+    pub chain_warning: Option<String>,
+}
+
+/// Checks an issued certificate the way kubelet does before it may replace
+/// anything: it parses, matches `key`, carries the requested subject and is
+/// inside its validity window. Whether it chains to the kubeconfig's cluster
+/// CA is reported, not required.
 pub fn verify_issued(
     csr_name: &str,
     chain_pem: &[u8],
@@ -291,7 +465,7 @@ pub fn verify_issued(
     node: &str,
     cluster_ca_pem: Option<&[u8]>,
     now: i64,
-) -> Result<X509, CsrError> {
+) -> Result<Verified, CsrError> {
     let reject = |reason: String| CsrError::Rejected {
         name: csr_name.to_string(),
         reason,
@@ -332,38 +506,61 @@ pub fn verify_issued(
             crate::x509::time::rfc3339(now)
         )));
     }
-    let ca_pem = cluster_ca_pem.ok_or_else(|| reject("the kubeconfig names no cluster CA to check it against; set certificate-authority(-data)".into()))?;
-    let cas = X509::stack_from_pem(ca_pem).map_err(|e| {
-        reject(format!(
-            "the cluster CA does not parse ({})",
-            openssl_reason(&e)
-        ))
-    })?;
-    let mut store = X509StoreBuilder::new().map_err(|e| reject(openssl_reason(&e)))?;
-    for ca in cas {
-        store.add_cert(ca).map_err(|e| reject(openssl_reason(&e)))?;
-    }
-    let store = store.build();
-    let mut intermediates = Stack::new().map_err(|e| reject(openssl_reason(&e)))?;
-    for c in chain.iter().skip(1) {
-        intermediates
-            .push(c.clone())
-            .map_err(|e| reject(openssl_reason(&e)))?;
-    }
-    let mut ctx = X509StoreContext::new().map_err(|e| reject(openssl_reason(&e)))?;
-    let verdict = ctx
-        .init(&store, &leaf, &intermediates, |c| {
+    let chain_warning = match cluster_ca_pem {
+        Some(ca_pem) => chain_problem(&leaf, &chain, ca_pem),
+        None => None,
+    };
+    Ok(Verified {
+        leaf,
+        chain_warning,
+    })
+}
+
+/// Why `leaf` (with the intermediates of `chain`) does not chain to the CAs
+/// of `ca_pem`, naming both issuers; `None` when it does.
+fn chain_problem(leaf: &X509, chain: &[X509], ca_pem: &[u8]) -> Option<String> {
+    let issuer = crate::x509::name::name_to_string(leaf.issuer_name());
+    let cas = match X509::stack_from_pem(ca_pem) {
+        Ok(cas) if !cas.is_empty() => cas,
+        Ok(_) => return Some("the kubeconfig's cluster CA holds no certificate".into()),
+        Err(e) => {
+            return Some(format!(
+                "the kubeconfig's cluster CA does not parse ({})",
+                openssl_reason(&e)
+            ))
+        }
+    };
+    let ca_names = cas
+        .iter()
+        .map(|c| crate::x509::name::name_to_string(c.subject_name()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let verdict = (|| -> Result<(bool, String), openssl::error::ErrorStack> {
+        let mut store = X509StoreBuilder::new()?;
+        for ca in &cas {
+            store.add_cert(ca.clone())?;
+        }
+        let store = store.build();
+        let mut intermediates = Stack::new()?;
+        for c in chain.iter().skip(1) {
+            intermediates.push(c.clone())?;
+        }
+        let mut ctx = X509StoreContext::new()?;
+        ctx.init(&store, leaf, &intermediates, |c| {
             let ok = c.verify_cert()?;
             Ok((ok, c.error().error_string().to_string()))
         })
-        .map_err(|e| reject(openssl_reason(&e)))?;
-    if !verdict.0 {
-        return Err(reject(format!(
-            "it does not chain to the cluster CA ({})",
-            verdict.1
-        )));
+    })();
+    match verdict {
+        Ok((true, _)) => None,
+        Ok((false, why)) => Some(format!(
+            "it is issued by \"{issuer}\" and does not chain to the kubeconfig's cluster CA \"{ca_names}\" ({why})"
+        )),
+        Err(e) => Some(format!(
+            "it could not be checked against the kubeconfig's cluster CA \"{ca_names}\" ({})",
+            openssl_reason(&e)
+        )),
     }
-    Ok(leaf)
 }
 
 #[cfg(test)]
@@ -406,17 +603,57 @@ mod tests {
     }
 
     #[test]
+    fn the_csr_name_follows_the_key_only() {
+        let key = generate_key(KeyType::EcdsaP256).unwrap();
+        let usages = usages_of(&Purpose::Client, KeyType::EcdsaP256);
+        let a = csr_name(&key, "n1", &usages).unwrap();
+        assert_eq!(
+            a,
+            csr_name(&key, "n1", &usages).unwrap(),
+            "same key, same name"
+        );
+        assert!(a.starts_with("node-csr-") && a.len() < 64, "{a}");
+        let other = generate_key(KeyType::EcdsaP256).unwrap();
+        assert_ne!(a, csr_name(&other, "n1", &usages).unwrap());
+        assert_ne!(a, csr_name(&key, "n2", &usages).unwrap());
+        let serving = usages_of(
+            &Purpose::Serving {
+                dns: vec!["n1".into()],
+                ips: vec![],
+            },
+            KeyType::EcdsaP256,
+        );
+        assert_ne!(a, csr_name(&key, "n1", &serving).unwrap());
+        assert!(a[9..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
     fn usages_add_key_encipherment_only_for_rsa() {
-        let o = csr_object(vec![], &Purpose::Client, KeyType::EcdsaP256, None);
+        let o = csr_object(
+            "node-csr-a",
+            vec![],
+            &Purpose::Client,
+            KeyType::EcdsaP256,
+            None,
+        );
         assert_eq!(o.spec.usages.unwrap(), ["digital signature", "client auth"]);
         assert_eq!(o.spec.signer_name, CLIENT_SIGNER);
-        let o = csr_object(vec![], &Purpose::Client, KeyType::Rsa2048, Some(3600));
+        let o = csr_object(
+            "node-csr-a",
+            vec![],
+            &Purpose::Client,
+            KeyType::Rsa2048,
+            Some(3600),
+        );
         assert_eq!(
             o.spec.usages.unwrap(),
             ["digital signature", "key encipherment", "client auth"]
         );
         assert_eq!(o.spec.expiration_seconds, Some(3600));
         let o = csr_object(
+            "node-csr-a",
             vec![],
             &Purpose::Serving {
                 dns: vec!["n1".into()],
@@ -462,11 +699,12 @@ mod tests {
             1,
         );
         let ca_pem = ca.cert.to_pem().unwrap();
-        verify_issued("csr-1", &issued, &key, "n1", Some(&ca_pem), now_unix()).unwrap();
+        let v = verify_issued("csr-1", &issued, &key, "n1", Some(&ca_pem), now_unix()).unwrap();
+        assert!(v.chain_warning.is_none(), "{:?}", v.chain_warning);
     }
 
     #[test]
-    fn certificate_for_another_key_subject_ca_or_time_is_rejected() {
+    fn certificate_for_another_key_subject_or_time_is_rejected_and_another_ca_warned_about() {
         let ca = testpki::good_ca("cluster");
         let ca_pem = ca.cert.to_pem().unwrap();
         let key = generate_key(KeyType::EcdsaP256).unwrap();
@@ -499,10 +737,14 @@ mod tests {
             &build_request(&key, "n1", &Purpose::Client).unwrap(),
             1,
         );
-        let e = verify_issued("c", &wrong_ca, &key, "n1", Some(&ca_pem), now)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("does not chain"), "{e}");
+        // kubelet installs a certificate of another signer: so does the
+        // agent, warning with both issuers.
+        let v = verify_issued("c", &wrong_ca, &key, "n1", Some(&ca_pem), now).unwrap();
+        let w = v.chain_warning.unwrap();
+        assert!(
+            w.contains("does not chain") && w.contains("CN=rogue") && w.contains("CN=cluster"),
+            "{w}"
+        );
 
         let good = sign(
             &ca,

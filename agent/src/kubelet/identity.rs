@@ -38,6 +38,11 @@ pub enum IdentityError {
     Client(#[from] ClientError),
 }
 
+/// The identity of a request made with the node's current client certificate.
+pub const CURRENT: &str = "current client certificate";
+/// The identity of a request made with the bootstrap kubeconfig.
+pub const BOOTSTRAP: &str = "bootstrap kubeconfig";
+
 /// Where the node's identities come from: kubelet's kubeconfig and the
 /// bootstrap kubeconfig, as node paths under `host`.
 #[derive(Clone, Debug)]
@@ -81,11 +86,11 @@ impl IdentitySource {
                     key_pem,
                     cert_path: None,
                 };
-                return Ok((kc, "current client certificate"));
+                return Ok((kc, CURRENT));
             }
         }
         match kubeconfig::load(&self.host, &self.bootstrap_kubeconfig) {
-            Ok(kc) => Ok((kc, "bootstrap kubeconfig")),
+            Ok(kc) => Ok((kc, BOOTSTRAP)),
             Err(e) => Err(IdentityError::NoBootstrap {
                 path: self.bootstrap_kubeconfig.clone(),
                 pki: self.pki_dir.clone(),

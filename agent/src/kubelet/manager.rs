@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::Flock;
@@ -23,14 +24,16 @@ use tracing::{error, info, warn};
 pub use crate::config::KubeletSettings;
 use crate::errors::error_chain;
 use crate::k8s::client::{build_client, ClientError};
-use crate::k8s::kubeconfig::KubeconfigError;
+use crate::k8s::kubeconfig::{self, KubeconfigError, ResolvedKubeconfig};
 use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::facts::facts_of;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::SelfRotation;
 use crate::kubelet::renewal::{self, Decision, RenewReason};
-use crate::kubelet::revocation::{self, Revocation};
+use crate::kubelet::revocation::{self, Revocation, RevocationCache, SourceState};
+use crate::kubelet::state::{self as kubelet_state, KubeletStateError, KUBELET_STATE_FILE};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
+use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError};
@@ -48,8 +51,12 @@ pub struct KubeletJob {
     pub node_name: String,
     /// The serving certificate's DNS names and IPs, when it is on.
     pub serving: Option<(Vec<String>, Vec<IpAddr>)>,
-    /// The lock file shared with `renew`, as this process sees it.
+    /// The lock file shared with `renew`, as this process sees it. The
+    /// kubelet state file lives beside it.
     pub lock_path: PathBuf,
+    /// Write kubelet's kubeconfig after a bootstrap when it is absent, as
+    /// kubelet does (host mode: a pod sees kubelet's directory read-only).
+    pub write_kubeconfig: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +89,10 @@ pub enum KubeletError {
     RestartFailed { unit: String, result: String },
     #[error("the kubelet lock (shared with `node-cert-agent renew`): {0}")]
     Lock(LockError),
+    #[error(transparent)]
+    State(#[from] KubeletStateError),
+    #[error("cannot write kubelet's kubeconfig {}: {source}", path.display())]
+    WriteKubeconfig { path: PathBuf, source: Box<FsError> },
 }
 
 impl From<IdentityError> for KubeletError {
@@ -111,6 +122,16 @@ impl KubeletError {
             _ => None,
         }
     }
+
+    /// A 401 or 403: retrying soon cannot help, only credentials or RBAC.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Self::Csr(e) | Self::Api { source: e, .. } => {
+                e.api_failure().is_some_and(|f| f.is_auth())
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a pass found and did.
@@ -119,6 +140,13 @@ pub struct PassOutcome {
     /// Unix time of the next scheduled renewal, if any certificate is managed.
     pub next_deadline: Option<i64>,
     pub renewed: Vec<CertKind>,
+    /// Units restarted for new certificates (after a renewal of this pass,
+    /// or one an interrupted pass installed).
+    pub restarted: Vec<String>,
+    /// What failed, certificate by certificate; the others went on.
+    pub failures: Vec<KubeletError>,
+    /// How the RenewRevocations could be read.
+    pub revocations: SourceState,
     /// Why each renewal happened, in the order of `renewed`.
     pub reasons: Vec<(CertKind, RenewReason)>,
     /// Revocations that match the certificate issued in answer to them.
@@ -135,6 +163,9 @@ pub struct KubeletManager<S: Systemd> {
     node_name: String,
     serving: Option<(Vec<String>, Vec<IpAddr>)>,
     lock_path: PathBuf,
+    write_kubeconfig: bool,
+    /// The daemon's watched RenewRevocations; `None` lists them per pass.
+    revocation_cache: Option<Arc<RevocationCache>>,
     /// Revocation label → serial of the certificate issued in answer to it.
     /// A revocation without notBefore can match every certificate this node
     /// can get (say, a whole group): renewing once more per match would be a
@@ -155,6 +186,8 @@ impl<S: Systemd> KubeletManager<S> {
             node_name: job.node_name,
             serving: job.serving,
             lock_path: job.lock_path,
+            write_kubeconfig: job.write_kubeconfig,
+            revocation_cache: None,
             answered_revocations: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -176,7 +209,15 @@ impl<S: Systemd> KubeletManager<S> {
             node_name: self.node_name.clone(),
             serving: self.serving.clone(),
             lock_path: self.lock_path.clone(),
+            write_kubeconfig: self.write_kubeconfig,
         }
+    }
+
+    /// Reads RenewRevocations from `cache` (kept current by the daemon's
+    /// watch) instead of listing them every pass.
+    pub fn with_revocation_cache(mut self, cache: Arc<RevocationCache>) -> Self {
+        self.revocation_cache = Some(cache);
+        self
     }
 
     /// Whether kubelet's own config turns on client certificate rotation.
@@ -189,6 +230,12 @@ impl<S: Systemd> KubeletManager<S> {
     }
 
     /// One pass over the managed certificates. `force` renews now.
+    ///
+    /// Each certificate is its own unit of work: the client certificate
+    /// first, then the serving one with the newest client identity. A
+    /// certificate that was installed always gets its kubelet restart,
+    /// whatever happens to the other one; the failures are returned in the
+    /// outcome. Only a failure to take the lock fails the whole pass.
     pub async fn pass(&self, force: bool) -> Result<PassOutcome, KubeletError> {
         let _lock = self.lock()?;
         // A renewal killed mid-write leaves its temp file: clear it now that
@@ -202,8 +249,11 @@ impl<S: Systemd> KubeletManager<S> {
         }
         let now = now_unix();
         let mut outcome = PassOutcome::default();
-        let client_current = self.read_current(CertKind::Client);
-        let revocations = self.revocations(client_current.as_ref(), now).await;
+        // A restart an interrupted pass owed kubelet comes first.
+        if let Err(e) = self.finish_restarts(&mut outcome).await {
+            outcome.failures.push(e);
+        }
+        let revocations = self.revocations(now, &mut outcome).await;
 
         let mut kinds = vec![(CertKind::Client, Purpose::Client)];
         if let Some((dns, ips)) = &self.serving {
@@ -216,123 +266,166 @@ impl<S: Systemd> KubeletManager<S> {
             ));
         }
         for (kind, purpose) in kinds {
+            // The newest client certificate: one renewed a moment ago is
+            // the serving CSR's identity.
+            let client_current = self.read_current(CertKind::Client);
             let current = if kind == CertKind::Client {
                 client_current.clone()
             } else {
                 self.read_current(kind)
             };
-            let facts = current.as_ref().map(facts_of);
-            let (decision, bad) =
-                renewal::decide(facts.as_ref(), &self.node_name, now, &revocations);
-            for (r, e) in bad {
-                warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
-            }
-            let current_serial = facts.as_ref().map(|f| f.serial.clone()).unwrap_or_default();
-            let reason = match decision {
-                _ if force => Some(RenewReason::Forced),
-                Decision::RenewNow(RenewReason::Revoked(label))
-                    if self.already_answered(&label, &current_serial) =>
-                {
-                    error!(
-                        cert = kind.name(),
-                        revocation = %label,
-                        "the kubelet {} certificate issued in answer to {label} matches it again: the revocation matches every certificate this node can get, so renewing cannot help. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
-                        kind.name()
-                    );
-                    outcome.unfixable_revocations.push(label);
-                    let f = facts.as_ref().map(|f| {
-                        renewal::deadline(
-                            f.not_before,
-                            f.not_after,
-                            renewal::renewal_fraction(&self.node_name),
-                        )
-                    });
-                    if let Some(d) = f {
-                        outcome.next_deadline =
-                            Some(outcome.next_deadline.map_or(d, |x: i64| x.min(d)));
-                    }
-                    None
-                }
-                Decision::RenewNow(reason) => Some(reason),
-                Decision::RenewAt { deadline, .. } if deadline <= now => {
-                    Some(RenewReason::Due { deadline })
-                }
-                Decision::RenewAt { deadline, fraction } => {
-                    info!(
-                        cert = kind.name(),
-                        deadline = %rfc3339(deadline),
-                        fraction = format!("{fraction:.3}"),
-                        not_after = %facts.as_ref().map(|f| rfc3339(f.not_after)).unwrap_or_default(),
-                        "kubelet {} certificate is healthy; renewal scheduled at {} ({:.1} % of its lifetime)",
-                        kind.name(),
-                        rfc3339(deadline),
-                        fraction * 100.0
-                    );
-                    outcome.next_deadline = Some(
-                        outcome
-                            .next_deadline
-                            .map_or(deadline, |d: i64| d.min(deadline)),
-                    );
-                    None
-                }
-            };
-            let Some(reason) = reason else { continue };
-            if kind == CertKind::Client
-                && !force
-                && self.settings.defer_to_kubelet_rotation
-                && self.kubelet_rotates_itself()
-            {
-                outcome.monitoring_only = true;
-                warn!(
-                    cert = kind.name(),
-                    reason = %reason,
-                    kubelet_config = %self.settings.kubelet_config.display(),
-                    "kubelet rotates its own client certificate (rotateCertificates: true); node-cert-agent only monitors it and does not renew: {reason}"
-                );
+            let Some(reason) = self.due(
+                kind,
+                current.as_ref(),
+                force,
+                now,
+                &revocations,
+                &mut outcome,
+            ) else {
                 continue;
-            }
+            };
             info!(cert = kind.name(), reason = %reason, "renewing the kubelet {} certificate: {reason}", kind.name());
             let usable_client = client_current
                 .as_ref()
                 .filter(|c| identity::is_usable(c, now));
-            self.renew(kind, &purpose, usable_client, now).await?;
+            if let Err(e) = self.renew(kind, &purpose, usable_client, now).await {
+                error!(
+                    cert = kind.name(),
+                    "renewing the kubelet {} certificate failed: {}",
+                    kind.name(),
+                    error_chain(&e)
+                );
+                outcome.failures.push(e);
+                continue;
+            }
             if let RenewReason::Revoked(label) = &reason {
-                if let Some(new_facts) = self.read_current(kind).as_ref().map(facts_of) {
-                    if let Ok(mut answered) = self.answered_revocations.lock() {
-                        answered.insert(label.clone(), new_facts.serial.clone());
-                    }
-                    let still = revocations
-                        .iter()
-                        .any(|r| &r.label() == label && r.matches(&new_facts) == Ok(true));
-                    if still {
-                        error!(
-                            cert = kind.name(),
-                            revocation = %label,
-                            "the new kubelet {} certificate matches {label} too: the revocation matches every certificate this node can get, so renewing cannot help and the agent will not renew for it again. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
-                            kind.name()
-                        );
-                        outcome.unfixable_revocations.push(label.clone());
-                    }
-                }
+                self.note_answered(kind, label, &revocations, &mut outcome);
             }
             outcome.reasons.push((kind, reason.clone()));
             outcome.renewed.push(kind);
+            // kubelet reads its certificates at start: restart it now, so a
+            // renewal never waits on (or is lost with) the next certificate.
+            if let Err(e) = self.finish_restarts(&mut outcome).await {
+                outcome.failures.push(e);
+            }
         }
-        if !outcome.renewed.is_empty() {
-            self.restart_units().await?;
-            // The new certificates set the next deadline.
-            for kind in &outcome.renewed {
-                if let Some(f) = self.read_current(*kind).as_ref().map(facts_of) {
-                    let d = renewal::deadline(
-                        f.not_before,
-                        f.not_after,
-                        renewal::renewal_fraction(&self.node_name),
-                    );
-                    outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
-                }
+        // The new certificates set the next deadline.
+        for kind in &outcome.renewed {
+            if let Some(f) = self.read_current(*kind).as_ref().map(facts_of) {
+                let d = renewal::deadline(
+                    f.not_before,
+                    f.not_after,
+                    renewal::renewal_fraction(&self.node_name),
+                );
+                outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
             }
         }
         Ok(outcome)
+    }
+
+    /// Why the certificate `kind` is to be renewed now, if it is; else its
+    /// deadline joins `outcome.next_deadline`.
+    fn due(
+        &self,
+        kind: CertKind,
+        current: Option<&CurrentCert>,
+        force: bool,
+        now: i64,
+        revocations: &[Revocation],
+        outcome: &mut PassOutcome,
+    ) -> Option<RenewReason> {
+        let facts = current.map(facts_of);
+        let (decision, bad) = renewal::decide(facts.as_ref(), &self.node_name, now, revocations);
+        for (r, e) in bad {
+            warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
+        }
+        let current_serial = facts.as_ref().map(|f| f.serial.clone()).unwrap_or_default();
+        let mut schedule = |deadline: i64| {
+            outcome.next_deadline =
+                Some(outcome.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        };
+        let reason = match decision {
+            _ if force => RenewReason::Forced,
+            Decision::RenewNow(RenewReason::Revoked(label))
+                if self.already_answered(&label, &current_serial) =>
+            {
+                error!(
+                    cert = kind.name(),
+                    revocation = %label,
+                    "the kubelet {} certificate issued in answer to {label} matches it again: the revocation matches every certificate this node can get, so renewing cannot help. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
+                    kind.name()
+                );
+                outcome.unfixable_revocations.push(label);
+                if let Some(f) = &facts {
+                    schedule(renewal::deadline(
+                        f.not_before,
+                        f.not_after,
+                        renewal::renewal_fraction(&self.node_name),
+                    ));
+                }
+                return None;
+            }
+            Decision::RenewNow(reason) => reason,
+            Decision::RenewAt { deadline, .. } if deadline <= now => RenewReason::Due { deadline },
+            Decision::RenewAt { deadline, fraction } => {
+                info!(
+                    cert = kind.name(),
+                    deadline = %rfc3339(deadline),
+                    fraction = format!("{fraction:.3}"),
+                    not_after = %facts.as_ref().map(|f| rfc3339(f.not_after)).unwrap_or_default(),
+                    "kubelet {} certificate is healthy; renewal scheduled at {} ({:.1} % of its lifetime)",
+                    kind.name(),
+                    rfc3339(deadline),
+                    fraction * 100.0
+                );
+                schedule(deadline);
+                return None;
+            }
+        };
+        if kind == CertKind::Client
+            && !force
+            && self.settings.defer_to_kubelet_rotation
+            && self.kubelet_rotates_itself()
+        {
+            outcome.monitoring_only = true;
+            warn!(
+                cert = kind.name(),
+                reason = %reason,
+                kubelet_config = %self.settings.kubelet_config.display(),
+                "kubelet rotates its own client certificate (rotateCertificates: true); node-cert-agent only monitors it and does not renew: {reason}"
+            );
+            return None;
+        }
+        Some(reason)
+    }
+
+    /// Remembers that the certificate issued for `label` answers it, and
+    /// says so when the new one matches again (renewing cannot help).
+    fn note_answered(
+        &self,
+        kind: CertKind,
+        label: &str,
+        revocations: &[Revocation],
+        outcome: &mut PassOutcome,
+    ) {
+        let Some(new_facts) = self.read_current(kind).as_ref().map(facts_of) else {
+            return;
+        };
+        if let Ok(mut answered) = self.answered_revocations.lock() {
+            answered.insert(label.to_string(), new_facts.serial.clone());
+        }
+        let still = revocations
+            .iter()
+            .any(|r| r.label() == label && r.matches(&new_facts) == Ok(true));
+        if still {
+            error!(
+                cert = kind.name(),
+                revocation = %label,
+                "the new kubelet {} certificate matches {label} too: the revocation matches every certificate this node can get, so renewing cannot help and the agent will not renew for it again. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
+                kind.name()
+            );
+            outcome.unfixable_revocations.push(label.to_string());
+        }
     }
 
     fn already_answered(&self, label: &str, current_serial: &str) -> bool {
@@ -356,6 +449,10 @@ impl<S: Systemd> KubeletManager<S> {
         }
     }
 
+    fn state_path(&self) -> PathBuf {
+        self.lock_path.with_file_name(KUBELET_STATE_FILE)
+    }
+
     async fn renew(
         &self,
         kind: CertKind,
@@ -365,42 +462,93 @@ impl<S: Systemd> KubeletManager<S> {
     ) -> Result<(), KubeletError> {
         let (kc, identity) = self.identity.choose(usable_client)?;
         let client = build_client(&kc)?;
-        let key = csr::generate_key(self.settings.key_type)?;
+        // The key of a CSR still in flight (a retry, or an agent restarted
+        // while it waited) is used again: the same key names the same CSR.
+        let key = match self.store.pending_key(kind)? {
+            Some(key) => key,
+            None => {
+                let key = csr::generate_key(self.settings.key_type)?;
+                self.store.save_pending_key(kind, &key)?;
+                key
+            }
+        };
         let request = csr::build_request(&key, &self.node_name, purpose)?;
+        let usages = csr::usages_of(purpose, self.settings.key_type);
+        let name = csr::csr_name(&key, &self.node_name, &usages)?;
         let object = csr::csr_object(
+            &name,
             request,
             purpose,
             self.settings.key_type,
             self.settings.expiration_seconds,
         );
-        info!(cert = kind.name(), identity, server = %kc.server, "requesting a kubelet {} certificate", kind.name());
-        let (csr_name, chain_pem) = csr::submit_and_wait(
+        info!(cert = kind.name(), csr = %name, identity, server = %kc.server, "requesting a kubelet {} certificate with CertificateSigningRequest {name}", kind.name());
+        let waited = csr::submit_and_wait(
             &client,
             &object,
+            &key,
             self.settings.api_timeout,
             self.settings.csr_timeout,
         )
-        .await
-        .map_err(|source| KubeletError::Api {
-            server: kc.server.clone(),
-            source,
-        })?;
-        let leaf = csr::verify_issued(
+        .await;
+        let (csr_name, chain_pem) = match waited {
+            Ok(ok) => ok,
+            Err(source) => {
+                if source.ends_the_request() {
+                    // The next attempt files a new request with a new key.
+                    self.store.remove_pending_key(kind)?;
+                }
+                return Err(KubeletError::Api {
+                    server: kc.server.clone(),
+                    source,
+                });
+            }
+        };
+        let verified = match csr::verify_issued(
             &csr_name,
             &chain_pem,
             &key,
             &self.node_name,
             kc.ca_pem.as_deref(),
             now_unix(),
-        )?;
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                self.store.remove_pending_key(kind)?;
+                return Err(e.into());
+            }
+        };
+        if let Some(w) = &verified.chain_warning {
+            warn!(
+                cert = kind.name(),
+                csr = %csr_name,
+                "the kubelet {} certificate from CSR {csr_name}: {w}; installed anyway, as kubelet does (some clusters sign kubelet certificates with another CA than the API server's)",
+                kind.name()
+            );
+        }
         let key_pem = key
             .private_key_to_pem_pkcs8()
             .map_err(|e| CsrError::Rejected {
                 name: csr_name.clone(),
                 reason: crate::x509::openssl_reason(&e),
             })?;
+        // Recorded before the certificate becomes current: whatever stops
+        // the agent now, the next pass restarts kubelet for it.
+        let mut state = kubelet_state::load(&self.state_path())?;
+        state
+            .restart_pending
+            .extend(self.settings.restart_units.iter().cloned());
+        kubelet_state::save(&self.state_path(), &state)?;
         let path = self.store.install(kind, &chain_pem, &key_pem, now)?;
-        let info = leaf.to_der().ok().and_then(|d| CertInfo::from_der(&d).ok());
+        self.store.remove_pending_key(kind)?;
+        if kind == CertKind::Client && identity == identity::BOOTSTRAP {
+            self.write_kubelet_kubeconfig(&kc)?;
+        }
+        let info = verified
+            .leaf
+            .to_der()
+            .ok()
+            .and_then(|d| CertInfo::from_der(&d).ok());
         if let Some(info) = info {
             let next = renewal::deadline(
                 info.not_before,
@@ -424,11 +572,51 @@ impl<S: Systemd> KubeletManager<S> {
         Ok(())
     }
 
-    async fn restart_units(&self) -> Result<(), KubeletError> {
-        for unit in &self.settings.restart_units {
+    /// After a bootstrap, kubelet's kubeconfig as kubelet itself writes it
+    /// (the bootstrap's server and CA, and `kubelet-client-current.pem` as
+    /// client certificate and key), when the job is told to (host mode) and
+    /// the file is absent. An existing kubeconfig is never touched.
+    fn write_kubelet_kubeconfig(&self, bootstrap: &ResolvedKubeconfig) -> Result<(), KubeletError> {
+        if !self.write_kubeconfig {
+            return Ok(());
+        }
+        let node_path = &self.settings.kubeconfig;
+        let host = self.host.resolve(node_path)?;
+        if std::fs::symlink_metadata(&host).is_ok() {
+            return Ok(());
+        }
+        let cert = self.store.current_link(CertKind::Client);
+        let yaml = kubeconfig::kubelet_kubeconfig(bootstrap, &cert);
+        if let Some(dir) = host.parent() {
+            fsutil::ensure_dir(dir, 0o755).map_err(|source| KubeletError::WriteKubeconfig {
+                path: node_path.clone(),
+                source: Box::new(source),
+            })?;
+        }
+        fsutil::write_atomic(&host, yaml.as_bytes(), 0o600).map_err(|source| {
+            KubeletError::WriteKubeconfig {
+                path: node_path.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        info!(kubeconfig = %node_path.display(), client_certificate = %cert.display(), "wrote kubelet's kubeconfig {} after the bootstrap, as kubelet does: server and CA of the bootstrap kubeconfig, client certificate {}", node_path.display(), cert.display());
+        Ok(())
+    }
+
+    /// Restarts the units a newly installed certificate still waits for
+    /// (recorded in the kubelet state file), and clears them once done.
+    async fn finish_restarts(&self, outcome: &mut PassOutcome) -> Result<(), KubeletError> {
+        let path = self.state_path();
+        let mut state = kubelet_state::load(&path)?;
+        // Only allowlisted units, even if an older config left others.
+        state
+            .restart_pending
+            .retain(|u| self.settings.restart_units.contains(u));
+        let pending: Vec<String> = state.restart_pending.iter().cloned().collect();
+        for unit in pending {
             let job = self
                 .systemd
-                .try_restart_unit(unit)
+                .try_restart_unit(&unit)
                 .await
                 .map_err(|source| KubeletError::Restart {
                     unit: unit.clone(),
@@ -441,35 +629,70 @@ impl<S: Systemd> KubeletManager<S> {
                 });
             }
             info!(unit = %unit, job_result = %job.0, "restarted unit (if it was running) so it uses the new certificate");
+            state.restart_pending.remove(&unit);
+            kubelet_state::save(&path, &state)?;
+            outcome.restarted.push(unit);
         }
         Ok(())
     }
 
-    /// The RenewRevocation entries, read with the node's identity. An API
-    /// failure leaves the list empty: revocations only ever add renewals.
-    async fn revocations(&self, client_current: Option<&CurrentCert>, now: i64) -> Vec<Revocation> {
-        let Some(current) = client_current.filter(|c| identity::is_usable(c, now)) else {
+    /// The RenewRevocation entries: the daemon's watched view when there is
+    /// one (its state goes into the outcome), else one list with the node's
+    /// identity (`renew`). A failure leaves the list empty (revocations only
+    /// ever add renewals) and is reported, never silent.
+    async fn revocations(&self, now: i64, outcome: &mut PassOutcome) -> Vec<Revocation> {
+        if let Some(cache) = &self.revocation_cache {
+            outcome.revocations = cache.state();
+            return cache.entries();
+        }
+        let current = self.read_current(CertKind::Client);
+        let Some(current) = current.filter(|c| identity::is_usable(c, now)) else {
+            outcome.revocations = SourceState::NoIdentity;
             return Vec::new();
         };
-        let Ok((kc, _)) = self.identity.choose(Some(current)) else {
+        let Ok((kc, _)) = self.identity.choose(Some(&current)) else {
+            outcome.revocations = SourceState::NoIdentity;
             return Vec::new();
+        };
+        let namespace = &self.settings.revocation_namespace;
+        let failed = |message: String, forbidden: bool| {
+            warn!(server = %kc.server, "{message}");
+            SourceState::Failing { message, forbidden }
         };
         let client = match build_client(&kc) {
             Ok(c) => c,
             Err(e) => {
-                warn!("cannot read RenewRevocations: {e}");
+                outcome.revocations = failed(format!("cannot read RenewRevocations: {e}"), false);
                 return Vec::new();
             }
         };
         let timeout = self.settings.api_timeout;
-        match tokio::time::timeout(timeout, revocation::list_revocations(&client)).await {
-            Ok(Ok(list)) => list,
+        match tokio::time::timeout(timeout, revocation::list_revocations(&client, namespace)).await
+        {
+            Ok(Ok(list)) => {
+                outcome.revocations = SourceState::Synced;
+                list
+            }
             Ok(Err(e)) => {
-                warn!(server = %kc.server, "cannot read RenewRevocations from {}: {}", kc.server, error_chain(&e));
+                let forbidden = e.api_failure().is_some_and(|f| f.is_auth());
+                outcome.revocations = failed(
+                    format!(
+                        "cannot read RenewRevocations in {namespace} from {}: {}",
+                        kc.server,
+                        error_chain(&e)
+                    ),
+                    forbidden,
+                );
                 Vec::new()
             }
             Err(_) => {
-                warn!(server = %kc.server, "cannot read RenewRevocations from {}: the API server did not answer within {timeout:?}", kc.server);
+                outcome.revocations = failed(
+                    format!(
+                        "cannot read RenewRevocations in {namespace} from {}: the API server did not answer within {timeout:?}",
+                        kc.server
+                    ),
+                    false,
+                );
                 Vec::new()
             }
         }

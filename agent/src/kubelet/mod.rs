@@ -16,4 +16,5 @@ pub mod kubelet_config;
 pub mod manager;
 pub mod renewal;
 pub mod revocation;
+pub mod state;
 pub mod store;

@@ -1,5 +1,7 @@
-//! The `RenewRevocation` custom resource (`nodecert.dev/v1alpha1`,
-//! cluster-scoped): its type, from which the CRD shipped in
+//! The `RenewRevocation` custom resource (`certificates.microsoft.com/v1`,
+//! namespaced, as the AKS hybrid documentation writes it; the agent reads
+//! the objects of one namespace, kube-system by default): its type, from
+//! which the CRD shipped in
 //! manifests/base/crd-renewrevocation.yaml is generated (a test holds the
 //! two equal), its entries, and whether an entry revokes a certificate.
 //!
@@ -13,25 +15,32 @@
 //! (renewal.rs does), and builds no client (it is given one).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
 use kube::CustomResource;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
 
+use crate::k8s::failure::ApiFailure;
 use crate::kubelet::facts::{normalize_serial, CertFacts};
+use crate::retry::Backoff;
 
 // The doc comments of the CRD's types are its descriptions (kubectl explain).
 /// Kubelet certificates to renew now, whatever their renewal deadline.
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[kube(
-    group = "nodecert.dev",
-    version = "v1alpha1",
+    group = "certificates.microsoft.com",
+    version = "v1",
     kind = "RenewRevocation",
     plural = "renewrevocations",
+    namespaced,
     // The root schema is written below, around the derived spec schema.
     schema = "manual"
 )]
@@ -60,7 +69,7 @@ impl JsonSchema for RenewRevocation {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
-            "description": "Forces the renewal of matching kubelet certificates on every node running node-cert-agent.",
+            "description": "Forces the renewal of matching kubelet certificates on every node running node-cert-agent (objects in the agent's revocation namespace, kube-system by default).",
             "properties": {
                 "spec": generator.subschema_for::<RenewRevocationSpec>(),
             },
@@ -85,6 +94,12 @@ pub struct Revocation {
     // compares it case-insensitively.
     #[schemars(extend("enum" = ["serialnumber", "Group", "DNS", "IP"]))]
     pub kind: String,
+    /// Why this entry revokes; logged with every renewal it causes.
+    // Read from the entry; `RenewRevocation::entries` then replaces it with
+    // the entry's label for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub description: Option<String>,
     /// The serial number in hex, colons allowed (kind serialnumber).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String", regex(pattern = r"^[0-9A-Fa-f]+(:[0-9A-Fa-f]+)*$"))]
@@ -105,12 +120,6 @@ pub struct Revocation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub not_before: Option<String>,
-    // Not in the CRD (the API server prunes it from entries); read if an
-    // entry carries one, and then set to the entry's label by
-    // `RenewRevocation::entries`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
-    pub description: Option<String>,
 }
 
 /// Why a revocation entry cannot be applied.
@@ -138,6 +147,16 @@ pub enum RenewRevocationError {
         object: Option<String>,
         source: serde_json::Error,
     },
+}
+
+impl RenewRevocationError {
+    /// The API call's failure, when the list call failed.
+    pub fn api_failure(&self) -> Option<ApiFailure> {
+        match self {
+            Self::List(e) => Some(ApiFailure::of(e)),
+            Self::Decode { .. } => None,
+        }
+    }
 }
 
 impl Revocation {
@@ -257,20 +276,221 @@ impl RenewRevocation {
     }
 }
 
+/// How the agent's view of the RenewRevocations stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SourceState {
+    /// Not watched yet: the node has no usable client certificate.
+    #[default]
+    NoIdentity,
+    /// Watched; the first list has not completed.
+    Syncing,
+    /// The view is the server's.
+    Synced,
+    /// The last list or watch failed; the view is the last good one (or
+    /// empty). `forbidden`: a 401/403, which only RBAC or credentials fix.
+    Failing { message: String, forbidden: bool },
+}
+
+impl SourceState {
+    pub fn is_failing(&self) -> bool {
+        matches!(self, Self::Failing { .. })
+    }
+}
+
+/// What the agent knows of the RenewRevocations of its namespace: kept
+/// current by [`watch`], read by every kubelet pass (no pass lists them).
+#[derive(Debug, Default)]
+pub struct RevocationCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// Object name → its entries, as last listed or watched.
+    objects: BTreeMap<String, Vec<Revocation>>,
+    state: SourceState,
+}
+
+impl RevocationCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding it leaves plain data behind: still the best view.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every entry of every object.
+    pub fn entries(&self) -> Vec<Revocation> {
+        self.lock().objects.values().flatten().cloned().collect()
+    }
+
+    pub fn state(&self) -> SourceState {
+        self.lock().state.clone()
+    }
+
+    /// Forgets the identity the view was watched with (it was renewed, or
+    /// is gone); the entries stay until the next list.
+    pub fn set_state(&self, state: SourceState) {
+        self.lock().state = state;
+    }
+
+    fn replace(&self, objects: BTreeMap<String, Vec<Revocation>>) -> bool {
+        let mut inner = self.lock();
+        let changed = inner.objects != objects || inner.state != SourceState::Synced;
+        inner.objects = objects;
+        inner.state = SourceState::Synced;
+        changed
+    }
+
+    fn apply(&self, name: String, entries: Option<Vec<Revocation>>) -> bool {
+        let mut inner = self.lock();
+        let before = inner.objects.get(&name).cloned();
+        match entries {
+            Some(e) => {
+                inner.objects.insert(name, e.clone());
+                before.as_ref() != Some(&e)
+            }
+            None => inner.objects.remove(&name).is_some(),
+        }
+    }
+
+    /// Records a failure; whether the state changed.
+    fn fail(&self, message: String, forbidden: bool) -> bool {
+        let mut inner = self.lock();
+        let state = SourceState::Failing { message, forbidden };
+        let changed = inner.state != state;
+        inner.state = state;
+        changed
+    }
+}
+
+/// How soon a watch that failed tries again: quickly for what a moment fixes
+/// (a restarting API server, a dropped connection), after minutes for a 401
+/// or 403, which only a change of RBAC or credentials fixes.
+const WATCH_RETRY_FIRST: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
+const FORBIDDEN_RETRY_FIRST: Duration = Duration::from_secs(60);
+const FORBIDDEN_RETRY_MAX: Duration = Duration::from_secs(600);
+const RETRY_JITTER: f64 = 0.2;
+
+/// Watches the RenewRevocations of `namespace` as `identity` (for messages:
+/// `system:node:<name>`) with `client`, keeping `cache` current and waking
+/// `wake` whenever the entries or the watch's state change. Runs until
+/// dropped. One watch, re-established when the server ends it; no periodic
+/// list.
+pub async fn watch(
+    client: kube::Client,
+    namespace: String,
+    identity: String,
+    cache: Arc<RevocationCache>,
+    wake: Arc<Notify>,
+) {
+    use futures_util::StreamExt;
+    use kube::runtime::watcher;
+
+    if cache.state() == SourceState::NoIdentity {
+        cache.set_state(SourceState::Syncing);
+    }
+    let mut stream = watcher(raw_api(client, &namespace), watcher::Config::default()).boxed();
+    let mut fast = Backoff::new(WATCH_RETRY_FIRST, WATCH_RETRY_MAX, RETRY_JITTER);
+    let mut slow = Backoff::new(FORBIDDEN_RETRY_FIRST, FORBIDDEN_RETRY_MAX, RETRY_JITTER);
+    let mut listing: Option<BTreeMap<String, Vec<Revocation>>> = None;
+    let mut last_error: Option<String> = None;
+    while let Some(event) = stream.next().await {
+        let changed = match event {
+            Ok(watcher::Event::Init) => {
+                listing = Some(BTreeMap::new());
+                false
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                if let (Some(list), Some((name, entries))) = (listing.as_mut(), decode(object)) {
+                    list.insert(name, entries);
+                }
+                false
+            }
+            Ok(watcher::Event::InitDone) => {
+                fast.reset();
+                slow.reset();
+                if last_error.take().is_some() {
+                    info!(namespace = %namespace, "RenewRevocations can be read again");
+                }
+                cache.replace(listing.take().unwrap_or_default())
+            }
+            Ok(watcher::Event::Apply(object)) => match decode(object) {
+                Some((name, entries)) => cache.apply(name, Some(entries)),
+                None => false,
+            },
+            Ok(watcher::Event::Delete(object)) => match object.metadata.name {
+                Some(name) => cache.apply(name, None),
+                None => false,
+            },
+            Err(e) => {
+                let failure = ApiFailure::of_watch(&e);
+                let message = if failure.is_auth() {
+                    format!(
+                        "{identity} cannot read RenewRevocations in {namespace}: {failure}.                          Grant it with the Role node-cert-agent:renewrevocations-reader and its                          RoleBinding to the group system:nodes (manifests/base/rbac-renewrevocations.yaml);                          check with `kubectl auth can-i list renewrevocations.certificates.microsoft.com                          -n {namespace} --as {identity} --as-group system:nodes`"
+                    )
+                } else {
+                    format!("cannot read RenewRevocations in {namespace}: {failure}")
+                };
+                let wait = if failure.is_auth() {
+                    slow.next_delay(None)
+                } else {
+                    fast.next_delay(failure.retry_after)
+                };
+                // Once per distinct error: a watch that fails for hours
+                // says so once, not every minute.
+                if last_error.as_deref() != Some(message.as_str()) {
+                    error!(namespace = %namespace, retry_in_s = wait.as_secs(), "{message}");
+                    last_error = Some(message.clone());
+                }
+                let changed = cache.fail(message, failure.is_auth());
+                if changed {
+                    wake.notify_one();
+                }
+                tokio::time::sleep(wait).await;
+                false
+            }
+        };
+        if changed {
+            wake.notify_one();
+        }
+    }
+}
+
+/// An object's name and entries; a malformed one is warned about and
+/// skipped (`None`).
+fn decode(object: DynamicObject) -> Option<(String, Vec<Revocation>)> {
+    match RenewRevocation::try_from(object) {
+        Ok(r) => Some((r.metadata.name.clone().unwrap_or_default(), r.entries())),
+        Err(e) => {
+            warn!("ignoring a malformed RenewRevocation: {e}");
+            None
+        }
+    }
+}
+
 /// The RenewRevocations as raw objects, for the list and the daemon's
 /// watch: each object is converted on its own, so one that does not decode
 /// (written against another version of the CRD) cannot fail the whole list
 /// or stall the watch, as a typed `Api<RenewRevocation>` would.
-pub fn raw_api(client: kube::Client) -> Api<DynamicObject> {
-    Api::all_with(client, &ApiResource::erase::<RenewRevocation>(&()))
+pub fn raw_api(client: kube::Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client,
+        namespace,
+        &ApiResource::erase::<RenewRevocation>(&()),
+    )
 }
 
 /// The entries of every RenewRevocation; malformed objects are warned about
 /// and skipped.
 pub async fn list_revocations(
     client: &kube::Client,
+    namespace: &str,
 ) -> Result<Vec<Revocation>, RenewRevocationError> {
-    let list = raw_api(client.clone()).list(&ListParams::default()).await?;
+    let list = raw_api(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await?;
     let mut out = Vec::new();
     for object in list.items {
         match RenewRevocation::try_from(object) {
@@ -321,10 +541,10 @@ mod tests {
         let r = ApiResource::erase::<RenewRevocation>(&());
         assert_eq!(
             (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
-            ("nodecert.dev", "v1alpha1", "renewrevocations")
+            ("certificates.microsoft.com", "v1", "renewrevocations")
         );
         assert_eq!(r.kind, "RenewRevocation");
-        assert_eq!(RenewRevocation::crd().spec.scope, "Cluster");
+        assert_eq!(RenewRevocation::crd().spec.scope, "Namespaced");
     }
 
     /// The shipped CRD and the type can never drift: the manifest is what

@@ -129,6 +129,8 @@ pub enum StoreError {
     ParseCert { path: PathBuf, reason: String },
     #[error("kubelet certificate file {} holds no usable unencrypted PEM private key ({reason}); kubelet keeps the certificate and its key in one file: replace the file, or remove the link to it so a new certificate is requested", path.display())]
     ParseKey { path: PathBuf, reason: String },
+    #[error("cannot encode the pending key {} ({reason})", path.display())]
+    EncodePendingKey { path: PathBuf, reason: String },
     #[error("cannot install a new {kind} certificate: the certificate chain is not PEM certificates ({reason})")]
     ParseNewChain { kind: CertKind, reason: String },
     #[error("cannot install a new {kind} certificate: the key is not an unencrypted PEM private key ({reason})")]
@@ -310,6 +312,81 @@ impl KubeletStore {
             warn!(kind = %kind, error = %e, "{e}");
         }
         Ok(file)
+    }
+
+    /// Node path of the key of the CSR in flight for `kind`
+    /// (`node-cert-agent-client.pending.key`, 0600): kept until its CSR is
+    /// finished, so a retry, or an agent restarted meanwhile, files the same
+    /// request again and finds its own pending CSR instead of a new one.
+    pub fn pending_key_path(&self, kind: CertKind) -> PathBuf {
+        self.dir
+            .join(format!("node-cert-agent-{}.pending.key", kind.name()))
+    }
+
+    /// The pending key of `kind`, if there is one that parses; a damaged one
+    /// is removed (with a warning) and `None`.
+    pub fn pending_key(&self, kind: CertKind) -> Result<Option<PKey<Private>>, StoreError> {
+        let path = self.pending_key_path(kind);
+        let host = self.resolve_nofollow(&path)?;
+        let pem = match fsutil::read_limited(&host, MAX_PEM_BYTES) {
+            Ok(pem) => pem,
+            Err(FsError::Open { ref source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(source) => {
+                return Err(StoreError::Read {
+                    path,
+                    source: Box::new(source),
+                })
+            }
+        };
+        match PKey::private_key_from_pem(&pem) {
+            Ok(key) => Ok(Some(key)),
+            Err(_) => {
+                warn!(path = %path.display(), "the pending key {} does not parse; a new key replaces it", path.display());
+                self.remove_pending_key(kind)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Keeps `key` as the pending key of `kind` (atomically, 0600).
+    pub fn save_pending_key(&self, kind: CertKind, key: &PKey<Private>) -> Result<(), StoreError> {
+        let path = self.pending_key_path(kind);
+        let pem = key
+            .private_key_to_pem_pkcs8()
+            .map_err(|e| StoreError::EncodePendingKey {
+                path: path.clone(),
+                reason: openssl_reason(&e),
+            })?;
+        let dir_host = self
+            .host
+            .resolve(&self.dir)
+            .map_err(|source| StoreError::Resolve {
+                path: self.dir.clone(),
+                source: Box::new(source),
+            })?;
+        fsutil::ensure_dir(&dir_host, PKI_DIR_MODE).map_err(|source| StoreError::CreateDir {
+            path: self.dir.clone(),
+            source: Box::new(source),
+        })?;
+        let host = self.resolve_nofollow(&path)?;
+        fsutil::write_atomic(&host, &pem, CERT_FILE_MODE).map_err(|source| StoreError::WriteCert {
+            path,
+            source: Box::new(source),
+        })
+    }
+
+    /// Sweeps the pending key of `kind`: its CSR is finished.
+    pub fn remove_pending_key(&self, kind: CertKind) -> Result<(), StoreError> {
+        let path = self.pending_key_path(kind);
+        let host = self.resolve_nofollow(&path)?;
+        fsutil::remove_durable(&host)
+            .map(|_| ())
+            .map_err(|source| StoreError::RemoveOld {
+                path,
+                source: Box::new(source),
+            })
     }
 
     /// Removes the agent's own temp files (`.nca-tmp-*`) that a process

@@ -92,6 +92,30 @@ pub struct DaemonStatus {
     /// last kubelet pass (renewed for, or unfixable).
     #[serde(default)]
     pub revocation_matches: Vec<String>,
+    /// How the RenewRevocations could be read in the last kubelet pass
+    /// (absent without the kubelet job).
+    #[serde(default)]
+    pub revocation_source: Option<SourceReport>,
+}
+
+/// How an input the agent watches through the API stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    /// `synced`, `syncing`, `noIdentity` (no credentials yet) or `failing`.
+    pub state: String,
+    /// Why it is failing, with the fix.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The failure is a 401/403: only RBAC or credentials fix it.
+    #[serde(default)]
+    pub forbidden: bool,
+}
+
+impl SourceReport {
+    pub fn is_failing(&self) -> bool {
+        self.state == "failing"
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,12 +6,17 @@
 //! node events), with the node's own identity: the Node authorizer lets a
 //! node create core/v1 Events, not `events.k8s.io` ones. Posting happens on a
 //! background task fed by a bounded queue: when the API is slow or down,
-//! events are dropped, never waited for.
+//! events are dropped, never waited for (a failed post is logged at warning,
+//! once per reason and error). Events raised before the node has an identity
+//! (during a bootstrap, or with an expired certificate) wait, in a bounded
+//! queue, and are posted once it has one. Messages are cut to the API's
+//! limit.
 //!
 //! Messages go through [`crate::text::escape`]: `kubectl describe node`
 //! prints them to a terminal, and a subject or key in them is input others
 //! control.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +24,17 @@ use k8s_openapi::api::core::v1::{Event, EventSource, Node, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::text::escape;
 
 /// Events waiting to be posted; beyond this they are dropped.
 const QUEUE: usize = 64;
+/// Events raised without an identity, kept for when one exists; the oldest
+/// go first when more arrive.
+const HELD: usize = 32;
+/// The API's limit on an Event's message (bytes) when `eventTime` is set.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// How long one post may take before it is given up.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 const COMPONENT: &str = "node-cert-agent";
@@ -97,23 +107,59 @@ pub fn start(node_name: String, client: ClientSource) -> EventSink {
     let (tx, mut rx) = mpsc::channel::<NodeEvent>(QUEUE);
     tokio::spawn(async move {
         let mut node_uid: Option<String> = None;
+        let mut held: VecDeque<NodeEvent> = VecDeque::new();
+        // reason → the last failure logged for it.
+        let mut logged: HashMap<&'static str, String> = HashMap::new();
         while let Some(event) = rx.recv().await {
             let Some(client) = client() else {
-                debug!(reason = event.reason, "no node identity yet: event dropped");
+                if held.len() == HELD {
+                    if let Some(old) = held.pop_front() {
+                        debug!(reason = old.reason, "more events than are kept without a node identity: the oldest was dropped");
+                    }
+                }
+                debug!(
+                    reason = event.reason,
+                    "no node identity yet: event kept until there is one"
+                );
+                held.push_back(event);
                 continue;
             };
-            let post = post(&client, &node_name, &mut node_uid, &event);
-            match tokio::time::timeout(POST_TIMEOUT, post).await {
-                Ok(Ok(())) => debug!(reason = event.reason, "posted node event"),
-                Ok(Err(e)) => debug!(reason = event.reason, "event not posted: {e}"),
-                Err(_) => debug!(
-                    reason = event.reason,
-                    "event not posted: the API did not answer in time"
-                ),
+            held.push_back(event);
+            while let Some(event) = held.pop_front() {
+                let post = post(&client, &node_name, &mut node_uid, &event);
+                let failure = match tokio::time::timeout(POST_TIMEOUT, post).await {
+                    Ok(Ok(())) => {
+                        debug!(reason = event.reason, "posted node event");
+                        logged.remove(event.reason);
+                        continue;
+                    }
+                    Ok(Err(e)) => crate::errors::error_chain(&e),
+                    Err(_) => format!("the API server did not answer within {POST_TIMEOUT:?}"),
+                };
+                if logged.get(event.reason) != Some(&failure) {
+                    warn!(
+                        reason = event.reason,
+                        "a {} Event on Node {node_name} was not posted: {failure}", event.reason
+                    );
+                    logged.insert(event.reason, failure);
+                }
             }
         }
     });
     EventSink { tx: Some(tx) }
+}
+
+/// `message` cut to the API's limit ([`MAX_MESSAGE_BYTES`]), on a character
+/// boundary, ending in `...` when cut.
+pub fn truncate_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_string();
+    }
+    let mut end = MAX_MESSAGE_BYTES - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
 }
 
 async fn post(
@@ -160,7 +206,7 @@ pub fn event_object(
             ..ObjectReference::default()
         },
         reason: Some(event.reason.to_string()),
-        message: Some(event.message.clone()),
+        message: Some(truncate_message(&event.message)),
         type_: Some(match event.severity {
             Severity::Normal => "Normal".into(),
             Severity::Warning => "Warning".into(),
@@ -211,6 +257,22 @@ mod tests {
             e.message,
             "installed \"CN=a\\nKubelet started\\r\\x1b[2K\\u{202e}\""
         );
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_the_apis_limit_on_a_character_boundary() {
+        assert_eq!(truncate_message("short"), "short");
+        let long = "é".repeat(1000);
+        let cut = truncate_message(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with("..."));
+        let e = event_object(
+            "n1",
+            None,
+            &NodeEvent::warning("KubeletCertificateRenewalFailed", "x".repeat(5000)),
+            jiff_now(),
+        );
+        assert_eq!(e.message.unwrap().len(), MAX_MESSAGE_BYTES);
     }
 
     #[tokio::test]

@@ -118,14 +118,14 @@ pub fn respond<B>(
             // The process answers, so its runtime and the loops on it are
             // alive: a loop that ends ends the process.
             "/healthz" => response(StatusCode::OK, TEXT, "ok\n".into()),
-            "/readyz" if endpoint.recorder.is_ready() => {
-                response(StatusCode::OK, TEXT, "ok\n".into())
-            }
-            "/readyz" => response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                TEXT,
-                "not ready: the first pass has not completed\n".into(),
-            ),
+            "/readyz" => match endpoint.recorder.not_ready_reason() {
+                None => response(StatusCode::OK, TEXT, "ok\n".into()),
+                Some(why) => response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("not ready: {why}\n"),
+                ),
+            },
             _ => response(
                 StatusCode::NOT_FOUND,
                 TEXT,

@@ -24,8 +24,9 @@ use tokio::sync::Notify;
 use crate::errors::error_chain;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
+use crate::kubelet::revocation::SourceState;
 use crate::node::procfs::ProcessIdentity;
-use crate::ops::daemon_status::{AgentMode, DaemonStatus, SCHEMA_VERSION};
+use crate::ops::daemon_status::{AgentMode, DaemonStatus, SourceReport, SCHEMA_VERSION};
 use crate::ops::events::{EventSink, NodeEvent};
 use crate::ops::prometheus::AgentMetrics;
 use crate::trust::reconcile::{Outcome, ReconcileError};
@@ -60,6 +61,7 @@ struct Inner {
     last_kubelet_error: Option<String>,
     next_renewal: Option<i64>,
     revocation_matches: Vec<String>,
+    revocation_source: Option<SourceReport>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -120,7 +122,23 @@ impl Recorder {
     /// `/readyz` answers 200 from the first completed pass on: the first CA
     /// pass, or the first kubelet pass of a kubelet-only agent.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
+    }
+
+    /// Why `/readyz` says not ready: the first pass has not completed, or
+    /// an input the agent must read (the RenewRevocations) cannot be read.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Some("the first pass has not completed".into());
+        }
+        let i = self.inner();
+        match &i.revocation_source {
+            Some(r) if r.is_failing() => Some(format!(
+                "RenewRevocations cannot be read: {}",
+                r.error.as_deref().unwrap_or("unknown error")
+            )),
+            _ => None,
+        }
     }
 
     fn mark_ready(&self) {
@@ -244,7 +262,9 @@ impl Recorder {
     }
 
     /// A kubelet pass that ended well; `restart_units` were restarted if it renewed.
-    pub fn record_kubelet_pass(&self, o: &PassOutcome, restart_units: &[String], now: i64) {
+    /// A kubelet pass; its failures (certificate by certificate) are
+    /// recorded as errors of the pass.
+    pub fn record_kubelet_pass(&self, o: &PassOutcome, now: i64) {
         for label in &o.unfixable_revocations {
             self.emit(NodeEvent::warning(
                 "KubeletCertificateRevocationUnfixable",
@@ -264,16 +284,14 @@ impl Recorder {
             ));
         }
         if !o.renewed.is_empty() {
-            for unit in restart_units {
-                self.emit(NodeEvent::normal(
-                    "UnitRestarted",
-                    format!("restarted {unit} (if it was running) so it uses the new certificate"),
-                ));
-            }
             self.metrics.kubelet_renewed(o.renewed.len() as u64);
-            for unit in restart_units {
-                self.metrics.unit_restarted(unit, JOB_DONE);
-            }
+        }
+        for unit in &o.restarted {
+            self.emit(NodeEvent::normal(
+                "UnitRestarted",
+                format!("restarted {unit} (if it was running) so it uses the new certificate"),
+            ));
+            self.metrics.unit_restarted(unit, JOB_DONE);
         }
         {
             let mut i = self.inner();
@@ -289,9 +307,20 @@ impl Recorder {
                 })
                 .chain(o.unfixable_revocations.iter().cloned())
                 .collect();
+            i.revocation_source = Some(source_report(&o.revocations));
         }
         if !self.ca_job {
             self.mark_ready();
+        }
+        if let Some((first, rest)) = o.failures.split_first() {
+            self.record_kubelet_error(first, now);
+            for e in rest {
+                self.emit(NodeEvent::warning(
+                    "KubeletCertificateRenewalFailed",
+                    error_chain(e),
+                ));
+                self.count_restart_failure(e);
+            }
         }
         self.changed.notify_one();
     }
@@ -302,6 +331,16 @@ impl Recorder {
             error_chain(e),
         ));
         self.metrics.kubelet_renewal_failed();
+        self.count_restart_failure(e);
+        {
+            let mut i = self.inner();
+            i.last_kubelet_pass = Some(now);
+            i.last_kubelet_error = Some(error_chain(e));
+        }
+        self.changed.notify_one();
+    }
+
+    fn count_restart_failure(&self, e: &KubeletError) {
         match e {
             KubeletError::Restart { unit, .. } => {
                 self.metrics.unit_restarted(unit, CALL_FAILED);
@@ -311,12 +350,6 @@ impl Recorder {
             }
             _ => {}
         }
-        {
-            let mut i = self.inner();
-            i.last_kubelet_pass = Some(now);
-            i.last_kubelet_error = Some(error_chain(e));
-        }
-        self.changed.notify_one();
     }
 
     /// The daemon's status file content at `now`.
@@ -344,7 +377,26 @@ impl Recorder {
             next_renewal: i.next_renewal,
             metrics_address: self.metrics_address.map(|a| a.to_string()),
             revocation_matches: i.revocation_matches.clone(),
+            revocation_source: i.revocation_source.clone(),
         }
+    }
+}
+
+/// The RenewRevocations' source state as the daemon-status file and
+/// `status` show it.
+fn source_report(s: &SourceState) -> SourceReport {
+    let (state, error, forbidden) = match s {
+        SourceState::NoIdentity => ("noIdentity", None, false),
+        SourceState::Syncing => ("syncing", None, false),
+        SourceState::Synced => ("synced", None, false),
+        SourceState::Failing { message, forbidden } => {
+            ("failing", Some(message.clone()), *forbidden)
+        }
+    };
+    SourceReport {
+        state: state.to_string(),
+        error,
+        forbidden,
     }
 }
 
@@ -490,10 +542,10 @@ mod tests {
                     RenewReason::Revoked("old-ca".into()),
                 )],
                 renewed: vec![crate::kubelet::store::CertKind::Client],
+                restarted: vec!["kubelet.service".to_string()],
                 next_deadline: Some(9_000),
                 ..PassOutcome::default()
             },
-            &["kubelet.service".to_string()],
             2_000,
         );
         assert!(m.is_ready());

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{KubeletSettings, Settings};
+use crate::k8s::kubeconfig::{self, Credential};
 use crate::kubelet::kubelet_config::SelfRotation;
 use crate::kubelet::store::{is_timestamped_file, CertKind};
 use crate::node::distro::TrustStoreLayout;
+use crate::node::fsutil;
 use crate::node::hostroot::HostRoot;
 use crate::node::identity::NodeIdentity;
 use crate::node::lock::{probe_daemon_lock, DaemonLock};
@@ -17,6 +19,7 @@ use crate::node::procfs::{start_ticks_of, ProcessIdentity};
 use crate::ops::daemon_status::{
     read_daemon_status, DaemonStatus, DAEMON_LOCK_FILE, DAEMON_STATUS_FILE,
 };
+use crate::ops::inventory::MAX_FILE_BYTES;
 use crate::ops::inventory::{
     gather_certificates, AnchorList, CertInventory, CertSummary, InventorySources,
 };
@@ -133,6 +136,9 @@ pub struct KubeletFacts {
     pub defer_to_kubelet_rotation: bool,
     pub client: KubeletCertFact,
     pub serving: KubeletCertFact,
+    /// The credential kubelet's kubeconfig presents, or why it cannot be
+    /// told; `None` without a kubeconfig.
+    pub kubeconfig_credential: Option<Result<Credential, String>>,
 }
 
 /// Everything `status` read, unjudged.
@@ -230,13 +236,22 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
                 .map_err(|e| e.to_string()),
         }
     };
+    let kubeconfig = first_existing(&[&k.kubeconfig, Path::new(KUBEADM_KUBECONFIG)]);
+    let kubeconfig_credential = kubeconfig.as_ref().map(|node_path| {
+        let host_path = src.host.resolve(node_path).map_err(|e| e.to_string())?;
+        let bytes = fsutil::read_limited(&host_path, MAX_FILE_BYTES)
+            .map_err(|e| crate::errors::error_chain(&e))?;
+        kubeconfig::credential_of(&String::from_utf8_lossy(&bytes), node_path)
+            .map_err(|e| e.to_string())
+    });
     KubeletFacts {
         node_name: src.node_name.clone(),
         bootstrap_kubeconfig: first_existing(&[
             &k.bootstrap_kubeconfig,
             Path::new(KUBEADM_BOOTSTRAP_KUBECONFIG),
         ]),
-        kubeconfig: first_existing(&[&k.kubeconfig, Path::new(KUBEADM_KUBECONFIG)]),
+        kubeconfig,
+        kubeconfig_credential,
         kubelet_config: k.kubelet_config.clone(),
         rotate_certificates: rotation.client,
         server_tls_bootstrap: rotation.serving,

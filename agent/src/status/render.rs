@@ -178,6 +178,13 @@ pub fn render_table(r: &StatusReport) -> String {
             ("state dir", a.state_dir.clone()),
         ],
     );
+    if let Some(src) = &a.revocation_source {
+        let text = match &src.error {
+            Some(e) => format!("{}: {e}", src.state),
+            None => src.state.clone(),
+        };
+        kv(&mut out, &[("RenewRevocations", text)]);
+    }
     if let Some(e) = &a.state_error {
         let _ = writeln!(out, "  state error: {}", escape(e));
     }
@@ -280,6 +287,15 @@ pub fn render_table(r: &StatusReport) -> String {
             ),
         ],
     );
+    if let (Some(path), Some(cred)) = (&k.kubeconfig, &k.kubeconfig_credential) {
+        kv(&mut out, &[("kubeconfig", format!("{path} ({cred})"))]);
+    }
+    if let (Some(path), Some(e)) = (&k.kubeconfig, &k.kubeconfig_error) {
+        kv(
+            &mut out,
+            &[("kubeconfig", format!("{path}: UNREADABLE: {e}"))],
+        );
+    }
     let rows: Vec<Vec<String>> = [&k.client, &k.serving]
         .iter()
         .map(|c| {

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::k8s::kubeconfig::Credential;
 use crate::kubelet::renewal;
 use crate::kubelet::store::CertKind;
+use crate::ops::daemon_status::SourceReport;
 use crate::ops::daemon_status::{DaemonStatus, SCHEMA_VERSION};
 use crate::ops::inventory::NodeCertRead;
 use crate::status::gather::{Facts, KubeletCertFact};
@@ -55,6 +57,9 @@ pub enum ProblemKind {
     Failing,
     /// An expected certificate is missing, and nothing will create it.
     Missing,
+    /// kubelet's kubeconfig uses another credential than the certificate
+    /// node-cert-agent renews.
+    Mismatch,
 }
 
 impl ProblemKind {
@@ -65,6 +70,7 @@ impl ProblemKind {
             Self::Invalid => "invalid",
             Self::Failing => "failing",
             Self::Missing => "missing",
+            Self::Mismatch => "mismatch",
         }
     }
 }
@@ -99,6 +105,10 @@ pub struct AgentReport {
     /// Revocations that matched a kubelet certificate in the daemon's last
     /// kubelet pass.
     pub revocation_matches: Vec<String>,
+    /// How the running daemon could read the RenewRevocations in its last
+    /// kubelet pass: `state` (`synced`, `syncing`, `noIdentity`, `failing`),
+    /// `error`, `forbidden`; `null` without a running kubelet job.
+    pub revocation_source: Option<SourceReport>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -222,6 +232,11 @@ pub struct KubeletReport {
     pub server_tls_bootstrap: bool,
     /// node-cert-agent's kubelet job is on.
     pub agent_job: bool,
+    /// What kubelet's kubeconfig presents as its client credential
+    /// (`file <path>`, `embedded`, `token`, `other`), if there is a
+    /// kubeconfig; `null` if none or unreadable (then `kubeconfigError`).
+    pub kubeconfig_credential: Option<String>,
+    pub kubeconfig_error: Option<String>,
     pub client: KubeletCertReport,
     pub serving: KubeletCertReport,
 }
@@ -598,12 +613,57 @@ fn kubelet_report(
             rotate_certificates: k.rotate_certificates,
             server_tls_bootstrap: k.server_tls_bootstrap,
             agent_job,
+            kubeconfig_credential: match &k.kubeconfig_credential {
+                Some(Ok(Credential::CertificateFile(p))) => Some(format!("file {}", p.display())),
+                Some(Ok(Credential::EmbeddedCertificate)) => Some("embedded".into()),
+                Some(Ok(Credential::Token)) => Some("token".into()),
+                Some(Ok(Credential::Other)) => Some("other".into()),
+                _ => None,
+            },
+            kubeconfig_error: k
+                .kubeconfig_credential
+                .as_ref()
+                .and_then(|c| c.as_ref().err().cloned()),
             client: cert(CertKind::Client, &k.client, client_by),
             serving: cert(CertKind::Serving, &k.serving, serving_by),
         },
         client_by,
         serving_by,
     )
+}
+
+/// kubelet's kubeconfig presents another credential than the certificate
+/// node-cert-agent renews: kubelet never reads the renewed certificate.
+fn kubeconfig_mismatch(facts: &Facts, client_by: RenewedBy) -> Option<Problem> {
+    if client_by != RenewedBy::NodeCertAgent {
+        return None;
+    }
+    let k = &facts.kubelet;
+    let kubeconfig = k.kubeconfig.as_ref()?;
+    let renewed = Path::new(&k.client.link);
+    let uses = match k.kubeconfig_credential.as_ref()? {
+        Ok(Credential::CertificateFile(p)) if p == renewed => return None,
+        Ok(c) => c.to_string(),
+        Err(e) => {
+            return Some(Problem {
+                kind: ProblemKind::Mismatch,
+                subject: kubeconfig.display().to_string(),
+                message: format!(
+                "kubelet's kubeconfig cannot be read to check which certificate kubelet uses: {e}"
+            ),
+            })
+        }
+    };
+    Some(Problem {
+        kind: ProblemKind::Mismatch,
+        subject: kubeconfig.display().to_string(),
+        message: format!(
+            "kubelet's kubeconfig {} uses {uses}, not {}, which node-cert-agent renews: kubelet never reads the renewed certificate. Fix: set client-certificate and client-key of its user to {}",
+            kubeconfig.display(),
+            renewed.display(),
+            renewed.display()
+        ),
+    })
 }
 
 fn node_cert_rows(
@@ -741,8 +801,24 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             }
         }
     }
+    if let Some(r) = running_daemon
+        .and_then(|d| d.revocation_source.as_ref())
+        .filter(|r| r.is_failing())
+    {
+        problems.push(Problem {
+            kind: ProblemKind::Failing,
+            subject: "agent".to_string(),
+            message: r
+                .error
+                .clone()
+                .unwrap_or_else(|| "the RenewRevocations cannot be read".into()),
+        });
+    }
     let custom_cas = ca_rows(facts, &mut problems);
-    let (kubelet, _, _) = kubelet_report(facts, running_daemon);
+    let (kubelet, client_by, _) = kubelet_report(facts, running_daemon);
+    if let Some(p) = kubeconfig_mismatch(facts, client_by) {
+        problems.push(p);
+    }
     let node_certificates = node_cert_rows(facts, &kubelet, &mut problems);
 
     let state = facts.ca_state.as_ref().ok();
@@ -780,6 +856,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         revocation_matches: daemon
             .map(|d| d.revocation_matches.clone())
             .unwrap_or_default(),
+        revocation_source: running_daemon.and_then(|d| d.revocation_source.clone()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };
@@ -905,6 +982,7 @@ mod tests {
                 link: "/var/lib/kubelet/pki/kubelet-server-current.pem".into(),
                 current: Ok(None),
             },
+            kubeconfig_credential: None,
         }
     }
 
@@ -1277,6 +1355,41 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("by kubelet (70-90 % of lifetime)"), "{t}");
+    }
+
+    #[test]
+    fn a_kubeconfig_that_uses_another_credential_than_the_renewed_file_is_a_problem() {
+        let mut f = facts_with_ca(healthy_ca());
+        f.kubelet.agent_job = true;
+        f.kubelet.kubeconfig = Some("/var/lib/kubelet/kubeconfig".into());
+        f.kubelet.kubeconfig_credential = Some(Ok(Credential::CertificateFile(
+            "/var/lib/kubelet/pki/kubelet-client-current.pem".into(),
+        )));
+        let r = build_report(&f);
+        assert!(r.healthy, "{:?}", r.problems);
+        assert_eq!(
+            r.kubelet.kubeconfig_credential.as_deref(),
+            Some("file /var/lib/kubelet/pki/kubelet-client-current.pem")
+        );
+        for other in [
+            Credential::EmbeddedCertificate,
+            Credential::CertificateFile("/etc/kubernetes/pki/kubelet.crt".into()),
+            Credential::Token,
+        ] {
+            f.kubelet.kubeconfig_credential = Some(Ok(other.clone()));
+            let r = build_report(&f);
+            assert_eq!(r.exit_code, EXIT_UNHEALTHY, "{other:?}");
+            let p = &r.problems[0];
+            assert_eq!(p.kind, ProblemKind::Mismatch);
+            assert!(
+                p.message.contains("kubelet-client-current.pem") && p.message.contains("Fix:"),
+                "{}",
+                p.message
+            );
+        }
+        // Without the agent's job, kubelet's own choice is none of its business.
+        f.kubelet.agent_job = false;
+        assert!(build_report(&f).healthy);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the agent's test PKI primitives (`node_cert_agent::x509::testpki`); this
 //! module chooses what kube-apiserver and kubeadm would put in them.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use node_cert_agent::x509::testpki::{self, TestCa};
@@ -132,9 +133,14 @@ pub(crate) enum IssueDeviation {
 }
 
 /// The cluster CA: a self-signed root (CN=kubernetes, 10 years, like kubeadm).
+/// Optionally a second CA signs kubelet client certificates, as
+/// kube-controller-manager's `--cluster-signing-kube-apiserver-client-kubelet-*`
+/// flags allow; kube-apiserver then trusts it for client auth too
+/// (`--client-ca-file` holds both).
 pub(crate) struct ClusterCa {
     ca: TestCa,
     store: X509Store,
+    client_signer: Mutex<Option<(TestCa, X509Store)>>,
 }
 
 impl ClusterCa {
@@ -160,7 +166,17 @@ impl ClusterCa {
         ClusterCa {
             ca,
             store: sb.build(),
+            client_signer: Mutex::new(None),
         }
+    }
+
+    /// From now on, kubelet client certificates (`client auth` CSRs) are
+    /// signed by `signer`, which is trusted for client auth too.
+    pub fn set_client_signer(&self, signer: TestCa) {
+        let mut sb = X509StoreBuilder::new().unwrap();
+        sb.add_cert(signer.cert.clone()).unwrap();
+        sb.set_purpose(X509PurposeId::SSL_CLIENT).unwrap();
+        *self.client_signer.lock().unwrap() = Some((signer, sb.build()));
     }
 
     /// The CA certificate.
@@ -299,7 +315,19 @@ impl ClusterCa {
                 nb.build()
             }
         };
-        let mut b = self.leaf_builder(&subject, &pubkey, not_before, not_after);
+        let signer = self.client_signer.lock().unwrap();
+        let issuer = match signer.as_ref() {
+            Some((other, _)) if usages.iter().any(|u| u == "client auth") => other,
+            _ => &self.ca,
+        };
+        let mut b = testpki::builder(
+            &subject,
+            issuer.cert.subject_name(),
+            &pubkey,
+            SERIAL_BITS,
+            not_before,
+            not_after,
+        );
 
         let mut ku = KeyUsage::new();
         ku.critical();
@@ -418,11 +446,11 @@ impl ClusterCa {
                 san.uri(u);
             }
             let ext = san
-                .build(&b.x509v3_context(Some(self.cert()), None))
+                .build(&b.x509v3_context(Some(&issuer.cert), None))
                 .map_err(|e| e.to_string())?;
             b.append_extension(ext).unwrap();
         }
-        Ok(self.ca.sign_leaf(b))
+        Ok(issuer.sign_leaf(b))
     }
 
     /// Verifies a presented client chain against the cluster CA at the
@@ -432,18 +460,24 @@ impl ClusterCa {
         for c in chain {
             untrusted.push(c.clone()).unwrap();
         }
-        let mut ctx = X509StoreContext::new().unwrap();
-        let res = ctx
-            .init(&self.store, leaf, &untrusted, |c| {
+        let verify = |store: &X509Store| {
+            let mut ctx = X509StoreContext::new().unwrap();
+            ctx.init(store, leaf, &untrusted, |c| {
                 let ok = c.verify_cert()?;
                 Ok((ok, c.error()))
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+        };
+        let res = verify(&self.store)?;
         if res.0 {
-            Ok(())
-        } else {
-            Err(format!("x509: {}", res.1.error_string()))
+            return Ok(());
         }
+        if let Some((_, other)) = self.client_signer.lock().unwrap().as_ref() {
+            if verify(other)?.0 {
+                return Ok(());
+            }
+        }
+        Err(format!("x509: {}", res.1.error_string()))
     }
 }
 

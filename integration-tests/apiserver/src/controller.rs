@@ -119,7 +119,7 @@ fn approve_pass(state: &mut State) -> bool {
         let Ok(parsed) = parse_csr(&csr.spec.request.0) else {
             continue;
         };
-        if let Some(msg) = auto_approval(&csr, &parsed, &state.bindings) {
+        if let Some(msg) = auto_approval(&csr, &parsed, &state.rbac) {
             changed |= set_decision(state, &name, true, "AutoApproved", msg);
         }
     }

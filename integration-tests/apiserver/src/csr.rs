@@ -7,8 +7,10 @@ use std::time::Duration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use serde_json::Value;
 
-use super::auth::{authorize, Attributes, Binding, UserInfo};
+use super::auth::UserInfo;
+use super::authz::{authorize, Attributes, Decision};
 use super::ca::ParsedCsr;
+use super::rbac::Rbac;
 use super::selectors::{valid_dns_label, valid_dns_subdomain, valid_label_key, valid_label_value};
 use super::status::{bad_request, go_bytes, ApiError, FieldError, FieldErrorType};
 
@@ -115,7 +117,7 @@ pub(crate) fn validate_meta(
             "name or generateName is required",
         ));
     } else {
-        for msg in path_segment_errors(name) {
+        for msg in super::selectors::valid_path_segment_name(name) {
             errs.push(FieldError::invalid(
                 "metadata.name",
                 format!("{name:?}"),
@@ -148,20 +150,28 @@ pub(crate) fn validate_meta(
             }
         }
     }
-    errs
-}
-
-fn path_segment_errors(name: &str) -> Vec<String> {
-    let mut out = vec![];
-    if name == "." || name == ".." {
-        out.push(format!("may not be '{name}'"));
-    }
-    for bad in ["/", "%"] {
-        if name.contains(bad) {
-            out.push(format!("may not contain '{bad}'"));
+    // ValidateAnnotations: qualified-name keys (lower-cased), 256 KiB in all.
+    if let Some(annotations) = &meta.annotations {
+        let mut total = 0;
+        for (k, v) in annotations {
+            total += k.len() + v.len();
+            for m in super::selectors::qualified_name_errors(&k.to_lowercase()) {
+                errs.push(FieldError::invalid(
+                    "metadata.annotations",
+                    format!("{k:?}"),
+                    &m,
+                ));
+            }
+        }
+        if total > 256 * 1024 {
+            errs.push(FieldError {
+                field: "metadata.annotations".into(),
+                typ: FieldErrorType::TooLong(256 * 1024),
+                detail: String::new(),
+            });
         }
     }
-    out
+    errs
 }
 
 /// `ValidateSignerName` (apis/core/validation).
@@ -372,7 +382,7 @@ pub(crate) fn signer_check(signer: &str, p: &ParsedCsr, usages: &[String]) -> Re
 pub(crate) fn auto_approval(
     csr: &CertificateSigningRequest,
     p: &ParsedCsr,
-    bindings: &std::collections::BTreeMap<String, Binding>,
+    rbac: &Rbac,
 ) -> Option<&'static str> {
     if csr.spec.signer_name != CLIENT_KUBELET {
         return None;
@@ -394,13 +404,14 @@ pub(crate) fn auto_approval(
         subresource: sub.into(),
         namespace: String::new(),
         name: String::new(),
+        field_selector: vec![],
     };
     if p.cn.as_deref() == Some(user.name.as_str())
-        && authorize(bindings, &user, &sar("selfnodeclient"))
+        && authorize(rbac, &user, &sar("selfnodeclient")) == Decision::Allow
     {
         return Some("Auto approving self kubelet client certificate after SubjectAccessReview.");
     }
-    if authorize(bindings, &user, &sar("nodeclient")) {
+    if authorize(rbac, &user, &sar("nodeclient")) == Decision::Allow {
         return Some("Auto approving kubelet client certificate after SubjectAccessReview.");
     }
     None
@@ -433,6 +444,14 @@ pub(crate) fn has_condition(csr: &CertificateSigningRequest, typ: &str) -> bool 
 /// Fields of `input` a typed round trip (`known`) dropped: what
 /// `fieldValidation=Strict` reports as unknown.
 pub(crate) fn unknown_fields(input: &Value, known: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let (Some(i), Some(k)) = (input.as_array(), known.as_array()) {
+        if i.len() == k.len() {
+            for (n, (a, b)) in i.iter().zip(k).enumerate() {
+                unknown_fields(a, b, &format!("{prefix}[{n}]"), out);
+            }
+        }
+        return;
+    }
     let (Some(i), Some(k)) = (input.as_object(), known.as_object()) else {
         return;
     };

@@ -15,7 +15,8 @@ use openssl::x509::X509;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::auth::{authorize, forbidden_message, parse_bootstrap_token, Attributes, UserInfo};
+use super::auth::{parse_bootstrap_token, valid_bootstrap_group, UserInfo};
+use super::authz::{authorize, forbidden_message, Attributes, Decision};
 use super::body::Body;
 use super::ca::{now_unix, subject_parts};
 use super::resources::{self, ResourceDef};
@@ -76,6 +77,7 @@ fn request_info(method: &Method, path: &str, query: &BTreeMap<String, String>) -
         subresource: String::new(),
         namespace: String::new(),
         name: String::new(),
+        field_selector: vec![],
     };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let mut rest: &[&str] = match parts.first() {
@@ -123,42 +125,52 @@ fn request_info(method: &Method, path: &str, query: &BTreeMap<String, String>) -
         a.subresource = rest[2].to_string();
     }
     if a.name.is_empty() && a.verb == "get" {
-        let watch = query
-            .get("watch")
-            .and_then(|w| parse_bool(w))
-            .unwrap_or(false);
+        // DecodeParameters of the list options; on a parse error the verb
+        // is list (or watch, unless watch is false/0) and no name is taken.
+        let bools = ["watch", "allowWatchBookmarks", "sendInitialEvents"];
+        let ints = ["limit", "timeoutSeconds"];
+        let fields = query
+            .get("fieldSelector")
+            .map(|f| FieldSelector::parse_any(f))
+            .transpose();
+        let parsed_ok = bools.iter().all(|k| {
+            query
+                .get(*k)
+                .is_none_or(|v| v.is_empty() || parse_bool(v).is_some())
+        }) && ints.iter().all(|k| {
+            query
+                .get(*k)
+                .is_none_or(|v| v.is_empty() || v.parse::<i64>().is_ok())
+        }) && fields.is_ok()
+            && query
+                .get("labelSelector")
+                .is_none_or(|l| LabelSelector::parse(l).is_ok());
+        let watch = match query.get("watch").map(String::as_str) {
+            None | Some("") => false,
+            Some(w) if parsed_ok => parse_bool(w).unwrap_or(false),
+            Some(w) => !matches!(w.to_lowercase().as_str(), "false" | "0"),
+        };
         a.verb = if watch { "watch" } else { "list" }.into();
+        if parsed_ok {
+            if let Ok(Some(sel)) = &fields {
+                if let Some(n) = sel.exact_match("metadata.name") {
+                    if super::selectors::valid_path_segment_name(n).is_empty() {
+                        a.name = n.to_string();
+                    }
+                }
+            }
+        }
     }
     if a.name.is_empty() && a.verb == "delete" {
         a.verb = "deletecollection".into();
     }
+    // GetFieldSelector: the requirements a list/watch is scoped to.
     if matches!(a.verb.as_str(), "list" | "watch" | "deletecollection") {
-        if let Some(fs) = query.get("fieldSelector") {
-            if let Ok(sel) = FieldSelector::parse(
-                fs,
-                &[
-                    "metadata.name",
-                    "metadata.namespace",
-                    "spec.signerName",
-                    "spec.unschedulable",
-                    "status.phase",
-                    "involvedObject.kind",
-                    "involvedObject.namespace",
-                    "involvedObject.name",
-                    "involvedObject.uid",
-                    "involvedObject.apiVersion",
-                    "involvedObject.resourceVersion",
-                    "involvedObject.fieldPath",
-                    "reason",
-                    "reportingComponent",
-                    "source",
-                    "type",
-                ],
-            ) {
-                if let Some(n) = sel.single_name() {
-                    a.name = n.to_string();
-                }
-            }
+        if let Some(Ok(sel)) = query
+            .get("fieldSelector")
+            .map(|f| FieldSelector::parse_any(f))
+        {
+            a.field_selector = sel.0;
         }
     }
     a
@@ -177,13 +189,20 @@ fn authenticate(
         presented = true;
         if shared.ca.verify_client(leaf, chain).is_ok() {
             let (cn, orgs) = subject_parts(leaf.subject_name());
-            let mut groups = orgs;
-            groups.push("system:authenticated".into());
-            return Some(UserInfo {
-                name: cn.unwrap_or_default(),
-                uid: String::new(),
-                groups,
-            });
+            match cn.filter(|c| !c.is_empty()) {
+                Some(name) => {
+                    let mut groups = orgs;
+                    groups.push("system:authenticated".into());
+                    return Some(UserInfo {
+                        name,
+                        uid: String::new(),
+                        groups,
+                    });
+                }
+                // CommonNameUserConversion: no CN is no user, and no error
+                // (the other authenticators, then anonymous, may apply).
+                None => presented = false,
+            }
         }
     }
     if let Some(h) = headers.get(http::header::AUTHORIZATION) {
@@ -197,9 +216,16 @@ fn authenticate(
         if let Some((id, secret)) = parse_bootstrap_token(token) {
             if let Some(t) = state.bootstrap_tokens.get(id) {
                 let live = t.expires_unix.is_none_or(|e| now_unix() < e);
-                if t.secret == secret && live {
-                    let mut groups = vec!["system:bootstrappers".to_string()];
-                    groups.extend(t.extra_groups.iter().cloned());
+                let groups_ok = t.extra_groups.iter().all(|g| valid_bootstrap_group(g));
+                if t.secret == secret && live && groups_ok {
+                    // GetGroups: the default group and the extra ones,
+                    // deduplicated and sorted.
+                    let mut groups: Vec<String> =
+                        std::iter::once("system:bootstrappers".to_string())
+                            .chain(t.extra_groups.iter().cloned())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
                     groups.push("system:authenticated".into());
                     return Some(UserInfo {
                         name: format!("system:bootstrap:{id}"),
@@ -348,13 +374,13 @@ pub(crate) async fn handle(
     }
 
     // Authorization.
-    let allowed = {
+    let decision = {
         let st = shared.state.lock().unwrap();
-        authorize(&st.bindings, &user, &attrs)
+        authorize(&st.rbac, &user, &attrs)
     };
-    if !allowed {
+    if let Decision::Deny(reason) = decision {
         let e = status::forbidden(
-            forbidden_message(&user, &attrs),
+            forbidden_message(&user, &attrs, &reason),
             &attrs.group,
             &attrs.resource,
             &attrs.name,
@@ -402,6 +428,9 @@ fn accepts_json(headers: &http::HeaderMap) -> bool {
 }
 
 fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
+    if r.attrs.path == "/openapi/v2" && r.attrs.verb == "get" {
+        return Ok(openapi_v2(r));
+    }
     if !accepts_json(&r.headers) {
         return Err(status::not_acceptable());
     }
@@ -411,22 +440,43 @@ fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
     let Some(def) = resources::lookup(&r.attrs.group, &r.attrs.version, &r.attrs.resource) else {
         return Err(status::no_route());
     };
+    // `/api/v1/namespaces/<name>`: request info reports the name as the
+    // namespace too; the object itself is cluster-scoped.
+    let unscoped;
+    let r = if def.kind == Kind::Namespace
+        && !r.attrs.namespace.is_empty()
+        && r.attrs.namespace == r.attrs.name
+    {
+        unscoped = Req {
+            attrs: Attributes {
+                namespace: String::new(),
+                ..r.attrs.clone()
+            },
+            query: r.query.clone(),
+            headers: r.headers.clone(),
+            body: r.body.clone(),
+            user: r.user.clone(),
+        };
+        &unscoped
+    } else {
+        r
+    };
     if def.namespaced == r.attrs.namespace.is_empty()
         && !(def.namespaced && matches!(r.attrs.verb.as_str(), "list" | "watch"))
     {
         return Err(status::no_route());
     }
     if !r.attrs.subresource.is_empty() {
+        let node_status = def.kind == Kind::Node && r.attrs.subresource == "status";
         // CSR approval/status subresources exist but are not served here.
-        return Err(
-            if def.kind == Kind::Csr
-                && matches!(r.attrs.subresource.as_str(), "approval" | "status")
-            {
-                status::method_not_allowed()
-            } else {
-                status::no_route()
-            },
-        );
+        let csr_sub =
+            def.kind == Kind::Csr && matches!(r.attrs.subresource.as_str(), "approval" | "status");
+        return match r.attrs.verb.as_str() {
+            "get" if node_status => get(shared, def, r),
+            "patch" if node_status => resources::patch(shared, def, r),
+            _ if node_status || csr_sub => Err(status::method_not_allowed()),
+            _ => Err(status::no_route()),
+        };
     }
     match r.attrs.verb.as_str() {
         "get" => get(shared, def, r),
@@ -439,6 +489,27 @@ fn dispatch(shared: &Arc<Shared>, r: &Req) -> Result<Response<Body>, ApiError> {
         "patch" => resources::patch(shared, def, r),
         "delete" => resources::delete(shared, def, r),
         _ => Err(status::method_not_allowed()),
+    }
+}
+
+/// `/openapi/v2` in the format the client asks for (protobuf first).
+fn openapi_v2(r: &Req) -> Response<Body> {
+    let accept = r
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    // kube-openapi answers the deprecated `...spec.v2@v1.0+protobuf` too,
+    // with a Content-Type a MIME parser takes (no `@`).
+    const PB: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+    if accept.contains("protobuf") {
+        Response::builder()
+            .status(200)
+            .header("Content-Type", PB)
+            .body(Body::full(super::openapi::v2_protobuf()))
+            .unwrap()
+    } else {
+        respond(200, &super::openapi::v2_json())
     }
 }
 

@@ -10,13 +10,20 @@
 //!   `system:bootstrappers`), service-account tokens; anything else is a 401
 //!   (anonymous auth is off, as on hardened clusters; see
 //!   [`ApiServer::set_anonymous_auth`]).
-//! - **Authorization:** the Node authorizer's rules and kubeadm's default
-//!   RBAC bindings (403 with kube-apiserver's message).
-//! - **APIs:** discovery (legacy and aggregated), CSRs
-//!   (`certificates.k8s.io/v1`), Nodes, Namespaces, Events (core/v1 and
-//!   `events.k8s.io/v1`, one storage), `RenewRevocation`
-//!   (`nodecert.dev/v1alpha1`); get/list/watch with kube-apiserver's
-//!   resourceVersion, selector, pagination, bookmark and 410 semantics.
+//! - **Authorization:** `Node,RBAC` from two sources only: upstream's
+//!   default policy as a [`Profile`] (the Node authorizer with
+//!   `AuthorizeNodeWithSelectors`, the default ClusterRoles and bindings,
+//!   kubeadm's TLS-bootstrap bindings) and the RBAC objects given as YAML
+//!   ([`Rbac::from_yaml`]); 403 with kube-apiserver's message and reasons.
+//! - **Admission:** NamespaceLifecycle, NodeRestriction,
+//!   CertificateSubjectRestriction.
+//! - **APIs:** discovery (legacy and aggregated), `/openapi/v3` for the
+//!   custom resource, CSRs (`certificates.k8s.io/v1`), Nodes (and
+//!   `nodes/status`), Namespaces, Events (core/v1 and `events.k8s.io/v1`,
+//!   one storage), and the `RenewRevocation` custom resource of the shipped
+//!   CRD (`manifests/base/crd-renewrevocation.yaml`); get/list/watch with
+//!   kube-apiserver's resourceVersion, selector, pagination, bookmark and
+//!   410 semantics; create and PATCH with `dryRun` and `fieldValidation`.
 //! - **Controllers:** CSR auto-approval (`csrapproving`) and the built-in
 //!   signers (`csrsigning`) with their validation.
 //! - **Faults:** delays, 5xx, 429, dropped connections, denials, wrong
@@ -33,14 +40,22 @@
 )]
 
 mod auth;
+mod authz;
 mod body;
 mod ca;
+mod cel;
 mod controller;
+mod crd;
 mod csr;
+mod custom;
+mod events;
 mod handler;
 mod net;
+mod nodes;
+mod openapi;
+mod patch;
+mod rbac;
 mod resources;
-mod revocation;
 mod selectors;
 mod status;
 mod store;
@@ -52,14 +67,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use auth::{PolicyRule, Subject, UserInfo};
+pub use auth::UserInfo;
 use base64::Engine as _;
 use ca::ClusterCa;
+pub use crd::RENEW_REVOCATION_CRD;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use net::Control;
-pub use revocation::RENEW_REVOCATION_CRD;
+pub use rbac::{PolicyRule, Profile, Rbac, Subject, KUBEADM_NODE_TOKEN_GROUP};
 use serde_json::{json, Value};
 use store::{Kind, Store};
 use tokio::sync::{mpsc, Notify};
@@ -153,7 +169,8 @@ pub(crate) enum Verdict {
 
 pub(crate) struct State {
     store: Store,
-    bindings: BTreeMap<String, auth::Binding>,
+    /// The default policy of the profile with the given RBAC over it.
+    rbac: Rbac,
     bootstrap_tokens: BTreeMap<String, BootstrapToken>,
     sa_tokens: BTreeMap<String, UserInfo>,
     anonymous: bool,
@@ -206,9 +223,22 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl ApiServer {
-    /// Starts a server on `127.0.0.1:<free port>` with namespaces `default`,
-    /// `kube-system`, `kube-public` and `kube-node-lease`.
+    /// [`ApiServer::start_with`] a kubeadm cluster ([`Profile::Kubeadm`])
+    /// and no RBAC objects of the project's.
     pub fn start() -> ApiServer {
+        ApiServer::start_with(Profile::Kubeadm, &Rbac::default())
+    }
+
+    /// Starts a server on `127.0.0.1:<free port>` with namespaces `default`,
+    /// `kube-system`, `kube-public` and `kube-node-lease`, authorizing with
+    /// `profile`'s default policy and the objects of `rbac` (typically
+    /// `kubectl kustomize manifests/base`), and nothing else.
+    pub fn start_with(profile: Profile, rbac: &Rbac) -> ApiServer {
+        // Parse the shipped CRD now: one the server cannot enforce fails
+        // here, naming the reason.
+        let _ = &*crd::CRD;
+        let mut policy = Rbac::defaults(profile);
+        policy.overlay(rbac);
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -219,7 +249,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store,
-                bindings: auth::default_bindings(),
+                rbac: policy,
                 bootstrap_tokens: BTreeMap::new(),
                 sa_tokens: BTreeMap::new(),
                 anonymous: false,
@@ -297,14 +327,20 @@ impl ApiServer {
 
     // ------------------------------------------------------------ identities
 
-    /// Registers a bootstrap token `<id>.<secret>` (as a
-    /// `bootstrap-token-<id>` Secret with `usage-bootstrap-authentication`).
+    /// Registers a bootstrap token `<id>.<secret>` as `kubeadm token
+    /// create` makes it: a `bootstrap-token-<id>` Secret with
+    /// `usage-bootstrap-authentication` and `auth-extra-groups:
+    /// system:bootstrappers:kubeadm:default-node-token`
+    /// ([`KUBEADM_NODE_TOKEN_GROUP`], the group kubeadm's bindings name).
     pub fn add_bootstrap_token(&self, id: &str, secret: &str) {
-        self.add_bootstrap_token_with(id, secret, &[], None);
+        self.add_bootstrap_token_with(id, secret, &[KUBEADM_NODE_TOKEN_GROUP], None);
     }
 
-    /// Like [`ApiServer::add_bootstrap_token`], with `auth-extra-groups`
-    /// and an optional expiration.
+    /// Like [`ApiServer::add_bootstrap_token`], with exactly these
+    /// `auth-extra-groups` (none: the token is only in
+    /// `system:bootstrappers`, which kubeadm's bindings do not name) and an
+    /// optional expiration. As upstream, a token with a group that is not
+    /// `system:bootstrappers:<[a-z0-9:-]>` does not authenticate.
     pub fn add_bootstrap_token_with(
         &self,
         id: &str,
@@ -367,21 +403,24 @@ impl ApiServer {
         )
     }
 
-    /// Allows `rules` to `subject` (a ClusterRoleBinding named `binding`).
+    /// Test-only knob: adds a ClusterRole and a ClusterRoleBinding named
+    /// `binding` that give `rules` to `subject`. Use it only to mirror an
+    /// object a real cluster has (for example one a manifest outside
+    /// `manifests/` creates), never to grant what no shipped object grants;
+    /// prefer [`ApiServer::start_with`] with the YAML of the real object.
     pub fn grant(&self, binding: &str, subject: Subject, rules: Vec<PolicyRule>) {
-        self.state().bindings.insert(
-            binding.to_string(),
-            auth::Binding {
-                subjects: vec![subject],
-                rules,
-            },
-        );
+        self.state().rbac.insert_grant(binding, subject, rules);
     }
 
-    /// Removes a binding (also one of the defaults, e.g.
-    /// `node-cert-agent:renewrevocations-reader`).
+    /// Test-only knob: removes the ClusterRoleBindings and RoleBindings
+    /// named `binding` (a default, a YAML one or a granted one), as
+    /// `kubectl delete` of a real binding would. Panics when there is none,
+    /// so a renamed binding fails the test instead of passing it.
     pub fn revoke(&self, binding: &str) {
-        self.state().bindings.remove(binding);
+        assert!(
+            self.state().rbac.remove_bindings(binding),
+            "ApiServer::revoke: there is no binding named {binding:?}"
+        );
     }
 
     /// Anonymous authentication (off by default): requests without
@@ -486,59 +525,58 @@ impl ApiServer {
             .create(Kind::Namespace, namespace_json(name));
     }
 
-    /// Creates a RenewRevocation from JSON (`metadata.name` and `spec`;
-    /// apiVersion/kind optional), validated and pruned by the CRD schema
-    /// ([`RENEW_REVOCATION_CRD`]). Returns the stored object, or the 422
-    /// message.
-    pub fn add_revocation(&self, mut obj: Value) -> Result<Value, String> {
+    /// Creates a RenewRevocation in `namespace` from JSON (`metadata.name`
+    /// and `spec`; apiVersion/kind optional), through the same pruning,
+    /// NamespaceLifecycle and schema validation as a POST. Returns the stored
+    /// object, or the error message (422 `...is invalid: ...`, 404 for a
+    /// missing namespace, 409 for a taken name).
+    pub fn add_revocation(&self, namespace: &str, mut obj: Value) -> Result<Value, String> {
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
+        obj["metadata"]["namespace"] = json!(namespace);
         obj["metadata"]["uid"] = json!(resources::new_uid());
         obj["metadata"]["creationTimestamp"] = serde_json::to_value(resources::now_time()).unwrap();
+        crd::prune_metadata(&mut obj);
+        crd::CRD.prune(&mut obj);
         let mut st = self.state();
-        resources::create_revocation(&mut st, obj, false).map_err(|e| {
-            e.status_value()["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
+        custom::create_object(&mut st, obj, false).map_err(|e| message(&e))
     }
 
-    /// Replaces the spec of RenewRevocation `name` (MODIFIED event).
-    pub fn update_revocation_spec(&self, name: &str, spec: Value) -> Result<Value, String> {
-        let mut st = self.state();
-        let Some(mut obj) = st.store.get(Kind::Revocation, "", name).cloned() else {
-            return Err(format!("renewrevocations.nodecert.dev {name:?} not found"));
-        };
-        obj["spec"] = spec;
-        let errs = revocation::validate_and_prune(&mut obj);
-        if !errs.is_empty() {
-            return Err(
-                status::invalid("nodecert.dev", "RenewRevocation", name, &errs).status_value()
-                    ["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-        }
-        let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        obj["metadata"]["generation"] = json!(g);
-        Ok(st.store.update(Kind::Revocation, obj))
+    /// Replaces the spec of RenewRevocation `namespace/name` (validated;
+    /// MODIFIED event, generation bumped when it changed).
+    pub fn update_revocation_spec(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: Value,
+    ) -> Result<Value, String> {
+        custom::replace_spec(&mut self.state(), namespace, name, spec).map_err(|e| message(&e))
     }
 
-    /// Deletes RenewRevocation `name` (DELETED event). Returns whether it
-    /// existed.
-    pub fn delete_revocation(&self, name: &str) -> bool {
+    /// Deletes RenewRevocation `namespace/name` (DELETED event). Returns
+    /// whether it existed.
+    pub fn delete_revocation(&self, namespace: &str, name: &str) -> bool {
         self.state()
             .store
-            .delete(Kind::Revocation, "", name)
+            .delete(Kind::Revocation, namespace, name)
             .is_some()
     }
 
-    /// The stored RenewRevocations.
+    /// The stored RenewRevocations of every namespace.
     pub fn revocations(&self) -> Vec<Value> {
         self.state().store.list(Kind::Revocation).cloned().collect()
+    }
+
+    /// From now on, kubelet client certificates are signed by another CA
+    /// than the cluster CA (given as PEM), which the server also trusts for
+    /// client auth: a cluster with its own kubelet client signer.
+    pub fn sign_client_certificates_with(&self, cert_pem: &str, key_pem: &str) {
+        let ca = node_cert_agent::x509::testpki::TestCa {
+            cert: openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap(),
+            key: openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).unwrap(),
+        };
+        self.shared.ca.set_client_signer(ca);
     }
 
     /// CSR `name`.
@@ -621,8 +659,10 @@ impl ApiServer {
 
     // ------------------------------------------------------------ CSR knobs
 
-    /// Automatic approval of kubelet client CSRs (on by default). Off: CSRs
-    /// stay pending until [`ApiServer::approve`].
+    /// Test-only knob: runs or stops the `csrapproving` controller (running
+    /// by default; what it approves depends on the [`Profile`]'s bindings).
+    /// Stopped: CSRs stay pending until [`ApiServer::approve`]. To model a
+    /// cluster with its own approver, prefer [`Profile::OwnApprover`].
     pub fn set_auto_approve(&self, on: bool) {
         self.state().csr.auto_approve = on;
     }
@@ -727,6 +767,14 @@ impl Drop for ApiServer {
             let _ = t.join();
         }
     }
+}
+
+/// The message of an error response.
+fn message(e: &status::ApiError) -> String {
+    e.status_value()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn namespace_json(name: &str) -> Value {

@@ -1,9 +1,12 @@
-//! The served resources: their discovery, wire form, field labels, and the
-//! create/patch/delete handlers with each resource's validation and
-//! admission.
+//! The served resources: their definitions (the custom resource's from
+//! the shipped CRD), discovery, wire form and field labels, and what every
+//! write shares: body decoding, `dryRun`, `fieldValidation`, create-time
+//! metadata, the patch types, update-time identity checks and no-op
+//! detection. Each resource's own create/patch is in its module
+//! (`csr.rs`/here for CSRs, `events.rs`, `nodes.rs`, `custom.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::Response;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -16,12 +19,16 @@ use serde_json::{json, Value};
 
 use super::body::Body;
 use super::ca::parse_csr;
+use super::crd::CRD;
+use super::events::core_to_events;
 use super::handler::{respond, Req};
+use super::patch::Strategies;
 use super::status::{self, ApiError, FieldError};
 use super::store::{meta_str, set_meta, Kind};
-use super::{csr, revocation, Shared, State, Verdict};
+use super::{csr, Shared, State, Verdict};
 
 /// One served resource.
+#[derive(Debug, Clone)]
 pub(crate) struct ResourceDef {
     pub kind: Kind,
     pub group: &'static str,
@@ -32,6 +39,7 @@ pub(crate) struct ResourceDef {
     pub namespaced: bool,
     pub verbs: &'static [&'static str],
     pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
     pub field_labels: &'static [&'static str],
     /// Built-in types: list items carry no apiVersion/kind on the wire.
     pub builtin: bool,
@@ -63,7 +71,7 @@ const EVENT_FIELDS: &[&str] = &[
     "type",
 ];
 
-pub(crate) static DEFS: &[ResourceDef] = &[
+static BUILTIN: &[ResourceDef] = &[
     ResourceDef {
         kind: Kind::Csr,
         group: "certificates.k8s.io",
@@ -83,6 +91,7 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "watch",
         ],
         short_names: &["csr"],
+        categories: &[],
         field_labels: &["metadata.name", "spec.signerName"],
         builtin: true,
     },
@@ -105,6 +114,7 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "watch",
         ],
         short_names: &["no"],
+        categories: &[],
         field_labels: &["metadata.name", "spec.unschedulable"],
         builtin: true,
     },
@@ -120,6 +130,7 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "create", "delete", "get", "list", "patch", "update", "watch",
         ],
         short_names: &["ns"],
+        categories: &[],
         field_labels: &["metadata.name", "status.phase"],
         builtin: true,
     },
@@ -142,6 +153,7 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "watch",
         ],
         short_names: &["ev"],
+        categories: &[],
         field_labels: EVENT_FIELDS,
         builtin: true,
     },
@@ -164,17 +176,25 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "watch",
         ],
         short_names: &["ev"],
+        categories: &[],
         field_labels: EVENT_FIELDS,
         builtin: true,
     },
-    ResourceDef {
+];
+
+/// Every served resource: the built-in ones and the shipped CRD's.
+pub(crate) static DEFS: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| {
+    let mut defs = BUILTIN.to_vec();
+    defs.push(ResourceDef {
         kind: Kind::Revocation,
-        group: "nodecert.dev",
-        version: "v1alpha1",
-        plural: "renewrevocations",
-        singular: "renewrevocation",
-        kind_name: "RenewRevocation",
-        namespaced: false,
+        group: CRD.group,
+        version: CRD.version,
+        plural: CRD.plural,
+        singular: CRD.singular,
+        kind_name: CRD.kind,
+        namespaced: CRD.namespaced,
+        // What apiextensions-apiserver reports for a CRD without
+        // subresources.
         verbs: &[
             "delete",
             "deletecollection",
@@ -185,11 +205,13 @@ pub(crate) static DEFS: &[ResourceDef] = &[
             "update",
             "watch",
         ],
-        short_names: &[],
+        short_names: CRD.short_names,
+        categories: CRD.categories,
         field_labels: &["metadata.name", "metadata.namespace"],
         builtin: false,
-    },
-];
+    });
+    defs
+});
 
 pub(crate) fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     DEFS.iter()
@@ -215,7 +237,7 @@ pub(crate) fn present(def: &ResourceDef, stored: &Value, in_list: bool) -> Value
     v
 }
 
-fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn get_str<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     let mut cur = v;
     for p in path {
         cur = cur.get(*p)?;
@@ -279,6 +301,8 @@ fn discovery_resources(group: &str, version: &str) -> Vec<APIResource> {
             verbs: d.verbs.iter().map(|s| s.to_string()).collect(),
             short_names: (!d.short_names.is_empty())
                 .then(|| d.short_names.iter().map(|s| s.to_string()).collect()),
+            categories: (!d.categories.is_empty())
+                .then(|| d.categories.iter().map(|s| s.to_string()).collect()),
             ..Default::default()
         })
         .collect()
@@ -286,7 +310,7 @@ fn discovery_resources(group: &str, version: &str) -> Vec<APIResource> {
 
 fn groups() -> Vec<(&'static str, &'static str)> {
     let mut g: Vec<(&str, &str)> = vec![];
-    for d in DEFS {
+    for d in DEFS.iter() {
         if !d.group.is_empty() && !g.contains(&(d.group, d.version)) {
             g.push((d.group, d.version));
         }
@@ -333,14 +357,27 @@ fn aggregated(core: bool) -> Value {
                 .iter()
                 .filter(|d| d.group == *g && d.version == *v)
                 .map(|d| {
-                    json!({
+                    // Built-in kinds leave the response group/version to the
+                    // group's; a CRD's names them.
+                    let (rg, rv) = if d.builtin {
+                        ("", "")
+                    } else {
+                        (d.group, d.version)
+                    };
+                    let mut r = json!({
                         "resource": d.plural,
-                        "responseKind": {"group": "", "version": "", "kind": d.kind_name},
+                        "responseKind": {"group": rg, "version": rv, "kind": d.kind_name},
                         "scope": if d.namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": d.singular,
                         "verbs": d.verbs,
-                        "shortNames": d.short_names,
-                    })
+                    });
+                    if !d.short_names.is_empty() {
+                        r["shortNames"] = json!(d.short_names);
+                    }
+                    if !d.categories.is_empty() {
+                        r["categories"] = json!(d.categories);
+                    }
+                    r
                 })
                 .collect();
             json!({
@@ -352,7 +389,7 @@ fn aggregated(core: bool) -> Value {
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
-fn plain(code: u16, text: &str) -> Response<Body> {
+pub(crate) fn plain(code: u16, text: &str) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("Content-Type", "text/plain; charset=utf-8")
@@ -409,6 +446,8 @@ pub(crate) fn discovery(shared: &Shared, r: &Req) -> Result<Response<Body>, ApiE
         })
         .unwrap()),
         "/healthz" | "/livez" | "/readyz" => Ok(plain(200, "ok")),
+        "/openapi/v3" => to(super::openapi::index()),
+        p if p == super::openapi::gv_path() => to(super::openapi::gv_document()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
@@ -480,7 +519,7 @@ pub(crate) fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(super::ca::now_unix()).unwrap())
 }
 
-fn parse_body(r: &Req) -> Result<Value, ApiError> {
+pub(crate) fn parse_body(r: &Req) -> Result<Value, ApiError> {
     serde_json::from_slice(&r.body).map_err(|e| {
         status::bad_request(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf ({e})"))
     })
@@ -496,36 +535,113 @@ fn dry_run(r: &Req) -> Result<bool, ApiError> {
     }
 }
 
-/// `fieldValidation=Strict`: unknown fields are a 400 (`Warn`, the
-/// default, and `Ignore` accept them).
-fn strict_fields(r: &Req, input: &Value, known: &Value) -> Result<(), ApiError> {
+/// `fieldValidation`: `Strict`, `Warn` (the default) or `Ignore`.
+pub(crate) fn validation_directive(r: &Req) -> Result<&'static str, ApiError> {
     match r.q("fieldValidation") {
-        None | Some("" | "Ignore" | "Warn") => return Ok(()),
-        Some("Strict") => {}
-        Some(other) => {
-            return Err(status::bad_request(format!(
-                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
-            )))
-        }
+        None | Some("" | "Warn") => Ok("Warn"),
+        Some("Ignore") => Ok("Ignore"),
+        Some("Strict") => Ok("Strict"),
+        Some(other) => Err(status::bad_request(format!(
+            "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
     }
+}
+
+/// Unknown fields of a typed body (`input` against its typed round trip
+/// `known`): a 400 under `Strict` (`<Kind> in version "v1" cannot be
+/// handled as a <Kind>: strict decoding error: unknown field "..."` on
+/// create, without the prefix on patch), else warnings (`Warn`) or nothing.
+fn strict_known(
+    r: &Req,
+    def: &ResourceDef,
+    input: &Value,
+    known: &Value,
+) -> Result<Vec<String>, ApiError> {
+    strict_known_as(r, def, input, known, true)
+}
+
+fn strict_known_as(
+    r: &Req,
+    def: &ResourceDef,
+    input: &Value,
+    known: &Value,
+    create: bool,
+) -> Result<Vec<String>, ApiError> {
+    let directive = validation_directive(r)?;
     let mut unknown = vec![];
     csr::unknown_fields(input, known, "", &mut unknown);
-    if unknown.is_empty() {
-        return Ok(());
+    if unknown.is_empty() || directive == "Ignore" {
+        return Ok(vec![]);
     }
     let list: Vec<String> = unknown
         .iter()
         .map(|f| format!("unknown field {f:?}"))
         .collect();
-    Err(status::bad_request(format!(
-        "strict decoding error: {}",
-        list.join(", ")
-    )))
+    if directive == "Warn" {
+        return Ok(list);
+    }
+    let strict = format!("strict decoding error: {}", list.join(", "));
+    Err(status::bad_request(if create {
+        format!(
+            "{kind} in version {v:?} cannot be handled as a {kind}: {strict}",
+            kind = def.kind_name,
+            v = def.version
+        )
+    } else {
+        strict
+    }))
+}
+
+/// [`strict_known`] for a built-in kind decoded as its k8s-openapi type.
+pub(crate) fn strict_typed(
+    r: &Req,
+    def: &ResourceDef,
+    body: &Value,
+) -> Result<Vec<String>, ApiError> {
+    strict_typed_as(r, def, body, true)
+}
+
+/// The same for a patched object (no kind prefix in the message).
+pub(crate) fn strict_typed_patch(
+    r: &Req,
+    def: &ResourceDef,
+    body: &Value,
+) -> Result<Vec<String>, ApiError> {
+    strict_typed_as(r, def, body, false)
+}
+
+fn strict_typed_as(
+    r: &Req,
+    def: &ResourceDef,
+    body: &Value,
+    create: bool,
+) -> Result<Vec<String>, ApiError> {
+    let known = match def.kind {
+        Kind::Node => serde_json::from_value::<k8s_openapi::api::core::v1::Node>(body.clone())
+            .map(|n| serde_json::to_value(n).unwrap()),
+        Kind::Csr => serde_json::from_value::<CertificateSigningRequest>(body.clone())
+            .map(|n| serde_json::to_value(n).unwrap()),
+        _ => return Ok(vec![]),
+    }
+    .map_err(|e| csr::decode_error(def.kind_name, def.version, &e.to_string()))?;
+    strict_known_as(r, def, body, &known, create)
+}
+
+/// A JSON response with `Warning: 299 - "<text>"` headers.
+pub(crate) fn respond_warned(code: u16, v: &Value, warnings: &[String]) -> Response<Body> {
+    let mut resp = respond(code, v);
+    for w in warnings {
+        let quoted = serde_json::to_string(w).unwrap();
+        if let Ok(h) = http::HeaderValue::from_str(&format!("299 - {quoted}")) {
+            resp.headers_mut().append("Warning", h);
+        }
+    }
+    resp
 }
 
 /// `rest.BeforeCreate`'s metadata handling: name generation, namespace
 /// checks, system fields.
-fn prepare_meta(r: &Req, def: &ResourceDef, v: &mut Value) -> Result<(), ApiError> {
+pub(crate) fn prepare_meta(r: &Req, def: &ResourceDef, v: &mut Value) -> Result<(), ApiError> {
     if !v.get("metadata").is_some_and(Value::is_object) {
         set_meta(v, "name", Value::Null);
         v["metadata"].as_object_mut().unwrap().remove("name");
@@ -565,7 +681,8 @@ fn prepare_meta(r: &Req, def: &ResourceDef, v: &mut Value) -> Result<(), ApiErro
     Ok(())
 }
 
-fn namespace_exists(st: &State, ns: &str) -> Result<(), ApiError> {
+/// NamespaceLifecycle: writes only in an existing namespace.
+pub(crate) fn namespace_exists(st: &State, ns: &str) -> Result<(), ApiError> {
     if st.store.get(Kind::Namespace, "", ns).is_some() {
         Ok(())
     } else {
@@ -578,136 +695,14 @@ pub(crate) fn create(
     def: &'static ResourceDef,
     r: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    let mut body = parse_body(r)?;
     let dry = dry_run(r)?;
     match def.kind {
-        Kind::Csr => create_csr(shared, def, r, body, dry),
-        Kind::Event => {
-            let obj = body.as_object().ok_or_else(|| {
-                status::bad_request("the body of the request was in an unknown format")
-            })?;
-            csr::check_type_meta(obj, &def.api_version(), "Event")?;
-            prepare_meta(r, def, &mut body)?;
-            let core = if def.group == "events.k8s.io" {
-                events_to_core(&body)
-            } else {
-                body
-            };
-            // NamespaceLifecycle admission runs before validation.
-            namespace_exists(&shared.state.lock().unwrap(), &r.attrs.namespace)?;
-            let errs = validate_event(&core, def.group == "events.k8s.io");
-            let name = meta_str(&core, "name").to_string();
-            if !errs.is_empty() {
-                return Err(status::invalid(def.group, "Event", &name, &errs));
-            }
-            let mut st = shared.state.lock().unwrap();
-            if st
-                .store
-                .get(Kind::Event, &r.attrs.namespace, &name)
-                .is_some()
-            {
-                return Err(status::already_exists(def.group, def.plural, &name));
-            }
-            let mut core = core;
-            core["apiVersion"] = json!("v1");
-            core["kind"] = json!("Event");
-            let stored = if dry {
-                core
-            } else {
-                st.store.create(Kind::Event, core)
-            };
-            Ok(respond(201, &present(def, &stored, false)))
-        }
-        Kind::Revocation => {
-            let obj = body.as_object().ok_or_else(|| {
-                status::bad_request("the body of the request was in an unknown format")
-            })?;
-            csr::check_type_meta(obj, &def.api_version(), def.kind_name)?;
-            prepare_meta(r, def, &mut body)?;
-            let mut st = shared.state.lock().unwrap();
-            let stored = create_revocation(&mut st, body, dry)?;
-            Ok(respond(201, &present(def, &stored, false)))
-        }
-        Kind::Node => {
-            let obj = body.as_object().ok_or_else(|| {
-                status::bad_request("the body of the request was in an unknown format")
-            })?;
-            csr::check_type_meta(obj, "v1", "Node")?;
-            prepare_meta(r, def, &mut body)?;
-            let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(body.clone())
-                .map_err(|e| csr::decode_error("Node", "v1", &e.to_string()))?;
-            strict_fields(r, &body, &serde_json::to_value(&node).unwrap())?;
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let errs = csr::validate_meta(&node.metadata, true);
-            if !errs.is_empty() {
-                return Err(status::invalid("", "Node", &name, &errs));
-            }
-            // NodeRestriction: a node may create only its own Node object.
-            if let Some(own) = r.user.node_name() {
-                if own != name {
-                    return Err(status::forbidden(
-                        format!("nodes {name:?} is forbidden: node {own:?} is not allowed to modify node {name:?}"),
-                        "",
-                        "nodes",
-                        &name,
-                    ));
-                }
-            }
-            let mut st = shared.state.lock().unwrap();
-            if st.store.get(Kind::Node, "", &name).is_some() {
-                return Err(status::already_exists("", "nodes", &name));
-            }
-            let v = serde_json::to_value(&node).unwrap();
-            let stored = if dry {
-                v
-            } else {
-                st.store.create(Kind::Node, v)
-            };
-            Ok(respond(201, &present(def, &stored, false)))
-        }
+        Kind::Csr => create_csr(shared, def, r, parse_body(r)?, dry),
+        Kind::Event => super::events::create(shared, def, r, dry),
+        Kind::Revocation => super::custom::create(shared, def, r, dry),
+        Kind::Node => super::nodes::create(shared, def, r, dry),
         Kind::Namespace => Err(status::method_not_allowed()),
     }
-}
-
-pub(crate) fn create_revocation(
-    st: &mut State,
-    mut body: Value,
-    dry: bool,
-) -> Result<Value, ApiError> {
-    let name = meta_str(&body, "name").to_string();
-    let mut errs = vec![];
-    if name.is_empty() {
-        errs.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
-    } else if !super::selectors::valid_dns_subdomain(&name) {
-        errs.push(FieldError::invalid("metadata.name", format!("{name:?}"), "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
-    }
-    errs.extend(revocation::validate_and_prune(&mut body));
-    if !errs.is_empty() {
-        return Err(status::invalid(
-            "nodecert.dev",
-            "RenewRevocation",
-            &name,
-            &errs,
-        ));
-    }
-    if st.store.get(Kind::Revocation, "", &name).is_some() {
-        return Err(status::already_exists(
-            "nodecert.dev",
-            "renewrevocations",
-            &name,
-        ));
-    }
-    body["apiVersion"] = json!("nodecert.dev/v1alpha1");
-    body["kind"] = json!("RenewRevocation");
-    set_meta(&mut body, "generation", json!(1));
-    Ok(if dry {
-        body
-    } else {
-        st.store.create(Kind::Revocation, body)
-    })
 }
 
 fn create_csr(
@@ -719,7 +714,7 @@ fn create_csr(
 ) -> Result<Response<Body>, ApiError> {
     prepare_meta(r, def, &mut body)?;
     let mut csr_obj: CertificateSigningRequest = csr::decode(&body)?;
-    strict_fields(r, &body, &serde_json::to_value(&csr_obj).unwrap())?;
+    let warnings = strict_known(r, def, &body, &serde_json::to_value(&csr_obj).unwrap())?;
     let parsed = parse_csr(&csr_obj.spec.request.0);
     let name = csr_obj.metadata.name.clone().unwrap_or_default();
     let errs = csr::validate_create(&csr_obj, &parsed);
@@ -760,7 +755,7 @@ fn create_csr(
         ));
     }
     if dry {
-        return Ok(respond(201, &present(def, &v, false)));
+        return Ok(respond_warned(201, &present(def, &v, false), &warnings));
     }
     let stored = st.store.create(Kind::Csr, v);
     if let Some((reason, message)) = st
@@ -774,7 +769,11 @@ fn create_csr(
     }
     drop(st);
     shared.controller.notify_one();
-    Ok(respond(201, &present(def, &stored, false)))
+    Ok(respond_warned(
+        201,
+        &present(def, &stored, false),
+        &warnings,
+    ))
 }
 
 pub(crate) fn delete(
@@ -804,25 +803,17 @@ pub(crate) fn delete(
     Ok(respond(200, &present(def, &gone, false)))
 }
 
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Default::default());
-            }
-            let t = target.as_object_mut().unwrap();
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
+/// A PATCH body's type (its Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatchType {
+    Json,
+    Merge,
+    Strategic,
 }
+
+const JSON_PATCH: &str = "application/json-patch+json";
+const MERGE_PATCH: &str = "application/merge-patch+json";
+const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
 
 pub(crate) fn patch(
     shared: &Arc<Shared>,
@@ -835,115 +826,134 @@ pub(crate) fn patch(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
     let ct_base = ct.split(';').next().unwrap_or("").trim();
-    if !matches!(
-        ct_base,
-        "application/merge-patch+json" | "application/strategic-merge-patch+json"
-    ) {
-        return Err(status::unsupported_media_type(ct));
-    }
-    if !matches!(def.kind, Kind::Event | Kind::Revocation) {
-        return Err(status::method_not_allowed());
-    }
-    let patch_v = parse_body(r)?;
-    let dry = dry_run(r)?;
-    let mut st = shared.state.lock().unwrap();
-    let Some(stored) = st
-        .store
-        .get(def.kind, &r.attrs.namespace, &r.attrs.name)
-        .cloned()
-    else {
-        return Err(status::not_found(def.group, def.plural, &r.attrs.name));
+    // Server-side apply (application/apply-patch+yaml) is not served.
+    let accepted: &[&str] = if def.builtin {
+        &[JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH]
+    } else {
+        &[JSON_PATCH, MERGE_PATCH]
     };
-    let mut presented = present(def, &stored, false);
-    merge_patch(&mut presented, &patch_v);
-    // Identity and system fields stay.
-    for f in ["name", "namespace", "uid", "creationTimestamp"] {
-        if let Some(old) = stored["metadata"].get(f) {
-            set_meta(&mut presented, f, old.clone());
-        }
+    if !accepted.contains(&ct_base) {
+        return Err(status::unsupported_patch(accepted));
     }
-    let patched_rv = meta_str(&presented, "resourceVersion").to_string();
-    if !patched_rv.is_empty() && patched_rv != meta_str(&stored, "resourceVersion") {
-        return Err(conflict(def, &r.attrs.name));
+    let pt = match ct_base {
+        JSON_PATCH => PatchType::Json,
+        MERGE_PATCH => PatchType::Merge,
+        _ => PatchType::Strategic,
+    };
+    if r.body.len() > 3 * 1024 * 1024 {
+        return Err(status::too_large());
     }
-    let new = match def.kind {
-        Kind::Event => {
-            let core = if def.group == "events.k8s.io" {
-                events_to_core(&presented)
-            } else {
-                presented
-            };
-            let strict = def.group == "events.k8s.io";
-            let mut errs = validate_event(&core, strict);
-            if strict {
-                let old_events = core_to_events(&stored);
-                let new_events = core_to_events(&core);
-                for f in [
-                    "regarding",
-                    "reason",
-                    "note",
-                    "deprecatedSource",
-                    "deprecatedFirstTimestamp",
-                    "deprecatedLastTimestamp",
-                    "deprecatedCount",
-                    "type",
-                    "eventTime",
-                    "action",
-                    "related",
-                    "reportingController",
-                    "reportingInstance",
-                ] {
-                    if old_events.get(f) != new_events.get(f) {
-                        let internal = match f {
-                            "regarding" => "involvedObject",
-                            "note" => "message",
-                            "deprecatedSource" => "source",
-                            "deprecatedFirstTimestamp" => "firstTimestamp",
-                            "deprecatedLastTimestamp" => "lastTimestamp",
-                            "deprecatedCount" => "count",
-                            "reportingController" => "reportingController",
-                            other => other,
-                        };
-                        errs.push(FieldError::invalid(
-                            internal,
-                            "…".into(),
-                            "field is immutable",
-                        ));
-                    }
-                }
-            }
-            if !errs.is_empty() {
-                return Err(status::invalid(def.group, "Event", &r.attrs.name, &errs));
-            }
-            let mut core = core;
-            core["apiVersion"] = json!("v1");
-            core["kind"] = json!("Event");
-            core
-        }
-        _ => {
-            let mut p = presented;
-            let errs = revocation::validate_and_prune(&mut p);
-            if !errs.is_empty() {
-                return Err(status::invalid(
-                    "nodecert.dev",
-                    "RenewRevocation",
-                    &r.attrs.name,
-                    &errs,
+    let dry = dry_run(r)?;
+    validation_directive(r)?;
+    match def.kind {
+        Kind::Event => super::events::patch(shared, def, r, pt, dry),
+        Kind::Revocation => super::custom::patch(shared, def, r, pt, dry),
+        Kind::Node => super::nodes::patch(shared, def, r, pt, dry),
+        Kind::Csr | Kind::Namespace => Err(status::method_not_allowed()),
+    }
+}
+
+/// Applies the request's patch to the object as presented.
+pub(crate) fn apply_patch(
+    pt: PatchType,
+    current: &Value,
+    r: &Req,
+    strategies: Strategies,
+) -> Result<Value, ApiError> {
+    let body: Value = serde_json::from_slice(&r.body)
+        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+    match pt {
+        PatchType::Merge => {
+            if !body.is_object() {
+                return Err(status::bad_request(
+                    "error decoding patch: a merge patch must be a JSON object",
                 ));
             }
-            if p.get("spec") != stored.get("spec") {
-                let g = stored["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-                set_meta(&mut p, "generation", json!(g));
-            }
-            p
+            Ok(super::patch::merge(current, &body))
         }
-    };
-    let out = if dry {
-        new
-    } else {
-        st.store.update(def.kind, new)
-    };
-    Ok(respond(200, &present(def, &out, false)))
+        PatchType::Json => super::patch::json_patch(current, &body).map_err(status::unprocessable),
+        PatchType::Strategic => {
+            super::patch::strategic_merge(current, &body, strategies).map_err(status::unknown)
+        }
+    }
+}
+
+/// `checkName` and the optimistic lock: the patched object must keep the
+/// URL's name and namespace, and a resourceVersion it carries must be the
+/// current one.
+pub(crate) fn check_identity(
+    def: &ResourceDef,
+    stored: &Value,
+    patched: &Value,
+    r: &Req,
+) -> Result<(), ApiError> {
+    let name = meta_str(patched, "name");
+    if name != r.attrs.name {
+        return Err(status::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            r.attrs.name
+        )));
+    }
+    let ns = meta_str(patched, "namespace");
+    if !r.attrs.namespace.is_empty() && !ns.is_empty() && ns != r.attrs.namespace {
+        return Err(status::bad_request(format!(
+            "the namespace of the object ({ns}) does not match the namespace on the URL ({})",
+            r.attrs.namespace
+        )));
+    }
+    let rv = meta_str(patched, "resourceVersion");
+    if !rv.is_empty() && rv != meta_str(stored, "resourceVersion") {
+        return Err(conflict(def, &r.attrs.name));
+    }
+    Ok(())
+}
+
+/// `rest.BeforeUpdate`'s metadata rules: generation, creationTimestamp and
+/// an empty uid are restored; a changed uid is immutable (422).
+pub(crate) fn before_update(stored: &Value, new: &mut Value) -> Vec<FieldError> {
+    let mut errs = vec![];
+    let uid = meta_str(new, "uid").to_string();
+    let old_uid = meta_str(stored, "uid").to_string();
+    if uid.is_empty() {
+        set_meta(new, "uid", Value::String(old_uid));
+    } else if uid != old_uid {
+        errs.push(FieldError::invalid(
+            "metadata.uid",
+            format!("{uid:?}"),
+            "field is immutable",
+        ));
+    }
+    for f in ["creationTimestamp", "generation"] {
+        match stored["metadata"].get(f) {
+            Some(v) => set_meta(new, f, v.clone()),
+            None => {
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove(f);
+                }
+            }
+        }
+    }
+    errs
+}
+
+/// Stores `new` unless it is a dry run or changes nothing (then the stored
+/// object comes back and no watch event or resourceVersion is made).
+pub(crate) fn store_update(
+    st: &mut State,
+    kind: Kind,
+    stored: &Value,
+    mut new: Value,
+    dry: bool,
+) -> Value {
+    set_meta(
+        &mut new,
+        "resourceVersion",
+        Value::String(meta_str(stored, "resourceVersion").to_string()),
+    );
+    if dry || new == *stored {
+        return if dry { new } else { stored.clone() };
+    }
+    st.store.update(kind, new)
 }
 
 /// `errors.NewConflict` for a stale resourceVersion.
@@ -958,199 +968,4 @@ fn conflict(def: &ResourceDef, name: &str) -> ApiError {
             ));
     }
     e
-}
-
-// ---------------------------------------------------------------- events
-
-const EVENT_RENAMES: &[(&str, &str)] = &[
-    ("regarding", "involvedObject"),
-    ("note", "message"),
-    ("deprecatedSource", "source"),
-    ("deprecatedFirstTimestamp", "firstTimestamp"),
-    ("deprecatedLastTimestamp", "lastTimestamp"),
-    ("deprecatedCount", "count"),
-    ("reportingController", "reportingComponent"),
-];
-
-/// events.k8s.io/v1 → core/v1 field names.
-pub(crate) fn events_to_core(v: &Value) -> Value {
-    let mut out = v.clone();
-    if let Some(o) = out.as_object_mut() {
-        for (from, to) in EVENT_RENAMES {
-            if let Some(x) = o.remove(*from) {
-                o.insert((*to).into(), x);
-            }
-        }
-    }
-    out
-}
-
-/// core/v1 → events.k8s.io/v1 field names.
-pub(crate) fn core_to_events(v: &Value) -> Value {
-    let mut out = v.clone();
-    if let Some(o) = out.as_object_mut() {
-        for (to, from) in EVENT_RENAMES {
-            if let Some(x) = o.remove(*from) {
-                o.insert((*to).into(), x);
-            }
-        }
-    }
-    out
-}
-
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if prefix.is_some_and(|p| !super::selectors::valid_dns_subdomain(p)) {
-        return false;
-    }
-    !name.is_empty() && super::selectors::valid_label_value(name) && name.len() <= 63
-}
-
-/// `ValidateEventCreate` on the internal (core) form; `strict` for
-/// events.k8s.io/v1. Field paths are the internal ones, as the real server
-/// reports them.
-fn validate_event(e: &Value, strict: bool) -> Vec<FieldError> {
-    let mut errs = vec![];
-    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-    let ns = meta_str(e, "namespace");
-    let involved_ns = get_str(e, &["involvedObject", "namespace"]).unwrap_or("");
-    let event_time_set = e.get("eventTime").is_some_and(|t| !t.is_null());
-    if !event_time_set {
-        if involved_ns.is_empty() {
-            if !ns.is_empty() && ns != "default" {
-                errs.push(FieldError::invalid(
-                    "involvedObject.namespace",
-                    format!("{involved_ns:?}"),
-                    "does not match event.namespace",
-                ));
-            }
-        } else if ns != involved_ns {
-            errs.push(FieldError::invalid(
-                "involvedObject.namespace",
-                format!("{involved_ns:?}"),
-                "does not match event.namespace",
-            ));
-        }
-    } else {
-        if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
-            errs.push(FieldError::invalid(
-                "involvedObject.namespace",
-                format!("{involved_ns:?}"),
-                "does not match event.namespace",
-            ));
-        }
-        let rc = s("reportingComponent");
-        if rc.is_empty() {
-            errs.push(FieldError::required("reportingController", ""));
-        } else if !is_qualified_name(rc) {
-            errs.push(FieldError::invalid("reportingController", format!("{rc:?}"), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-        }
-        let ri = s("reportingInstance");
-        if ri.is_empty() {
-            errs.push(FieldError::required("reportingInstance", ""));
-        } else if ri.len() > 128 {
-            errs.push(FieldError::invalid(
-                "reportingInstance",
-                "\"\"".into(),
-                "can have at most 128 characters",
-            ));
-        }
-        let action = s("action");
-        if action.is_empty() {
-            errs.push(FieldError::required("action", ""));
-        } else if action.len() > 128 {
-            errs.push(FieldError::invalid(
-                "action",
-                "\"\"".into(),
-                "can have at most 128 characters",
-            ));
-        }
-        let reason = s("reason");
-        if reason.is_empty() {
-            errs.push(FieldError::required("reason", ""));
-        } else if reason.len() > 128 {
-            errs.push(FieldError::invalid(
-                "reason",
-                "\"\"".into(),
-                "can have at most 128 characters",
-            ));
-        }
-        if s("message").len() > 1024 {
-            errs.push(FieldError::invalid(
-                "message",
-                "\"\"".into(),
-                "can have at most 1024 characters",
-            ));
-        }
-    }
-    if !super::selectors::valid_dns_subdomain(ns) {
-        errs.push(FieldError::invalid("namespace", format!("{ns:?}"), "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"));
-    }
-    let name = meta_str(e, "name");
-    if name.is_empty() {
-        errs.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
-    }
-    if strict {
-        if !name.is_empty() && !super::selectors::valid_dns_subdomain(name) {
-            errs.push(FieldError::invalid("metadata.name", format!("{name:?}"), "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
-        }
-        if let Some(series) = e.get("series").filter(|s| !s.is_null()) {
-            if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
-                errs.push(FieldError::invalid(
-                    "series.count",
-                    "\"\"".into(),
-                    "should be at least 2",
-                ));
-            }
-            if series.get("lastObservedTime").is_none_or(Value::is_null) {
-                errs.push(FieldError::required("series.lastObservedTime", ""));
-            }
-        }
-        if !event_time_set {
-            errs.push(FieldError::required("eventTime", ""));
-        }
-        let t = s("type");
-        if t != "Normal" && t != "Warning" {
-            errs.push(FieldError::invalid(
-                "type",
-                "\"\"".into(),
-                &format!("has invalid value: {t}"),
-            ));
-        }
-        for f in ["firstTimestamp", "lastTimestamp"] {
-            if e.get(f).is_some_and(|v| !v.is_null()) {
-                errs.push(FieldError::invalid(f, "\"\"".into(), "needs to be unset"));
-            }
-        }
-        if e.get("count").and_then(Value::as_i64).unwrap_or(0) != 0 {
-            errs.push(FieldError::invalid(
-                "count",
-                "\"\"".into(),
-                "needs to be unset",
-            ));
-        }
-        let src = e.get("source");
-        let comp = src
-            .and_then(|s| s.get("component"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let host = src
-            .and_then(|s| s.get("host"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !comp.is_empty() || !host.is_empty() {
-            errs.push(FieldError::invalid(
-                "source",
-                "\"\"".into(),
-                "needs to be unset",
-            ));
-        }
-    }
-    errs
 }

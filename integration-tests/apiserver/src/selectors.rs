@@ -44,6 +44,56 @@ pub(crate) fn valid_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(valid_dns_label)
 }
 
+/// `path.IsValidPathSegmentName`: the messages for a name that cannot be
+/// a URL path segment.
+pub(crate) fn valid_path_segment_name(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|bad| name.contains(**bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+        .collect()
+}
+
+/// `validation.IsQualifiedName`: the messages for a value that is not an
+/// optionally prefixed qualified name (label keys, event controllers).
+pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
+    const REGEX_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let mut errs = vec![];
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [n] => *n,
+        [prefix, n] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else if !valid_dns_subdomain(prefix) {
+                errs.push("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string());
+            }
+            n
+        }
+        _ => {
+            return vec!["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".to_string()];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    let regex_ok = alnum(name.as_bytes().first())
+        && alnum(name.as_bytes().last())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !regex_ok {
+        errs.push(REGEX_MSG.to_string());
+    }
+    errs
+}
+
 /// A label value: empty, or up to 63 of `[A-Za-z0-9_.-]`, alphanumeric at
 /// both ends.
 pub(crate) fn valid_label_value(v: &str) -> bool {
@@ -183,7 +233,22 @@ fn parse_set(s: &str) -> Option<Vec<String>> {
 pub(crate) struct FieldSelector(pub Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// Parses and checks every field against `supported` (the resource's
+    /// field labels): an unknown one is "field label not supported".
     pub fn parse(s: &str, supported: &[&str]) -> Result<FieldSelector, String> {
+        let sel = FieldSelector::parse_any(s)?;
+        if let Some((f, _, _)) = sel
+            .0
+            .iter()
+            .find(|(f, _, _)| !supported.contains(&f.as_str()))
+        {
+            return Err(format!("field label not supported: {f}"));
+        }
+        Ok(sel)
+    }
+
+    /// `fields.ParseSelector`: the syntax only, any field.
+    pub fn parse_any(s: &str) -> Result<FieldSelector, String> {
         let mut out = vec![];
         if s.is_empty() {
             return Ok(FieldSelector(out));
@@ -217,21 +282,19 @@ impl FieldSelector {
                 return Err(format!("invalid selector: '{s}'; can't understand '{p}'"));
             };
             let value = unescape(value)?;
-            if !supported.contains(&field) {
-                return Err(format!("field label not supported: {field}"));
-            }
             out.push((field.to_string(), eq, value));
         }
         Ok(FieldSelector(out))
     }
 
-    /// The name from a single `metadata.name=` requirement, as the request
-    /// info resolver puts it into list/watch authorization attributes.
-    pub fn single_name(&self) -> Option<&str> {
-        match self.0.as_slice() {
-            [(f, true, v)] if f == "metadata.name" => Some(v),
-            _ => None,
-        }
+    /// `RequiresExactMatch(field)`: the value of a `field=` requirement,
+    /// whatever else the selector holds (request info takes the name of a
+    /// list/watch from `metadata.name`).
+    pub fn exact_match(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == field && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     pub fn matches(&self, fields: &BTreeMap<&str, String>) -> bool {
@@ -281,7 +344,7 @@ mod tests {
     #[test]
     fn field_selectors() {
         let f = FieldSelector::parse("metadata.name=x\\,y", &["metadata.name"]).unwrap();
-        assert_eq!(f.single_name(), Some("x,y"));
+        assert_eq!(f.exact_match("metadata.name"), Some("x,y"));
         assert_eq!(
             FieldSelector::parse("spec.foo=1", &["metadata.name"]).unwrap_err(),
             "field label not supported: spec.foo"

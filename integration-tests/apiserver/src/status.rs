@@ -134,6 +134,31 @@ pub(crate) fn unsupported_media_type(ct: &str) -> ApiError {
     )
 }
 
+/// The 415 of a PATCH whose Content-Type the resource does not take.
+pub(crate) fn unsupported_patch(accepted: &[&str]) -> ApiError {
+    status(
+        415,
+        "UnsupportedMediaType",
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            accepted.join(", ")
+        ),
+        None,
+    )
+}
+
+/// `errors.NewGenericServerResponse(422, ...)`: a patch that cannot be
+/// applied.
+pub(crate) fn unprocessable(message: String) -> ApiError {
+    status(422, "Invalid", message, Some(StatusDetails::default()))
+}
+
+/// A plain error of a handler (`ErrorToAPIStatus` of a non-API error): 500
+/// with the message and no reason.
+pub(crate) fn unknown(message: String) -> ApiError {
+    status(500, "", message, None)
+}
+
 pub(crate) fn not_acceptable() -> ApiError {
     status(
         406,
@@ -221,6 +246,9 @@ pub(crate) fn expired(message: String) -> ApiError {
 pub(crate) enum FieldErrorType {
     Required,
     Invalid(String),
+    /// `field.TypeInvalid`: rendered as "Invalid value", reason
+    /// `FieldValueTypeInvalid`.
+    TypeInvalid(String),
     NotSupported(String, Vec<String>),
     Duplicate(String),
     Forbidden,
@@ -262,6 +290,7 @@ impl FieldError {
         match self.typ {
             FieldErrorType::Required => "FieldValueRequired",
             FieldErrorType::Invalid(_) => "FieldValueInvalid",
+            FieldErrorType::TypeInvalid(_) => "FieldValueTypeInvalid",
             FieldErrorType::NotSupported(..) => "FieldValueNotSupported",
             FieldErrorType::Duplicate(_) => "FieldValueDuplicate",
             FieldErrorType::Forbidden => "FieldValueForbidden",
@@ -281,7 +310,9 @@ impl FieldError {
         match &self.typ {
             FieldErrorType::Required => with("Required value".into()),
             FieldErrorType::Forbidden => with("Forbidden".into()),
-            FieldErrorType::Invalid(v) => with(format!("Invalid value: {v}")),
+            FieldErrorType::Invalid(v) | FieldErrorType::TypeInvalid(v) => {
+                with(format!("Invalid value: {v}"))
+            }
             FieldErrorType::Duplicate(v) => with(format!("Duplicate value: {v}")),
             FieldErrorType::TooLong(n) => with(format!("Too long: may not be more than {n} bytes")),
             FieldErrorType::NotSupported(v, sup) => {

@@ -1,5 +1,8 @@
-//! The retry schedule of both loops: exponential, capped, with optional
-//! jitter so a fleet does not retry in lockstep.
+//! How long to wait before trying again: one exponential, capped backoff
+//! with optional jitter (so a fleet does not retry in lockstep), for every
+//! loop and watch of the agent.
+//!
+//! Boundary: a leaf; arithmetic and randomness only.
 
 use std::time::Duration;
 
