@@ -81,12 +81,19 @@ impl KubeletFixture {
     }
 
     /// Writes the agent's config (kubelet job on, node [`NODE_NAME`], a
-    /// 60 s CSR timeout, then `extra_kubelet_yaml` inside `kubelet:`) and
+    /// 60 s CSR timeout unless `extra_kubelet_yaml` sets one, then
+    /// `extra_kubelet_yaml` inside `kubelet:`) and
     /// returns its path.
     pub fn config_path(&self, extra_kubelet_yaml: &str) -> PathBuf {
         let path = self.config.path().join("config.yaml");
+        // A 60 s CSR timeout unless the extra lines set their own.
+        let timeout = if extra_kubelet_yaml.contains("csr-timeout-seconds") {
+            ""
+        } else {
+            "  csr-timeout-seconds: 60\n"
+        };
         let yaml = format!(
-            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n  csr-timeout-seconds: 60\n{extra_kubelet_yaml}"
+            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n{timeout}{extra_kubelet_yaml}"
         );
         std::fs::write(&path, yaml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

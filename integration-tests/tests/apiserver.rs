@@ -1838,7 +1838,7 @@ fn the_shipped_manifests_render_into_rbac_the_server_takes() {
         shipped
             .objects()
             .iter()
-            .any(|(kind, _, _)| kind == "ClusterRoleBinding"),
+            .any(|(kind, ns, _)| kind == "RoleBinding" && ns == "kube-system"),
         "{:?}",
         shipped.objects()
     );

@@ -11,7 +11,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_tests::agent::{agent_binary, render_tail, workspace_dir, HostModeAgent};
+use integration_tests::agent::{
+    agent_binary, host_config, render_tail, workspace_dir, HostModeAgent, HOST_SECRET_DIR,
+};
 use integration_tests::kubelet_node::{serial, KubeletFixture, CLIENT_LINK, NODE_NAME, PKI};
 use integration_tests::rbac::shipped_rbac;
 use integration_tests::wait_until;
@@ -269,7 +271,9 @@ fn without_an_approver_retries_leave_one_pending_csr_per_certificate_kind() {
             .unwrap();
         assert!(
             !out.status.success(),
-            "renew cannot succeed without an approver"
+            "renew cannot succeed without an approver: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     let csrs = fx.server.csrs();
@@ -329,13 +333,18 @@ fn a_bootstrap_on_a_node_without_a_kubelet_kubeconfig_writes_it_as_kubelet_does(
     let agent = HostModeAgent::install(
         &fx.node,
         &format!(
-            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n  csr-timeout-seconds: 60\nmetrics-address: off\n"
+            "{}kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n  csr-timeout-seconds: 60\nmetrics-address: \"off\"\n",
+            host_config(&[HOST_SECRET_DIR], &[])
         ),
     );
-    wait_until(
-        Duration::from_secs(60),
-        "the bootstrapped certificate",
-        || fx.client_cert().is_some(),
+    let bootstrapped =
+        integration_tests::wait::wait_until_or_timeout(Duration::from_secs(60), || {
+            fx.client_cert().is_some()
+        });
+    assert!(
+        bootstrapped,
+        "no bootstrapped certificate; agent log:\n{}",
+        render_tail(&agent.logs(), 40)
     );
     wait_until(Duration::from_secs(10), "kubelet's kubeconfig", || {
         fx.node.exists("/var/lib/kubelet/kubeconfig")
@@ -365,11 +374,14 @@ fn a_bootstrap_on_a_node_without_a_kubelet_kubeconfig_writes_it_as_kubelet_does(
     let resolved =
         node_cert_agent::k8s::kubeconfig::load(&root, "/var/lib/kubelet/kubeconfig".as_ref())
             .unwrap();
-    let client = node_cert_agent::k8s::client::build_client(&resolved).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let client = {
+        let _in_runtime = rt.enter();
+        node_cert_agent::k8s::client::build_client(&resolved).unwrap()
+    };
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
     let node = rt.block_on(api.get(NODE_NAME)).unwrap();
     assert_eq!(node.metadata.name.as_deref(), Some(NODE_NAME));

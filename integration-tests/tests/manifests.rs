@@ -274,8 +274,8 @@ fn kubectl_kustomize_renders_the_base_and_the_example_overlay() {
             vec![
                 "CustomResourceDefinition",
                 "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "ConfigMap",
                 "DaemonSet",
             ],
@@ -285,8 +285,8 @@ fn kubectl_kustomize_renders_the_base_and_the_example_overlay() {
             vec![
                 "CustomResourceDefinition",
                 "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "ConfigMap",
                 "Secret",
                 "DaemonSet",

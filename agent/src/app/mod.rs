@@ -235,16 +235,25 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         .context("the kubelet certificate job is not configured")?;
     let runtime = current_thread_runtime()?;
     let outcome = runtime.block_on(manager.pass(args.force))?;
-    if outcome.renewed.is_empty() {
+    if outcome.renewed.is_empty() && outcome.failures.is_empty() {
         println!("nothing renewed (use --force to renew healthy certificates)");
     }
     for kind in &outcome.renewed {
         println!("renewed the kubelet {} certificate", kind.name());
     }
+    for failure in &outcome.failures {
+        eprintln!("error: {failure}");
+    }
     if let Some(d) = outcome.next_deadline {
         println!("next renewal: {}", rfc3339(d));
     }
-    Ok(ExitCode::SUCCESS)
+    // A renewal that failed is a failed command, whatever else succeeded:
+    // scripts retry on the exit code.
+    Ok(if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `node-cert-agent status`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use super::DaemonError;
 use crate::errors::error_chain;
@@ -58,22 +58,8 @@ pub async fn run_kubelet_until<S: Systemd>(
     let mut backoff = Backoff::new(KUBELET_RETRY_FIRST, KUBELET_RETRY_MAX, KUBELET_RETRY_JITTER);
     let mut auth_backoff = Backoff::new(AUTH_RETRY_FIRST, AUTH_RETRY_MAX, KUBELET_RETRY_JITTER);
     let mut last_error: Option<String> = None;
+    let mut repeats: u32 = 0;
     loop {
-        if watch.as_ref().is_none_or(|h| h.is_finished()) {
-            watch = match manager.node_client() {
-                Some(client) => Some(tokio::spawn(revocation::watch(
-                    client,
-                    manager.settings().revocation_namespace.clone(),
-                    format!("system:node:{}", manager.node_name()),
-                    revocations.clone(),
-                    wake.clone(),
-                ))),
-                None => {
-                    revocations.set_state(SourceState::NoIdentity);
-                    None
-                }
-            };
-        }
         let pass = manager.pass(false);
         tokio::pin!(pass);
         let result = tokio::select! {
@@ -99,6 +85,23 @@ pub async fn run_kubelet_until<S: Systemd>(
             if let Some(old) = watch.take() {
                 old.abort();
             }
+        }
+        // The watch starts as soon as the node has an identity (after its
+        // bootstrap, say); its first list wakes this loop.
+        if watch.as_ref().is_none_or(|h| h.is_finished()) {
+            watch = match manager.node_client() {
+                Some(client) => Some(tokio::spawn(revocation::watch(
+                    client,
+                    manager.settings().revocation_namespace.clone(),
+                    format!("system:node:{}", manager.node_name()),
+                    revocations.clone(),
+                    wake.clone(),
+                ))),
+                None => {
+                    revocations.set_state(SourceState::NoIdentity);
+                    None
+                }
+            };
         }
         let sleep_for = match outcome.failures.first() {
             None => {
@@ -136,14 +139,18 @@ pub async fn run_kubelet_until<S: Systemd>(
                     .map(|e| error_chain(e))
                     .collect::<Vec<_>>()
                     .join("; ");
-                // Once per distinct error, so a pass failing for hours does
-                // not fill the log.
+                // Every failed pass is an error in the log (the backoff
+                // bounds how often); a repeat of the same error says so.
                 if last_error.as_deref() == Some(message.as_str()) {
-                    debug!(
+                    repeats += 1;
+                    error!(
                         retry_in_s = wait.as_secs(),
-                        "kubelet certificate pass failed again: {message}"
+                        attempt = repeats + 1,
+                        "kubelet certificate pass failed again (attempt {}): {message}",
+                        repeats + 1
                     );
                 } else {
+                    repeats = 0;
                     error!(
                         retry_in_s = wait.as_secs(),
                         "kubelet certificate pass failed: {message}"

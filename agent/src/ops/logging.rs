@@ -1,6 +1,7 @@
 //! Log set-up, done once at start: journald with structured fields when the
 //! agent runs under systemd (or is told to), otherwise text or JSON on stdout.
-//! The filter comes from `NCA_LOG` (tracing's EnvFilter syntax), default `info`.
+//! The filter comes from `NCA_LOG` (tracing's EnvFilter syntax), default
+//! [`DEFAULT_FILTER`].
 //! Text on stdout is coloured only for a terminal, and never when
 //! `NO_COLOR` is set to anything (<https://no-color.org>): `kubectl logs`
 //! and log shippers get plain text. The text log writes its message and
@@ -32,6 +33,10 @@ use crate::text;
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 pub const SYSLOG_IDENTIFIER: &str = "node-cert-agent";
 const FILTER_ENV: &str = "NCA_LOG";
+/// `info`, without kube-client's own "failed with error ..." line per failed
+/// request: it names no API object, and the agent logs every failure itself
+/// with the object, the server and the fix.
+pub const DEFAULT_FILTER: &str = "info,kube_client::client::builder=off";
 /// Set to anything but the empty string, it turns colours off.
 const NO_COLOR_ENV: &str = "NO_COLOR";
 
@@ -157,7 +162,7 @@ pub fn init(format: LogFormat, target: LogTarget) -> Result<(), LoggingError> {
             value,
             reason: e.to_string(),
         })?,
-        Err(_) => EnvFilter::new("info"),
+        Err(_) => EnvFilter::new(DEFAULT_FILTER),
     };
     let journald = match target {
         LogTarget::Journald => true,
