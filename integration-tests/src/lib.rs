@@ -18,6 +18,13 @@
 //!   kubeconfig for the API test server, and checks of kubelet's client
 //!   certificate link.
 //!
+//! - [`run`]: the record of every node, registry, mount and host process a
+//!   test run starts, which `scripts/cleanup-nodes.sh` reads to stop exactly
+//!   those after an aborted run.
+//!
+//! Nodes boot Debian 12 (bookworm) by default; `NCA_DEBIAN_RELEASE=trixie`
+//! boots Debian 13 instead (see [`preflight::rootfs_path`]).
+//!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
 #![allow(
@@ -27,7 +34,7 @@
 )]
 
 pub mod agent;
-mod cgroup;
+pub mod cgroup;
 mod cmd;
 pub mod cri;
 pub mod image;
@@ -38,6 +45,7 @@ mod overlay;
 pub mod pki;
 pub mod preflight;
 pub mod registry;
+pub mod run;
 pub mod secret_volume;
 pub mod wait;
 
@@ -47,7 +55,7 @@ pub use cri::{
     cri_try_remove_image, pull_fresh, CriError,
 };
 pub use node::Node;
-pub use preflight::{preflight, rootfs_path};
+pub use preflight::{debian_release, preflight, rootfs_path};
 pub use registry::{Registry, TestRegistry};
 pub use secret_volume::{secret_data, SecretVolume};
 pub use wait::{wait_until, wait_until_or_timeout};
