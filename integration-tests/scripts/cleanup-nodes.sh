@@ -19,13 +19,15 @@ set -uo pipefail
 
 RUNS_ROOT=${NCA_RUNS_ROOT:-/tmp/nca-test-runs}
 
-# The start time of a pid (field 22 of /proc/<pid>/stat), or nothing.
+# The start time of a live pid (field 22 of /proc/<pid>/stat), or nothing:
+# a zombie (killed, not yet reaped by its parent) is gone.
 start_of() {
   local stat rest
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   rest=${stat##*) }
   # shellcheck disable=SC2086 # split the fields on purpose
   set -- $rest
+  [[ $1 != Z && $1 != X ]] || return 1
   echo "${20}"
 }
 

@@ -111,11 +111,16 @@ fn new_run_id() -> String {
 
 /// The start time of `pid` (field 22 of `/proc/<pid>/stat`, clock ticks
 /// since boot): with the pid, what identifies a process for its lifetime.
+/// `None` when no such process runs; a zombie (dead, not yet reaped by its
+/// parent) does not run.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X") | None) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// One recorded resource: `<run dir>/<kind>-<name>.rec`. Removed on drop
