@@ -77,6 +77,6 @@ cargo build -p node-cert-agent --release >&2
 deb=$(cargo deb -p node-cert-agent --no-build -o "$out/")
 static=$(packaging/static-binary.sh)
 triple=$(basename "$(dirname "$(dirname "$static")")")
-cargo generate-rpm -p agent --target "$triple" -o "$out/" >&2
+cargo generate-rpm -p agent --target-dir "$target_dir/static-build" --target "$triple" -o "$out/" >&2
 rpm=$(ls -t "$out"/node-cert-agent-*.rpm | grep -v -- -test- | head -1)
 report "$deb" "$rpm"

@@ -25,9 +25,16 @@ target_dir=$(cargo metadata --format-version 1 --no-deps \
 triple=$(rustc -vV | sed -n 's/^host: //p')
 
 echo "static-binary: building the static release binary ($triple)" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" OPENSSL_STATIC=1 \
+# Without a rustc wrapper, in a target directory of its own: built through
+# sccache, the binary came out with libcrypto.so.3 as a needed library and
+# no program interpreter (so it cannot run), where the same build without
+# sccache links OpenSSL statically; and cargo does not rebuild when only
+# the wrapper changes.
+static_dir="$target_dir/static-build"
+env -u RUSTC_WRAPPER -u CARGO_BUILD_RUSTC_WRAPPER CARGO_TARGET_DIR="$static_dir" \
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" OPENSSL_STATIC=1 \
   cargo build -p node-cert-agent --release --target "$triple" >&2
-bin="$target_dir/$triple/release/node-cert-agent"
+bin="$static_dir/$triple/release/node-cert-agent"
 # A static-pie binary keeps a dynamic section for its own relocations, but
 # has no program interpreter and needs no shared library.
 if readelf -l "$bin" | grep -q 'INTERP' || readelf -d "$bin" | grep -q '(NEEDED)'; then

@@ -20,7 +20,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps \
 if [[ ${1:-} == --static ]]; then
   shift
   packaging/image.sh
-  export NCA_AGENT_BIN="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release/node-cert-agent"
+  export NCA_AGENT_BIN="$target_dir/static-build/$(rustc -vV | sed -n 's/^host: //p')/release/node-cert-agent"
 else
   cargo build --release -p node-cert-agent
   export NCA_AGENT_BIN="$target_dir/release/node-cert-agent"

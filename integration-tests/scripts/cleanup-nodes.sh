@@ -121,6 +121,8 @@ clean_record() {
       while read -r cg; do
         [[ -n $cg ]] && { remove_cgroup "$cg" || ok=1; }
       done < <(values "$rec" cgroup)
+      # The empty directory nspawn may leave on a host whose /run is no tmpfs.
+      [[ -n $name ]] && rmdir -- "/run/systemd/nspawn/propagate/$name" 2>/dev/null
       ;;
     registry | process)
       stop_process "$(value "$rec" main_pid)" "$(value "$rec" main_start)" 5 || ok=1

@@ -18,6 +18,8 @@
 //!   kubeconfig for the API test server, and checks of kubelet's client
 //!   certificate link.
 //!
+//! - [`unbooted::UnbootedRoot`]: a node root that is never booted (an image
+//!   build), for package scripts that must work without systemd.
 //! - [`run`]: the record of every node, registry, mount and host process a
 //!   test run starts, which `scripts/cleanup-nodes.sh` reads to stop exactly
 //!   those after an aborted run.
@@ -47,6 +49,7 @@ pub mod preflight;
 pub mod registry;
 pub mod run;
 pub mod secret_volume;
+pub mod unbooted;
 pub mod wait;
 
 pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};

@@ -554,7 +554,7 @@ impl Drop for Node {
 /// A short machine name that is unique per run, process and call:
 /// `<sanitized prefix of name>-<run id>-<test process pid>-<counter>` (at
 /// most 40 chars; the run id is [`crate::run::run_id`]).
-fn machine_name(name: &str) -> String {
+pub(crate) fn machine_name(name: &str) -> String {
     let mut prefix: String = name
         .chars()
         .map(|c| {

@@ -178,6 +178,12 @@ impl Record {
         self.set(key, value);
     }
 
+    /// Drops every `key` line.
+    pub fn unset(&mut self, key: &str) {
+        self.lines.retain(|(k, _)| k != key);
+        self.write();
+    }
+
     /// Replaces the `<key>_pid` and `<key>_start` lines.
     pub fn replace_process(&mut self, key: &str, pid: u32) {
         let (p, s) = (format!("{key}_pid"), format!("{key}_start"));

@@ -92,6 +92,7 @@ impl Drop for Owned {
 /// An nspawn container the harness knows nothing about: the cached rootfs,
 /// read-only, running `sleep`, in cgroups of its own.
 struct UnrelatedContainer {
+    name: String,
     nspawn: Owned,
     cgroups: Option<NodeCgroups>,
     cgroup_dirs: Vec<PathBuf>,
@@ -117,6 +118,7 @@ impl UnrelatedContainer {
             .stderr(Stdio::null());
         let nspawn = Owned::spawn(&mut c);
         let container = UnrelatedContainer {
+            name,
             nspawn,
             cgroups: Some(cgroups),
             cgroup_dirs,
@@ -163,6 +165,7 @@ impl Drop for UnrelatedContainer {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         self.nspawn.kill();
+        integration_tests::unbooted::remove_propagate_dir(&self.name);
         if let Some(mut cgroups) = self.cgroups.take() {
             if let Err(e) = cgroups.remove() {
                 eprintln!("cleanup test: {e}");
