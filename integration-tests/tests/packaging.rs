@@ -45,12 +45,19 @@ const PACKAGE: &str = "node-cert-agent";
 /// A local edit of the packaged config, which upgrades must keep.
 const EDITED_CONFIG: &str =
     "# edited by the operator\nca-dir:\n  - /etc/node-cert-agent/ca.d\nrestart-unit:\n  - containerd.service\n";
-/// `rpm` of Debian refuses to install packages unless told that this is
-/// meant; and its database knows none of the node's dpkg packages, so every
-/// requirement would be missing: the tests check the requirements by hand
-/// ([`assert_rpm_requirements_present`]) and install without the database
-/// check.
-const RPM_ON_DEBIAN: [&str; 2] = ["--force-debian", "--nodeps"];
+/// How `rpm` installs on a Debian node: its database knows none of the
+/// node's dpkg packages, so every requirement would be missing (the tests
+/// check the requirements by hand, [`assert_rpm_requirements_present`], and
+/// install without the database check); and Debian 12's rpm refuses to
+/// install at all unless told that this is meant (`--force-debian`, an
+/// option Debian 13's rpm no longer has).
+fn rpm_on_debian(run: impl FnOnce(&[&str]) -> bool) -> Vec<&'static str> {
+    let mut flags = vec!["--nodeps"];
+    if run(&["rpm", "--force-debian", "--version"]) {
+        flags.push("--force-debian");
+    }
+    flags
+}
 
 fn output_of(out: &std::process::Output) -> String {
     format!(
@@ -395,6 +402,7 @@ fn the_rpm_installs_upgrades_runs_and_erases_cleanly() {
         );
     }
 
+    let on_debian = rpm_on_debian(|argv| node.exec(argv).status.success());
     let rpm = |args: &[&str]| {
         let mut argv = vec!["rpm"];
         argv.extend_from_slice(args);
@@ -402,7 +410,7 @@ fn the_rpm_installs_upgrades_runs_and_erases_cleanly() {
         assert!(out.status.success(), "{argv:?}: {}", output_of(&out));
         output_of(&out)
     };
-    rpm(&[&["-i"][..], &RPM_ON_DEBIAN, &[rel1.as_str()]].concat());
+    rpm(&[&["-i"][..], &on_debian, &[rel1.as_str()]].concat());
     assert_installed(&node, "/usr/lib/systemd/system");
     let config_files = stdout(&node.exec_ok(&["rpm", "-qc", PACKAGE]));
     assert_eq!(config_files.trim(), HOST_CONFIG);
@@ -411,7 +419,7 @@ fn the_rpm_installs_upgrades_runs_and_erases_cleanly() {
     // Upgrade: a newer release, with the config edited.
     node.write_file(HOST_CONFIG, EDITED_CONFIG.as_bytes(), 0o644);
     let pid = node.main_pid(AGENT_UNIT);
-    rpm(&[&["-U"][..], &RPM_ON_DEBIAN, &[rel2.as_str()]].concat());
+    rpm(&[&["-U"][..], &on_debian, &[rel2.as_str()]].concat());
     let release = node.exec_ok(&["rpm", "-q", "--qf", "%{RELEASE}", PACKAGE]);
     assert_eq!(stdout(&release), "2");
     assert!(
@@ -459,24 +467,25 @@ fn every_scriptlet_succeeds_and_does_nothing_where_systemd_is_not_running() {
     );
 
     let wants = format!("/etc/systemd/system/multi-user.target.wants/{AGENT_UNIT}");
+    let on_debian = rpm_on_debian(|argv| root.run(argv).status.success());
+    let rpm_i = [
+        &["rpm", "-i"][..],
+        &on_debian,
+        &["/var/tmp/node-cert-agent-test-1.rpm"],
+    ]
+    .concat();
+    let rpm_u = [
+        &["rpm", "-U"][..],
+        &on_debian,
+        &["/var/tmp/node-cert-agent-test-2.rpm"],
+    ]
+    .concat();
     let steps: [&[&str]; 6] = [
         &["dpkg", "-i", "/var/tmp/node-cert-agent-test-1.deb"],
         &["dpkg", "-r", PACKAGE],
         &["dpkg", "--purge", PACKAGE],
-        &[
-            "rpm",
-            "-i",
-            "--force-debian",
-            "--nodeps",
-            "/var/tmp/node-cert-agent-test-1.rpm",
-        ],
-        &[
-            "rpm",
-            "-U",
-            "--force-debian",
-            "--nodeps",
-            "/var/tmp/node-cert-agent-test-2.rpm",
-        ],
+        &rpm_i,
+        &rpm_u,
         &["rpm", "-e", PACKAGE],
     ];
     for argv in steps {
