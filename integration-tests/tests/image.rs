@@ -765,8 +765,9 @@ fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
     assert_eq!(pod.status(), "RUNNING", "{}", diag());
     let pid = pod.host_pid();
 
-    // uid 0, no capability at all, no new privileges, and a seccomp filter
-    // of its own on top of the node's (nspawn's).
+    // uid 0, no capability at all, no new privileges, and seccomp filters
+    // of its own: more than the node's own processes have (containerd's),
+    // so they come from the pod's profile.
     assert!(proc_status(pid, "Uid").starts_with("0\t0\t0\t0"), "uid");
     assert_eq!(
         proc_status(pid, "CapEff"),
@@ -782,6 +783,13 @@ fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
     assert_eq!(proc_status(pid, "Seccomp"), "2", "seccomp filter mode");
     let filters = |p: u32| -> u32 { proc_status(p, "Seccomp_filters").parse().unwrap() };
     let node_filters = filters(node.main_pid("containerd"));
+    println!(
+        "[image] pulled {pulled_as} as {image_id}; RuntimeDefault: {} rules, default {}; \
+         seccomp filters: pod {}, node {node_filters}",
+        profile["syscalls"].as_array().map_or(0, Vec::len),
+        profile["defaultAction"],
+        filters(pid)
+    );
     assert!(
         filters(pid) > node_filters,
         "the pod has {} seccomp filters, no more than the node's own processes ({node_filters}): \
