@@ -66,6 +66,18 @@ pub fn missing_requirements() -> Vec<String> {
             rootfs.display(),
             debian_release()
         ));
+    } else if std::env::var_os("NCA_ROOTFS").is_none_or(|v| v.is_empty()) {
+        // A release's rootfs is that release: nodes must boot what was asked for.
+        let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap_or_default();
+        let codename = format!("VERSION_CODENAME={}", debian_release());
+        if !os_release.lines().any(|l| l == codename) {
+            missing.push(format!(
+                "node rootfs {}: its etc/os-release has no {codename}; rebuild it with \
+                 integration-tests/scripts/build-rootfs.sh {}",
+                rootfs.display(),
+                debian_release()
+            ));
+        }
     }
     missing
 }

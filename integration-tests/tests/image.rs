@@ -730,8 +730,10 @@ fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
     // provisioning, and kubelet pulls through CRI.
     let node = Node::boot_for_containers_with("img-pod", |root| provision_ca(root, &registry_ca));
     observe::assert_trusted(&node, &registry_ca, "the provisioned registry CA");
+    let pull = Instant::now();
     let image_id =
         cri_pull(&node, &pulled_as).unwrap_or_else(|e| panic!("CRI PullImage {pulled_as}: {e}"));
+    let pulled_in = pull.elapsed();
     assert_eq!(
         image_id, archive.config_digest,
         "the node pulled another image than the one built"
@@ -757,11 +759,13 @@ fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
         None,
     );
     let spec_path = write_spec(&node, work, &id, &oci_spec);
+    let started = Instant::now();
     let pod = PodContainer::start(&node, &id, &spec_path, &format!("{work}/pod.log"));
     let diag = || format!("--- pod log ---\n{}", render_tail(&pod.logs(), 30));
     wait_until(POD_TIMEOUT, "the pod's first pass", || {
         count_passes(&pod.logs()) >= 1
     });
+    let first_pass = started.elapsed();
     assert_eq!(pod.status(), "RUNNING", "{}", diag());
     let pid = pod.host_pid();
 
@@ -802,6 +806,11 @@ fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
     wait_until(POD_TIMEOUT, "/readyz to answer 200", || {
         pod_http_get(pid, "/readyz").contains(" 200")
     });
+    println!(
+        "[image] CRI pull {pulled_in:?}; from `ctr run` to the pod's first pass {first_pass:?}, \
+         to /readyz 200 {:?}",
+        started.elapsed()
+    );
 
     // The job: a CA published in the Secret reaches the node's bundle, with
     // one containerd restart, through the node's systemd over the mounted
