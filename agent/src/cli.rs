@@ -37,6 +37,13 @@ pub enum Command {
     /// invalid, failing, or in the last 10 % of its lifetime with nothing to
     /// renew it, 2 when status itself cannot run.
     Status(StatusArgs),
+    /// Take the agent's custom CAs off this node: remove every anchor the
+    /// agent installed, run the distro's refresh tool once, restart the
+    /// allowlisted units once (if running) when the bundle changed, and
+    /// remove the agent's CA state. Kubelet's certificates are left alone.
+    /// Refused while a node-cert-agent daemon runs on the node. Exit 0 when
+    /// done, 1 when a step failed (run it again to finish).
+    Uninstall(UninstallArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +70,27 @@ pub struct StatusArgs {
     /// then the node's /etc/hostname).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct UninstallArgs {
+    /// The agent's config file, for its trust-store overrides, restart-unit
+    /// and state-dir [default: the node's /etc/node-cert-agent/config.yaml, if any].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A unit to restart (if running) after the bundle changed (repeatable;
+    /// default: the config's restart-unit, else containerd.service).
+    #[arg(long, value_name = "UNIT")]
+    pub restart_unit: Vec<String>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
+    pub log_target: LogTarget,
 }
 
 #[derive(Args)]

@@ -7,6 +7,7 @@
 //! this is the one place (with `main`) that uses `anyhow`.
 
 mod check;
+mod uninstall;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::trust::store::{layout_for, TrustStore};
 use node_cert_agent::x509::time::{now_unix, rfc3339};
 
-use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs};
+use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs, UninstallArgs};
 
 /// The node as this process sees it, looked at once.
 struct NodeView {
@@ -256,22 +257,60 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The config file of a command that reports on (or cleans up) a node:
+/// `--config` if given, else the node's own host-mode config under
+/// `host_root`, if it has one (then its paths are node paths: the second
+/// value says so).
+fn node_config_file(
+    config: Option<&Path>,
+    host_root: Option<&Path>,
+) -> anyhow::Result<(FileConfig, bool)> {
+    if let Some(path) = config {
+        return Ok((config::load_file(path)?, false));
+    }
+    let probe_root = HostRoot::new(host_root.unwrap_or(Path::new("/")))?;
+    let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
+    Ok(if path.is_file() {
+        (config::load_file(&path)?, true)
+    } else {
+        (FileConfig::default(), false)
+    })
+}
+
+/// `node-cert-agent uninstall`.
+pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let (file, _) = node_config_file(args.config.as_deref(), args.host_root.as_deref())?;
+    let settings = config::resolve_for_status(
+        file,
+        Flags {
+            host_root: args.host_root,
+            state_dir: args.state_dir,
+            restart_unit: args.restart_unit,
+            ..Flags::default()
+        },
+    )?;
+    logging::init(settings.ops.log_format, args.log_target)?;
+    let node = NodeView::of(&settings)?;
+    let layout = layout_for(&node.host, &settings.trust.trust_store)?;
+    let anchors_dir = layout.anchors_dir.clone();
+    let runtime = current_thread_runtime()?;
+    let removal = runtime.block_on(uninstall::remove_agent_trust(
+        TrustStore::new(node.host.clone(), layout),
+        DbusSystemd::new(node.bus.clone()),
+        settings.trust.restart_units.clone(),
+        &node.state_dir,
+    ))?;
+    daemon::log_outcome(&removal.outcome);
+    print!(
+        "{}",
+        uninstall::summary(&removal, &anchors_dir, &settings.state_dir)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `node-cert-agent status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    // Without --config, the node's own host-mode config, if it has one: its
-    // paths are node paths.
-    let probe_root = HostRoot::new(args.host_root.as_deref().unwrap_or(Path::new("/")))?;
-    let (file, node_config) = match &args.config {
-        Some(path) => (config::load_file(path)?, false),
-        None => {
-            let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
-            if path.is_file() {
-                (config::load_file(&path)?, true)
-            } else {
-                (FileConfig::default(), false)
-            }
-        }
-    };
+    let (file, node_config) = node_config_file(args.config.as_deref(), args.host_root.as_deref())?;
     let settings = config::resolve_for_status(
         file,
         Flags {
