@@ -116,6 +116,19 @@ pub struct RunArgs {
     /// A provisioning file of PEM certificates separated by blank lines (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Vec<PathBuf>,
+    /// A Secret read through the API (a list+watch of exactly that object),
+    /// as NAMESPACE/NAME, for example kube-system/custom-ca-trust-secret.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = config::SecretRef::parse)]
+    pub ca_secret: Option<config::SecretRef>,
+    /// The kubeconfig of the identity that reads --ca-secret [default: the
+    /// pod's ServiceAccount, in-cluster]; required outside a pod.
+    #[arg(long, value_name = "FILE")]
+    pub ca_secret_kubeconfig: Option<PathBuf>,
+    /// Delay each restart (not the anchor write) by a stable per-node
+    /// fraction of this window, so a fleet does not restart containerd in
+    /// the same second [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub restart_spread_seconds: Option<u64>,
     /// A unit to restart (if running) when the trust bundle changes
     /// (repeatable; default containerd.service). No other unit is ever restarted.
     #[arg(long, value_name = "UNIT")]
@@ -155,8 +168,12 @@ pub struct RunArgs {
 pub struct CheckArgs {
     /// Mounted Secret directories, provisioning files, or Secret manifests
     /// (YAML with `kind: Secret`, linted before they are applied).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "secret", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Lint the live Secret NAMESPACE/NAME, read with the user's kubeconfig
+    /// ($KUBECONFIG or ~/.kube/config, as kubectl).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = config::SecretRef::parse)]
+    pub secret: Option<config::SecretRef>,
     /// Findings as a table, or as JSON for a CI pipeline.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -173,6 +190,9 @@ impl RunArgs {
             host_root: self.host_root,
             ca_dir: self.ca_dir,
             ca_file: self.ca_file,
+            ca_secret: self.ca_secret,
+            ca_secret_kubeconfig: self.ca_secret_kubeconfig,
+            restart_spread_seconds: self.restart_spread_seconds,
             restart_unit: self.restart_unit,
             once: self.once,
             state_dir: self.state_dir,

@@ -180,8 +180,12 @@ const FAMILY_OVERLAYS: [(&str, &[&str]); 4] = [
 fn kustomize_dirs() -> Vec<String> {
     let mut dirs = vec!["base".to_owned(), "examples".to_owned()];
     dirs.extend(FAMILY_OVERLAYS.iter().map(|(o, _)| format!("overlays/{o}")));
+    dirs.extend(OTHER_OVERLAYS.iter().map(|o| format!("overlays/{o}")));
     dirs
 }
+
+/// Overlays that are not a distro family's.
+const OTHER_OVERLAYS: &[&str] = &["secret-volume"];
 
 fn all_yaml_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -217,6 +221,7 @@ fn the_overlays_directory_holds_one_overlay_per_family() {
     let mut shipped: Vec<String> = std::fs::read_dir(manifests_dir().join("overlays"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|o| !OTHER_OVERLAYS.contains(&o.as_str()))
         .collect();
     shipped.sort();
     let mut want: Vec<String> = FAMILY_OVERLAYS
@@ -255,7 +260,7 @@ fn every_manifest_parses_strictly_into_its_type() {
     let files = all_yaml_files();
     assert!(files.len() >= 17, "manifests missing: {files:?}");
     let patches = patch_files();
-    assert_eq!(patches.len(), 4, "{patches:?}");
+    assert_eq!(patches.len(), 6, "{patches:?}");
     for path in files {
         if patches.contains(&path) {
             continue;
@@ -354,10 +359,14 @@ fn rendered_docs(dir: &str) -> Vec<Value> {
 
 #[test]
 fn kubectl_kustomize_renders_the_base_the_example_and_every_family_overlay() {
+    // Two Roles and their bindings: the RenewRevocations (the nodes) and
+    // custom-ca-trust-secret (the agent's ServiceAccount).
     let base_kinds = [
         "CustomResourceDefinition",
         "ServiceAccount",
         "Role",
+        "Role",
+        "RoleBinding",
         "RoleBinding",
         "ConfigMap",
         "DaemonSet",
@@ -626,8 +635,19 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
     };
     socket(&under_host(Path::new(SYSTEM_BUS_SOCKET)), SYSTEM_BUS_SOCKET);
     socket(Path::new(JOURNAL_SOCKET), JOURNAL_SOCKET);
+    // The Secret through the API, as the pod's ServiceAccount (its token
+    // mounted); no volume of it (overlays/secret-volume has that instead).
+    assert_eq!(
+        settings.trust.ca_secret,
+        Some(config::SecretRef::parse("kube-system/custom-ca-trust-secret").unwrap())
+    );
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    assert!(settings.trust.ca_secret_kubeconfig.is_none());
+    assert!(
+        !volumes.iter().any(|v| v.secret.is_some()),
+        "the base reads the Secret through the API, not as a volume"
+    );
     // The Secret, optional, at every configured ca-dir.
-    assert!(!settings.trust.sources.is_empty());
     for s in &settings.trust.sources {
         let SourceSpec::SecretDir(dir) = s else {
             panic!("only the Secret is an input in a pod: {s:?}")
@@ -868,6 +888,43 @@ fn binds(subject: &str, user: &str, groups: &[String]) -> bool {
 }
 
 #[test]
+fn the_secret_volume_overlay_reads_the_mounted_secret_and_mounts_no_token() {
+    let docs = rendered_docs("overlays/secret-volume");
+    let cm: ConfigMap =
+        serde_json::from_value(docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap().clone())
+            .unwrap();
+    let text = cm.data.unwrap()["config.yaml"].clone();
+    let settings = config::resolve(config::parse_file(&text).unwrap(), Flags::default()).unwrap();
+    assert!(settings.trust.ca_secret.is_none(), "one view of the Secret only");
+    assert_eq!(
+        settings.trust.sources,
+        vec![SourceSpec::SecretDir("/etc/node-cert-agent/secret".into())]
+    );
+    let ds: DaemonSet =
+        serde_json::from_value(docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap().clone())
+            .unwrap();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let vol = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "custom-ca-trust")
+        .unwrap();
+    let secret = vol.secret.unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some(SECRET_NAME));
+    assert_eq!(secret.optional, Some(true));
+    assert!(pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "custom-ca-trust"
+            && m.mount_path == "/etc/node-cert-agent/secret"
+            && m.read_only == Some(true)));
+}
+
+#[test]
 fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
     let server = ApiServer::start_with(Profile::Kubeadm, &integration_tests::rbac::shipped_rbac());
     server.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET);
@@ -905,8 +962,23 @@ fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
         "metrics-address: \"off\"\nkubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n",
     )
     .unwrap();
+    // The Secret through the API, as the agent's ServiceAccount.
+    let sa_token = server.add_service_account_token("kube-system", "node-cert-agent");
+    let sa_kubeconfig = dir.path().join("sa-kubeconfig");
+    std::fs::write(&sa_kubeconfig, server.token_kubeconfig(&sa_token)).unwrap();
     let secret = tempfile::tempdir().unwrap();
-    let agent = PodModeAgent::start(&node, secret.path(), &["--config", cfg.to_str().unwrap()]);
+    let agent = PodModeAgent::start(
+        &node,
+        secret.path(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--ca-secret",
+            "kube-system/custom-ca-trust-secret",
+            "--ca-secret-kubeconfig",
+            sa_kubeconfig.to_str().unwrap(),
+        ],
+    );
     // The bootstrap (CSR create + watch), then the revocation list/watch.
     let ok = integration_tests::wait_until_or_timeout(Duration::from_secs(60), || {
         node.exists("/var/lib/kubelet/pki/kubelet-client-current.pem")
@@ -921,6 +993,7 @@ fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
     let agent_users = [
         format!("system:bootstrap:{TOKEN_ID}"),
         "system:node:n1".to_string(),
+        "system:serviceaccount:kube-system:node-cert-agent".to_string(),
     ];
     let calls: Vec<_> = server
         .requests()
@@ -962,7 +1035,17 @@ fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
         );
     }
     println!("shipped grants used: {used:?}");
-    let unused: Vec<_> = grants.difference(&used).collect();
+    // `get` of the Secret is granted on purpose and unused by the agent
+    // (rbac-ca-secret.yaml says why: operators' `kubectl auth can-i` and
+    // clients that read it by name); the agent itself lists and watches.
+    let unused: Vec<_> = grants
+        .difference(&used)
+        .filter(|(subject, _, verb, _, resource)| {
+            !(subject == "ServiceAccount kube-system/node-cert-agent"
+                && verb == "get"
+                && resource == "secrets")
+        })
+        .collect();
     assert!(
         unused.is_empty(),
         "the manifests grant calls the agent never makes with that identity: {unused:?}"

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 pub use check::check;
@@ -28,6 +29,8 @@ use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
 use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
 use node_cert_agent::status::{self, StatusSources};
+use node_cert_agent::trust;
+use node_cert_agent::trust::api_secret::SecretCache;
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::trust::store::{layout_for, TrustStore};
@@ -120,6 +123,9 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How long `run --once` waits for the Secret's first list.
+const ONCE_SYNC_WAIT: Duration = Duration::from_secs(30);
+
 /// `node-cert-agent run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config_file, flags, log_target) = args.into_flags();
@@ -147,7 +153,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let Some(reconciler) = reconciler else {
             anyhow::bail!("--once reconciles the CA trust, but no CA source is configured; use `renew` for kubelet certificates");
         };
-        let outcome = runtime.block_on(daemon::reconcile_once(&reconciler))?;
+        let outcome = runtime.block_on(async {
+            // The Secret through the API: one list (as the daemon's watch
+            // would start with), then the pass.
+            let _watch = reconciler.settings().api_secret.clone().map(|cache| {
+                daemon::secret_watch::start(cache, settings.trust.ca_secret_kubeconfig.clone())
+            });
+            if let Some(cache) = &reconciler.settings().api_secret {
+                daemon::secret_watch::first_sync(cache, ONCE_SYNC_WAIT).await;
+            }
+            daemon::reconcile_once(&reconciler).await
+        })?;
         daemon::log_outcome(&outcome);
         return Ok(if outcome.has_input_errors() {
             ExitCode::FAILURE
@@ -191,6 +207,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         obs.metrics.set_event_sink(sink);
     }
+    // One watch of the Secret through the API, for the daemon's lifetime.
+    let _secret_watch = reconciler
+        .as_ref()
+        .and_then(|r| r.settings().api_secret.clone())
+        .map(|cache| {
+            let _enter = runtime.enter();
+            daemon::secret_watch::start(cache, settings.trust.ca_secret_kubeconfig.clone())
+        });
     runtime.block_on(daemon::run(
         reconciler,
         kubelet,
@@ -207,14 +231,28 @@ fn trust_job(
     settings: &Settings,
     layout: &TrustStoreLayout,
 ) -> anyhow::Result<Option<Reconciler<DbusSystemd>>> {
-    if settings.trust.sources.is_empty() {
+    if settings.trust.sources.is_empty() && settings.trust.ca_secret.is_none() {
         return Ok(None);
     }
+    let window = settings.trust.restart_spread;
+    let restart_delay = match node.identity.name.as_deref() {
+        Some(name) => trust::reconcile::spread_offset(name, window),
+        None if window.is_zero() => Duration::ZERO,
+        None => anyhow::bail!(
+            "restart-spread-seconds needs the node's name: set NODE_NAME or --node-name"
+        ),
+    };
     let reconciler = Reconciler::new(
         TrustStore::new(node.host.clone(), layout.clone()),
         DbusSystemd::new(node.bus.clone()),
         CaSettings {
             sources: settings.trust.sources.clone(),
+            api_secret: settings
+                .trust
+                .ca_secret
+                .clone()
+                .map(|s| Arc::new(SecretCache::new(s))),
+            restart_delay,
             restart_units: settings.trust.restart_units.clone(),
             max_certificates: settings.trust.max_certificates,
             state_path: node.state_dir.join(STATE_FILE),

@@ -72,6 +72,8 @@ pub async fn remove_agent_trust<S: Systemd>(
         systemd,
         CaSettings {
             sources: Vec::new(),
+            api_secret: None,
+            restart_delay: std::time::Duration::ZERO,
             restart_units,
             max_certificates: DEFAULT_MAX_CERTIFICATES,
             state_path: state_dir.join(STATE_FILE),
@@ -82,7 +84,12 @@ pub async fn remove_agent_trust<S: Systemd>(
 
     // The pass succeeded: nothing is pending, and nothing of the agent's is
     // left in the trust store, so its state has nothing left to say.
-    for name in [STATE_FILE, DAEMON_STATUS_FILE, KUBELET_LOCK_FILE] {
+    for name in [
+        STATE_FILE,
+        node_cert_agent::trust::pacing::HISTORY_FILE,
+        DAEMON_STATUS_FILE,
+        KUBELET_LOCK_FILE,
+    ] {
         remove_state_file(&state_dir.join(name))?;
     }
     fsutil::sweep_temp_files(state_dir).map_err(|source| UninstallError::RemoveState {
@@ -206,6 +213,8 @@ mod tests {
             fake,
             CaSettings {
                 sources: vec![SourceSpec::SecretDir(secret.path().into())],
+                api_secret: None,
+                restart_delay: std::time::Duration::ZERO,
                 restart_units: vec!["containerd.service".into()],
                 max_certificates: 10,
                 state_path: root.join(STATE).join(STATE_FILE),

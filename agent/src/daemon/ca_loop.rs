@@ -19,6 +19,7 @@ use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
+use crate::trust::api_secret::SecretCache;
 use crate::trust::reconcile::{Outcome, ReconcileError, Reconciler};
 use crate::x509::time::{now_unix, now_us, rfc3339_us};
 
@@ -29,6 +30,9 @@ const MAX_DEBOUNCE_WINDOWS: u32 = 10;
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long the first pass waits for the Secret's first list.
+pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs until a stop request arrives on `stop` (a signal's name, for the log).
 pub async fn run_until<S: Systemd>(
@@ -62,6 +66,16 @@ pub async fn run_until<S: Systemd>(
     let mut watched = std::collections::BTreeSet::new();
     ensure_watches(&mut watcher, &dirs, &mut watched);
 
+    // The Secret through the API: its watch wakes the loop like a file
+    // event, and the first pass waits (briefly) for its first list, so a
+    // start does not report a source that is merely not listed yet.
+    let api_secret = reconciler.settings().api_secret.clone();
+    if let Some(cache) = &api_secret {
+        super::secret_watch::first_sync(cache, FIRST_SYNC_WAIT).await;
+    }
+    let api_changed = api_change(api_secret.clone());
+    tokio::pin!(api_changed);
+
     let mut next_pass: Option<Instant> = Some(Instant::now());
     let mut burst_started: Option<Instant> = None;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, 0.0);
@@ -73,6 +87,13 @@ pub async fn run_until<S: Systemd>(
             // A stop request wins over starting a new pass.
             biased;
             why = stop.recv() => { info!("{}: stopping", why.unwrap_or("stop channel closed")); return Ok(()); }
+            () = &mut api_changed => {
+                api_changed.set(api_change(api_secret.clone()));
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
+                next_pass = Some((now + debounce).min(latest));
+            }
             ev = rx.recv() => {
                 if ev.is_none() {
                     return Err(DaemonError::WatcherStopped);
@@ -113,6 +134,14 @@ pub async fn run_until<S: Systemd>(
                 ensure_watches(&mut watcher, &dirs, &mut watched);
             }
         }
+    }
+}
+
+/// Resolves when the API Secret's view or state changes (never without one).
+async fn api_change(cache: Option<Arc<SecretCache>>) {
+    match cache {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -253,6 +282,8 @@ mod tests {
             fake,
             CaSettings {
                 sources: vec![SourceSpec::SecretDir(secret.into())],
+                api_secret: None,
+                restart_delay: std::time::Duration::ZERO,
                 restart_units: vec!["containerd.service".into()],
                 max_certificates: 10,
                 state_path: state_path.clone(),

@@ -11,6 +11,7 @@
 
 mod ca_loop;
 mod kubelet_loop;
+pub mod secret_watch;
 mod signals;
 mod watch;
 

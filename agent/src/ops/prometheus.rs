@@ -68,6 +68,12 @@ struct KeyLabel {
     key: String,
 }
 
+/// A CA source read through the API (`secret/<namespace>/<name>`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 const SUCCESS: ResultLabel = ResultLabel { result: "success" };
 const FAILURE: ResultLabel = ResultLabel { result: "failure" };
 
@@ -80,6 +86,7 @@ pub struct AgentMetrics {
     unit_restarts: Family<RestartLabels, Counter>,
     kubelet_renewals: Family<ResultLabel, Counter>,
     input_errors: Family<KeyLabel, Gauge>,
+    source_synced: Family<SourceLabel, Gauge>,
     last_reconcile: Gauge,
     ready: Gauge,
 }
@@ -93,6 +100,7 @@ impl AgentMetrics {
             unit_restarts: Family::default(),
             kubelet_renewals: Family::default(),
             input_errors: Family::default(),
+            source_synced: Family::default(),
             last_reconcile: Gauge::default(),
             ready: Gauge::default(),
         };
@@ -135,6 +143,11 @@ impl AgentMetrics {
             "node_cert_agent_input_errors",
             "Error findings of the last CA pass, by input key (0 once fixed)",
             self.input_errors.clone(),
+        );
+        r.register(
+            "node_cert_agent_source_synced",
+            "1 when the CA source read through the API (the Secret) is synced with the API server, 0 when it is not (the CAs last installed from it stay)",
+            self.source_synced.clone(),
         );
         r.register(
             "node_cert_agent_last_reconcile_timestamp_seconds",
@@ -181,6 +194,14 @@ impl AgentMetrics {
                 key: escape(key).into_owned(),
             })
             .set(i64::try_from(errors).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_source_synced(&self, source: &str, synced: bool) {
+        self.source_synced
+            .get_or_create(&SourceLabel {
+                source: escape(source).into_owned(),
+            })
+            .set(i64::from(synced));
     }
 
     pub fn set_last_reconcile(&self, unix_seconds: i64) {

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 use crate::errors::error_chain;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
-use crate::kubelet::revocation::SourceState;
+use crate::k8s::source::SourceState;
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{AgentMode, DaemonStatus, SourceReport, SCHEMA_VERSION};
 use crate::ops::events::{EventSink, NodeEvent};
@@ -62,6 +62,7 @@ struct Inner {
     next_renewal: Option<i64>,
     revocation_matches: Vec<String>,
     revocation_source: Option<SourceReport>,
+    ca_secret_source: Option<SourceReport>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -132,6 +133,13 @@ impl Recorder {
             return Some("the first pass has not completed".into());
         }
         let i = self.inner();
+        if let Some(r) = i.ca_secret_source.as_ref().filter(|r| r.state != "synced") {
+            return Some(format!(
+                "the CA Secret is not synced ({}): {}",
+                r.state,
+                r.error.as_deref().unwrap_or("its first list has not completed")
+            ));
+        }
         match &i.revocation_source {
             Some(r) if r.is_failing() => Some(format!(
                 "RenewRevocations cannot be read: {}",
@@ -201,6 +209,11 @@ impl Recorder {
         }
         if o.refreshed {
             self.metrics.trust_store_refreshed(true);
+        }
+        if let Some((name, state)) = &o.api_source {
+            self.metrics
+                .set_source_synced(name, *state == SourceState::Synced);
+            self.inner().ca_secret_source = Some(source_report(state));
         }
         for unit in &o.restarted {
             self.metrics.unit_restarted(unit, JOB_DONE);
@@ -378,6 +391,7 @@ impl Recorder {
             metrics_address: self.metrics_address.map(|a| a.to_string()),
             revocation_matches: i.revocation_matches.clone(),
             revocation_source: i.revocation_source.clone(),
+            ca_secret_source: i.ca_secret_source.clone(),
         }
     }
 }

@@ -185,6 +185,13 @@ pub fn render_table(r: &StatusReport) -> String {
         };
         kv(&mut out, &[("RenewRevocations", text)]);
     }
+    if let Some(src) = &a.ca_secret_source {
+        let text = match &src.error {
+            Some(e) => format!("{}: {e}", src.state),
+            None => src.state.clone(),
+        };
+        kv(&mut out, &[("CA Secret (API)", text)]);
+    }
     if let Some(e) = &a.state_error {
         let _ = writeln!(out, "  state error: {}", escape(e));
     }

@@ -109,6 +109,10 @@ pub struct AgentReport {
     /// kubelet pass: `state` (`synced`, `syncing`, `noIdentity`, `failing`),
     /// `error`, `forbidden`; `null` without a running kubelet job.
     pub revocation_source: Option<SourceReport>,
+    /// How the running daemon's watch of the CA Secret (`ca-secret`) stood
+    /// at its last CA pass: `state` (`synced`, `syncing`, `failing`),
+    /// `error`, `forbidden`; `null` without `ca-secret` or a daemon.
+    pub ca_secret_source: Option<SourceReport>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -802,6 +806,20 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         }
     }
     if let Some(r) = running_daemon
+        .and_then(|d| d.ca_secret_source.as_ref())
+        .filter(|r| r.state != "synced")
+    {
+        problems.push(Problem {
+            kind: ProblemKind::Failing,
+            subject: "agent".to_string(),
+            message: format!(
+                "the CA Secret is not synced ({}): {}; the CAs last installed from it stay",
+                r.state,
+                r.error.as_deref().unwrap_or("its first list has not completed")
+            ),
+        });
+    }
+    if let Some(r) = running_daemon
         .and_then(|d| d.revocation_source.as_ref())
         .filter(|r| r.is_failing())
     {
@@ -857,6 +875,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             .map(|d| d.revocation_matches.clone())
             .unwrap_or_default(),
         revocation_source: running_daemon.and_then(|d| d.revocation_source.clone()),
+        ca_secret_source: running_daemon.and_then(|d| d.ca_secret_source.clone()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -23,6 +24,8 @@ use tracing::{error, info, warn};
 use crate::node::systemd::{StartLimit, Systemd, SystemdError, UnitStatus};
 use crate::trust::pacing::{self, PacingError, RestartHistory};
 use crate::trust::plan::{self, SourceInput};
+use crate::k8s::source::SourceState;
+use crate::trust::api_secret::SecretCache;
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
@@ -94,6 +97,11 @@ impl ReconcileError {
 #[derive(Clone, Debug)]
 pub struct CaSettings {
     pub sources: Vec<SourceSpec>,
+    /// The Secret read through the API, as its watch keeps it.
+    pub api_secret: Option<Arc<SecretCache>>,
+    /// How long after the bundle was written this node restarts units: its
+    /// stable share of `restart-spread-seconds` ([`spread_offset`]).
+    pub restart_delay: Duration,
     /// The allowlist: the only units ever restarted.
     pub restart_units: Vec<String>,
     pub max_certificates: usize,
@@ -130,6 +138,8 @@ pub struct Outcome {
     /// When the next pass must run (a deferred restart), microseconds since
     /// the epoch; `None`: only on a change.
     pub wake_at_us: Option<u64>,
+    /// The Secret read through the API, and how its watch stood at the pass.
+    pub api_source: Option<(String, SourceState)>,
     /// Time spent in the agent itself, the refresh tool, and unit restarts.
     pub agent_time: Duration,
     pub refresh_time: Duration,
@@ -242,7 +252,13 @@ impl<S: Systemd> Reconciler<S> {
             .sources
             .iter()
             .map(|s| read_source(s, now))
+            .chain(self.settings.api_secret.iter().map(|c| c.input(now)))
             .collect();
+        outcome.api_source = self
+            .settings
+            .api_secret
+            .as_ref()
+            .map(|c| (c.secret().source_name(), c.state()));
         let plan = plan::plan(
             &inputs,
             &st.key_state(),
@@ -463,6 +479,14 @@ impl<S: Systemd> Reconciler<S> {
         let now = now_us();
         let limit = status.start_limit;
         let mut earliest = pacing::earliest_start(&h.starts_us, status.active_since(), limit, now);
+        // This node's place in the fleet's restart window.
+        let spread_until = bundle_written
+            .filter(|_| !recovering && !self.settings.restart_delay.is_zero())
+            .map(|w| w + self.settings.restart_delay.as_micros() as u64);
+        let spread = spread_until.is_some_and(|t| t > earliest);
+        if let Some(t) = spread_until {
+            earliest = earliest.max(t);
+        }
         if recovering && status.hit_start_limit() {
             let hit = h
                 .limit_hit_us
@@ -480,13 +504,24 @@ impl<S: Systemd> Reconciler<S> {
                     recover_at_us: earliest,
                 });
             }
-            info!(
-                unit = %unit,
-                restart_at = %rfc3339_us(earliest),
-                start_limit = %limit,
-                "restart of {unit} deferred to {}: its start limit is {limit}, and the agent leaves one start of each window to others; every change until then shares that one restart",
-                rfc3339_us(earliest)
-            );
+            if spread {
+                info!(
+                    unit = %unit,
+                    restart_at = %rfc3339_us(earliest),
+                    restart_delay_ms = self.settings.restart_delay.as_millis() as u64,
+                    "restart of {unit} deferred to {}: this node's share of restart-spread-seconds is {} ms after the bundle was written; every change until then shares that one restart",
+                    rfc3339_us(earliest),
+                    self.settings.restart_delay.as_millis()
+                );
+            } else {
+                info!(
+                    unit = %unit,
+                    restart_at = %rfc3339_us(earliest),
+                    start_limit = %limit,
+                    "restart of {unit} deferred to {}: its start limit is {limit}, and the agent leaves one start of each window to others; every change until then shares that one restart",
+                    rfc3339_us(earliest)
+                );
+            }
             outcome.deferred.push(DeferredRestart {
                 unit: unit.to_string(),
                 at_us: earliest,
@@ -560,6 +595,14 @@ impl<S: Systemd> Reconciler<S> {
         error!(unit = %unit, job_result = %job.0, active_state = %after.active_state, sub_state = %after.sub_state, unit_result = %after.result, "{unit} is not active after its restart");
         Err(not_active(unit, job, &after))
     }
+}
+
+/// This node's restart delay within a spread window: a stable fraction of
+/// `window`, from the node's name (the same hash as the renewal jitter), so
+/// 5,000 nodes that see one change in the same second restart over the
+/// whole window, each always at the same point of it.
+pub fn spread_offset(node_name: &str, window: Duration) -> Duration {
+    window.mul_f64(crate::retry::stable_fraction(node_name))
 }
 
 /// What became of one pending restart.
@@ -662,6 +705,31 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// The peak restarts in any one second when `nodes` nodes see one change
+    /// at the same instant and each waits its [`spread_offset`] of `window`.
+    fn peak_restarts_per_second(nodes: usize, window: Duration) -> usize {
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        for n in 0..nodes {
+            let offset = spread_offset(&format!("aks-nodepool1-{n:05}-vmss"), window);
+            *per_second.entry(offset.as_secs()).or_default() += 1;
+        }
+        per_second.values().copied().max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_60_second_spread_cuts_the_peak_of_5000_nodes_from_5000_to_under_130_per_second() {
+        let without = peak_restarts_per_second(5000, Duration::ZERO);
+        let with = peak_restarts_per_second(5000, Duration::from_secs(60));
+        println!("5000 nodes, one change: peak containerd restarts per second: restart-spread-seconds 0: {without}, 60: {with}");
+        assert_eq!(without, 5000);
+        // Uniform would be 83.3 per second; allow the binomial's tail.
+        assert!(with < 130, "{with}");
+        // Stable per node, and within the window.
+        let a = spread_offset("node-a", Duration::from_secs(60));
+        assert_eq!(a, spread_offset("node-a", Duration::from_secs(60)));
+        assert!(a < Duration::from_secs(60));
+    }
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
     use crate::node::systemd::fake::{FakeUnit, RecordingSystemd};
@@ -695,6 +763,8 @@ mod tests {
                 systemd,
                 CaSettings {
                     sources: vec![SourceSpec::SecretDir(self.secret.path().into())],
+                    api_secret: None,
+                    restart_delay: std::time::Duration::ZERO,
                     restart_units: vec!["containerd.service".into()],
                     max_certificates: 10,
                     state_path: self

@@ -180,6 +180,29 @@ static BUILTIN: &[ResourceDef] = &[
         field_labels: EVENT_FIELDS,
         builtin: true,
     },
+    ResourceDef {
+        kind: Kind::Secret,
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind_name: "Secret",
+        namespaced: true,
+        verbs: &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        short_names: &[],
+        categories: &[],
+        field_labels: &["metadata.name", "metadata.namespace", "type"],
+        builtin: true,
+    },
 ];
 
 /// Every served resource: the built-in ones and the shipped CRD's.
@@ -281,6 +304,9 @@ pub(crate) fn fields(def: &ResourceDef, v: &Value) -> BTreeMap<&'static str, Str
             f.insert("reason", s(&["reason"]));
             f.insert("reportingComponent", s(&["reportingComponent"]));
             f.insert("source", s(&["source", "component"]));
+            f.insert("type", s(&["type"]));
+        }
+        Kind::Secret => {
             f.insert("type", s(&["type"]));
         }
         Kind::Revocation => {}
@@ -701,6 +727,7 @@ pub(crate) fn create(
         Kind::Event => super::events::create(shared, def, r, dry),
         Kind::Revocation => super::custom::create(shared, def, r, dry),
         Kind::Node => super::nodes::create(shared, def, r, dry),
+        Kind::Secret => super::secrets::create(shared, def, r, dry),
         Kind::Namespace => Err(status::method_not_allowed()),
     }
 }
@@ -849,6 +876,7 @@ pub(crate) fn patch(
         Kind::Event => super::events::patch(shared, def, r, pt, dry),
         Kind::Revocation => super::custom::patch(shared, def, r, pt, dry),
         Kind::Node => super::nodes::patch(shared, def, r, pt, dry),
+        Kind::Secret => super::secrets::patch(shared, def, r, pt, dry),
         Kind::Csr | Kind::Namespace => Err(status::method_not_allowed()),
     }
 }

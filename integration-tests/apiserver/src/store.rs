@@ -17,6 +17,7 @@ pub(crate) enum Kind {
     /// Events of both APIs share one storage (core/v1 form).
     Event,
     Revocation,
+    Secret,
 }
 
 /// One change, as the watch cache keeps it.
