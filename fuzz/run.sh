@@ -8,7 +8,7 @@
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "$0")"
-targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text)
+targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text api_secret)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -41,6 +41,7 @@ seed secret_manifest "$data"/fuzz/secret_manifest/* ../manifests/examples/custom
 seed daemon_status "$data"/fuzz/daemon_status/*
 seed renew_revocation "$data"/renewrevocation/*
 seed escape_text "$data"/corpus/keys/*
+seed api_secret "$data"/fuzz/api_secret/*
 
 cargo_fuzz build -O
 for t in "${targets[@]}"; do
