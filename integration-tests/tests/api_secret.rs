@@ -28,8 +28,7 @@ use integration_tests::cri::PULL_TIMEOUT;
 use integration_tests::observe::{self, ContainerdState};
 use integration_tests::pki::TestCa;
 use integration_tests::{
-    assert_pull_ok, assert_pull_untrusted, cri_try_pull, preflight, wait_until,
-    Node, TestRegistry,
+    assert_pull_ok, assert_pull_untrusted, cri_try_pull, preflight, wait_until, Node, TestRegistry,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -59,7 +58,8 @@ struct Fixture {
 impl Fixture {
     fn new(scenario: &str) -> Fixture {
         preflight();
-        let server = ApiServer::start_with(Profile::Kubeadm, &integration_tests::rbac::shipped_rbac());
+        let server =
+            ApiServer::start_with(Profile::Kubeadm, &integration_tests::rbac::shipped_rbac());
         let node = Node::boot(&format!("api-secret-{scenario}"));
         let dir = tempfile::tempdir().unwrap();
         let sa_token = server.add_service_account_token(NS, SA);
@@ -240,12 +240,17 @@ fn created_updated_and_deleted_through_the_api_with_one_restart_per_change_and_b
     fx.update(&[
         ("ca1.crt", ca1.cert_pem().as_bytes()),
         ("ca2.crt", ca2.cert_pem().as_bytes()),
-        ("bad.crt", b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"),
+        (
+            "bad.crt",
+            b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+        ),
     ]);
     agent.wait_for_passes(n + 1, PASS_TIMEOUT);
     let entries = since(&agent, skip);
     assert!(
-        entries.iter().any(|e| e.error && e.message.contains("bad.crt")),
+        entries
+            .iter()
+            .any(|e| e.error && e.message.contains("bad.crt")),
         "the bad key is not named in an error:\n{}",
         render_tail(&entries, 30)
     );
@@ -259,7 +264,7 @@ fn created_updated_and_deleted_through_the_api_with_one_restart_per_change_and_b
     fx.delete();
     agent.wait_for_passes(n + 1, PASS_TIMEOUT);
     wait_until(PASS_TIMEOUT, "the CAs removed after the delete", || {
-        !observe::bundle_has(&fx.node, &ca1.cert()) && !observe::bundle_has(&fx.node, &ca2.cert())
+        !observe::bundle_has(&fx.node, ca1.cert()) && !observe::bundle_has(&fx.node, ca2.cert())
     });
     wait_until(PASS_TIMEOUT, "one restart for the delete", || {
         observe::containerd_starts(&fx.node) > before.starts
@@ -294,7 +299,9 @@ fn the_api_down_for_30s_while_the_agent_restarts_changes_nothing_and_restarts_no
     });
     let logs = agent.logs();
     assert!(
-        logs.iter().any(|e| e.error && e.message.contains(NAME) && e.message.contains("Connection refused")),
+        logs.iter().any(|e| e.error
+            && e.message.contains(NAME)
+            && e.message.contains("Connection refused")),
         "no error names the Secret and the refused connection:\n{}",
         render_tail(&logs, 30)
     );
@@ -330,7 +337,7 @@ fn a_410_and_a_dropped_watch_relist_and_restart_nothing() {
     fx.create(&[("ca1.crt", ca.cert_pem().as_bytes())]);
     agent.wait_for_passes(n + 1, PASS_TIMEOUT);
     wait_until(PASS_TIMEOUT, "the CA installed", || {
-        observe::bundle_has(&fx.node, &ca.cert())
+        observe::bundle_has(&fx.node, ca.cert())
     });
     std::thread::sleep(Duration::from_secs(2));
     let before = ContainerdState::of(&fx.node);
@@ -425,7 +432,9 @@ fn the_shipped_role_allows_only_that_secret_and_only_with_its_field_selector() {
     assert_eq!(st["reason"], "Forbidden");
     let (code, st) = get(&format!("{base}?fieldSelector=metadata.name%3D{NAME}"));
     assert_eq!(code, 200, "{st}");
-    let (code, _) = get(&format!("{base}?fieldSelector=metadata.name%3Dsomething-else"));
+    let (code, _) = get(&format!(
+        "{base}?fieldSelector=metadata.name%3Dsomething-else"
+    ));
     assert_eq!(code, 403);
     let (code, _) = get(&format!("{base}/{NAME}"));
     assert_eq!(code, 404, "get is allowed (and the Secret does not exist)");
@@ -435,7 +444,9 @@ fn the_shipped_role_allows_only_that_secret_and_only_with_its_field_selector() {
         "{base}?fieldSelector=metadata.name%3D{NAME}&watch=true&timeoutSeconds=1"
     ));
     assert_eq!(code, 200);
-    let (code, _) = get(&format!("/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3D{NAME}"));
+    let (code, _) = get(&format!(
+        "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3D{NAME}"
+    ));
     assert_eq!(code, 403, "only in {NS}");
 }
 
@@ -455,7 +466,10 @@ fn check_secret_lints_the_live_object_with_the_users_kubeconfig() {
     };
     let out = check();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{out:?}"
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -484,5 +498,8 @@ fn check_secret_lints_the_live_object_with_the_users_kubeconfig() {
     let out = check();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(stdout.contains("bad.crt") && stdout.contains("ca1.crt"), "{stdout}");
+    assert!(
+        stdout.contains("bad.crt") && stdout.contains("ca1.crt"),
+        "{stdout}"
+    );
 }

@@ -890,19 +890,30 @@ fn binds(subject: &str, user: &str, groups: &[String]) -> bool {
 #[test]
 fn the_secret_volume_overlay_reads_the_mounted_secret_and_mounts_no_token() {
     let docs = rendered_docs("overlays/secret-volume");
-    let cm: ConfigMap =
-        serde_json::from_value(docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap().clone())
-            .unwrap();
+    let cm: ConfigMap = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "ConfigMap")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
     let text = cm.data.unwrap()["config.yaml"].clone();
     let settings = config::resolve(config::parse_file(&text).unwrap(), Flags::default()).unwrap();
-    assert!(settings.trust.ca_secret.is_none(), "one view of the Secret only");
+    assert!(
+        settings.trust.ca_secret.is_none(),
+        "one view of the Secret only"
+    );
     assert_eq!(
         settings.trust.sources,
         vec![SourceSpec::SecretDir("/etc/node-cert-agent/secret".into())]
     );
-    let ds: DaemonSet =
-        serde_json::from_value(docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap().clone())
-            .unwrap();
+    let ds: DaemonSet = serde_json::from_value(
+        docs.iter()
+            .find(|d| d["kind"] == "DaemonSet")
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
     let pod = ds.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.automount_service_account_token, Some(false));
     let vol = pod

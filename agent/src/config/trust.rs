@@ -35,9 +35,9 @@ impl SecretRef {
     /// Parses `NAMESPACE/NAME`, each a valid Kubernetes name (a DNS-1123
     /// label for the namespace, a DNS-1123 subdomain for the name).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (namespace, name) = text
-            .split_once('/')
-            .ok_or_else(|| "give NAMESPACE/NAME, for example kube-system/custom-ca-trust-secret".to_string())?;
+        let (namespace, name) = text.split_once('/').ok_or_else(|| {
+            "give NAMESPACE/NAME, for example kube-system/custom-ca-trust-secret".to_string()
+        })?;
         let r = Self {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -79,7 +79,8 @@ impl std::fmt::Display for SecretRef {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -37,10 +37,7 @@ pub fn start(cache: Arc<SecretCache>, kubeconfig: Option<PathBuf>) -> JoinHandle
                 Ok(c) => break c,
                 Err(e) => {
                     let wait = backoff.next_delay(None);
-                    let message = format!(
-                        "cannot read Secret {}: {e}",
-                        cache.secret()
-                    );
+                    let message = format!("cannot read Secret {}: {e}", cache.secret());
                     error!(secret = %cache.secret(), retry_in_s = wait.as_secs(), "{message}");
                     cache.fail(message, false);
                     tokio::time::sleep(wait).await;
@@ -54,7 +51,10 @@ pub fn start(cache: Arc<SecretCache>, kubeconfig: Option<PathBuf>) -> JoinHandle
 /// Waits until the first list completed or failed, at most `timeout`.
 pub async fn first_sync(cache: &SecretCache, timeout: Duration) {
     let settled = async {
-        while matches!(cache.state(), SourceState::NoIdentity | SourceState::Syncing) {
+        while matches!(
+            cache.state(),
+            SourceState::NoIdentity | SourceState::Syncing
+        ) {
             cache.changed().await;
         }
     };

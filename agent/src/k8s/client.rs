@@ -60,7 +60,9 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, ClientError
 /// `tokenFile` as it rotates), or without one the pod's ServiceAccount
 /// (in-cluster: `KUBERNETES_SERVICE_HOST`/`_PORT` and the projected token,
 /// which kubelet rotates and kube-rs re-reads).
-pub async fn service_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ClientError> {
+pub async fn service_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<kube::Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
             let err = |reason: String| ClientError::Build {

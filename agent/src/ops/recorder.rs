@@ -22,9 +22,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 
 use crate::errors::error_chain;
+use crate::k8s::source::SourceState;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
-use crate::k8s::source::SourceState;
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{AgentMode, DaemonStatus, SourceReport, SCHEMA_VERSION};
 use crate::ops::events::{EventSink, NodeEvent};
@@ -137,7 +137,9 @@ impl Recorder {
             return Some(format!(
                 "the CA Secret is not synced ({}): {}",
                 r.state,
-                r.error.as_deref().unwrap_or("its first list has not completed")
+                r.error
+                    .as_deref()
+                    .unwrap_or("its first list has not completed")
             ));
         }
         match &i.revocation_source {

@@ -815,7 +815,9 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             message: format!(
                 "the CA Secret is not synced ({}): {}; the CAs last installed from it stay",
                 r.state,
-                r.error.as_deref().unwrap_or("its first list has not completed")
+                r.error
+                    .as_deref()
+                    .unwrap_or("its first list has not completed")
             ),
         });
     }

@@ -123,8 +123,7 @@ impl SecretCache {
     pub fn set_view(&self, view: SecretView) {
         let changed = {
             let mut inner = self.lock();
-            let changed =
-                inner.view.as_ref() != Some(&view) || inner.state != SourceState::Synced;
+            let changed = inner.view.as_ref() != Some(&view) || inner.state != SourceState::Synced;
             inner.view = Some(view);
             inner.state = SourceState::Synced;
             changed
@@ -386,7 +385,14 @@ mod tests {
             message: "secrets is forbidden".into(),
             retry_after: None,
         };
-        let m = failure_message(&secret(), "system:serviceaccount:kube-system:node-cert-agent", &f);
-        assert!(m.contains(SECRET_ROLE) && m.contains("kubectl auth can-i"), "{m}");
+        let m = failure_message(
+            &secret(),
+            "system:serviceaccount:kube-system:node-cert-agent",
+            &f,
+        );
+        assert!(
+            m.contains(SECRET_ROLE) && m.contains("kubectl auth can-i"),
+            "{m}"
+        );
     }
 }

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::k8s::source::SourceState;
 use crate::node::systemd::{StartLimit, Systemd, SystemdError, UnitStatus};
+use crate::trust::api_secret::SecretCache;
 use crate::trust::pacing::{self, PacingError, RestartHistory};
 use crate::trust::plan::{self, SourceInput};
-use crate::k8s::source::SourceState;
-use crate::trust::api_secret::SecretCache;
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};

@@ -134,7 +134,12 @@ pub(crate) fn create(
     super::csr::check_type_meta(obj, "v1", "Secret")?;
     prepare_meta(r, def, &mut body)?;
     fold_string_data(&mut body);
-    if body.get("type").and_then(Value::as_str).unwrap_or("").is_empty() {
+    if body
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
         body["type"] = json!("Opaque");
     }
     namespace_exists(&shared.state.lock().unwrap(), &r.attrs.namespace)?;
@@ -144,7 +149,11 @@ pub(crate) fn create(
         return Err(status::invalid("", "Secret", &name, &errs));
     }
     let mut st = shared.state.lock().unwrap();
-    if st.store.get(Kind::Secret, &r.attrs.namespace, &name).is_some() {
+    if st
+        .store
+        .get(Kind::Secret, &r.attrs.namespace, &name)
+        .is_some()
+    {
         return Err(status::already_exists("", "secrets", &name));
     }
     body["apiVersion"] = json!("v1");
