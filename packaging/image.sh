@@ -3,10 +3,8 @@
 #
 #   packaging/image.sh
 #
-# 1. A static release binary: glibc and OpenSSL linked in (+crt-static,
-#    OPENSSL_STATIC=1 against Debian's libssl-dev), for the host's target so
-#    build scripts and proc macros stay dynamic. The script refuses a binary
-#    with a program interpreter or a needed shared library.
+# 1. A static release binary (packaging/static-binary.sh): glibc and OpenSSL
+#    linked in, no program interpreter, no needed shared library.
 # 2. The image from packaging/image/Containerfile (FROM scratch: the binary
 #    and nothing else), built by buildah with the vfs driver in a private
 #    storage dir, so nothing is left in /var/lib/containers.
@@ -24,33 +22,19 @@ if [[ ${EUID} -ne 0 ]]; then
   exit 1
 fi
 
-need=()
-command -v buildah >/dev/null 2>&1 || need+=(buildah)
-[[ -e /usr/lib/x86_64-linux-gnu/libssl.a ]] || need+=(libssl-dev)
-if ((${#need[@]})); then
-  echo "image: installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+if ! command -v buildah >/dev/null 2>&1; then
+  echo "image: installing buildah"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends buildah
 fi
 
 version=$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "node-cert-agent"))')
 target_dir=$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-triple=$(rustc -vV | sed -n 's/^host: //p')
 out="$target_dir/packages"
 mkdir -p "$out"
 
-echo "image: building the static release binary ($triple)"
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" OPENSSL_STATIC=1 \
-  cargo build -p node-cert-agent --release --target "$triple"
-bin="$target_dir/$triple/release/node-cert-agent"
-# A static-pie binary keeps a dynamic section for its own relocations, but
-# has no program interpreter and needs no shared library.
-if readelf -l "$bin" | grep -q 'INTERP' || readelf -d "$bin" | grep -q '(NEEDED)'; then
-  echo "image: $bin is dynamically linked; refusing to put it on a scratch base" >&2
-  readelf -d "$bin" | grep '(NEEDED)' >&2 || true
-  exit 1
-fi
+bin=$(packaging/static-binary.sh)
 
 ctx=$(mktemp -d)
 storage=$(mktemp -d)

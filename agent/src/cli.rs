@@ -44,6 +44,13 @@ pub enum Command {
     /// converged, 1 otherwise (or when --wait times out), 2 when the command
     /// cannot run, 130 when --wait is stopped with Ctrl-C.
     Fleet(FleetArgs),
+    /// Take the agent's custom CAs off this node: remove every anchor the
+    /// agent installed, run the distro's refresh tool once, restart the
+    /// allowlisted units once (if running) when the bundle changed, and
+    /// remove the agent's CA state. Kubelet's certificates are left alone.
+    /// Refused while a node-cert-agent daemon runs on the node. Exit 0 when
+    /// done, 1 when a step failed (run it again to finish).
+    Uninstall(UninstallArgs),
 }
 
 /// The file name of the kubectl plugin link: `kubectl node-cert ...` runs
@@ -67,12 +74,14 @@ pub struct FleetArgs {
     /// Only the Nodes matching this label selector (as kubectl's -l).
     #[arg(long, short = 'l', value_name = "SELECTOR")]
     pub selector: Option<String>,
-    /// The namespace of the CA Secret.
-    #[arg(long, value_name = "NS", default_value = DEFAULT_SECRET_NAMESPACE)]
-    pub secret_namespace: String,
-    /// The name of the CA Secret.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_SECRET_NAME)]
-    pub secret_name: String,
+    /// The CA Secret, as `check --secret` and `run --ca-secret` name it.
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        value_parser = config::SecretRef::parse,
+        default_value = "kube-system/custom-ca-trust-secret"
+    )]
+    pub secret: config::SecretRef,
     /// A provisioning file the nodes also trust (PEM certificates separated by
     /// blank lines; repeatable), for the expected trust set.
     #[arg(long, value_name = "FILE")]
@@ -94,9 +103,6 @@ pub struct FleetArgs {
     pub page_size: u32,
 }
 
-/// AKS's Secret: `kube-system/custom-ca-trust-secret`.
-pub const DEFAULT_SECRET_NAMESPACE: &str = "kube-system";
-pub const DEFAULT_SECRET_NAME: &str = "custom-ca-trust-secret";
 /// `--wait` without `--timeout`: ten minutes, several of kubelet's Secret
 /// sync periods (a node takes 30 to 90 s to see a change).
 pub const DEFAULT_WAIT_TIMEOUT: &str = "10m";
@@ -130,6 +136,27 @@ pub struct StatusArgs {
 }
 
 #[derive(Args)]
+pub struct UninstallArgs {
+    /// The agent's config file, for its trust-store overrides, restart-unit
+    /// and state-dir [default: the node's /etc/node-cert-agent/config.yaml, if any].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's root as this process sees it: / on the node, /host in a pod.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// The agent's state directory, a node path [default: /var/lib/node-cert-agent].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// A unit to restart (if running) after the bundle changed (repeatable;
+    /// default: the config's restart-unit, else containerd.service).
+    #[arg(long, value_name = "UNIT")]
+    pub restart_unit: Vec<String>,
+    /// Where logs go.
+    #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
+    pub log_target: LogTarget,
+}
+
+#[derive(Args)]
 pub struct RenewArgs {
     #[command(flatten)]
     pub run: RunArgs,
@@ -152,6 +179,19 @@ pub struct RunArgs {
     /// A provisioning file of PEM certificates separated by blank lines (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca_file: Vec<PathBuf>,
+    /// A Secret read through the API (a list+watch of exactly that object),
+    /// as NAMESPACE/NAME, for example kube-system/custom-ca-trust-secret.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = config::SecretRef::parse)]
+    pub ca_secret: Option<config::SecretRef>,
+    /// The kubeconfig of the identity that reads --ca-secret [default: the
+    /// pod's ServiceAccount, in-cluster]; required outside a pod.
+    #[arg(long, value_name = "FILE")]
+    pub ca_secret_kubeconfig: Option<PathBuf>,
+    /// Delay each restart (not the anchor write) by a stable per-node
+    /// fraction of this window, so a fleet does not restart containerd in
+    /// the same second [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub restart_spread_seconds: Option<u64>,
     /// A unit to restart (if running) when the trust bundle changes
     /// (repeatable; default containerd.service). No other unit is ever restarted.
     #[arg(long, value_name = "UNIT")]
@@ -191,8 +231,12 @@ pub struct RunArgs {
 pub struct CheckArgs {
     /// Mounted Secret directories, provisioning files, or Secret manifests
     /// (YAML with `kind: Secret`, linted before they are applied).
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "secret", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Lint the live Secret NAMESPACE/NAME, read with the user's kubeconfig
+    /// ($KUBECONFIG or ~/.kube/config, as kubectl).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = config::SecretRef::parse)]
+    pub secret: Option<config::SecretRef>,
     /// Findings as a table, or as JSON for a CI pipeline.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -209,6 +253,9 @@ impl RunArgs {
             host_root: self.host_root,
             ca_dir: self.ca_dir,
             ca_file: self.ca_file,
+            ca_secret: self.ca_secret,
+            ca_secret_kubeconfig: self.ca_secret_kubeconfig,
+            restart_spread_seconds: self.restart_spread_seconds,
             restart_unit: self.restart_unit,
             once: self.once,
             state_dir: self.state_dir,

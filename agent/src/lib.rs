@@ -6,15 +6,16 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry, text
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
-//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`retry`]: the
-//!   leaves. Certificate facts, the host boundary (host root, atomic files,
-//!   systemd, locks), the Kubernetes API boundary (kubeconfigs, clients),
-//!   settings, how an error reads, and when to try again.
+//! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`retry`],
+//!   [`text`]: the leaves. Certificate facts, the host boundary (host root,
+//!   atomic files, systemd, locks), the Kubernetes API boundary
+//!   (kubeconfigs, clients), settings, how an error reads, when to try
+//!   again, and the one escaping rule of every operator-facing text sink.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -36,5 +37,6 @@ pub mod node;
 pub mod ops;
 pub mod retry;
 pub mod status;
+pub mod text;
 pub mod trust;
 pub mod x509;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Check(args) => Ok(app::check(&args)),
         Command::Renew(args) => app::renew(args),
         Command::Fleet(args) => return app::fleet(args),
+        Command::Uninstall(args) => app::uninstall(args),
         Command::Status(args) => {
             // Scripts tell "unhealthy" (1) from "could not look" (2).
             return app::status(args).unwrap_or_else(|e| {

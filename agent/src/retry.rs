@@ -40,6 +40,17 @@ impl Backoff {
     }
 }
 
+/// A node's stable place in [0, 1), from SHA-256 of its name: the same
+/// node always gets the same value, and a fleet's values are uniform. The
+/// kubelet renewal jitter and the restart spread both use it.
+pub fn stable_fraction(node_name: &str) -> f64 {
+    let digest = openssl::sha::sha256(node_name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // 53 bits give an exactly representable, uniform value in [0, 1).
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Up to `fraction` of `base`, at random.
 fn jitter(base: Duration, fraction: f64) -> Duration {
     if fraction <= 0.0 {

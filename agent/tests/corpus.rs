@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -116,6 +116,40 @@ fn publish_case(node: &Node, case: &KeyCase) {
             let payload = node.stage(&[good_kv]);
             fs::create_dir(payload.join(&case.key)).unwrap();
             node.swap_data(payload.file_name().unwrap().to_str().unwrap());
+        }
+        Some("hardlink-out-of-dir") => {
+            let outside = node.root.path().join("etc/outside-secret.pem");
+            fs::write(&outside, fs::read(corpus("certs/issuer-ca.pem")).unwrap()).unwrap();
+            let payload = node.stage(&[good_kv]);
+            fs::hard_link(&outside, payload.join(&case.key)).unwrap();
+            node.swap_data(payload.file_name().unwrap().to_str().unwrap());
+        }
+        Some("world-writable") => {
+            let issuer = fs::read(corpus("certs/issuer-ca.pem")).unwrap();
+            let payload = node.stage(&[good_kv, (case.key.as_str(), &issuer)]);
+            fs::set_permissions(payload.join(&case.key), fs::Permissions::from_mode(0o666))
+                .unwrap();
+            node.swap_data(payload.file_name().unwrap().to_str().unwrap());
+        }
+        Some("data-link-to-parent") => {
+            node.stage(&[good_kv]);
+            node.swap_data("..");
+        }
+        Some("payload-link-out-of-dir") => {
+            let outside = node.root.path().join("etc/outside-payload");
+            fs::create_dir_all(&outside).unwrap();
+            fs::write(
+                outside.join("ca9.crt"),
+                fs::read(corpus("certs/issuer-ca.pem")).unwrap(),
+            )
+            .unwrap();
+            let name = "..2026_11_22_04_45_59.000000001";
+            symlink(&outside, node.secret.path().join(name)).unwrap();
+            node.swap_data(name);
+        }
+        Some("repeated-good-ca") => {
+            let repeated = good.repeat(500);
+            node.publish(&[good_kv, (case.key.as_str(), &repeated)]);
         }
         other => panic!("case {}: unknown generator {other:?}", case.name),
     }

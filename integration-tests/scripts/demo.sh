@@ -17,7 +17,9 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-integration-tests/scripts/build-rootfs.sh
+integration-tests/scripts/build-rootfs.sh bookworm
 cargo build -q -p node-cert-agent
-export NCA_AGENT_BIN="$PWD/target/debug/node-cert-agent"
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export NCA_AGENT_BIN="$target_dir/debug/node-cert-agent"
 cargo run -q -p integration-tests --bin demo

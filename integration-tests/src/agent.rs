@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::cmd;
 use crate::node::Node;
+use crate::run::Record;
 use crate::secret_volume::SecretVolume;
 
 /// The agent's binary inside a host-mode node.
@@ -442,6 +443,9 @@ pub struct PodModeAgent<'n> {
     child: Option<Child>,
     /// Holds the log file, and the Secret volume when [`Agent::start`] made it.
     dirs: Vec<tempfile::TempDir>,
+    /// The run's record of the agent process (see [`crate::run`]), so an
+    /// aborted run's clean-up stops it too.
+    record: Option<Record>,
 }
 
 impl<'n> PodModeAgent<'n> {
@@ -478,6 +482,7 @@ impl<'n> PodModeAgent<'n> {
             log,
             child: None,
             dirs: vec![dir],
+            record: None,
         };
         agent.spawn();
         agent.wait_for_passes(1, PASS_TIMEOUT);
@@ -501,10 +506,18 @@ impl<'n> PodModeAgent<'n> {
             .stdout(out)
             .stderr(err);
         let shown = cmd::display(&c);
-        self.child = Some(
-            c.spawn()
-                .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}")),
-        );
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
+        match self.record.as_mut() {
+            Some(record) => record.replace_process("main", child.id()),
+            None => {
+                let mut record = Record::new("process", &format!("pod-agent-{}", child.id()));
+                record.set_process("main", child.id());
+                self.record = Some(record);
+            }
+        }
+        self.child = Some(child);
     }
 
     /// The node it manages.

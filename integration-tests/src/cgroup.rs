@@ -7,6 +7,9 @@
 //! and collide (a start failing with `status=219/CGROUP`, a stop emptying the
 //! other node's cgroup, refresh units of the same name). Starting each nspawn
 //! in a fresh child cgroup, `<own>/nca-<machine>`, gives each node its own tree.
+//!
+//! Public for tests that start an nspawn container of their own (one the
+//! harness does not record, to prove that clean-up leaves it alone).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,24 +17,33 @@ use std::time::Duration;
 /// The cgroup directories made for one node, one per hierarchy that systemd
 /// uses (the cgroup2 hierarchy, and the v1 `name=systemd` one on hybrid hosts).
 #[derive(Debug)]
-pub(crate) struct NodeCgroups {
+pub struct NodeCgroups {
     dirs: Vec<PathBuf>,
 }
 
 impl NodeCgroups {
-    /// Creates `<own cgroup>/nca-<machine>` in each hierarchy systemd uses.
-    /// Panics, naming the hierarchy, if one cannot be made: nodes sharing
-    /// cgroups would break each other.
-    pub(crate) fn create(machine: &str) -> NodeCgroups {
+    /// `<own cgroup>/nca-<machine>` in each hierarchy systemd uses: the
+    /// directories [`NodeCgroups::create`] makes (recorded before they exist,
+    /// see [`crate::run`]).
+    pub fn dirs_for(machine: &str) -> Vec<PathBuf> {
         let hierarchies = systemd_hierarchies();
         assert!(
             !hierarchies.is_empty(),
             "no cgroup2 or name=systemd cgroup hierarchy is mounted (see /proc/self/mountinfo); \
              systemd-nspawn nodes need one"
         );
+        hierarchies
+            .into_iter()
+            .map(|dir| dir.join(format!("nca-{machine}")))
+            .collect()
+    }
+
+    /// Creates `dirs` (from [`NodeCgroups::dirs_for`]). Panics, naming the
+    /// directory, if one cannot be made: nodes sharing cgroups would break
+    /// each other.
+    pub fn create(dirs: Vec<PathBuf>) -> NodeCgroups {
         let mut cgroups = NodeCgroups { dirs: Vec::new() };
-        for dir in hierarchies {
-            let dir = dir.join(format!("nca-{machine}"));
+        for dir in dirs {
             std::fs::create_dir(&dir).unwrap_or_else(|e| {
                 panic!(
                     "cannot create the node's cgroup {}: {e} (each node needs its own cgroup)",
@@ -44,14 +56,14 @@ impl NodeCgroups {
     }
 
     /// The `cgroup.procs` files a process is written to, to join the node's cgroups.
-    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
+    pub fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
     /// Removes the node's cgroup trees (directories only; they must be
     /// empty of processes, i.e. the node is gone). Returns what could not be
     /// removed.
-    pub(crate) fn remove(&mut self) -> Result<(), String> {
+    pub fn remove(&mut self) -> Result<(), String> {
         let mut errors = Vec::new();
         for dir in std::mem::take(&mut self.dirs) {
             if let Err(e) = remove_tree(&dir) {

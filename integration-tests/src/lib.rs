@@ -22,6 +22,15 @@
 //! - [`rbac`]: the RBAC objects `manifests/` ships (`kubectl kustomize`),
 //!   for the API test server's authorization.
 //!
+//! - [`unbooted::UnbootedRoot`]: a node root that is never booted (an image
+//!   build), for package scripts that must work without systemd.
+//! - [`run`]: the record of every node, registry, mount and host process a
+//!   test run starts, which `scripts/cleanup-nodes.sh` reads to stop exactly
+//!   those after an aborted run.
+//!
+//! Nodes boot Debian 12 (bookworm) by default; `NCA_DEBIAN_RELEASE=trixie`
+//! boots Debian 13 instead (see [`preflight::rootfs_path`]).
+//!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.
 #![allow(
@@ -31,7 +40,7 @@
 )]
 
 pub mod agent;
-mod cgroup;
+pub mod cgroup;
 mod cmd;
 pub mod cri;
 pub mod fleet;
@@ -46,7 +55,9 @@ pub mod preflight;
 pub mod prometheus_rule;
 pub mod rbac;
 pub mod registry;
+pub mod run;
 pub mod secret_volume;
+pub mod unbooted;
 pub mod wait;
 
 pub use agent::{Agent, HostModeAgent, Mode, PodModeAgent};
@@ -56,7 +67,7 @@ pub use cri::{
 };
 pub use http::http_get;
 pub use node::Node;
-pub use preflight::{preflight, rootfs_path};
+pub use preflight::{debian_release, preflight, rootfs_path};
 pub use registry::{Registry, TestRegistry};
 pub use secret_volume::{secret_data, SecretVolume};
 pub use wait::{wait_until, wait_until_or_timeout};

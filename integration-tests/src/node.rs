@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use crate::cgroup::NodeCgroups;
 use crate::cmd;
 use crate::overlay::Overlay;
+use crate::run::Record;
 
 /// How long [`Node::boot`] waits for containerd to be active.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,6 +48,10 @@ pub struct Node {
     pid: u32,
     /// The node's own cgroups (see [`crate::cgroup`]); removed after nspawn.
     cgroups: Option<NodeCgroups>,
+    /// The run's record of this node (see [`crate::run`]): its directory,
+    /// overlay mount, cgroups, nspawn and init processes. Removed once the
+    /// node is fully torn down.
+    record: Option<Record>,
 }
 
 impl Node {
@@ -74,10 +79,16 @@ impl Node {
     /// the cgroup v1 controllers nspawn mounts read-only are made writable in
     /// the node (runc creates a cgroup per container in each of them).
     pub fn boot_for_containers(name: &str) -> Node {
+        Node::boot_for_containers_with(name, |_| {})
+    }
+
+    /// [`Node::boot_for_containers`] with a `setup` before boot, as in
+    /// [`Node::boot_with`].
+    pub fn boot_for_containers_with(name: &str, setup: impl FnOnce(&Path)) -> Node {
         let node = Node::boot_inner(
             name,
             &["--system-call-filter=@keyring", "--capability=all"],
-            |_| {},
+            setup,
         );
         let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid))
             .unwrap_or_else(|e| panic!("node {}: cannot read its mountinfo: {e}", node.name));
@@ -104,6 +115,9 @@ impl Node {
             .unwrap_or_else(|e| panic!("cannot create a node directory in {}: {e}", base.display()))
             .keep();
         let console = dir.join("console.log");
+        let mut record = Record::new("node", &machine);
+        record.set("dir", dir.display());
+        record.set("mount", dir.join("merged").display());
         // From here on, `node`'s Drop cleans up whatever has been set up.
         let mut node = Node {
             name: machine,
@@ -113,6 +127,7 @@ impl Node {
             nspawn: None,
             pid: 0,
             cgroups: None,
+            record: Some(record),
         };
         let overlay = Overlay::mount(&crate::preflight::rootfs_path(), &node.dir);
         let merged = overlay.merged().to_owned();
@@ -128,7 +143,13 @@ impl Node {
             .unwrap_or_else(|e| panic!("cannot dup {}: {e}", node.console.display()));
         // nspawn must start in the node's own cgroups, before it looks at its
         // cgroup: a tiny host shell joins them, then execs nspawn (same pid).
-        let cgroups = NodeCgroups::create(&node.name);
+        let cgroup_dirs = NodeCgroups::dirs_for(&node.name);
+        if let Some(record) = node.record.as_mut() {
+            for dir in &cgroup_dirs {
+                record.set("cgroup", dir.display());
+            }
+        }
+        let cgroups = NodeCgroups::create(cgroup_dirs);
         let procs_files = cgroups.procs_files();
         node.cgroups = Some(cgroups);
         let mut nspawn = Command::new("/bin/sh");
@@ -146,13 +167,19 @@ impl Node {
             .stdout(log)
             .stderr(log2);
         let shown = cmd::display(&nspawn);
-        node.nspawn = Some(
-            nspawn
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}")),
-        );
+        let child = nspawn
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
+        if let Some(record) = node.record.as_mut() {
+            record.set_process("nspawn", child.id());
+        }
+        node.nspawn = Some(child);
 
         node.pid = node.wait_for_init(start);
+        let pid = node.pid;
+        if let Some(record) = node.record.as_mut() {
+            record.set_process("init", pid);
+        }
         let sock = node.root().join(CONTAINERD_SOCK.trim_start_matches('/'));
         loop {
             node.assert_nspawn_running();
@@ -481,15 +508,21 @@ impl Node {
         if let Some(mut cgroups) = self.cgroups.take() {
             if let Err(e) = cgroups.remove() {
                 eprintln!("harness: warning: node {}: {e}", self.name);
+                if let Some(record) = self.record.as_mut() {
+                    record.keep();
+                }
             }
         }
         if let Some(mut overlay) = self.overlay.take() {
             if let Err(e) = overlay.unmount() {
                 eprintln!(
-                    "harness: warning: node {}: {e}; leaving {}",
+                    "harness: warning: node {}: {e}; leaving {} (its run record stays, for cleanup-nodes.sh)",
                     self.name,
                     self.dir.display()
                 );
+                if let Some(record) = self.record.as_mut() {
+                    record.keep();
+                }
                 return;
             }
         }
@@ -500,6 +533,7 @@ impl Node {
                 self.dir.display()
             );
         }
+        self.record = None;
     }
 }
 
@@ -517,9 +551,10 @@ impl Drop for Node {
     }
 }
 
-/// A short machine name that is unique per process and call:
-/// `<sanitized prefix of name>-<test process pid>-<counter>` (at most 40 chars).
-fn machine_name(name: &str) -> String {
+/// A short machine name that is unique per run, process and call:
+/// `<sanitized prefix of name>-<run id>-<test process pid>-<counter>` (at
+/// most 40 chars; the run id is [`crate::run::run_id`]).
+pub(crate) fn machine_name(name: &str) -> String {
     let mut prefix: String = name
         .chars()
         .map(|c| {
@@ -529,14 +564,18 @@ fn machine_name(name: &str) -> String {
                 '-'
             }
         })
-        .take(20)
+        .take(14)
         .collect();
     prefix = prefix.trim_matches('-').to_owned();
     if prefix.is_empty() {
         prefix = "node".to_owned();
     }
     let n = NEXT_NODE.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}", std::process::id())
+    format!(
+        "{prefix}-{}-{}-{n}",
+        crate::run::run_id(),
+        std::process::id()
+    )
 }
 
 /// Panics unless `node_path` is absolute; returns it.
@@ -598,6 +637,14 @@ mod tests {
             "{a}"
         );
         assert!(machine_name("::").starts_with("node-"));
+        assert!(
+            a.contains(&format!(
+                "-{}-{}-",
+                crate::run::run_id(),
+                std::process::id()
+            )),
+            "{a}"
+        );
     }
 
     #[test]

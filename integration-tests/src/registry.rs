@@ -18,12 +18,16 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use crate::cmd;
 use crate::image::{TestImage, MANIFEST_MEDIA_TYPE};
 use crate::pki::TestCa;
+use crate::run::Record;
 
 /// The host name nodes use for test registries.
 pub const REGISTRY_HOST: &str = "registry.test";
 
 /// How long [`Registry::start`] waits for the registry to accept TLS.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Makes the run record names of registries unique within the process.
+static NEXT_REGISTRY: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A running registry; dropping it kills the process.
 #[derive(Debug)]
@@ -33,6 +37,9 @@ pub struct Registry {
     /// Config, certificate, key and log; removed on drop.
     _dir: tempfile::TempDir,
     log: PathBuf,
+    /// The run's record of the process and its directory (see
+    /// [`crate::run`]); dropped after the process is stopped.
+    _record: Record,
 }
 
 impl Registry {
@@ -73,6 +80,12 @@ impl Registry {
             .prefix("nca-registry-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a registry temp dir: {e}"));
+        let n = NEXT_REGISTRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut record = Record::new(
+            "registry",
+            &format!("{}-{}-{n}", crate::run::run_id(), std::process::id()),
+        );
+        record.set("dir", dir.path().display());
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let config = dir.path().join("config.yml");
         let log = dir.path().join("registry.log");
@@ -93,11 +106,13 @@ impl Registry {
         let child = c
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd::display(&c)));
+        record.set_process("main", child.id());
         Registry {
             child,
             port,
             _dir: dir,
             log,
+            _record: record,
         }
     }
 
@@ -122,6 +137,11 @@ impl Registry {
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The host pid of the `docker-registry` process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The TCP port on 127.0.0.1.
@@ -176,6 +196,42 @@ impl Registry {
             "PUT {url}: registry reports another manifest digest"
         );
         image.manifest_digest
+    }
+
+    /// Pushes the one image of the OCI archive `archive` as `<name_tag>`
+    /// (e.g. `node-cert-agent:0.1.0`) with `skopeo copy`, the way an
+    /// operator publishes an image built without a Docker daemon, trusting
+    /// only `trust_ca_pem`. skopeo runs on the host, which has no
+    /// `registry.test` name, so it reaches the registry as
+    /// `localhost:<port>`: the registry's certificate must name `localhost`
+    /// too (nodes pull the same repository as `registry.test:<port>`).
+    /// Panics with skopeo's output if the push fails.
+    pub fn push_oci_archive(&self, trust_ca_pem: &str, archive: &Path, name_tag: &str) {
+        assert!(
+            cmd::on_path("skopeo"),
+            "`skopeo` is not on PATH: install Debian's skopeo (test-all.sh does)"
+        );
+        let certs = tempfile::Builder::new()
+            .prefix("nca-skopeo-certs-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for skopeo's CA: {e}"));
+        write(&certs.path().join("ca.crt"), trust_ca_pem.as_bytes());
+        let mut c = Command::new("skopeo");
+        c.args(["copy", "--quiet", "--dest-cert-dir"])
+            .arg(certs.path())
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://localhost:{}/{name_tag}", self.port))
+            .env("NO_PROXY", "localhost")
+            .env("no_proxy", "localhost")
+            .stdin(Stdio::null());
+        let shown = cmd::display(&c);
+        let out = cmd::run(&mut c);
+        assert!(
+            out.status.success(),
+            "{}\n--- registry log ---\n{}",
+            cmd::describe_output(&format!("`{shown}` failed"), &out),
+            self.log_tail(20)
+        );
     }
 
     /// A client that resolves `registry.test` to 127.0.0.1, trusts only

@@ -1,22 +1,32 @@
 //! The OCI image from `packaging/image.sh`, checked as an archive and run as
-//! the shipped DaemonSet runs it.
+//! a node gets it and as the shipped DaemonSet runs it.
 //!
 //! - The image holds one file, the agent's binary, which has no program
 //!   interpreter (it is static, so the scratch base needs no libraries and
 //!   no shell); it is named as the DaemonSet's `image:` resolves, and runs as
 //!   uid 0 (the Containerfile says why).
-//! - On a real node, the node's containerd imports the archive under that
-//!   name. Then the DaemonSet's pod (manifests/base, parsed into k8s-openapi
-//!   types) runs from the image under runc, the OCI runtime containerd uses,
-//!   on the host: the pod spec's args, env (the node name from the downward
-//!   API), volumes (hostPath from the node's root, the ConfigMap's config,
-//!   the Secret volume), uid 0 with every capability dropped, no new
-//!   privileges, a read-only root filesystem and a network namespace of its
-//!   own. runc runs on the host because the nspawn node's cgroup v1
-//!   controllers are read-only inside it.
+//! - As a node gets it: `skopeo copy oci-archive:... docker://...` pushes it
+//!   to a TLS registry whose CA the node's trust store holds from
+//!   provisioning (written before the node's first boot, so containerd
+//!   starts with it), and the node's containerd pulls it through CRI
+//!   `PullImage`, as kubelet does.
+//! - Then the DaemonSet's pod (manifests/base, parsed into k8s-openapi
+//!   types) runs from the pulled image under the node's containerd and runc:
+//!   the pod spec's args, env (the node name from the downward API), volumes
+//!   (hostPath from the node's root, the ConfigMap's config, the Secret
+//!   volume), uid 0 with every capability dropped, no new privileges, a
+//!   read-only root filesystem, a network namespace of its own, and the
+//!   **RuntimeDefault** seccomp profile: the one the node's containerd
+//!   generates itself (`ctr ... --seccomp`, the same `contrib/seccomp`
+//!   default profile its CRI applies for `seccompProfile: RuntimeDefault`,
+//!   generated for the container's empty capability set, as CRI does).
 //! - The pod installs a published CA into the node's bundle with exactly one
 //!   containerd restart, answers its probes on `/healthz` and `/readyz`, and
-//!   stops on SIGTERM.
+//!   stops on SIGTERM, with exit status 0, within the DaemonSet's
+//!   `terminationGracePeriodSeconds`.
+//! - The same image, pod spec and profile with `uninstall` as its command
+//!   removes the agent's CAs from the node again, with one containerd
+//!   restart.
 //!
 //! The archive is `$NCA_IMAGE_TAR` (test-all.sh builds it with
 //! `packaging/image.sh` and sets it); without it the tests fail, saying so.
@@ -28,14 +38,13 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use integration_tests::agent::{count_passes, read_json_log, render_tail, workspace_dir, LogEntry};
 use integration_tests::observe::{self, ContainerdState};
 use integration_tests::pki::TestCa;
-use integration_tests::{wait_until, Node, SecretVolume};
+use integration_tests::{cri_pull, wait_until, Node, Registry, SecretVolume};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Volume};
 use serde_json::{json, Value};
@@ -72,6 +81,8 @@ struct OciArchive {
     name: String,
     /// The image config.
     config: Value,
+    /// Its digest: the image id a CRI reports for the image.
+    config_digest: String,
     /// The layers, gzip'd tars, in order.
     layers: Vec<Vec<u8>>,
 }
@@ -117,7 +128,8 @@ impl OciArchive {
             .expect("the image has a name")
             .to_owned();
         let manifest = json_of(&blob(desc["digest"].as_str().unwrap()));
-        let config = json_of(&blob(manifest["config"]["digest"].as_str().unwrap()));
+        let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+        let config = json_of(&blob(&config_digest));
         let layers = manifest["layers"]
             .as_array()
             .unwrap()
@@ -127,6 +139,7 @@ impl OciArchive {
         OciArchive {
             name,
             config,
+            config_digest,
             layers,
         }
     }
@@ -159,23 +172,6 @@ fn layer_entries(gz: &[u8]) -> Vec<LayerEntry> {
             }
         })
         .collect()
-}
-
-/// Unpacks a layer of directories and regular files into `dir` (the tar
-/// crate's own unpack canonicalizes, which resolves `/proc/<pid>/root`).
-fn unpack_layer(gz: &[u8], dir: &Path) {
-    for e in layer_entries(gz) {
-        let path = dir.join(&e.path);
-        match e.kind {
-            tar::EntryType::Directory => std::fs::create_dir_all(&path).unwrap(),
-            tar::EntryType::Regular => {
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-                std::fs::write(&path, &e.bytes).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(e.mode)).unwrap();
-            }
-            other => panic!("layer entry {} of type {other:?}", e.path),
-        }
-    }
 }
 
 /// Whether an ELF64 little-endian executable has a program interpreter
@@ -263,8 +259,178 @@ fn the_image_is_the_static_binary_alone_named_as_the_daemonset_pulls_it() {
     assert_eq!(config["config"]["User"], "0:0", "uid 0, said explicitly");
 }
 
-/// The pod's container, run by the node's containerd (`ctr run`, which
-/// hands the OCI spec to runc as the CRI plugin does); deleted on drop.
+/// Every Linux capability, by the names containerd's `ctr` takes: all are
+/// dropped from the container the node's containerd generates the
+/// RuntimeDefault profile for, as the DaemonSet drops `ALL` (the default
+/// profile allows some system calls only with some capabilities).
+const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The provisioned registry CA's anchor (a node path).
+const PROVISIONED_ANCHOR: &str = "/usr/local/share/ca-certificates/provisioned-registry-ca.crt";
+
+/// Puts `ca` into the trust store of the node root `root` before its first
+/// boot, as node provisioning does: an anchor, then the node's own
+/// `update-ca-certificates` (chrooted), so containerd starts trusting it.
+fn provision_ca(root: &Path, ca: &TestCa) {
+    let anchor = root.join(PROVISIONED_ANCHOR.trim_start_matches('/'));
+    std::fs::create_dir_all(anchor.parent().unwrap()).unwrap();
+    std::fs::write(&anchor, ca.cert_pem()).unwrap();
+    let out = std::process::Command::new("chroot")
+        .arg(root)
+        .arg("update-ca-certificates")
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "update-ca-certificates in the node root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A container the node's containerd made from the pulled image, with its
+/// own default seccomp profile and no capability (`ctr containers create
+/// --seccomp --cap-drop ...`): where the pod's RuntimeDefault profile and
+/// its root filesystem (the container's snapshot of the image) come from.
+/// Never started; deleted (with its snapshot) on drop.
+struct ImageContainer<'n> {
+    node: &'n Node,
+    id: String,
+}
+
+impl<'n> ImageContainer<'n> {
+    fn create(node: &'n Node, image: &str, id: &str) -> ImageContainer<'n> {
+        let mut args = String::from("containers create --snapshotter native --seccomp");
+        for cap in ALL_CAPABILITIES {
+            args.push_str(" --cap-drop ");
+            args.push_str(cap);
+        }
+        args.push_str(&format!(" {image} {id}"));
+        ctr(node, &args);
+        ImageContainer {
+            node,
+            id: id.to_owned(),
+        }
+    }
+
+    /// The OCI spec containerd generated for it.
+    fn spec(&self) -> Value {
+        serde_json::from_str(&ctr(
+            self.node,
+            &format!("containers info --spec {}", self.id),
+        ))
+        .unwrap()
+    }
+
+    /// The seccomp profile containerd generated for a container without
+    /// capabilities: what its CRI applies for `seccompProfile:
+    /// RuntimeDefault` to the DaemonSet's container.
+    fn runtime_default_profile(&self) -> Value {
+        let spec = self.spec();
+        let caps = &spec["process"]["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            assert!(
+                caps[set].as_array().is_none_or(Vec::is_empty),
+                "the profile's container kept capabilities in {set}: {caps}"
+            );
+        }
+        let profile = spec["linux"]["seccomp"].clone();
+        assert_eq!(
+            profile["defaultAction"], "SCMP_ACT_ERRNO",
+            "containerd's default profile refuses what it does not list: {profile}"
+        );
+        let allowed: Vec<&str> = profile["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| r["names"].as_array().unwrap().iter())
+            .filter_map(Value::as_str)
+            .collect();
+        for gated in ["mount", "unshare", "chroot", "bpf"] {
+            assert!(
+                !allowed.contains(&gated),
+                "{gated} is allowed: not the profile of a container without capabilities"
+            );
+        }
+        assert!(allowed.contains(&"read") && allowed.contains(&"epoll_wait"));
+        profile
+    }
+
+    /// Its root filesystem: the directory of its native snapshot (what
+    /// `ctr snapshots mounts` binds).
+    fn rootfs(&self) -> String {
+        let mounts = ctr(
+            self.node,
+            &format!(
+                "snapshots --snapshotter native mounts /nca-unused {}",
+                self.id
+            ),
+        );
+        // `mount -t bind <source> /nca-unused -o rbind,rw`
+        let words: Vec<&str> = mounts.split_whitespace().collect();
+        assert!(
+            words.len() >= 4 && words[..3] == ["mount", "-t", "bind"],
+            "unexpected snapshot mounts: {mounts}"
+        );
+        words[3].to_owned()
+    }
+}
+
+impl Drop for ImageContainer<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .node
+            .exec(&ctr_argv(&format!("containers rm {}", self.id)));
+    }
+}
+
+/// A container run by the node's containerd from an OCI spec (`ctr run
+/// --config`, which hands the spec to runc as the CRI plugin does); deleted
+/// on drop.
 struct PodContainer<'n> {
     node: &'n Node,
     id: String,
@@ -299,6 +465,12 @@ impl<'n> PodContainer<'n> {
                 (f.first() == Some(&self.id.as_str())).then(|| f.get(2).unwrap_or(&"").to_string())
             })
             .unwrap_or_default()
+    }
+
+    /// Removes the stopped task; its exit status (`ctr task rm` exits with it).
+    fn exit_status(&self) -> i32 {
+        let out = self.node.exec(&ctr_argv(&format!("task rm {}", self.id)));
+        out.status.code().unwrap_or(-1)
     }
 
     /// The container's main process, as a pid of this (the host's) pid
@@ -407,13 +579,16 @@ fn pod_mounts(
     mounts
 }
 
-/// The OCI runtime spec for the DaemonSet's container on `node`.
+/// The OCI runtime spec for the DaemonSet's container on `node`, with
+/// `seccomp` as its profile and `args` instead of the container's own (its
+/// `args:`) when given.
 fn runtime_spec(
     node: &Node,
     id: &str,
     (spec, cm): (&PodSpec, &ConfigMap),
     (work, secret, rootfs): (&str, &str, &str),
-    image_config: &Value,
+    (image_config, seccomp): (&Value, &Value),
+    args_override: Option<&[String]>,
 ) -> Value {
     let c = agent_container(spec);
     let sc = c.security_context.as_ref().expect("a securityContext");
@@ -432,7 +607,10 @@ fn runtime_spec(
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
-    args.extend(c.args.iter().flatten().cloned());
+    match args_override {
+        Some(own) => args.extend(own.iter().cloned()),
+        None => args.extend(c.args.iter().flatten().cloned()),
+    }
     let mut env =
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
     for e in c.env.iter().flatten() {
@@ -480,6 +658,7 @@ fn runtime_spec(
                 {"type": "uts"}, {"type": "mount"},
             ],
             "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "seccomp": seccomp,
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     })
@@ -518,62 +697,81 @@ fn proc_status(pid: u32, name: &str) -> String {
         .to_owned()
 }
 
+/// Writes the OCI spec for the DaemonSet's container (see [`runtime_spec`])
+/// to `<work>/<id>.json` in the node; returns that node path.
+fn write_spec(node: &Node, work: &str, id: &str, spec: &Value) -> String {
+    let path = format!("{work}/{id}.json");
+    std::fs::write(
+        node.host_path(&path),
+        serde_json::to_vec_pretty(spec).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
 #[test]
-fn the_daemonset_pod_runs_from_the_image_on_a_real_node() {
+fn the_daemonset_pod_is_pulled_through_cri_and_runs_under_runtime_default() {
     let archive_path = image_archive();
     let archive = OciArchive::read(&archive_path);
-    let node = Node::boot_for_containers("img-pod");
-
-    // The node's containerd takes the archive as it is, under the name the
-    // DaemonSet's image resolves to. (native: the node's root is an overlay,
-    // which the overlayfs snapshotter cannot stack on.)
-    std::fs::copy(&archive_path, node.host_path("/tmp/nca-image.tar")).unwrap();
-    ctr(
-        &node,
-        "images import --snapshotter native /tmp/nca-image.tar",
-    );
-    let listed = ctr(&node, "images ls -q");
-    assert!(
-        listed.lines().any(|l| l == archive.name),
-        "containerd does not list {}: {listed}",
-        archive.name
-    );
-
-    // The pod: the DaemonSet's container on the image's layers (unpacked
-    // here: containerd 1.6's `ctr images mount --rw` fails on the node's
-    // overlay root), its volumes made in the node.
     let (spec, cm) = shipped_pod();
+    let image = agent_container(&spec).image.clone().unwrap();
+    let grace =
+        Duration::from_secs(u64::try_from(spec.termination_grace_period_seconds.unwrap()).unwrap());
+
+    // Published as an operator does: skopeo to a TLS registry.
+    let registry_ca = TestCa::new("nca image registry CA");
+    let (cert, key) = registry_ca.issue_server_cert(&["registry.test", "localhost"]);
+    let storage = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&cert, &key, storage.path());
+    registry.push_oci_archive(&registry_ca.cert_pem(), &archive_path, &image);
+    let pulled_as = registry.reference(&image);
+
+    // Pulled as a node does: its trust store holds the registry's CA from
+    // provisioning, and kubelet pulls through CRI.
+    let node = Node::boot_for_containers_with("img-pod", |root| provision_ca(root, &registry_ca));
+    observe::assert_trusted(&node, &registry_ca, "the provisioned registry CA");
+    let pull = Instant::now();
+    let image_id =
+        cri_pull(&node, &pulled_as).unwrap_or_else(|e| panic!("CRI PullImage {pulled_as}: {e}"));
+    let pulled_in = pull.elapsed();
+    assert_eq!(
+        image_id, archive.config_digest,
+        "the node pulled another image than the one built"
+    );
+
+    // RuntimeDefault, as the node's containerd generates it, and the
+    // pulled image's root filesystem.
+    let id = format!("nca-pod-{}", node.name());
+    let from_image = ImageContainer::create(&node, &pulled_as, &format!("{id}-image"));
+    let profile = from_image.runtime_default_profile();
+    let rootfs = from_image.rootfs();
+
     let work = "/var/lib/nca-image-pod";
-    let rootfs = format!("{work}/rootfs");
-    std::fs::create_dir_all(node.host_path(&rootfs)).unwrap();
-    for layer in &archive.layers {
-        unpack_layer(layer, &node.host_path(&rootfs));
-    }
+    std::fs::create_dir_all(node.host_path(work)).unwrap();
     let secret_dir = format!("{work}/secret");
     let secret = SecretVolume::new(node.host_path(&secret_dir));
-    let id = format!("node-cert-agent-{}", node.name());
     let oci_spec = runtime_spec(
         &node,
         &id,
         (&spec, &cm),
         (work, &secret_dir, &rootfs),
-        &archive.config,
+        (&archive.config, &profile),
+        None,
     );
-    let spec_path = format!("{work}/config.json");
-    std::fs::write(
-        node.host_path(&spec_path),
-        serde_json::to_vec_pretty(&oci_spec).unwrap(),
-    )
-    .unwrap();
+    let spec_path = write_spec(&node, work, &id, &oci_spec);
+    let started = Instant::now();
     let pod = PodContainer::start(&node, &id, &spec_path, &format!("{work}/pod.log"));
     let diag = || format!("--- pod log ---\n{}", render_tail(&pod.logs(), 30));
     wait_until(POD_TIMEOUT, "the pod's first pass", || {
         count_passes(&pod.logs()) >= 1
     });
+    let first_pass = started.elapsed();
     assert_eq!(pod.status(), "RUNNING", "{}", diag());
     let pid = pod.host_pid();
 
-    // uid 0, no capability at all, no new privileges.
+    // uid 0, no capability at all, no new privileges, and seccomp filters
+    // of its own: more than the node's own processes have (containerd's),
+    // so they come from the pod's profile.
     assert!(proc_status(pid, "Uid").starts_with("0\t0\t0\t0"), "uid");
     assert_eq!(
         proc_status(pid, "CapEff"),
@@ -586,12 +784,33 @@ fn the_daemonset_pod_runs_from_the_image_on_a_real_node() {
         "bounding caps"
     );
     assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(pid, "Seccomp"), "2", "seccomp filter mode");
+    let filters = |p: u32| -> u32 { proc_status(p, "Seccomp_filters").parse().unwrap() };
+    let node_filters = filters(node.main_pid("containerd"));
+    println!(
+        "[image] pulled {pulled_as} as {image_id}; RuntimeDefault: {} rules, default {}; \
+         seccomp filters: pod {}, node {node_filters}",
+        profile["syscalls"].as_array().map_or(0, Vec::len),
+        profile["defaultAction"],
+        filters(pid)
+    );
+    assert!(
+        filters(pid) > node_filters,
+        "the pod has {} seccomp filters, no more than the node's own processes ({node_filters}): \
+         the RuntimeDefault profile is not applied",
+        filters(pid)
+    );
 
     // The probes, on the pod's own network.
     assert!(pod_http_get(pid, "/healthz").contains(" 200"), "{}", diag());
     wait_until(POD_TIMEOUT, "/readyz to answer 200", || {
         pod_http_get(pid, "/readyz").contains(" 200")
     });
+    println!(
+        "[image] CRI pull {pulled_in:?}; from `ctr run` to the pod's first pass {first_pass:?}, \
+         to /readyz 200 {:?}",
+        started.elapsed()
+    );
 
     // The job: a CA published in the Secret reaches the node's bundle, with
     // one containerd restart, through the node's systemd over the mounted
@@ -619,14 +838,68 @@ fn the_daemonset_pod_runs_from_the_image_on_a_real_node() {
     before.assert_restarted_once(&node, "CA published to the image's pod");
     assert!(
         !pod.logs().iter().any(|e| e.error),
-        "the pod logged errors:\n{}",
+        "the pod logged errors (a system call refused by the profile shows up here):\n{}",
         diag()
     );
     assert_eq!(pod.host_pid(), pid, "the pod kept running");
 
-    // SIGTERM (what kubelet sends): the pod drains and exits.
+    // SIGTERM (what kubelet sends): the pod drains and exits 0 within the
+    // grace period, before kubelet would SIGKILL it.
+    let term = Instant::now();
     ctr(&node, &format!("task kill -s SIGTERM {id}"));
-    wait_until(POD_TIMEOUT, "the pod to exit on SIGTERM", || {
+    wait_until(grace, "the pod to exit on SIGTERM", || {
         pod.status() == "STOPPED"
     });
+    let stopped_in = term.elapsed();
+    assert!(stopped_in < grace, "stopped after {stopped_in:?}");
+    assert_eq!(pod.exit_status(), 0, "exit status on SIGTERM\n{}", diag());
+    println!("[image] the pod stopped {stopped_in:?} after SIGTERM");
+
+    // The same image and pod spec, with `uninstall` as its command: the
+    // agent's CA leaves the bundle, with one containerd restart; the
+    // provisioned CA (not the agent's) stays.
+    let config = agent_container(&spec)
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .skip_while(|a| a != "--config")
+        .nth(1)
+        .expect("the DaemonSet's args name its --config");
+    let before = ContainerdState::of(&node);
+    let uninstall_id = format!("{id}-uninstall");
+    let uninstall_spec = runtime_spec(
+        &node,
+        &uninstall_id,
+        (&spec, &cm),
+        (work, &secret_dir, &rootfs),
+        (&archive.config, &profile),
+        Some(&["uninstall".to_owned(), "--config".to_owned(), config]),
+    );
+    let uninstall_path = write_spec(&node, work, &uninstall_id, &uninstall_spec);
+    let uninstall = PodContainer::start(
+        &node,
+        &uninstall_id,
+        &uninstall_path,
+        &format!("{work}/uninstall.log"),
+    );
+    let uninstall_log =
+        || std::fs::read_to_string(node.host_path(&uninstall.log)).unwrap_or_default();
+    wait_until(Duration::from_secs(60), "`uninstall` to finish", || {
+        uninstall.status() == "STOPPED"
+    });
+    assert_eq!(
+        uninstall.exit_status(),
+        0,
+        "uninstall's exit status; its log:\n{}",
+        uninstall_log()
+    );
+    observe::assert_not_trusted(&node, &ca, "after `uninstall` from the image");
+    observe::assert_trusted(&node, &registry_ca, "the provisioned CA after `uninstall`");
+    before.assert_restarted_once(&node, "`uninstall` from the image");
+    assert!(
+        uninstall_log().contains(&fingerprint),
+        "uninstall does not name the CA it removed:\n{}",
+        uninstall_log()
+    );
 }

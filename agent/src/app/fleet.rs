@@ -128,16 +128,16 @@ async fn read_expected(
     args: &FleetArgs,
     ca_files: Vec<node_cert_agent::trust::plan::SourceInput>,
 ) -> anyhow::Result<Expected> {
-    let secret_ref = format!("{}/{}", args.secret_namespace, args.secret_name);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.secret_namespace);
-    let secret = secrets.get_opt(&args.secret_name).await.map_err(|e| {
+    let secret_ref = args.secret.to_string();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &args.secret.namespace);
+    let secret = secrets.get_opt(&args.secret.name).await.map_err(|e| {
         api_error(
             &e,
             target,
             &format!("reading Secret {secret_ref}"),
             &format!(
                 "get secret/{} -n {}",
-                args.secret_name, args.secret_namespace
+                args.secret.name, args.secret.namespace
             ),
         )
     })?;

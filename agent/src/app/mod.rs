@@ -8,11 +8,13 @@
 
 mod check;
 mod fleet;
+mod uninstall;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 pub use check::check;
@@ -29,12 +31,14 @@ use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
 use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
 use node_cert_agent::status::{self, StatusSources};
+use node_cert_agent::trust;
+use node_cert_agent::trust::api_secret::SecretCache;
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::trust::store::{layout_for, TrustStore};
 use node_cert_agent::x509::time::{now_unix, rfc3339};
 
-use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs};
+use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs, UninstallArgs};
 
 /// The node as this process sees it, looked at once.
 struct NodeView {
@@ -121,6 +125,9 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// How long `run --once` waits for the Secret's first list.
+const ONCE_SYNC_WAIT: Duration = Duration::from_secs(30);
+
 /// `node-cert-agent run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config_file, flags, log_target) = args.into_flags();
@@ -148,7 +155,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let Some(reconciler) = reconciler else {
             anyhow::bail!("--once reconciles the CA trust, but no CA source is configured; use `renew` for kubelet certificates");
         };
-        let outcome = runtime.block_on(reconciler.reconcile())?;
+        let outcome = runtime.block_on(async {
+            // The Secret through the API: one list (as the daemon's watch
+            // would start with), then the pass.
+            let _watch = reconciler.settings().api_secret.clone().map(|cache| {
+                daemon::secret_watch::start(cache, settings.trust.ca_secret_kubeconfig.clone())
+            });
+            if let Some(cache) = &reconciler.settings().api_secret {
+                daemon::secret_watch::first_sync(cache, ONCE_SYNC_WAIT).await;
+            }
+            daemon::reconcile_once(&reconciler).await
+        })?;
         daemon::log_outcome(&outcome);
         return Ok(if outcome.has_input_errors() {
             ExitCode::FAILURE
@@ -192,6 +209,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         obs.metrics.set_event_sink(sink);
     }
+    // One watch of the Secret through the API, for the daemon's lifetime.
+    let _secret_watch = reconciler
+        .as_ref()
+        .and_then(|r| r.settings().api_secret.clone())
+        .map(|cache| {
+            let _enter = runtime.enter();
+            daemon::secret_watch::start(cache, settings.trust.ca_secret_kubeconfig.clone())
+        });
     runtime.block_on(daemon::run(
         reconciler,
         kubelet,
@@ -208,14 +233,28 @@ fn trust_job(
     settings: &Settings,
     layout: &TrustStoreLayout,
 ) -> anyhow::Result<Option<Reconciler<DbusSystemd>>> {
-    if settings.trust.sources.is_empty() {
+    if settings.trust.sources.is_empty() && settings.trust.ca_secret.is_none() {
         return Ok(None);
     }
+    let window = settings.trust.restart_spread;
+    let restart_delay = match node.identity.name.as_deref() {
+        Some(name) => trust::reconcile::spread_offset(name, window),
+        None if window.is_zero() => Duration::ZERO,
+        None => anyhow::bail!(
+            "restart-spread-seconds needs the node's name: set NODE_NAME or --node-name"
+        ),
+    };
     let reconciler = Reconciler::new(
         TrustStore::new(node.host.clone(), layout.clone()),
         DbusSystemd::new(node.bus.clone()),
         CaSettings {
             sources: settings.trust.sources.clone(),
+            api_secret: settings
+                .trust
+                .ca_secret
+                .clone()
+                .map(|s| Arc::new(SecretCache::new(s))),
+            restart_delay,
             restart_units: settings.trust.restart_units.clone(),
             max_certificates: settings.trust.max_certificates,
             state_path: node.state_dir.join(STATE_FILE),
@@ -258,22 +297,60 @@ pub fn renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The config file of a command that reports on (or cleans up) a node:
+/// `--config` if given, else the node's own host-mode config under
+/// `host_root`, if it has one (then its paths are node paths: the second
+/// value says so).
+fn node_config_file(
+    config: Option<&Path>,
+    host_root: Option<&Path>,
+) -> anyhow::Result<(FileConfig, bool)> {
+    if let Some(path) = config {
+        return Ok((config::load_file(path)?, false));
+    }
+    let probe_root = HostRoot::new(host_root.unwrap_or(Path::new("/")))?;
+    let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
+    Ok(if path.is_file() {
+        (config::load_file(&path)?, true)
+    } else {
+        (FileConfig::default(), false)
+    })
+}
+
+/// `node-cert-agent uninstall`.
+pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let (file, _) = node_config_file(args.config.as_deref(), args.host_root.as_deref())?;
+    let settings = config::resolve_for_status(
+        file,
+        Flags {
+            host_root: args.host_root,
+            state_dir: args.state_dir,
+            restart_unit: args.restart_unit,
+            ..Flags::default()
+        },
+    )?;
+    logging::init(settings.ops.log_format, args.log_target)?;
+    let node = NodeView::of(&settings)?;
+    let layout = layout_for(&node.host, &settings.trust.trust_store)?;
+    let anchors_dir = layout.anchors_dir.clone();
+    let runtime = current_thread_runtime()?;
+    let removal = runtime.block_on(uninstall::remove_agent_trust(
+        TrustStore::new(node.host.clone(), layout),
+        DbusSystemd::new(node.bus.clone()),
+        settings.trust.restart_units.clone(),
+        &node.state_dir,
+    ))?;
+    daemon::log_outcome(&removal.outcome);
+    print!(
+        "{}",
+        uninstall::summary(&removal, &anchors_dir, &settings.state_dir)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `node-cert-agent status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    // Without --config, the node's own host-mode config, if it has one: its
-    // paths are node paths.
-    let probe_root = HostRoot::new(args.host_root.as_deref().unwrap_or(Path::new("/")))?;
-    let (file, node_config) = match &args.config {
-        Some(path) => (config::load_file(path)?, false),
-        None => {
-            let path = probe_root.resolve(Path::new(config::HOST_CONFIG_FILE))?;
-            if path.is_file() {
-                (config::load_file(&path)?, true)
-            } else {
-                (FileConfig::default(), false)
-            }
-        }
-    };
+    let (file, node_config) = node_config_file(args.config.as_deref(), args.host_root.as_deref())?;
     let settings = config::resolve_for_status(
         file,
         Flags {
@@ -310,10 +387,11 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// How `main` prints an error chain.
+/// How `main` prints an error chain: one line, escaped (it may name a
+/// path or key from the input).
 pub fn report_error(e: &anyhow::Error) {
     eprintln!(
         "node-cert-agent: error: {}",
-        node_cert_agent::errors::error_chain(e.as_ref())
+        node_cert_agent::text::escape(&node_cert_agent::errors::error_chain(e.as_ref()))
     );
 }

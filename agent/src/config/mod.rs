@@ -18,8 +18,9 @@ pub use kubelet::{KeyType, KubeletConfig, KubeletMode, KubeletSettings, ServingC
 pub use ops::{parse_metrics_address, LogFormat, LogTarget, DEFAULT_METRICS_ADDRESS, METRICS_OFF};
 use serde::Deserialize;
 pub use trust::{
-    SourceSpec, TrustSettings, TrustStoreOverride, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CERTIFICATES,
-    DEFAULT_RESTART_UNIT,
+    SecretRef, SourceSpec, TrustSettings, TrustStoreOverride, DEFAULT_CA_SECRET_NAME,
+    DEFAULT_CA_SECRET_NAMESPACE, DEFAULT_DEBOUNCE_MS, DEFAULT_MAX_CERTIFICATES,
+    DEFAULT_RESTART_UNIT, MAX_RESTART_SPREAD_SECONDS,
 };
 
 /// Where the node's root is when the agent runs on the node itself.
@@ -38,6 +39,9 @@ pub struct FileConfig {
     pub host_root: Option<PathBuf>,
     pub ca_dir: Option<Vec<PathBuf>>,
     pub ca_file: Option<Vec<PathBuf>>,
+    pub ca_secret: Option<SecretRef>,
+    pub ca_secret_kubeconfig: Option<PathBuf>,
+    pub restart_spread_seconds: Option<u64>,
     pub restart_unit: Option<Vec<String>>,
     pub once: Option<bool>,
     pub state_dir: Option<PathBuf>,
@@ -55,6 +59,10 @@ pub struct Flags {
     pub host_root: Option<PathBuf>,
     pub ca_dir: Vec<PathBuf>,
     pub ca_file: Vec<PathBuf>,
+    /// `--ca-secret NAMESPACE/NAME`, parsed.
+    pub ca_secret: Option<SecretRef>,
+    pub ca_secret_kubeconfig: Option<PathBuf>,
+    pub restart_spread_seconds: Option<u64>,
     pub restart_unit: Vec<String>,
     pub once: bool,
     pub state_dir: Option<PathBuf>,
@@ -104,7 +112,7 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("no CA source configured: give --ca-dir (a mounted Secret) or --ca-file (a provisioning file), or `ca-dir`/`ca-file` in the config file (or --kubelet on for a kubelet-only agent)")]
+    #[error("no CA source configured: give --ca-secret NAMESPACE/NAME (the Secret through the API), --ca-dir (a mounted Secret) or --ca-file (a provisioning file), or `ca-secret`/`ca-dir`/`ca-file` in the config file (or --kubelet on for a kubelet-only agent)")]
     NoSources,
 }
 
@@ -188,6 +196,14 @@ fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
                     .unwrap_or(DEFAULT_DEBOUNCE_MS),
             ),
             trust_store: file.trust_store.unwrap_or_default(),
+            ca_secret: flags.ca_secret.or(file.ca_secret),
+            ca_secret_kubeconfig: flags.ca_secret_kubeconfig.or(file.ca_secret_kubeconfig),
+            restart_spread: Duration::from_secs(
+                flags
+                    .restart_spread_seconds
+                    .or(file.restart_spread_seconds)
+                    .unwrap_or(0),
+            ),
         },
         kubelet: KubeletSettings::from_file(kubelet_file.clone(), kubelet_mode, node_name),
         ops: OpsSettings {
@@ -236,7 +252,11 @@ fn validate_kubelet_file(k: &KubeletConfig) -> Result<(), ConfigError> {
 
 fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
     // A kubelet-only agent needs no CA source.
-    if require_sources && s.trust.sources.is_empty() && s.kubelet.mode != KubeletMode::On {
+    if require_sources
+        && s.trust.sources.is_empty()
+        && s.trust.ca_secret.is_none()
+        && s.kubelet.mode != KubeletMode::On
+    {
         return Err(ConfigError::NoSources);
     }
     for unit in &s.trust.restart_units {
@@ -247,6 +267,20 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
                 reason: "not a service unit name; give a name such as containerd.service".into(),
             });
         }
+    }
+    if let Some(r) = &s.trust.ca_secret {
+        r.check().map_err(|reason| ConfigError::Invalid {
+            key: "ca-secret",
+            value: r.to_string(),
+            reason,
+        })?;
+    }
+    if s.trust.restart_spread.as_secs() > MAX_RESTART_SPREAD_SECONDS {
+        return Err(ConfigError::Invalid {
+            key: "restart-spread-seconds",
+            value: s.trust.restart_spread.as_secs().to_string(),
+            reason: format!("must be at most {MAX_RESTART_SPREAD_SECONDS} (an hour)"),
+        });
     }
     if s.trust.max_certificates == 0 {
         return Err(ConfigError::Invalid {

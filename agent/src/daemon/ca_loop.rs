@@ -1,6 +1,8 @@
 //! The CA trust loop: a pass when the inputs change (inotify, debounced so
 //! a burst gives one pass), retries of a failed pass with capped backoff,
-//! and on a stop signal the pass in flight finished under a timeout.
+//! one more pass when a deferred restart is due (the pass says when: one
+//! timer, no polling), and on a stop signal the pass in flight finished
+//! under a timeout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
-use crate::trust::reconcile::{Outcome, Reconciler};
-use crate::x509::time::now_unix;
+use crate::trust::api_secret::SecretCache;
+use crate::trust::reconcile::{Outcome, ReconcileError, Reconciler};
+use crate::x509::time::{now_unix, now_us, rfc3339_us};
 
 /// A burst never delays a pass by more than this many debounce windows.
 const MAX_DEBOUNCE_WINDOWS: u32 = 10;
@@ -27,6 +30,9 @@ const MAX_DEBOUNCE_WINDOWS: u32 = 10;
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 
 const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long the first pass waits for the Secret's first list.
+pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs until a stop request arrives on `stop` (a signal's name, for the log).
 pub async fn run_until<S: Systemd>(
@@ -60,6 +66,16 @@ pub async fn run_until<S: Systemd>(
     let mut watched = std::collections::BTreeSet::new();
     ensure_watches(&mut watcher, &dirs, &mut watched);
 
+    // The Secret through the API: its watch wakes the loop like a file
+    // event, and the first pass waits (briefly) for its first list, so a
+    // start does not report a source that is merely not listed yet.
+    let api_secret = reconciler.settings().api_secret.clone();
+    if let Some(cache) = &api_secret {
+        super::secret_watch::first_sync(cache, FIRST_SYNC_WAIT).await;
+    }
+    let api_changed = api_change(api_secret.clone());
+    tokio::pin!(api_changed);
+
     let mut next_pass: Option<Instant> = Some(Instant::now());
     let mut burst_started: Option<Instant> = None;
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX, 0.0);
@@ -71,6 +87,13 @@ pub async fn run_until<S: Systemd>(
             // A stop request wins over starting a new pass.
             biased;
             why = stop.recv() => { info!("{}: stopping", why.unwrap_or("stop channel closed")); return Ok(()); }
+            () = &mut api_changed => {
+                api_changed.set(api_change(api_secret.clone()));
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
+                next_pass = Some((now + debounce).min(latest));
+            }
             ev = rx.recv() => {
                 if ev.is_none() {
                     return Err(DaemonError::WatcherStopped);
@@ -96,10 +119,14 @@ pub async fn run_until<S: Systemd>(
                         log_outcome(&outcome);
                         metrics.record_ca_pass(&outcome, now_unix());
                         backoff.reset();
+                        // A deferred restart: one more pass when it is due.
+                        if let Some(at) = outcome.wake_at_us {
+                            next_pass = Some(Instant::now() + until_us(at));
+                        }
                     }
                     Err(e) => {
                         metrics.record_ca_error(&e, now_unix());
-                        let wait = backoff.next_delay(None);
+                        let wait = retry_delay(&e, &mut backoff);
                         error!(retry_in_s = wait.as_secs(), "reconcile failed: {}", error_chain(&e));
                         next_pass = Some(Instant::now() + wait);
                     }
@@ -107,6 +134,59 @@ pub async fn run_until<S: Systemd>(
                 ensure_watches(&mut watcher, &dirs, &mut watched);
             }
         }
+    }
+}
+
+/// Resolves when the API Secret's view or state changes (never without one).
+async fn api_change(cache: Option<Arc<SecretCache>>) {
+    match cache {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long until `at` (microseconds since the epoch); zero if past.
+fn until_us(at: u64) -> Duration {
+    Duration::from_micros(at.saturating_sub(now_us()))
+}
+
+/// When to try a failed pass again: when the error says (a unit waiting for
+/// its start limit's window), else the backoff's next delay.
+fn retry_delay(e: &ReconcileError, backoff: &mut Backoff) -> Duration {
+    match e.retry_at_us() {
+        Some(at) => until_us(at),
+        None => backoff.next_delay(None),
+    }
+}
+
+/// Most a `--once` run waits for a deferred restart or a unit's recovery
+/// (systemd's default window is 10 s), so that it exits with the restart
+/// done rather than pending.
+pub const ONCE_MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// `run --once`: one pass, plus, when a restart had to wait for the unit's
+/// start limit, the pass that does it (up to [`ONCE_MAX_WAIT`] in all).
+pub async fn reconcile_once<S: Systemd>(
+    reconciler: &Reconciler<S>,
+) -> Result<Outcome, ReconcileError> {
+    let deadline = Instant::now() + ONCE_MAX_WAIT;
+    loop {
+        let result = reconciler.reconcile().await;
+        let wake = match &result {
+            Ok(o) => o.wake_at_us,
+            Err(e) => e.retry_at_us(),
+        };
+        let Some(at) = wake else { return result };
+        let wait = until_us(at);
+        if Instant::now() + wait > deadline {
+            return result;
+        }
+        match &result {
+            Ok(o) => log_outcome(o),
+            Err(e) => error!("reconcile failed: {}", error_chain(e)),
+        }
+        info!(until = %rfc3339_us(at), "waiting for the unit's start limit before the restart");
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -140,20 +220,34 @@ async fn drain<
 
 pub fn log_outcome(o: &Outcome) {
     if o.installed.is_empty() && o.removed.is_empty() && !o.refreshed && o.restarted.is_empty() {
+        // A deferral or a stopped unit was logged where it was decided.
         info!(input_errors = o.has_input_errors(), "reconciled: no change");
         return;
     }
-    info!(
-        installed = o.installed.len(),
-        removed = o.removed.len(),
-        refreshed = o.refreshed,
-        restarted = %o.restarted.join(","),
-        agent_ms = o.agent_time.as_millis() as u64,
-        refresh_ms = o.refresh_time.as_millis() as u64,
-        restart_ms = o.restart_time.as_millis() as u64,
-        input_errors = o.has_input_errors(),
-        "reconciled: trust set changed"
-    );
+    let deferred: Vec<&str> = o.deferred.iter().map(|d| d.unit.as_str()).collect();
+    macro_rules! changed {
+        ($($extra:tt)*) => {
+            info!(
+                installed = o.installed.len(),
+                removed = o.removed.len(),
+                refreshed = o.refreshed,
+                restarted = %o.restarted.join(","),
+                $($extra)*
+                agent_ms = o.agent_time.as_millis() as u64,
+                refresh_ms = o.refresh_time.as_millis() as u64,
+                restart_ms = o.restart_time.as_millis() as u64,
+                input_errors = o.has_input_errors(),
+                "reconciled: trust set changed"
+            )
+        };
+    }
+    match o.wake_at_us {
+        Some(at) => changed!(
+            restart_deferred = %deferred.join(","),
+            restart_at = %rfc3339_us(at),
+        ),
+        None => changed!(),
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +282,8 @@ mod tests {
             fake,
             CaSettings {
                 sources: vec![SourceSpec::SecretDir(secret.into())],
+                api_secret: None,
+                restart_delay: std::time::Duration::ZERO,
                 restart_units: vec!["containerd.service".into()],
                 max_certificates: 10,
                 state_path: state_path.clone(),
@@ -233,6 +329,48 @@ mod tests {
         .count();
         assert_eq!(anchors, 5);
 
+        stop_tx.send("test").await.unwrap();
+        daemon.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_restart_deferred_by_the_start_limit_wakes_the_loop_when_it_is_due() {
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir().unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        // One agent start per second (burst 2, one left to others).
+        fake.with_unit("containerd.service", |u| {
+            u.start_limit = crate::node::systemd::StartLimit {
+                burst: 2,
+                interval_us: 1_000_000,
+            }
+        });
+        let (reconciler, state_path) = debian_reconciler(root.path(), secret.path(), fake.clone());
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(run_until(
+            reconciler,
+            Duration::from_millis(20),
+            stop_rx,
+            test_metrics(),
+        ));
+        wait_for("the first pass", || state_path.exists()).await;
+        for i in 0..3 {
+            let pem = testpki::pem(&testpki::good_ca(&format!("Paced {i}")).cert);
+            fs::write(secret.path().join(format!("ca{i}.crt")), pem).unwrap();
+            wait_for("a refresh", || fake.commands().len() > i).await;
+        }
+        assert_eq!(fake.restarts().len(), 1, "the later changes wait");
+        // Nothing changes any more: only the deferred restart's timer wakes it.
+        wait_for("the deferred restart", || fake.restarts().len() == 2).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            fake.restarts().len(),
+            2,
+            "one restart for the two later changes"
+        );
+        assert_eq!(fake.unit("containerd.service").active_state, "active");
+        let st = crate::trust::state::load(&state_path).unwrap();
+        assert_eq!(st.pending, crate::trust::state::Pending::Nothing);
         stop_tx.send("test").await.unwrap();
         daemon.await.unwrap().unwrap();
     }

@@ -11,6 +11,7 @@
 
 mod ca_loop;
 mod kubelet_loop;
+pub mod secret_watch;
 mod signals;
 mod watch;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ca_loop::{log_outcome, run_until};
+pub use ca_loop::{log_outcome, reconcile_once, run_until, ONCE_MAX_WAIT};
 pub use kubelet_loop::run_kubelet_until;
 use tracing::warn;
 

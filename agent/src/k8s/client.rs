@@ -138,3 +138,38 @@ pub fn build_client(kc: &ResolvedKubeconfig) -> Result<kube::Client, ClientError
     }
     kube::Client::try_from(config).map_err(|e| client_err(e.to_string()))
 }
+
+/// A client for an identity other than the node's: the kubeconfig at
+/// `kubeconfig` (a path as this process sees it; kube-rs re-reads a
+/// `tokenFile` as it rotates), or without one the pod's ServiceAccount
+/// (in-cluster: `KUBERNETES_SERVICE_HOST`/`_PORT` and the projected token,
+/// which kubelet rotates and kube-rs re-reads).
+pub async fn service_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<kube::Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let err = |reason: String| ClientError::Build {
+                server: format!("kubeconfig {}", path.display()),
+                reason,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(e.to_string()))?
+        }
+        None => kube::Config::incluster().map_err(|e| ClientError::Build {
+            server: "the in-cluster API server".into(),
+            reason: format!(
+                "{e}; outside a pod (host mode) set ca-secret-kubeconfig to a kubeconfig of an identity that may read the Secret"
+            ),
+        })?,
+    };
+    let mut config = config;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    let server = config.cluster_url.to_string();
+    kube::Client::try_from(config).map_err(|e| ClientError::Build {
+        server,
+        reason: e.to_string(),
+    })
+}

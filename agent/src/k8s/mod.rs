@@ -1,7 +1,7 @@
 //! The Kubernetes API boundary: kubeconfig files ([`kubeconfig`]), the
-//! clients built from them ([`client`]), and what a failed call means
-//! ([`failure`]). Every job that talks to an API server gets its client
-//! here.
+//! clients built from them ([`client`]), what a failed call means
+//! ([`failure`]) and how a watched view stands ([`source`]). Every job
+//! that talks to an API server gets its client here.
 //!
 //! Boundary: a leaf beside `node` (files are read through its `HostRoot`).
 //! It knows how to reach an API server, never what a job asks of it.
@@ -9,3 +9,4 @@
 pub mod client;
 pub mod failure;
 pub mod kubeconfig;
+pub mod source;

@@ -16,11 +16,7 @@ pub const FRACTION_MAX: f64 = 0.80;
 
 /// The node's renewal fraction in [0.70, 0.80), from SHA-256 of its name.
 pub fn renewal_fraction(node_name: &str) -> f64 {
-    let digest = openssl::sha::sha256(node_name.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    // 53 bits give an exactly representable, uniform value in [0, 1).
-    let unit = (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+    let unit = crate::retry::stable_fraction(node_name);
     FRACTION_MIN + (FRACTION_MAX - FRACTION_MIN) * unit
 }
 

@@ -277,25 +277,7 @@ impl RenewRevocation {
 }
 
 /// How the agent's view of the RenewRevocations stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum SourceState {
-    /// Not watched yet: the node has no usable client certificate.
-    #[default]
-    NoIdentity,
-    /// Watched; the first list has not completed.
-    Syncing,
-    /// The view is the server's.
-    Synced,
-    /// The last list or watch failed; the view is the last good one (or
-    /// empty). `forbidden`: a 401/403, which only RBAC or credentials fix.
-    Failing { message: String, forbidden: bool },
-}
-
-impl SourceState {
-    pub fn is_failing(&self) -> bool {
-        matches!(self, Self::Failing { .. })
-    }
-}
+pub use crate::k8s::source::SourceState;
 
 /// What the agent knows of the RenewRevocations of its namespace: kept
 /// current by [`watch`], read by every kubelet pass (no pass lists them).

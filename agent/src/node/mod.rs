@@ -1,14 +1,17 @@
 //! The host boundary: everything the agent touches on the node itself.
 //! Paths go through [`hostroot::HostRoot`], which maps node paths to this
 //! process's paths (the node's root is `/host` in a pod) and refuses any
-//! path that escapes it; writes are atomic ([`fsutil`]); systemd is reached
-//! only through the [`systemd::Systemd`] trait; locks, `/proc` facts, the
-//! distro's identity and the node's name live here too.
+//! path that escapes it; writes are atomic ([`fsutil`]); directories that
+//! others write are read by descriptor, one name at a time, never through
+//! a link ([`dirfd`]); systemd is reached only through the
+//! [`systemd::Systemd`] trait; locks, `/proc` facts, the distro's identity
+//! and the node's name live here too.
 //!
 //! Boundary: a leaf. It knows how to reach the node, never what the agent
 //! wants from it (no CA, kubelet or operator logic), and imports nothing of
 //! the agent but `config` types.
 
+pub mod dirfd;
 pub mod distro;
 pub mod fsutil;
 pub mod hostroot;

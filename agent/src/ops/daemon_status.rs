@@ -96,6 +96,10 @@ pub struct DaemonStatus {
     /// (absent without the kubelet job).
     #[serde(default)]
     pub revocation_source: Option<SourceReport>,
+    /// How the CA Secret read through the API stands (absent without
+    /// `ca-secret`).
+    #[serde(default)]
+    pub ca_secret_source: Option<SourceReport>,
 }
 
 /// How an input the agent watches through the API stands.

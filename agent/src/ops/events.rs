@@ -11,6 +11,10 @@
 //! (during a bootstrap, or with an expired certificate) wait, in a bounded
 //! queue, and are posted once it has one. Messages are cut to the API's
 //! limit.
+//!
+//! Messages go through [`crate::text::escape`]: `kubectl describe node`
+//! prints them to a terminal, and a subject or key in them is input others
+//! control.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+use crate::text::escape;
 
 /// Events waiting to be posted; beyond this they are dropped.
 const QUEUE: usize = 64;
@@ -51,18 +57,22 @@ pub struct NodeEvent {
 
 impl NodeEvent {
     pub fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Normal,
-            reason,
-            message: message.into(),
-        }
+        Self::new(Severity::Normal, reason, message.into())
     }
 
     pub fn warning(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, reason, message.into())
+    }
+
+    fn new(severity: Severity, reason: &'static str, message: String) -> Self {
+        let message = match escape(&message) {
+            std::borrow::Cow::Owned(escaped) => escaped,
+            std::borrow::Cow::Borrowed(_) => message,
+        };
         Self {
-            severity: Severity::Warning,
+            severity,
             reason,
-            message: message.into(),
+            message,
         }
     }
 }
@@ -235,6 +245,18 @@ mod tests {
         assert_eq!(e.type_.as_deref(), Some("Warning"));
         assert_eq!(e.source.unwrap().component.as_deref(), Some(COMPONENT));
         assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_message_with_control_characters_is_escaped_visibly() {
+        let e = NodeEvent::normal(
+            "CATrustChanged",
+            "installed \"CN=a\nKubelet started\r\x1b[2K\u{202e}\"",
+        );
+        assert_eq!(
+            e.message,
+            "installed \"CN=a\\nKubelet started\\r\\x1b[2K\\u{202e}\""
+        );
     }
 
     #[test]

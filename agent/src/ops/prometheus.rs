@@ -9,6 +9,11 @@
 //! computed on each scrape from the inventory `status` lists
 //! ([`crate::ops::inventory::gather_certificates`]).
 //!
+//! Every label value goes through [`crate::text::escape`] first (a key
+//! name, a unit, a subject's fields, a path), so a control character or a
+//! bidi mark reaches no dashboard raw; prometheus-client then escapes the
+//! backslash, the quote and the newline of the text format.
+//!
 //! Boundary: counts what it is told. What a pass or a failure means for a
 //! counter is the recorder's ([`crate::ops::recorder`]); reading the node's
 //! certificates is the inventory's; serving the text is the listener's
@@ -27,6 +32,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::ops::inventory::{CertInventory, CertSummary, Embedded, NodeCertRead};
+use crate::text::escape;
 
 /// Prometheus' text exposition format, version 0.0.4: what scrapers have
 /// always been served here (no OpenMetrics `# EOF`, counters typed by their
@@ -62,6 +68,12 @@ struct KeyLabel {
     key: String,
 }
 
+/// A CA source read through the API (`secret/<namespace>/<name>`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
 const SUCCESS: ResultLabel = ResultLabel { result: "success" };
 const FAILURE: ResultLabel = ResultLabel { result: "failure" };
 
@@ -74,6 +86,7 @@ pub struct AgentMetrics {
     unit_restarts: Family<RestartLabels, Counter>,
     kubelet_renewals: Family<ResultLabel, Counter>,
     input_errors: Family<KeyLabel, Gauge>,
+    source_synced: Family<SourceLabel, Gauge>,
     last_reconcile: Gauge,
     ready: Gauge,
 }
@@ -87,6 +100,7 @@ impl AgentMetrics {
             unit_restarts: Family::default(),
             kubelet_renewals: Family::default(),
             input_errors: Family::default(),
+            source_synced: Family::default(),
             last_reconcile: Gauge::default(),
             ready: Gauge::default(),
         };
@@ -131,6 +145,11 @@ impl AgentMetrics {
             self.input_errors.clone(),
         );
         r.register(
+            "node_cert_agent_source_synced",
+            "1 when the CA source read through the API (the Secret) is synced with the API server, 0 when it is not (the CAs last installed from it stay)",
+            self.source_synced.clone(),
+        );
+        r.register(
             "node_cert_agent_last_reconcile_timestamp_seconds",
             "Unix time of the last CA pass that completed (0 before the first)",
             self.last_reconcile.clone(),
@@ -152,8 +171,8 @@ impl AgentMetrics {
     pub fn unit_restarted(&self, unit: &str, result: &str) {
         self.unit_restarts
             .get_or_create(&RestartLabels {
-                unit: unit.to_string(),
-                result: result.to_string(),
+                unit: escape(unit).into_owned(),
+                result: escape(result).into_owned(),
             })
             .inc();
     }
@@ -172,9 +191,17 @@ impl AgentMetrics {
     pub fn set_input_errors(&self, key: &str, errors: u64) {
         self.input_errors
             .get_or_create(&KeyLabel {
-                key: key.to_string(),
+                key: escape(key).into_owned(),
             })
             .set(i64::try_from(errors).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_source_synced(&self, source: &str, synced: bool) {
+        self.source_synced
+            .get_or_create(&SourceLabel {
+                source: escape(source).into_owned(),
+            })
+            .set(i64::from(synced));
     }
 
     pub fn set_last_reconcile(&self, unix_seconds: i64) {
@@ -235,11 +262,17 @@ fn cert_labels(path: &Path, cert: &CertSummary, embedded: Option<&Embedded>) -> 
         labels.push(("embedded_kind".to_string(), e.kind.to_string()));
         labels.push(("embedded_key".to_string(), e.name.clone()));
     }
+    for (_, v) in &mut labels {
+        if let std::borrow::Cow::Owned(escaped) = escape(v) {
+            *v = escaped;
+        }
+    }
     labels
 }
 
-/// One certificate's labels, in the exporter's order. prometheus-client
-/// escapes their values (backslash, double quote, newline).
+/// One certificate's labels, in the exporter's order, escaped by
+/// [`crate::text`]; prometheus-client escapes the text format's backslash,
+/// double quote and newline.
 type CertLabels = Vec<(String, String)>;
 
 /// A certificate gauge's value for a certificate at a time.
@@ -435,6 +468,8 @@ mod tests {
 
     #[test]
     fn label_values_with_newlines_backslashes_and_quotes_stay_on_their_line() {
+        // The newline is escaped visibly first (crate::text), then the
+        // text format escapes that backslash like any other.
         let inv = CertInventory {
             anchors: Ok(BTreeMap::new()),
             node_certs: vec![node_cert(
@@ -446,7 +481,7 @@ mod tests {
         encode_certificates(&mut out, inv, 1_500).unwrap();
         assert!(
             out.contains(
-                "x509_cert_not_after{filename=\"a\\\\b\\n\\\"c\\\".crt\",filepath=\"/etc/kubernetes/pki/a\\\\b\\n\\\"c\\\".crt\","
+                "x509_cert_not_after{filename=\"a\\\\b\\\\n\\\"c\\\".crt\",filepath=\"/etc/kubernetes/pki/a\\\\b\\\\n\\\"c\\\".crt\","
             ),
             "{out}"
         );
@@ -456,6 +491,24 @@ mod tests {
                 "a label value broke a line: {line:?} in\n{out}"
             );
         }
+    }
+
+    #[test]
+    fn carriage_returns_escapes_and_bidi_marks_in_labels_are_escaped_visibly() {
+        let m = AgentMetrics::new("t");
+        m.set_input_errors("ca\r\x1b[2K\u{202e}.crt", 1);
+        m.unit_restarted("x\x1b.service", "done");
+        let mut out = String::new();
+        m.encode(&mut out).unwrap();
+        assert!(
+            out.contains(r#"node_cert_agent_input_errors{key="ca\\r\\x1b[2K\\u{202e}.crt"} 1"#),
+            "{out}"
+        );
+        assert!(out.contains(r#"unit="x\\x1b.service""#), "{out}");
+        assert!(
+            !out.contains('\r') && !out.contains('\x1b') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -22,15 +22,16 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use tokio::sync::Notify;
 
 use crate::errors::error_chain;
+use crate::k8s::source::SourceState;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
-use crate::kubelet::revocation::SourceState;
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{AgentMode, DaemonStatus, SourceReport, SCHEMA_VERSION};
 use crate::ops::events::{EventSink, NodeEvent};
 use crate::ops::prometheus::AgentMetrics;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::x509::cert::CertInfo;
+use crate::x509::time::rfc3339_us;
 
 /// What the daemon did and how it stands; see the module comment.
 #[derive(Debug)]
@@ -61,6 +62,7 @@ struct Inner {
     next_renewal: Option<i64>,
     revocation_matches: Vec<String>,
     revocation_source: Option<SourceReport>,
+    ca_secret_source: Option<SourceReport>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -73,10 +75,16 @@ pub struct RecorderOptions {
     pub metrics_address: Option<SocketAddr>,
 }
 
-/// systemd's job result for a restart whose D-Bus call itself failed.
+/// The `result` of a restart whose D-Bus call itself failed.
 const CALL_FAILED: &str = "error";
-/// systemd's job result for a restart that worked.
+/// The `result` of a restart that worked: systemd's job result `done`, and
+/// (for the trust job) the unit active again.
 const JOB_DONE: &str = "done";
+/// The `result` of a restart after which the unit failed at its start limit.
+const START_LIMIT_HIT: &str = "start-limit-hit";
+/// The `result` of a restart whose job ended `done` but left the unit not
+/// active.
+const NOT_ACTIVE: &str = "not-active";
 
 impl Recorder {
     pub fn new(o: RecorderOptions) -> Self {
@@ -125,6 +133,15 @@ impl Recorder {
             return Some("the first pass has not completed".into());
         }
         let i = self.inner();
+        if let Some(r) = i.ca_secret_source.as_ref().filter(|r| r.state != "synced") {
+            return Some(format!(
+                "the CA Secret is not synced ({}): {}",
+                r.state,
+                r.error
+                    .as_deref()
+                    .unwrap_or("its first list has not completed")
+            ));
+        }
         match &i.revocation_source {
             Some(r) if r.is_failing() => Some(format!(
                 "RenewRevocations cannot be read: {}",
@@ -168,13 +185,37 @@ impl Recorder {
             self.emit(NodeEvent::normal("CATrustChanged", msg));
         }
         for unit in &o.restarted {
+            let message = if o.recovered.contains(unit) {
+                format!("started {unit} again after it hit its start limit; it is active and reads the new root CAs")
+            } else {
+                format!("restarted {unit}; it is active again and reads the new root CAs")
+            };
+            self.emit(NodeEvent::normal("UnitRestarted", message));
+        }
+        for d in &o.deferred {
             self.emit(NodeEvent::normal(
-                "UnitRestarted",
-                format!("restarted {unit} (if it was running) so it reloads its root CAs"),
+                "UnitRestartDeferred",
+                format!(
+                    "restart of {} deferred to {} to stay within its start limit ({}); every change until then shares it",
+                    d.unit,
+                    rfc3339_us(d.at_us),
+                    d.limit
+                ),
+            ));
+        }
+        for unit in &o.not_running {
+            self.emit(NodeEvent::normal(
+                "UnitNotRestarted",
+                format!("{unit} is not running, so it was not restarted; it reads the new root CAs when it starts"),
             ));
         }
         if o.refreshed {
             self.metrics.trust_store_refreshed(true);
+        }
+        if let Some((name, state)) = &o.api_source {
+            self.metrics
+                .set_source_synced(name, *state == SourceState::Synced);
+            self.inner().ca_secret_source = Some(source_report(state));
         }
         for unit in &o.restarted {
             self.metrics.unit_restarted(unit, JOB_DONE);
@@ -214,7 +255,18 @@ impl Recorder {
             ReconcileError::RestartFailed { unit, result } => {
                 self.metrics.unit_restarted(unit, result);
             }
-            ReconcileError::State(_) | ReconcileError::Trust(_) => {}
+            ReconcileError::StartLimitHit { unit, .. } => {
+                self.metrics.unit_restarted(unit, START_LIMIT_HIT);
+            }
+            ReconcileError::NotActiveAfterRestart { unit, .. } => {
+                self.metrics.unit_restarted(unit, NOT_ACTIVE);
+            }
+            // No restart was asked for.
+            ReconcileError::UnitFailed { .. }
+            | ReconcileError::AwaitingRecovery { .. }
+            | ReconcileError::History(_)
+            | ReconcileError::State(_)
+            | ReconcileError::Trust(_) => {}
         }
         {
             let mut i = self.inner();
@@ -341,6 +393,7 @@ impl Recorder {
             metrics_address: self.metrics_address.map(|a| a.to_string()),
             revocation_matches: i.revocation_matches.clone(),
             revocation_source: i.revocation_source.clone(),
+            ca_secret_source: i.ca_secret_source.clone(),
         }
     }
 }
@@ -447,6 +500,45 @@ mod tests {
             .as_deref()
             .is_some_and(|e| e.contains("containerd.service")));
         assert_eq!(st.stopped_at, Some(6_001));
+    }
+
+    #[test]
+    fn restart_results_say_what_systemd_did() {
+        let m = recorder();
+        m.record_ca_error(
+            &ReconcileError::StartLimitHit {
+                unit: "containerd.service".into(),
+                limit: crate::node::systemd::StartLimit::SYSTEMD_DEFAULT,
+                recover_at_us: 1_000_000,
+            },
+            6_000,
+        );
+        // Waiting for the window asks systemd for nothing: not counted.
+        m.record_ca_error(
+            &ReconcileError::AwaitingRecovery {
+                unit: "containerd.service".into(),
+                limit: crate::node::systemd::StartLimit::SYSTEMD_DEFAULT,
+                recover_at_us: 1_000_000,
+            },
+            6_001,
+        );
+        m.record_ca_pass(
+            &Outcome {
+                restarted: vec!["containerd.service".into()],
+                recovered: vec!["containerd.service".into()],
+                ..Outcome::default()
+            },
+            6_002,
+        );
+        let out = m.metrics().render(None, 0).unwrap();
+        for line in [
+            "node_cert_agent_unit_restarts_total{unit=\"containerd.service\",result=\"start-limit-hit\"} 1\n",
+            "node_cert_agent_unit_restarts_total{unit=\"containerd.service\",result=\"done\"} 1\n",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+        let st = m.daemon_status(&ProcessIdentity::default(), 6_003, false);
+        assert_eq!(st.last_ca_error, None, "recovered");
     }
 
     #[test]

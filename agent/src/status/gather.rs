@@ -24,6 +24,7 @@ use crate::ops::inventory::{
     gather_certificates, AnchorList, CertInventory, CertSummary, InventorySources,
 };
 use crate::status::liveness::{liveness, Liveness};
+use crate::trust::pacing::{self, RestartHistory};
 use crate::trust::plan::SourceInput;
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, STATE_FILE};
@@ -151,6 +152,8 @@ pub struct Facts {
     /// Decided by [`liveness`] when there is a daemon status file.
     pub liveness: Option<Liveness>,
     pub ca_state: Result<CaState, String>,
+    /// The trust job's memory of its unit restarts (empty if none).
+    pub restart_history: RestartHistory,
     pub inputs: Vec<SourceInput>,
     pub max_certificates: usize,
     pub layout: Result<TrustStoreLayout, String>,
@@ -186,6 +189,10 @@ pub fn gather(src: &StatusSources, now: i64) -> Facts {
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|d| state::load(&d.join(STATE_FILE)).map_err(|e| e.to_string()));
+    let restart_history = state_dir
+        .as_ref()
+        .map(|d| pacing::load(&d.join(pacing::HISTORY_FILE)).0)
+        .unwrap_or_default();
     let bundle = match &src.layout {
         Ok(layout) => TrustStore::new(src.host.clone(), layout.clone())
             .bundle_fingerprints()
@@ -199,6 +206,7 @@ pub fn gather(src: &StatusSources, now: i64) -> Facts {
         daemon,
         liveness,
         ca_state,
+        restart_history,
         inputs: src.sources.iter().map(|s| read_source(s, now)).collect(),
         max_certificates: src.max_certificates,
         layout: src.layout.clone(),

@@ -1,9 +1,14 @@
 //! Step 3 of `status`: print a [`StatusReport`] as the table an operator
 //! reads in a node shell, or as the stable JSON scripts read. Pure.
+//!
+//! Every cell and line of the table goes through [`crate::text::escape`]:
+//! subjects, key names and paths come from inputs others control, and must
+//! not add a row or move the terminal's cursor. The JSON carries raw values.
 
 use std::fmt::Write as _;
 
-use crate::status::report::{CertStatus, RenewedBy, StatusReport};
+use crate::status::report::{CertStatus, PendingRestartReport, RenewedBy, StatusReport};
+use crate::text::escape;
 use crate::x509::time::{kubeadm_date, parse_rfc3339};
 
 // ---------------------------------------------------------------------------
@@ -44,10 +49,15 @@ pub fn short_duration(secs: i64) -> String {
     }
 }
 
-/// Left-aligned columns separated by three spaces, like kubeadm's tables.
+/// Left-aligned columns separated by three spaces, like kubeadm's tables;
+/// every cell escaped.
 fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -68,7 +78,7 @@ fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
         out.push('\n');
     };
     line(out, &mut headers.iter().copied());
-    for row in rows {
+    for row in &rows {
         line(out, &mut row.iter().map(String::as_str));
     }
 }
@@ -94,8 +104,44 @@ fn date_of(rfc: Option<&str>) -> String {
 fn kv(out: &mut String, pairs: &[(&str, String)]) {
     let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in pairs {
-        let _ = writeln!(out, "  {k:<w$}   {v}");
+        let _ = writeln!(out, "  {k:<w$}   {}", escape(v));
     }
+}
+
+/// `containerd.service (deferred until Nov 22, 2026 06:10 UTC; 5 starts in
+/// 10s)`, one per pending restart, or `-`.
+fn pending_restarts(p: &[PendingRestartReport]) -> String {
+    if p.is_empty() {
+        return "-".to_string();
+    }
+    p.iter()
+        .map(|r| {
+            let when = match (r.state.as_str(), &r.not_before) {
+                ("recovering", Some(t)) => format!(
+                    "stopped at its start limit; started again at {}",
+                    date_time_of(t)
+                ),
+                ("recovering", None) => {
+                    "stopped at its start limit; started again on the next pass".to_string()
+                }
+                ("deferred", Some(t)) => format!("deferred until {}", date_time_of(t)),
+                _ => "on the next pass".to_string(),
+            };
+            match &r.start_limit {
+                Some(l) => format!("{} ({when}; {l})", r.unit),
+                None => format!("{} ({when})", r.unit),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An RFC 3339 time to the second, as `2026-11-22 06:10:05 UTC`: a
+/// deferral is seconds, not minutes.
+fn date_time_of(rfc: &str) -> String {
+    rfc.get(..19)
+        .map(|t| format!("{} UTC", t.replace('T', " ")))
+        .unwrap_or_else(|| rfc.to_string())
 }
 
 /// The report as an operator reads it in a node shell.
@@ -139,8 +185,15 @@ pub fn render_table(r: &StatusReport) -> String {
         };
         kv(&mut out, &[("RenewRevocations", text)]);
     }
+    if let Some(src) = &a.ca_secret_source {
+        let text = match &src.error {
+            Some(e) => format!("{}: {e}", src.state),
+            None => src.state.clone(),
+        };
+        kv(&mut out, &[("CA Secret (API)", text)]);
+    }
     if let Some(e) = &a.state_error {
-        let _ = writeln!(out, "  state error: {e}");
+        let _ = writeln!(out, "  state error: {}", escape(e));
     }
 
     out.push_str("\nCUSTOM CAS\n");
@@ -206,10 +259,11 @@ pub fn render_table(r: &StatusReport) -> String {
                 "agent CAs in bundle",
                 format!("{} of {}", t.agent_cas_in_bundle, t.agent_cas),
             ),
+            ("pending restarts", pending_restarts(&t.pending_restarts)),
         ],
     );
     if let Some(e) = &t.error {
-        let _ = writeln!(out, "  error: {e}");
+        let _ = writeln!(out, "  error: {}", escape(e));
     }
 
     out.push_str("\nKUBELET CERTIFICATES\n");
@@ -355,7 +409,13 @@ pub fn render_table(r: &StatusReport) -> String {
             if r.problems.len() == 1 { "" } else { "s" }
         );
         for p in &r.problems {
-            let _ = writeln!(out, "  - {} {}: {}", p.kind.name(), p.subject, p.message);
+            let _ = writeln!(
+                out,
+                "  - {} {}: {}",
+                p.kind.name(),
+                escape(&p.subject),
+                escape(&p.message)
+            );
         }
     }
     out

@@ -16,10 +16,10 @@ use crate::status::gather::{Facts, KubeletCertFact};
 use crate::status::liveness::Liveness;
 use crate::status::{EXIT_HEALTHY, EXIT_UNHEALTHY};
 use crate::trust::plan::{self};
-use crate::trust::state::CaState;
+use crate::trust::state::{CaState, Pending};
 use crate::trust::validate::{Finding, FindingKind, Severity};
 use crate::x509::cert::{CertInfo, Fingerprint};
-use crate::x509::time::rfc3339;
+use crate::x509::time::{rfc3339, rfc3339_us};
 
 /// A certificate in the last tenth of its lifetime, with nothing that renews
 /// it, makes the node unhealthy.
@@ -109,6 +109,10 @@ pub struct AgentReport {
     /// kubelet pass: `state` (`synced`, `syncing`, `noIdentity`, `failing`),
     /// `error`, `forbidden`; `null` without a running kubelet job.
     pub revocation_source: Option<SourceReport>,
+    /// How the running daemon's watch of the CA Secret (`ca-secret`) stood
+    /// at its last CA pass: `state` (`synced`, `syncing`, `failing`),
+    /// `error`, `forbidden`; `null` without `ca-secret` or a daemon.
+    pub ca_secret_source: Option<SourceReport>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -155,7 +159,24 @@ pub struct TrustStoreReport {
     /// The agent's CAs (anchors present), and how many of them the bundle holds.
     pub agent_cas: usize,
     pub agent_cas_in_bundle: usize,
+    /// Unit restarts the trust job still has to do.
+    pub pending_restarts: Vec<PendingRestartReport>,
     pub error: Option<String>,
+}
+
+/// A unit restart the trust job still has to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRestartReport {
+    pub unit: String,
+    /// `pending` (the next pass does it), `deferred` (waits for the unit's
+    /// start limit), `recovering` (stopped at its start limit after the
+    /// agent's restart; the agent starts it again).
+    pub state: String,
+    /// When the agent restarts (or starts) it, if it waits.
+    pub not_before: Option<String>,
+    /// The unit's start limit as the agent last read it.
+    pub start_limit: Option<String>,
 }
 
 /// Who renews a certificate before it expires.
@@ -295,6 +316,35 @@ fn cert_status(nb: i64, na: i64, now: i64) -> CertStatus {
     } else {
         CertStatus::Ok
     }
+}
+
+/// The restarts the state file has pending, with what the restart history
+/// says of each.
+fn pending_restarts(facts: &Facts) -> Vec<PendingRestartReport> {
+    let Some(Pending::Restart(units)) = facts.ca_state.as_ref().ok().map(|s| &s.pending) else {
+        return Vec::new();
+    };
+    let now_us = u64::try_from(facts.now)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000);
+    units
+        .iter()
+        .map(|unit| {
+            let h = facts.restart_history.units.get(unit);
+            let waits = h.and_then(|h| h.not_before_us).filter(|&t| t > now_us);
+            let state = match h {
+                Some(h) if h.responsible && h.limit_hit_us.is_some() => "recovering",
+                _ if waits.is_some() => "deferred",
+                _ => "pending",
+            };
+            PendingRestartReport {
+                unit: unit.clone(),
+                state: state.to_string(),
+                not_before: waits.map(rfc3339_us),
+                start_limit: h.map(|h| h.start_limit().to_string()),
+            }
+        })
+        .collect()
 }
 
 fn finding_report(f: &Finding) -> FindingReport {
@@ -756,6 +806,22 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         }
     }
     if let Some(r) = running_daemon
+        .and_then(|d| d.ca_secret_source.as_ref())
+        .filter(|r| r.state != "synced")
+    {
+        problems.push(Problem {
+            kind: ProblemKind::Failing,
+            subject: "agent".to_string(),
+            message: format!(
+                "the CA Secret is not synced ({}): {}; the CAs last installed from it stay",
+                r.state,
+                r.error
+                    .as_deref()
+                    .unwrap_or("its first list has not completed")
+            ),
+        });
+    }
+    if let Some(r) = running_daemon
         .and_then(|d| d.revocation_source.as_ref())
         .filter(|r| r.is_failing())
     {
@@ -811,9 +877,22 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             .map(|d| d.revocation_matches.clone())
             .unwrap_or_default(),
         revocation_source: running_daemon.and_then(|d| d.revocation_source.clone()),
+        ca_secret_source: running_daemon.and_then(|d| d.ca_secret_source.clone()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };
+    let pending_restarts = pending_restarts(facts);
+    for p in pending_restarts.iter().filter(|p| p.state == "recovering") {
+        problems.push(Problem {
+            kind: ProblemKind::Failing,
+            subject: p.unit.clone(),
+            message: format!(
+                "{} stopped at its start limit after the agent's restart; the agent starts it again at {}",
+                p.unit,
+                p.not_before.as_deref().unwrap_or("its next pass")
+            ),
+        });
+    }
     let trust_store = match &facts.layout {
         Ok(l) => {
             let anchors = facts.inventory.anchors.as_ref().ok();
@@ -828,6 +907,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
                 bundle_path: Some(l.bundle_path.display().to_string()),
                 agent_cas: count,
                 agent_cas_in_bundle: in_bundle,
+                pending_restarts,
                 error: facts
                     .inventory
                     .anchors
@@ -843,6 +923,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             bundle_path: None,
             agent_cas: 0,
             agent_cas_in_bundle: 0,
+            pending_restarts,
             error: Some(e.clone()),
         },
     };
@@ -944,6 +1025,7 @@ mod tests {
             daemon: Ok(None),
             liveness: None,
             ca_state: Ok(state),
+            restart_history: Default::default(),
             inputs: Vec::new(),
             max_certificates: 10,
             layout: Ok(Family::Debian.layout()),
@@ -1011,6 +1093,84 @@ mod tests {
             table.contains("not running (no daemon status file"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_forged_subject_or_key_adds_no_row_and_moves_no_cursor_in_the_table() {
+        let mut ca = healthy_ca();
+        ca.subject = "CN=x\nHEALTH: ok\r\x1b[2K\u{202e}".into();
+        let mut f = facts_with_ca(ca);
+        if let Ok(state) = &mut f.ca_state {
+            let keys = state.keys.values_mut().next().unwrap();
+            let fps = keys.remove("ca1.crt").unwrap();
+            keys.insert("ca1.crt\nHEALTH: ok".into(), fps);
+        }
+        let report = build_report(&f);
+        let table = render_table(&report);
+        for c in ['\r', '\x1b', '\u{202e}'] {
+            assert!(!table.contains(c), "{c:?} in {table:?}");
+        }
+        assert_eq!(
+            table.lines().filter(|l| l.starts_with("HEALTH:")).count(),
+            1,
+            "{table}"
+        );
+        assert!(table.contains("ca1.crt\\nHEALTH: ok"), "{table}");
+        assert!(
+            table.contains("CN=x\\nHEALTH: ok\\r\\x1b[2K\\u{202e}"),
+            "{table}"
+        );
+        // The JSON keeps the raw values.
+        let json = render_json(&report).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["customCas"][0]["key"], "ca1.crt\nHEALTH: ok");
+    }
+
+    #[test]
+    fn a_deferred_or_recovering_restart_is_shown_with_its_time() {
+        use crate::trust::pacing::UnitHistory;
+        let mut f = facts_with_ca(healthy_ca());
+        if let Ok(state) = &mut f.ca_state {
+            state.pending = Pending::Restart(["containerd.service".to_string()].into());
+        }
+        let at = u64::try_from(NOW + 7).unwrap() * 1_000_000;
+        let mut h = UnitHistory {
+            not_before_us: Some(at),
+            ..UnitHistory::default()
+        };
+        h.set_start_limit(crate::node::systemd::StartLimit::SYSTEMD_DEFAULT);
+        f.restart_history
+            .units
+            .insert("containerd.service".into(), h.clone());
+        let report = build_report(&f);
+        assert!(
+            report.healthy,
+            "a deferral is no problem: {:?}",
+            report.problems
+        );
+        let p = &report.trust_store.pending_restarts[0];
+        assert_eq!(
+            (p.state.as_str(), p.not_before.as_deref()),
+            ("deferred", Some("2027-01-15T08:00:07.000Z"))
+        );
+        let table = render_table(&report);
+        assert!(
+            table.contains(
+                "containerd.service (deferred until 2027-01-15 08:00:07 UTC; 5 starts in 10s)"
+            ),
+            "{table}"
+        );
+
+        h.responsible = true;
+        h.limit_hit_us = Some(at - 10_000_000);
+        f.restart_history
+            .units
+            .insert("containerd.service".into(), h);
+        let report = build_report(&f);
+        assert_eq!(report.trust_store.pending_restarts[0].state, "recovering");
+        assert!(!report.healthy);
+        assert!(render_table(&report)
+            .contains("stopped at its start limit; started again at 2027-01-15 08:00:07 UTC"));
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Custom CA trust: read the CA inputs ([`sources`]: mounted Secrets and
-//! provisioning files), judge each key ([`validate`]), decide the desired
+//! provisioning files; [`api_secret`]: the Secret through the API), judge each key ([`validate`]), decide the desired
 //! set ([`plan`], pure), remember the last good state ([`state`]), write the
-//! agent's own anchors ([`store`]) and run one pass end to end
-//! ([`reconcile`]: plan, write anchors, refresh, restart).
+//! agent's own anchors ([`store`]), pace restarts within each unit's start
+//! limit ([`pacing`]) and run one pass end to end ([`reconcile`]: plan,
+//! write anchors, refresh, restart).
 //!
-//! Boundary: depends only on the leaves (`x509`, `node`, `config`). It never
+//! Boundary: depends only on the leaves (`x509`, `node`, `config`, `k8s`). It never
 //! touches the distro's own CAs, restarts only allowlisted units, and says
 //! what it did through its outcome types, never to the operator sinks.
 
+pub mod api_secret;
+pub mod pacing;
 pub mod plan;
 pub mod reconcile;
 pub mod sources;

@@ -5,21 +5,33 @@
 //! a pass cut short (crash, SIGKILL, a failed D-Bus call) is finished by the
 //! next one, and a pass with nothing to do makes no write, no D-Bus call, no
 //! refresh and no restart.
+//!
+//! A restart respects the unit's start limit ([`crate::trust::pacing`]): one
+//! that would come too soon waits (the pass says until when, and every change
+//! until then shares it), and after every restart job the unit's own state
+//! decides what happened: a restart succeeded only when the unit is active
+//! again in a new activation. A unit the agent's restart drove into
+//! `start-limit-hit` is reset and started again once systemd's window is
+//! over; a unit that was stopped or failed before stays as it is.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::node::systemd::{Systemd, SystemdError};
+use crate::k8s::source::SourceState;
+use crate::node::systemd::{StartLimit, Systemd, SystemdError, UnitStatus};
+use crate::trust::api_secret::SecretCache;
+use crate::trust::pacing::{self, PacingError, RestartHistory};
 use crate::trust::plan::{self, SourceInput};
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
 use crate::x509::cert::CertInfo;
-use crate::x509::time::{now_unix, rfc3339};
+use crate::x509::time::{now_unix, now_us, rfc3339, rfc3339_us};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -43,17 +55,67 @@ pub enum ReconcileError {
     RestartCall { unit: String, source: SystemdError },
     #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
     RestartFailed { unit: String, result: String },
+    #[error("{unit} hit its start limit ({limit}) after the agent's restart and is stopped (Result=start-limit-hit); the agent resets it and starts it again at {}, when systemd's window is over; see `journalctl -u {unit}` on the node", rfc3339_us(*.recover_at_us))]
+    StartLimitHit {
+        unit: String,
+        limit: StartLimit,
+        recover_at_us: u64,
+    },
+    #[error("{unit} is failed (Result={result}) and was not running before the agent's restart, so the agent leaves it alone; it reads the new CAs when it starts: `systemctl reset-failed {unit} && systemctl start {unit}` on the node")]
+    UnitFailed { unit: String, result: String },
+    #[error("{unit} is stopped since the agent's restart hit its start limit ({limit}); the agent resets it and starts it again at {}, when systemd's window is over", rfc3339_us(*.recover_at_us))]
+    AwaitingRecovery {
+        unit: String,
+        limit: StartLimit,
+        recover_at_us: u64,
+    },
+    #[error("restart job for {unit} ended \"{job_result}\", but {unit} did not start again (ActiveState={active_state}, SubState={sub_state}, Result={result}); see `journalctl -u {unit}` on the node")]
+    NotActiveAfterRestart {
+        unit: String,
+        job_result: String,
+        active_state: String,
+        sub_state: String,
+        result: String,
+    },
+    #[error(transparent)]
+    History(#[from] PacingError),
+}
+
+impl ReconcileError {
+    /// When the next pass should run, if this error knows (a unit waiting
+    /// for its start limit's window); otherwise the caller's backoff.
+    pub fn retry_at_us(&self) -> Option<u64> {
+        match self {
+            Self::StartLimitHit { recover_at_us, .. }
+            | Self::AwaitingRecovery { recover_at_us, .. } => Some(*recover_at_us),
+            _ => None,
+        }
+    }
 }
 
 /// What the agent needs to know for a pass.
 #[derive(Clone, Debug)]
 pub struct CaSettings {
     pub sources: Vec<SourceSpec>,
+    /// The Secret read through the API, as its watch keeps it.
+    pub api_secret: Option<Arc<SecretCache>>,
+    /// How long after the bundle was written this node restarts units: its
+    /// stable share of `restart-spread-seconds` ([`spread_offset`]).
+    pub restart_delay: Duration,
     /// The allowlist: the only units ever restarted.
     pub restart_units: Vec<String>,
     pub max_certificates: usize,
     /// The state file, as this process sees it.
     pub state_path: PathBuf,
+}
+
+/// A restart that waits for the unit's start limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredRestart {
+    pub unit: String,
+    /// When it may happen, microseconds since the epoch.
+    pub at_us: u64,
+    pub limit: StartLimit,
 }
 
 /// What a pass did.
@@ -63,7 +125,21 @@ pub struct Outcome {
     pub installed: Vec<CertInfo>,
     pub removed: Vec<CertInfo>,
     pub refreshed: bool,
+    /// Units restarted that are active again, in a new activation.
     pub restarted: Vec<String>,
+    /// Of those, units the agent started again after its own restart had
+    /// driven them into `start-limit-hit`.
+    pub recovered: Vec<String>,
+    /// Restarts that wait for the unit's start limit.
+    pub deferred: Vec<DeferredRestart>,
+    /// Units with a pending restart found stopped: left stopped (they read
+    /// the new CAs when they start).
+    pub not_running: Vec<String>,
+    /// When the next pass must run (a deferred restart), microseconds since
+    /// the epoch; `None`: only on a change.
+    pub wake_at_us: Option<u64>,
+    /// The Secret read through the API, and how its watch stood at the pass.
+    pub api_source: Option<(String, SourceState)>,
     /// Time spent in the agent itself, the refresh tool, and unit restarts.
     pub agent_time: Duration,
     pub refresh_time: Duration,
@@ -134,7 +210,13 @@ impl<S: Systemd> Reconciler<S> {
         self.refresh(&mut st, &mut outcome).await?;
         let already_current = self.restart(&mut st, &mut outcome).await?;
 
-        if !outcome.restarted.is_empty() || outcome.refreshed || already_current {
+        // The units run with the current bundle only once no restart is
+        // left (a deferred one keeps the bundle they started with).
+        let settled = !outcome.restarted.is_empty()
+            || outcome.refreshed
+            || already_current
+            || !outcome.not_running.is_empty();
+        if settled && st.pending == Pending::Nothing {
             st.bundle_sha256 = self.store.bundle_digest()?;
         }
         if outcome.refreshed
@@ -170,7 +252,13 @@ impl<S: Systemd> Reconciler<S> {
             .sources
             .iter()
             .map(|s| read_source(s, now))
+            .chain(self.settings.api_secret.iter().map(|c| c.input(now)))
             .collect();
+        outcome.api_source = self
+            .settings
+            .api_secret
+            .as_ref()
+            .map(|c| (c.secret().source_name(), c.state()));
         let plan = plan::plan(
             &inputs,
             &st.key_state(),
@@ -288,8 +376,9 @@ impl<S: Systemd> Reconciler<S> {
         self.save(st)
     }
 
-    /// Phase 4: restart the units whose restart is pending. Whether a unit
-    /// was found already running with the new bundle (and so skipped).
+    /// Phase 4: restart the units whose restart is pending, within their
+    /// start limits. Whether a unit was found already running with the new
+    /// bundle (and so skipped).
     async fn restart(
         &self,
         st: &mut CaState,
@@ -308,50 +397,237 @@ impl<S: Systemd> Reconciler<S> {
         };
         let t = Instant::now();
         let mut already_current = false;
+        let history_path = pacing::history_path(&self.settings.state_path);
+        let (mut history, unreadable) = pacing::load(&history_path);
+        if let Some(why) = unreadable {
+            warn!("{why}; the agent counts its restarts afresh");
+        }
+        let mut result = Ok(());
         for unit in pending {
-            // A unit that (re)started after the bundle was written already
-            // reads the new CAs: say a restart job of ours failed and the
-            // unit's own Restart= brought it up once the fault was gone.
-            // Restarting it again would be a restart too many. A failed
-            // query is no reason to skip: the restart reports the problem.
-            let since = self.systemd.unit_active_since(&unit).await.ok().flatten();
-            if started_after(since, bundle_written) {
-                info!(
-                    unit = %unit,
-                    active_since = %rfc3339(micros_to_unix(since)),
-                    bundle_written = %rfc3339(micros_to_unix(bundle_written)),
-                    "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
-                );
-                st.pending = pending_without(&st.pending, &unit);
-                already_current = true;
-                self.save(st)?;
-                continue;
-            }
-            let job = self
-                .systemd
-                .try_restart_unit(&unit)
+            match self
+                .restart_one(&unit, bundle_written, &mut history, &history_path, outcome)
                 .await
-                .map_err(|source| ReconcileError::RestartCall {
-                    unit: unit.clone(),
-                    source,
-                })?;
-            if !job.is_done() {
-                error!(unit = %unit, job_result = %job.0, "restart job did not succeed");
-                return Err(ReconcileError::RestartFailed {
-                    unit,
-                    result: job.0,
-                });
+            {
+                Ok(Step::Deferred) => {}
+                Ok(step) => {
+                    already_current |= step == Step::AlreadyCurrent;
+                    st.pending = pending_without(&st.pending, &unit);
+                    self.save(st)?;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
-            info!(unit = %unit, job_result = %job.0, "restarted unit (if it was running) so it reloads its root CAs");
-            st.pending = pending_without(&st.pending, &unit);
-            outcome.restarted.push(unit);
-            self.save(st)?;
         }
         if st.pending == Pending::Restart(Default::default()) {
             st.pending = Pending::Nothing;
         }
         outcome.restart_time = t.elapsed();
-        Ok(already_current)
+        result.map(|()| already_current)
+    }
+
+    /// One pending unit: skip it if it already runs with the new bundle or
+    /// is stopped, restart it (or bring it back after a start-limit-hit of
+    /// the agent's making) if its start limit allows, else defer it.
+    async fn restart_one(
+        &self,
+        unit: &str,
+        bundle_written: Option<u64>,
+        history: &mut RestartHistory,
+        history_path: &std::path::Path,
+        outcome: &mut Outcome,
+    ) -> Result<Step, ReconcileError> {
+        let call_err = |source| ReconcileError::RestartCall {
+            unit: unit.to_string(),
+            source,
+        };
+        let status = self.systemd.unit_status(unit).await.map_err(call_err)?;
+        let h = history.units.entry(unit.to_string()).or_default();
+        h.set_start_limit(status.start_limit);
+        // A unit that (re)started after the bundle was written already
+        // reads the new CAs: say a restart job of ours failed and the
+        // unit's own Restart= brought it up once the fault was gone.
+        // Restarting it again would be a restart too many.
+        if started_after(status.active_since(), bundle_written) {
+            info!(
+                unit = %unit,
+                active_since = %rfc3339(micros_to_unix(status.active_since())),
+                bundle_written = %rfc3339(micros_to_unix(bundle_written)),
+                "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
+            );
+            h.settled();
+            pacing::save(history_path, history)?;
+            return Ok(Step::AlreadyCurrent);
+        }
+        let recovering = status.is_failed() && h.responsible;
+        if !status.is_running() && !recovering {
+            if status.is_failed() {
+                error!(unit = %unit, active_state = %status.active_state, unit_result = %status.result, "{unit} is failed and was not running before the agent's restart; left alone");
+                return Err(ReconcileError::UnitFailed {
+                    unit: unit.to_string(),
+                    result: status.result,
+                });
+            }
+            info!(unit = %unit, active_state = %status.active_state, sub_state = %status.sub_state, "{unit} is not running, so it is not restarted; it reads the new CAs when it starts");
+            h.settled();
+            pacing::save(history_path, history)?;
+            outcome.not_running.push(unit.to_string());
+            return Ok(Step::Stopped);
+        }
+
+        let now = now_us();
+        let limit = status.start_limit;
+        let mut earliest = pacing::earliest_start(&h.starts_us, status.active_since(), limit, now);
+        // This node's place in the fleet's restart window.
+        let spread_until = bundle_written
+            .filter(|_| !recovering && !self.settings.restart_delay.is_zero())
+            .map(|w| w + self.settings.restart_delay.as_micros() as u64);
+        let spread = spread_until.is_some_and(|t| t > earliest);
+        if let Some(t) = spread_until {
+            earliest = earliest.max(t);
+        }
+        if recovering && status.hit_start_limit() {
+            let hit = h
+                .limit_hit_us
+                .or(h.starts_us.last().copied())
+                .unwrap_or(now);
+            earliest = earliest.max(pacing::recovery_time(hit, limit));
+        }
+        if earliest > now {
+            h.not_before_us = Some(earliest);
+            pacing::save(history_path, history)?;
+            if recovering {
+                return Err(ReconcileError::AwaitingRecovery {
+                    unit: unit.to_string(),
+                    limit,
+                    recover_at_us: earliest,
+                });
+            }
+            if spread {
+                info!(
+                    unit = %unit,
+                    restart_at = %rfc3339_us(earliest),
+                    restart_delay_ms = self.settings.restart_delay.as_millis() as u64,
+                    "restart of {unit} deferred to {}: this node's share of restart-spread-seconds is {} ms after the bundle was written; every change until then shares that one restart",
+                    rfc3339_us(earliest),
+                    self.settings.restart_delay.as_millis()
+                );
+            } else {
+                info!(
+                    unit = %unit,
+                    restart_at = %rfc3339_us(earliest),
+                    start_limit = %limit,
+                    "restart of {unit} deferred to {}: its start limit is {limit}, and the agent leaves one start of each window to others; every change until then shares that one restart",
+                    rfc3339_us(earliest)
+                );
+            }
+            outcome.deferred.push(DeferredRestart {
+                unit: unit.to_string(),
+                at_us: earliest,
+                limit,
+            });
+            outcome.wake_at_us = Some(outcome.wake_at_us.map_or(earliest, |w| w.min(earliest)));
+            return Ok(Step::Deferred);
+        }
+
+        // Recorded before the call: a crash in the middle still counts it.
+        h.record_start(now);
+        h.responsible = true;
+        h.not_before_us = None;
+        pacing::save(history_path, history)?;
+        let job = if recovering {
+            self.systemd
+                .reset_failed_unit(unit)
+                .await
+                .map_err(call_err)?;
+            self.systemd.start_unit(unit).await.map_err(call_err)?
+        } else {
+            self.systemd
+                .try_restart_unit(unit)
+                .await
+                .map_err(call_err)?
+        };
+        let after = self.systemd.unit_status(unit).await.map_err(call_err)?;
+        let h = history.units.entry(unit.to_string()).or_default();
+        if after.is_active() && after.inactive_exit_us >= now {
+            h.settled();
+            pacing::save(history_path, history)?;
+            if recovering {
+                info!(unit = %unit, job_result = %job.0, active_state = %after.active_state, "started {unit} again after it hit its start limit; it is active and reads the new root CAs");
+                outcome.recovered.push(unit.to_string());
+            } else {
+                info!(unit = %unit, job_result = %job.0, active_state = %after.active_state, "restarted {unit}; it is active again and reads the new root CAs");
+            }
+            outcome.restarted.push(unit.to_string());
+            return Ok(Step::Restarted);
+        }
+        if after.hit_start_limit() {
+            let hit = now_us();
+            h.limit_hit_us = Some(hit);
+            let recover_at_us = pacing::recovery_time(hit, after.start_limit);
+            h.not_before_us = Some(recover_at_us);
+            pacing::save(history_path, history)?;
+            error!(unit = %unit, job_result = %job.0, unit_result = %after.result, "{unit} hit its start limit after the agent's restart");
+            return Err(ReconcileError::StartLimitHit {
+                unit: unit.to_string(),
+                limit: after.start_limit,
+                recover_at_us,
+            });
+        }
+        if after.active_state == "inactive" {
+            // Stopped by someone between the look and the restart
+            // (TryRestartUnit leaves a stopped unit alone): it stays stopped.
+            info!(unit = %unit, job_result = %job.0, "{unit} was stopped during its restart, so it stays stopped; it reads the new CAs when it starts");
+            h.settled();
+            pacing::save(history_path, history)?;
+            outcome.not_running.push(unit.to_string());
+            return Ok(Step::Stopped);
+        }
+        pacing::save(history_path, history)?;
+        if !job.is_done() {
+            error!(unit = %unit, job_result = %job.0, "restart job did not succeed");
+            return Err(ReconcileError::RestartFailed {
+                unit: unit.to_string(),
+                result: job.0,
+            });
+        }
+        error!(unit = %unit, job_result = %job.0, active_state = %after.active_state, sub_state = %after.sub_state, unit_result = %after.result, "{unit} is not active after its restart");
+        Err(not_active(unit, job, &after))
+    }
+}
+
+/// This node's restart delay within a spread window: a stable fraction of
+/// `window`, from the node's name (the same hash as the renewal jitter), so
+/// 5,000 nodes that see one change in the same second restart over the
+/// whole window, each always at the same point of it.
+pub fn spread_offset(node_name: &str, window: Duration) -> Duration {
+    window.mul_f64(crate::retry::stable_fraction(node_name))
+}
+
+/// What became of one pending restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// It (re)started after the bundle was written: nothing to do.
+    AlreadyCurrent,
+    Restarted,
+    /// Not running: left stopped.
+    Stopped,
+    /// Waits for its start limit.
+    Deferred,
+}
+
+fn not_active(
+    unit: &str,
+    job: crate::node::systemd::JobResult,
+    after: &UnitStatus,
+) -> ReconcileError {
+    ReconcileError::NotActiveAfterRestart {
+        unit: unit.to_string(),
+        job_result: job.0,
+        active_state: after.active_state.clone(),
+        sub_state: after.sub_state.clone(),
+        result: after.result.clone(),
     }
 }
 
@@ -429,9 +705,34 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// The peak restarts in any one second when `nodes` nodes see one change
+    /// at the same instant and each waits its [`spread_offset`] of `window`.
+    fn peak_restarts_per_second(nodes: usize, window: Duration) -> usize {
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        for n in 0..nodes {
+            let offset = spread_offset(&format!("aks-nodepool1-{n:05}-vmss"), window);
+            *per_second.entry(offset.as_secs()).or_default() += 1;
+        }
+        per_second.values().copied().max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_60_second_spread_cuts_the_peak_of_5000_nodes_from_5000_to_under_130_per_second() {
+        let without = peak_restarts_per_second(5000, Duration::ZERO);
+        let with = peak_restarts_per_second(5000, Duration::from_secs(60));
+        println!("5000 nodes, one change: peak containerd restarts per second: restart-spread-seconds 0: {without}, 60: {with}");
+        assert_eq!(without, 5000);
+        // Uniform would be 83.3 per second; allow the binomial's tail.
+        assert!(with < 130, "{with}");
+        // Stable per node, and within the window.
+        let a = spread_offset("node-a", Duration::from_secs(60));
+        assert_eq!(a, spread_offset("node-a", Duration::from_secs(60)));
+        assert!(a < Duration::from_secs(60));
+    }
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
-    use crate::node::systemd::fake::RecordingSystemd;
+    use crate::node::systemd::fake::{FakeUnit, RecordingSystemd};
     use crate::x509::testpki;
 
     struct Node {
@@ -462,6 +763,8 @@ mod tests {
                 systemd,
                 CaSettings {
                     sources: vec![SourceSpec::SecretDir(self.secret.path().into())],
+                    api_secret: None,
+                    restart_delay: std::time::Duration::ZERO,
                     restart_units: vec!["containerd.service".into()],
                     max_certificates: 10,
                     state_path: self
@@ -631,7 +934,7 @@ mod tests {
         assert_eq!(fake.restarts().len(), 1);
         // containerd's Restart=always brought it up after the bundle was written.
         let written = r.store().bundle_modified_us().unwrap().unwrap();
-        *fake.active_since.lock().unwrap() = Some(written + 1);
+        fake.set_active_since("containerd.service", written + 1);
         *fake.restart_result.lock().unwrap() = None;
         let out = rt().block_on(r.reconcile()).unwrap();
         assert!(out.restarted.is_empty() && !out.refreshed);
@@ -649,7 +952,7 @@ mod tests {
     fn a_unit_running_since_before_the_bundle_changed_is_restarted() {
         let node = Node::new();
         let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
-        *fake.active_since.lock().unwrap() = Some(1);
+        fake.set_active_since("containerd.service", 1);
         node.put("ca1.crt", &pem("A"));
         let out = rt()
             .block_on(node.reconciler(fake.clone()).reconcile())
@@ -702,6 +1005,194 @@ mod tests {
         assert!(out.has_input_errors());
         assert!(out.removed.is_empty());
         assert_eq!(fake.restarts().len(), 1);
+    }
+
+    const UNIT: &str = "containerd.service";
+
+    /// The fake's containerd with start limit `burst` in `interval_ms`.
+    fn limit(fake: &RecordingSystemd, burst: u32, interval_ms: u64) -> StartLimit {
+        let limit = StartLimit {
+            burst,
+            interval_us: interval_ms * 1000,
+        };
+        fake.with_unit(UNIT, |u| u.start_limit = limit);
+        limit
+    }
+
+    fn sleep_until_us(at: u64) {
+        std::thread::sleep(std::time::Duration::from_micros(
+            at.saturating_sub(now_us()),
+        ));
+    }
+
+    #[test]
+    fn changes_faster_than_the_start_limit_share_one_deferred_restart() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // One agent start per 1.5 s window (burst 2, one left to others).
+        limit(&fake, 2, 1500);
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        let mut wake = None;
+        for (key, cn) in [("ca2.crt", "B"), ("ca3.crt", "C")] {
+            node.put(key, &pem(cn));
+            let out = rt().block_on(r.reconcile()).unwrap();
+            assert!(out.refreshed && out.restarted.is_empty(), "{out:?}");
+            assert_eq!(out.deferred.len(), 1);
+            assert_eq!(out.deferred[0].unit, UNIT);
+            let at = out.wake_at_us.unwrap();
+            assert!(at > now_us() && at <= now_us() + 2_100_000, "{at}");
+            wake.get_or_insert(at);
+        }
+        assert_eq!(fake.restarts().len(), 1, "the changes wait together");
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_eq!(st.pending, Pending::Restart([UNIT.to_string()].into()));
+
+        // A restarted agent finds the same wait in the restart history.
+        let again = node.reconciler(fake.clone());
+        let out = rt().block_on(again.reconcile()).unwrap();
+        assert_eq!(out.wake_at_us, wake, "{out:?}");
+        let report = crate::trust::pacing::load(&crate::trust::pacing::history_path(
+            &r.settings().state_path,
+        ))
+        .0;
+        assert_eq!(report.units[UNIT].not_before_us, wake);
+
+        sleep_until_us(wake.unwrap());
+        let out = rt().block_on(again.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert!(out.deferred.is_empty() && out.wake_at_us.is_none());
+        assert_eq!(fake.restarts().len(), 2, "one restart for both changes");
+        assert!(
+            fake.unit(UNIT).active_state == "active",
+            "never at the limit"
+        );
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_eq!(st.pending, Pending::Nothing);
+        assert_eq!(st.bundle_sha256, r.store().bundle_digest().unwrap());
+    }
+
+    #[test]
+    fn a_restart_the_agent_drove_into_start_limit_hit_is_recovered_after_the_window() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        limit(&fake, 3, 1000);
+        // Others used up the window (the agent sees only the latest start).
+        for _ in 0..3 {
+            assert!(fake.external_start(UNIT).is_done());
+        }
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        let ReconcileError::StartLimitHit { recover_at_us, .. } = err else {
+            panic!("{err}");
+        };
+        assert!(recovering(&r), "the agent brings it back");
+        assert!(fake.unit(UNIT).active_state == "failed");
+        assert_eq!(fake.restarts(), vec![UNIT]);
+        // Before the window is over: it waits, and touches nothing.
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::AwaitingRecovery { .. }),
+            "{err}"
+        );
+        assert_eq!(err.retry_at_us(), Some(recover_at_us));
+        assert!(err.to_string().contains("starts it again at"), "{err}");
+        assert!(fake.starts().is_empty() && fake.resets().is_empty());
+
+        sleep_until_us(recover_at_us);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert_eq!(out.recovered, vec![UNIT]);
+        assert_eq!(
+            (fake.resets(), fake.starts()),
+            (vec![UNIT.to_string()], vec![UNIT.to_string()])
+        );
+        assert!(fake.unit(UNIT).active_state == "active");
+        assert_eq!(
+            state::load(&r.settings().state_path).unwrap().pending,
+            Pending::Nothing
+        );
+    }
+
+    /// Whether the restart history says the agent brings containerd back
+    /// from a start-limit-hit (what `status` shows as `recovering`).
+    fn recovering(r: &Reconciler<Arc<RecordingSystemd>>) -> bool {
+        let h = crate::trust::pacing::load(&crate::trust::pacing::history_path(
+            &r.settings().state_path,
+        ))
+        .0;
+        let u = &h.units[UNIT];
+        u.responsible && u.limit_hit_us.is_some()
+    }
+
+    #[test]
+    fn a_unit_failed_before_the_restart_is_reported_failed_and_never_started() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        fake.with_unit(UNIT, |u| {
+            u.active_state = "failed".into();
+            u.sub_state = "failed".into();
+            u.result = "start-limit-hit".into();
+        });
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        for _ in 0..2 {
+            let err = rt().block_on(r.reconcile()).unwrap_err();
+            assert!(matches!(err, ReconcileError::UnitFailed { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("Result=start-limit-hit")
+                    && text.contains("systemctl reset-failed containerd.service"),
+                "{text}"
+            );
+        }
+        assert!(fake.restarts().is_empty() && fake.starts().is_empty() && fake.resets().is_empty());
+        // The operator brings it back: it reads the new bundle; no restart.
+        fake.set_active_since(UNIT, now_us());
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.restarted.is_empty());
+        assert!(fake.restarts().is_empty());
+        assert_eq!(
+            state::load(&r.settings().state_path).unwrap().pending,
+            Pending::Nothing
+        );
+    }
+
+    #[test]
+    fn a_stopped_unit_stays_stopped_and_is_not_reported_restarted() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        fake.with_unit(UNIT, |u| *u = FakeUnit::stopped());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.restarted.is_empty());
+        assert_eq!(out.not_running, vec![UNIT]);
+        assert!(fake.restarts().is_empty());
+        assert_eq!(fake.unit(UNIT).active_state, "inactive");
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_eq!(st.pending, Pending::Nothing);
+    }
+
+    #[test]
+    fn a_restart_job_done_that_leaves_the_unit_down_is_not_a_restart() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // The job ends `done`, but the unit is where it was, not restarted.
+        *fake.restart_result.lock().unwrap() = Some("done".into());
+        node.put("ca1.crt", &pem("A"));
+        let r = node.reconciler(fake.clone());
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::NotActiveAfterRestart { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("did not start again"), "{err}");
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_ne!(st.pending, Pending::Nothing, "the restart is still to do");
     }
 
     #[test]

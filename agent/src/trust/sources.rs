@@ -3,16 +3,42 @@
 //! A Secret volume written by kubelet's AtomicWriter is only consistent
 //! through `..data`: this module reads the payload directory `..data` points
 //! at, never the user-visible links, and reads again if `..data` was swapped
-//! while it read. Source paths are this process's paths (a pod's mount), not
-//! node paths, so they do not go through `HostRoot`.
+//! while it read. It reads such a directory exactly the way kubelet writes
+//! it, and nothing else:
+//!
+//! - `..data` is a link to a name of kubelet's form,
+//!   `..YYYY_MM_DD_HH_MM_SS.<digits>`, directly inside the directory;
+//! - the payload is a real directory, not a link to one;
+//! - every key is opened once, relative to the payload's descriptor, without
+//!   following a link, and judged on that descriptor (a regular file with
+//!   one link, owned by root, not writable by group or others, at most
+//!   1 MiB) before a byte of it is read ([`crate::node::dirfd`]).
+//!
+//! A plain directory (no `..data`) is read by the same rules, and so is a
+//! provisioning file. Every directory on the way must be owned by root and
+//! not writable by group or others (sticky directories such as `/tmp` and
+//! kubelet's tmpfs volumes excepted), as sshd's `StrictModes` asks: a root
+//! agent must not be pointed at files by a user who could not read them.
+//! Anything refused is a finding that names it and says how to fix it, and
+//! keeps the last good state.
+//!
+//! Source paths are this process's paths (a pod's mount), not node paths,
+//! so they do not go through `HostRoot`.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::{fs, io};
 
 pub use crate::config::SourceSpec;
+use crate::node::dirfd::{
+    check_path_owners, open_file_at_path, own_uid, DirError, DirHandle, Facts, Kind, UnsafeDir,
+};
 use crate::node::fsutil::read_limited;
+use crate::text::is_plain_ascii;
 use crate::trust::plan::SourceInput;
-use crate::trust::validate::{validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES};
+use crate::trust::validate::{
+    too_large, validate_key, Finding, FindingKind, KeyVerdict, MAX_INPUT_BYTES,
+};
 
 /// The link kubelet swaps atomically to publish a new Secret payload.
 const DATA_LINK: &str = "..data";
@@ -20,6 +46,8 @@ const DATA_LINK: &str = "..data";
 const MAX_READ_ATTEMPTS: usize = 5;
 /// More keys than this in one Secret directory is not a CA Secret.
 pub const MAX_KEYS_PER_SOURCE: usize = 1000;
+/// The most digits kubelet's payload names end with (a random `uint32`).
+const MAX_PAYLOAD_SUFFIX_DIGITS: usize = 20;
 
 /// Raw bytes of one key, or why it could not be read.
 #[derive(Debug)]
@@ -32,57 +60,89 @@ pub struct RawKey {
 pub enum SourceError {
     #[error("Secret directory {path} does not exist; check the volume mount or the --ca-dir path")]
     DirMissing { path: PathBuf },
-    #[error("cannot list Secret directory {path}: {source}")]
-    ListDir { path: PathBuf, source: io::Error },
-    #[error("cannot read {path}: {source}")]
-    ReadLink { path: PathBuf, source: io::Error },
-    #[error("{path}/..data points at {target:?}, which is not a payload directory inside the Secret directory")]
-    BadDataLink { path: PathBuf, target: PathBuf },
+    #[error("cannot read Secret directory {path}: {source}")]
+    Dir { path: PathBuf, source: DirError },
+    #[error("{path}/..data points at {target:?}, which is not a payload directory of kubelet's form (..YYYY_MM_DD_HH_MM_SS.<digits>) directly inside the Secret directory; it is not followed")]
+    BadDataLink { path: PathBuf, target: String },
+    #[error("{path}/{payload} (what ..data points at) is a link or not a directory; kubelet's payload is a real directory, and nothing else is read")]
+    PayloadNotADirectory { path: PathBuf, payload: String },
+    #[error("{path} can be changed by a user other than root (owner uid {uid}, mode {mode:04o}); the agent runs as root and reads nothing such a user could point it at")]
+    Unsafe { path: PathBuf, uid: u32, mode: u32 },
     #[error("{path}/..data changed {attempts} times while it was read; the next change event will read it again")]
     Unstable { path: PathBuf, attempts: usize },
     #[error("Secret directory {path} has more than {MAX_KEYS_PER_SOURCE} keys; it does not look like a CA Secret")]
     TooManyKeys { path: PathBuf, count: usize },
-    #[error("provisioning file {path} is not a regular file (a directory, FIFO, socket or device); point --ca-file at a PEM file")]
+    #[error("provisioning file {path} is not a regular file (a directory, link, FIFO, socket or device); point --ca-file at a PEM file")]
     NotAFile { path: PathBuf },
+    #[error("provisioning file {path} has {nlink} hard links; a second name may belong to a file elsewhere, so it is refused without being read")]
+    HardLinked { path: PathBuf, nlink: u64 },
     #[error("provisioning file {path} does not exist; create it or remove it from --ca-file")]
     FileMissing { path: PathBuf },
     #[error("cannot read provisioning file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: crate::node::fsutil::FsError,
-    },
+    ReadFile { path: PathBuf, source: DirError },
+}
+
+impl SourceError {
+    fn unsafe_dir(u: UnsafeDir) -> Self {
+        Self::Unsafe {
+            path: u.path,
+            uid: u.facts.uid,
+            mode: u.facts.mode,
+        }
+    }
+
+    /// The finding kind and the fix an operator needs.
+    fn kind_and_fix(&self) -> (FindingKind, &'static str) {
+        match self {
+            Self::DirMissing { .. } | Self::FileMissing { .. } => (
+                FindingKind::SourceMissing,
+                "create it, or remove it from the agent's configuration",
+            ),
+            Self::TooManyKeys { .. } => (
+                FindingKind::SourceUnavailable,
+                "a CA Secret holds at most a few CA keys; remove the keys that are not CA certificates, or point --ca-dir at the right directory",
+            ),
+            Self::NotAFile { .. } => (
+                FindingKind::SourceUnavailable,
+                "point --ca-file at a regular PEM file",
+            ),
+            Self::BadDataLink { .. } | Self::PayloadNotADirectory { .. } => (
+                FindingKind::BadLayout,
+                "kubelet writes ..data itself, as a link to a payload directory beside it; in a kubelet Secret volume, recreate the volume (restart the pod); in a plain --ca-dir, remove ..data and the payload directories",
+            ),
+            Self::Unsafe { .. } => (
+                FindingKind::WritableByOthers,
+                "make it owned by root and not writable by group or others (`chown root PATH && chmod go-w PATH`), or point the agent at a directory only root writes",
+            ),
+            Self::HardLinked { .. } => (
+                FindingKind::HardLink,
+                "replace the hard link by a copy of the file",
+            ),
+            _ => (
+                FindingKind::SourceUnavailable,
+                "check the volume mount and the agent's configuration",
+            ),
+        }
+    }
 }
 
 /// Reads and validates one source at time `now`.
 pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     let source = spec.name();
     let keys = match spec {
-        SourceSpec::SecretDir(dir) => read_secret_dir(dir).map(|raw| {
-            raw.into_iter()
-                .map(|k| match k.content {
-                    Ok(bytes) => validate_key(&k.key, &bytes, now),
-                    Err(finding) => unvalidated(k.key, finding),
-                })
-                .collect()
-        }),
-        SourceSpec::File(path) => {
-            read_provisioning_file(path).map(|bytes| vec![validate_key(&source, &bytes, now)])
+        SourceSpec::SecretDir(dir) => {
+            read_secret_dir(dir).map(|raw| raw.into_iter().map(|k| verdict_of(k, now)).collect())
         }
+        SourceSpec::File(path) => read_provisioning_file(path).map(|content| {
+            vec![match content {
+                Ok(bytes) => validate_key(&source, &bytes, now),
+                Err(finding) => unvalidated(source.clone(), finding),
+            }]
+        }),
     };
     SourceInput {
         keys: keys.map_err(|e| {
-            let fix = match &e {
-                SourceError::TooManyKeys { .. } => "a CA Secret holds at most a few CA keys; remove the keys that are not CA certificates, or point --ca-dir at the right directory",
-                SourceError::DirMissing { .. } | SourceError::FileMissing { .. } => "create it, or remove it from the agent's configuration",
-                SourceError::NotAFile { .. } => "point --ca-file at a regular PEM file",
-                _ => "check the volume mount and the agent's configuration",
-            };
-            let kind = match e {
-                SourceError::DirMissing { .. } | SourceError::FileMissing { .. } => {
-                    FindingKind::SourceMissing
-                }
-                _ => FindingKind::SourceUnavailable,
-            };
+            let (kind, fix) = e.kind_and_fix();
             Finding::error(
                 kind,
                 &source,
@@ -95,73 +155,208 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     }
 }
 
-fn read_provisioning_file(path: &Path) -> Result<Vec<u8>, SourceError> {
-    match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+/// A key's verdict: validated if it was read, with a warning for a name
+/// that is not plain ASCII.
+fn verdict_of(k: RawKey, now: i64) -> KeyVerdict {
+    let mut verdict = match k.content {
+        Ok(bytes) => validate_key(&k.key, &bytes, now),
+        Err(finding) => unvalidated(k.key.clone(), finding),
+    };
+    if let Some(f) = name_warning(&k.key) {
+        verdict.findings.insert(0, f);
+    }
+    verdict
+}
+
+/// The warning for a key name that is not plain printable ASCII: it may
+/// look like another key (a Cyrillic `а` is not a Latin `a`), or hide
+/// characters that turn text around (a right-to-left mark).
+fn name_warning(key: &str) -> Option<Finding> {
+    if is_plain_ascii(key) {
+        return None;
+    }
+    let odd: Vec<String> = key
+        .chars()
+        .filter(|c| !(' '..='~').contains(c))
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+        .collect();
+    Some(Finding::warning(
+        FindingKind::NonAsciiKeyName,
+        key,
+        None,
+        format!(
+            "the key name is not plain ASCII (it has {}); it may look like another key in logs and tables",
+            odd.join(", ")
+        ),
+        "rename the key using only ASCII letters, digits, '.', '-' and '_'",
+    ))
+}
+
+/// Whether `name` is a payload directory name of kubelet's AtomicWriter:
+/// `..YYYY_MM_DD_HH_MM_SS.` and a number (what Go's `os.MkdirTemp` adds).
+pub fn is_payload_name(name: &[u8]) -> bool {
+    const STAMP: &[u8] = b"dddd_dd_dd_dd_dd_dd.";
+    let Some(rest) = name.strip_prefix(b"..") else {
+        return false;
+    };
+    if rest.len() <= STAMP.len() {
+        return false;
+    }
+    let (stamp, suffix) = rest.split_at(STAMP.len());
+    stamp.iter().zip(STAMP).all(|(c, p)| match p {
+        b'd' => c.is_ascii_digit(),
+        p => c == p,
+    }) && suffix.len() <= MAX_PAYLOAD_SUFFIX_DIGITS
+        && suffix.iter().all(u8::is_ascii_digit)
+}
+
+/// The provisioning file's bytes, or the finding that refuses its content
+/// (too large); the file itself must be safe to read (see the module).
+fn read_provisioning_file(path: &Path) -> Result<Result<Vec<u8>, Finding>, SourceError> {
+    let me = own_uid();
+    let real = match check_path_owners(path, me) {
+        Err(e) if e.is_not_found() => {
             return Err(SourceError::FileMissing {
                 path: path.to_path_buf(),
             })
         }
+        Err(source) => {
+            return Err(SourceError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Ok(Err(u)) => return Err(SourceError::unsafe_dir(u)),
+        Ok(Ok(real)) => real,
+    };
+    let file = match open_file_at_path(&real) {
+        Err(e) if e.is_not_found() => {
+            return Err(SourceError::FileMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(SourceError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
         // A FIFO would block the read forever.
-        Ok(m) if !m.is_file() => {
+        Ok(Err(_)) => {
             return Err(SourceError::NotAFile {
                 path: path.to_path_buf(),
             })
         }
-        _ => {}
-    }
-    // Over-size input still reaches validation, so the finding names the key.
-    read_limited(path, MAX_INPUT_BYTES + 1).or_else(|e| match e {
-        crate::node::fsutil::FsError::ReadTooLarge { .. } => {
-            Ok(vec![0; MAX_INPUT_BYTES as usize + 1])
-        }
-        other => Err(SourceError::ReadFile {
+        Ok(Ok(file)) => file,
+    };
+    let facts = file.facts();
+    if facts.nlink > 1 {
+        return Err(SourceError::HardLinked {
             path: path.to_path_buf(),
-            source: other,
+            nlink: facts.nlink,
+        });
+    }
+    if facts.writable_by_others(me) {
+        return Err(SourceError::Unsafe {
+            path: path.to_path_buf(),
+            uid: facts.uid,
+            mode: facts.mode,
+        });
+    }
+    let name = path.display().to_string();
+    match file.read(MAX_INPUT_BYTES) {
+        Ok(Some(bytes)) => Ok(Ok(bytes)),
+        Ok(None) => Ok(Err(too_large(&name, facts.size))),
+        Err(source) => Err(SourceError::ReadFile {
+            path: path.to_path_buf(),
+            source,
         }),
-    })
+    }
+}
+
+/// Why [`read_keys`] stopped.
+enum ReadKeysError {
+    /// The payload changed under the read (a key vanished): read again.
+    Vanished,
+    Source(SourceError),
 }
 
 /// Reads every key of a Secret directory from one consistent payload.
 pub fn read_secret_dir(dir: &Path) -> Result<Vec<RawKey>, SourceError> {
-    if !dir.is_dir() {
-        return Err(SourceError::DirMissing {
-            path: dir.to_path_buf(),
-        });
-    }
-    let data_link = dir.join(DATA_LINK);
+    let me = own_uid();
+    let missing = || SourceError::DirMissing {
+        path: dir.to_path_buf(),
+    };
+    let dir_err = |source: DirError| SourceError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let real = match check_path_owners(dir, me) {
+        Err(e) if e.is_not_found() => return Err(missing()),
+        Err(e) => return Err(dir_err(e)),
+        Ok(Err(u)) => return Err(SourceError::unsafe_dir(u)),
+        Ok(Ok(real)) => real,
+    };
+    let top = match DirHandle::open(&real) {
+        Err(DirError::NotADirectory { .. }) => return Err(missing()),
+        Err(e) if e.is_not_found() => return Err(missing()),
+        Err(e) => return Err(dir_err(e)),
+        Ok(top) => top,
+    };
+    let data_link = OsStr::new(DATA_LINK);
     for _ in 0..MAX_READ_ATTEMPTS {
-        let target = match fs::read_link(&data_link) {
-            Ok(t) => t,
+        let link = match top.entry_facts(data_link) {
+            Err(e) if e.is_not_found() => return read_plain(&top, dir, me),
+            Err(e) => return Err(dir_err(e)),
             // Not written by kubelet: a plain directory of files.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return read_keys(dir, dir),
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return read_keys(dir, dir),
-            Err(source) => {
-                return Err(SourceError::ReadLink {
-                    path: data_link,
-                    source,
-                })
-            }
+            Ok(f) if f.kind != Kind::Link => return read_plain(&top, dir, me),
+            Ok(f) => f,
         };
-        if target.components().count() != 1 || !target.to_string_lossy().starts_with("..") {
-            return Err(SourceError::BadDataLink {
-                path: dir.to_path_buf(),
-                target,
+        if !link.owned_by_trusted(me) {
+            return Err(SourceError::Unsafe {
+                path: dir.join(DATA_LINK),
+                uid: link.uid,
+                mode: link.mode,
             });
         }
-        let payload = dir.join(&target);
-        let result = read_keys(dir, &payload);
-        let after = fs::read_link(&data_link).ok();
-        match result {
-            Ok(keys) if after.as_deref() == Some(target.as_path()) => return Ok(keys),
-            // Swapped mid-read, or the old payload was deleted under us: again.
-            Ok(_) => continue,
-            Err(SourceError::ListDir { source, .. })
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                continue
+        let target = match top.read_link(data_link) {
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(dir_err(e)),
+            Ok(t) => t,
+        };
+        if !is_payload_name(target.as_bytes()) {
+            return Err(SourceError::BadDataLink {
+                path: dir.to_path_buf(),
+                target: target.to_string_lossy().into_owned(),
+            });
+        }
+        let payload = match top.open_dir(&target) {
+            // Swapped, and the old payload removed, since the readlink.
+            Err(e) if e.is_not_found() => continue,
+            Err(DirError::IsLink { .. } | DirError::NotADirectory { .. }) => {
+                return Err(SourceError::PayloadNotADirectory {
+                    path: dir.to_path_buf(),
+                    payload: target.to_string_lossy().into_owned(),
+                })
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(dir_err(e)),
+            Ok(p) => p,
+        };
+        let facts = payload.facts().map_err(dir_err)?;
+        if facts.writable_by_others(me) {
+            return Err(SourceError::Unsafe {
+                path: dir.join(&target),
+                uid: facts.uid,
+                mode: facts.mode,
+            });
+        }
+        let result = read_keys(&payload, dir, true, me);
+        let after = top.read_link(data_link).ok();
+        match result {
+            Ok(keys) if after.as_deref() == Some(target.as_os_str()) => return Ok(keys),
+            // Swapped mid-read, or the old payload was deleted under us: again.
+            Ok(_) | Err(ReadKeysError::Vanished) => continue,
+            Err(ReadKeysError::Source(e)) => return Err(e),
         }
     }
     Err(SourceError::Unstable {
@@ -170,61 +365,78 @@ pub fn read_secret_dir(dir: &Path) -> Result<Vec<RawKey>, SourceError> {
     })
 }
 
-/// Reads the non-dot entries of `payload`; links must stay inside `dir`.
-fn read_keys(dir: &Path, payload: &Path) -> Result<Vec<RawKey>, SourceError> {
-    let entries = fs::read_dir(payload).map_err(|source| SourceError::ListDir {
-        path: payload.to_path_buf(),
-        source,
+/// A directory without `..data`: its own files are the keys.
+fn read_plain(top: &DirHandle, dir: &Path, me: u32) -> Result<Vec<RawKey>, SourceError> {
+    match read_keys(top, dir, false, me) {
+        Ok(keys) => Ok(keys),
+        Err(ReadKeysError::Source(e)) => Err(e),
+        // Cannot happen for a plain directory (a vanished file is skipped).
+        Err(ReadKeysError::Vanished) => Err(SourceError::Unstable {
+            path: dir.to_path_buf(),
+            attempts: 1,
+        }),
+    }
+}
+
+/// Reads the non-dot entries of the open directory `handle` (kubelet's
+/// payload when `payload`, else a plain directory) of the Secret directory
+/// `dir`.
+fn read_keys(
+    handle: &DirHandle,
+    dir: &Path,
+    payload: bool,
+    me: u32,
+) -> Result<Vec<RawKey>, ReadKeysError> {
+    let names = handle.names().map_err(|e| {
+        if payload && e.is_not_found() {
+            ReadKeysError::Vanished
+        } else {
+            ReadKeysError::Source(SourceError::Dir {
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
     })?;
-    let mut names = Vec::new();
+    let mut visible: Vec<OsString> = Vec::new();
     let mut hidden = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| SourceError::ListDir {
-            path: payload.to_path_buf(),
-            source,
-        })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+    for name in names {
+        let bytes = name.as_bytes();
+        if bytes.starts_with(b".") {
             // In kubelet's payload dir a single-dot name is a Secret key
             // (`.ca.crt` is valid; the API refuses `..` prefixes, kubelet's
             // own namespace). In a plain directory it is a hidden file of
             // whoever manages it (`.keep`, an editor's swap file).
-            if payload != dir && !name.starts_with("..") {
-                hidden.push(name);
+            if payload && !bytes.starts_with(b"..") {
+                hidden.push(name.to_string_lossy().into_owned());
             }
             continue;
         }
-        names.push(name);
-        if names.len() > MAX_KEYS_PER_SOURCE {
-            return Err(SourceError::TooManyKeys {
+        visible.push(name);
+        if visible.len() > MAX_KEYS_PER_SOURCE {
+            return Err(ReadKeysError::Source(SourceError::TooManyKeys {
                 path: dir.to_path_buf(),
-                count: names.len(),
-            });
+                count: visible.len(),
+            }));
         }
     }
-    names.sort();
-    let dir_real = fs::canonicalize(dir).map_err(|source| SourceError::ListDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut keys = Vec::with_capacity(names.len());
-    for name in names {
-        let path = payload.join(&name);
-        let content = read_key(&dir_real, &name, &path);
-        if let Err(f) = &content {
-            // A payload dir deleted mid-read surfaces here as NotFound.
-            if f.kind == FindingKind::Unreadable && !path.exists() && !payload.exists() {
-                return Err(SourceError::ListDir {
-                    path: payload.to_path_buf(),
-                    source: io::Error::from(io::ErrorKind::NotFound),
-                });
-            }
+    visible.sort();
+    let mut keys = Vec::with_capacity(visible.len());
+    for name in visible {
+        let key = name.to_string_lossy().into_owned();
+        match read_key(handle, &name, &key, me) {
+            Err(KeyRead::Vanished) if payload => return Err(ReadKeysError::Vanished),
+            // Removed from a plain directory since the listing: its removal
+            // is a change of its own, seen by the next pass.
+            Err(KeyRead::Vanished) => {}
+            Err(KeyRead::Refused(f)) => keys.push(RawKey {
+                key,
+                content: Err(f),
+            }),
+            Ok(bytes) => keys.push(RawKey {
+                key,
+                content: Ok(bytes),
+            }),
         }
-        if matches!(&content, Err(f) if f.kind == FindingKind::NotAKey) {
-            // Sub-directories are not keys (kubelet writes none for a CA Secret).
-            continue;
-        }
-        keys.push(RawKey { key: name, content });
     }
     hidden.sort();
     keys.extend(hidden.into_iter().map(|name| RawKey {
@@ -259,60 +471,109 @@ fn unvalidated(key: String, finding: Finding) -> KeyVerdict {
     }
 }
 
-fn read_key(dir_real: &Path, name: &str, path: &Path) -> Result<Vec<u8>, Finding> {
+/// Why a key was not read.
+enum KeyRead {
+    /// It is gone since the listing.
+    Vanished,
+    /// It was refused, without reading it (or it could not be read).
+    Refused(Finding),
+}
+
+/// Opens the key `name` once, judges it on its descriptor, and only then
+/// reads it.
+fn read_key(handle: &DirHandle, name: &OsStr, key: &str, me: u32) -> Result<Vec<u8>, KeyRead> {
+    let path = handle.path().join(name);
     let unreadable = |e: &dyn std::fmt::Display| {
-        Finding::error(
+        KeyRead::Refused(Finding::error(
             FindingKind::Unreadable,
-            name,
+            key,
             None,
             format!("cannot read {}: {e}", path.display()),
             "check the Secret volume",
-        )
+        ))
     };
-    let meta = fs::symlink_metadata(path).map_err(|e| unreadable(&e))?;
-    if meta.file_type().is_symlink() {
-        let real = fs::canonicalize(path).map_err(|e| unreadable(&e))?;
-        if !real.starts_with(dir_real) {
-            return Err(Finding::error(
-                FindingKind::LinkOutsideDir,
-                name,
-                None,
-                format!(
-                    "the key is a link to {}, outside the Secret directory; it is refused",
-                    real.display()
-                ),
-                "publish the CA's content in the Secret itself",
-            ));
+    let file = match handle.open_file(name) {
+        Err(e) if e.is_not_found() => return Err(KeyRead::Vanished),
+        // Swapped for a link between the look and the open.
+        Err(DirError::IsLink { .. }) => {
+            return Err(KeyRead::Refused(link_finding(handle, name, key)))
         }
-    }
-    // Follow the (checked) link: only a regular file is a key. A FIFO would
-    // block the read forever; a device or socket is nothing to trust.
-    let target = fs::metadata(path).map_err(|e| unreadable(&e))?;
-    if target.is_dir() {
-        return Err(Finding::warning(
-            FindingKind::NotAKey,
-            name,
+        Err(e) => return Err(unreadable(&e)),
+        Ok(Err(facts)) => {
+            return Err(KeyRead::Refused(not_a_file(
+                handle, name, key, &path, facts,
+            )))
+        }
+        Ok(Ok(file)) => file,
+    };
+    let facts = file.facts();
+    if facts.nlink > 1 {
+        return Err(KeyRead::Refused(Finding::error(
+            FindingKind::HardLink,
+            key,
             None,
-            "a directory, not a key",
-            "",
-        ));
+            format!(
+                "the key has {} hard links; kubelet's files have one, and another name may be a file outside the Secret directory, so it is refused without being read",
+                facts.nlink
+            ),
+            "replace the hard link by a copy of the file",
+        )));
     }
-    if !target.is_file() {
-        return Err(Finding::error(
+    if facts.writable_by_others(me) {
+        return Err(KeyRead::Refused(Finding::error(
+            FindingKind::WritableByOthers,
+            key,
+            None,
+            format!(
+                "{} can be changed by a user other than root (owner uid {}, mode {:04o}); it is refused without being read",
+                path.display(),
+                facts.uid,
+                facts.mode
+            ),
+            "make the file owned by root and not writable by group or others (`chmod 0644`; for a Secret volume, a defaultMode of 0644 or less)",
+        )));
+    }
+    match file.read(MAX_INPUT_BYTES) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(KeyRead::Refused(too_large(key, facts.size))),
+        Err(e) if e.is_not_found() => Err(KeyRead::Vanished),
+        Err(e) => Err(unreadable(&e)),
+    }
+}
+
+/// The finding for a key that is a link: never followed.
+fn link_finding(handle: &DirHandle, name: &OsStr, key: &str) -> Finding {
+    let target = handle
+        .read_link(name)
+        .map(|t| format!(" to {:?}", t.to_string_lossy()))
+        .unwrap_or_default();
+    Finding::error(
+        FindingKind::Link,
+        key,
+        None,
+        format!("the key is a link{target}; kubelet writes regular files, and the agent follows no link out of (or within) the Secret directory, so it is refused without being read"),
+        "publish the CA's content in the Secret itself (in a plain --ca-dir, copy the file instead of linking it)",
+    )
+}
+
+/// The finding for an entry that is not a regular file.
+fn not_a_file(handle: &DirHandle, name: &OsStr, key: &str, path: &Path, facts: Facts) -> Finding {
+    match facts.kind {
+        Kind::Link => link_finding(handle, name, key),
+        Kind::Dir => Finding::warning(
+            FindingKind::NotAKey,
+            key,
+            None,
+            format!("{} is a directory, not a key; it is not read", path.display()),
+            "remove the directory, or point --ca-dir at it if it holds CA files",
+        ),
+        Kind::File | Kind::Special => Finding::error(
             FindingKind::Unreadable,
-            name,
+            key,
             None,
             format!("{} is not a regular file (a FIFO, socket or device); it is refused without being read", path.display()),
             "make the key a regular file holding PEM certificates",
-        ));
-    }
-    match read_limited(path, MAX_INPUT_BYTES + 1) {
-        Ok(bytes) => Ok(bytes),
-        // Let validation report the size with its usual words.
-        Err(crate::node::fsutil::FsError::ReadTooLarge { .. }) => {
-            Ok(vec![0; MAX_INPUT_BYTES as usize + 1])
-        }
-        Err(e) => Err(unreadable(&e)),
+        ),
     }
 }
 
@@ -406,8 +667,7 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
                 let finding = hidden_key(&k.key);
                 unvalidated(k.key, finding)
             }
-            Ok(bytes) => validate_key(&k.key, &bytes, now),
-            Err(finding) => unvalidated(k.key, finding),
+            _ => verdict_of(k, now),
         })
         .collect();
     SourceInput {
@@ -419,7 +679,8 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
-    use std::os::unix::fs::symlink;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
 
     use super::*;
     use crate::x509::testpki;
@@ -515,17 +776,22 @@ mod tests {
     fn swap_in_the_middle_of_a_read_is_read_again() {
         let dir = tempfile::tempdir().unwrap();
         publish(dir.path(), 1, &[("ca1.crt", b"one")]);
-        let payload = dir
-            .path()
-            .join(fs::read_link(dir.path().join("..data")).unwrap());
+        let name = fs::read_link(dir.path().join("..data")).unwrap();
         // Simulate the read seeing generation 1's listing, then a swap and the
         // old payload's deletion before the key was read.
-        let listed = read_keys(dir.path(), &payload).unwrap();
+        let top = DirHandle::open(dir.path()).unwrap();
+        let payload = top.open_dir(name.as_os_str()).unwrap();
+        let listed = match read_keys(&payload, dir.path(), true, own_uid()) {
+            Ok(keys) => keys,
+            Err(_) => panic!("the first read failed"),
+        };
         assert_eq!(listed[0].content.as_ref().unwrap(), b"one");
         publish(dir.path(), 2, &[("ca1.crt", b"two")]);
-        fs::remove_dir_all(&payload).unwrap();
-        let err = read_keys(dir.path(), &payload).unwrap_err();
-        assert!(matches!(err, SourceError::ListDir { .. }));
+        fs::remove_dir_all(dir.path().join(&name)).unwrap();
+        assert!(matches!(
+            read_keys(&payload, dir.path(), true, own_uid()),
+            Err(ReadKeysError::Vanished) | Ok(_)
+        ));
         // The full read notices and returns only the new generation.
         let keys = read_secret_dir(dir.path()).unwrap();
         assert_eq!(keys[0].content.as_ref().unwrap(), b"two");
@@ -544,8 +810,234 @@ mod tests {
         let keys = read_secret_dir(dir.path()).unwrap();
         let evil = keys.iter().find(|k| k.key == "evil.crt").unwrap();
         let finding = evil.content.as_ref().unwrap_err();
-        assert_eq!(finding.kind, FindingKind::LinkOutsideDir);
+        assert_eq!(finding.kind, FindingKind::Link);
         assert!(finding.to_string().contains("evil.crt"));
+    }
+
+    /// The payload as the next generation, not yet visible (AtomicWriter's
+    /// step 1), at `..2026_11_22_04_45_<generation>.000000001`.
+    fn payload_path(dir: &Path) -> PathBuf {
+        dir.join(fs::read_link(dir.join("..data")).unwrap())
+    }
+
+    /// Points `..data` at `target`, as kubelet's rename does.
+    fn point_data_at(dir: &Path, target: &str) {
+        let _ = fs::remove_file(dir.join("..data_tmp"));
+        symlink(target, dir.join("..data_tmp")).unwrap();
+        fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    }
+
+    #[test]
+    fn data_pointing_at_the_parent_is_refused_and_the_parent_is_not_read() {
+        let parent = tempfile::tempdir().unwrap();
+        fs::write(parent.path().join("planted.crt"), b"planted").unwrap();
+        let dir = parent.path().join("secret");
+        fs::create_dir(&dir).unwrap();
+        publish(&dir, 1, &[("ca1.crt", b"one")]);
+        for target in [
+            "..",
+            "../secret",
+            "/etc",
+            "..2026_11_22_04_45_01.000000001/..",
+        ] {
+            point_data_at(&dir, target);
+            let err = read_secret_dir(&dir).unwrap_err();
+            assert!(
+                matches!(err, SourceError::BadDataLink { .. }),
+                "{target}: {err}"
+            );
+            let input = read_source(&SourceSpec::SecretDir(dir.clone()), 0);
+            let f = input.keys.unwrap_err();
+            assert_eq!(f.kind, FindingKind::BadLayout, "{target}");
+            assert!(
+                f.to_string().contains("stay installed") && f.to_string().contains("Fix:"),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_a_link_is_refused_and_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("root-only.crt"), b"secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        // A name of kubelet's form, but a link to a directory elsewhere.
+        symlink(
+            outside.path(),
+            dir.path().join("..2026_11_22_04_45_09.000000002"),
+        )
+        .unwrap();
+        point_data_at(dir.path(), "..2026_11_22_04_45_09.000000002");
+        let err = read_secret_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, SourceError::PayloadNotADirectory { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_inside_the_payload_is_refused_too() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        symlink("ca1.crt", payload_path(dir.path()).join("ca2.crt")).unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        let f = keys[1].content.as_ref().unwrap_err();
+        assert_eq!(
+            (keys[1].key.as_str(), f.kind),
+            ("ca2.crt", FindingKind::Link)
+        );
+        assert!(f.problem.contains("\"ca1.crt\""), "names the target: {f}");
+    }
+
+    #[test]
+    fn a_hard_link_is_refused_without_being_read() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("root-only"), b"secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ok.crt"), b"x").unwrap();
+        fs::hard_link(
+            outside.path().join("root-only"),
+            dir.path().join("evil.crt"),
+        )
+        .unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        let evil = keys.iter().find(|k| k.key == "evil.crt").unwrap();
+        let f = evil.content.as_ref().unwrap_err();
+        assert_eq!(f.kind, FindingKind::HardLink);
+        assert!(f.problem.contains("2 hard links"), "{f}");
+    }
+
+    #[test]
+    fn files_and_directories_others_can_write_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ok.crt"), b"x").unwrap();
+        fs::write(dir.path().join("open.crt"), b"y").unwrap();
+        fs::set_permissions(
+            dir.path().join("open.crt"),
+            fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let keys = read_secret_dir(dir.path()).unwrap();
+        let open = keys.iter().find(|k| k.key == "open.crt").unwrap();
+        let f = open.content.as_ref().unwrap_err();
+        assert_eq!(f.kind, FindingKind::WritableByOthers);
+        assert!(
+            f.problem.contains("mode 0666") && f.fix.contains("0644"),
+            "{f}"
+        );
+        assert!(keys
+            .iter()
+            .find(|k| k.key == "ok.crt")
+            .unwrap()
+            .content
+            .is_ok());
+
+        // The directory itself group-writable: nothing in it is read.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o770)).unwrap();
+        let err = read_secret_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, SourceError::Unsafe { .. }), "{err}");
+        let f = read_source(&SourceSpec::SecretDir(dir.path().into()), 0)
+            .keys
+            .unwrap_err();
+        assert_eq!(f.kind, FindingKind::WritableByOthers);
+        assert!(f.to_string().contains("mode 0770"), "{f}");
+
+        // Sticky, like /tmp and kubelet's tmpfs volumes: each entry decides.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(read_secret_dir(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn a_world_writable_provisioning_file_or_its_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custom-ca.pem");
+        fs::write(&path, testpki::pem(&testpki::good_ca("P").cert)).unwrap();
+        assert!(read_source(&SourceSpec::File(path.clone()), now_unix())
+            .keys
+            .is_ok());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o646)).unwrap();
+        let f = read_source(&SourceSpec::File(path.clone()), now_unix())
+            .keys
+            .unwrap_err();
+        assert_eq!(f.kind, FindingKind::WritableByOthers, "{f}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::hard_link(&path, dir.path().join("second-name")).unwrap();
+        let f = read_source(&SourceSpec::File(path.clone()), now_unix())
+            .keys
+            .unwrap_err();
+        assert_eq!(f.kind, FindingKind::HardLink, "{f}");
+    }
+
+    #[test]
+    fn a_directory_named_like_a_key_gets_a_finding() {
+        let dir = tempfile::tempdir().unwrap();
+        publish(dir.path(), 1, &[("ca1.crt", b"one")]);
+        fs::create_dir(payload_path(dir.path()).join("dir.crt")).unwrap();
+        let verdicts = read_source(&SourceSpec::SecretDir(dir.path().into()), 0)
+            .keys
+            .unwrap();
+        let v = verdicts.iter().find(|v| v.key == "dir.crt").unwrap();
+        assert_eq!(v.findings[0].kind, FindingKind::NotAKey);
+        assert!(!v.findings[0].is_error() && v.rejected);
+        assert!(v.findings[0]
+            .to_string()
+            .contains("is a directory, not a key"));
+    }
+
+    #[test]
+    fn a_key_name_that_is_not_plain_ascii_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = testpki::pem(&testpki::good_ca("Lookalike").cert);
+        publish(
+            dir.path(),
+            1,
+            &[
+                ("c\u{430}1.crt", pem.as_bytes()),
+                ("ca\u{202e}2.crt", pem.as_bytes()),
+            ],
+        );
+        let verdicts = read_source(&SourceSpec::SecretDir(dir.path().into()), now_unix())
+            .keys
+            .unwrap();
+        for v in &verdicts {
+            assert!(!v.rejected, "still installed: {v:?}");
+            assert_eq!(v.findings[0].kind, FindingKind::NonAsciiKeyName);
+            assert!(!v.findings[0].is_error());
+        }
+        let problem = |k: &str| {
+            verdicts.iter().find(|v| v.key == k).unwrap().findings[0]
+                .problem
+                .clone()
+        };
+        assert!(problem("c\u{430}1.crt").contains("U+0430"));
+        assert!(problem("ca\u{202e}2.crt").contains("U+202E"));
+    }
+
+    #[test]
+    fn payload_names_are_kubelets_form_only() {
+        for ok in [
+            "..2026_11_22_04_45_18.123456789",
+            "..1970_01_01_00_00_00.0",
+            "..2026_11_22_04_45_18.4294967295",
+        ] {
+            assert!(is_payload_name(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "..",
+            "../x",
+            "..data",
+            "...",
+            "..2026_11_22_04_45_18.",
+            "..2026_11_22_04_45_18.12/..",
+            "..2026_11_22_04_45_18.1a",
+            "..2026-11-22_04_45_18.1",
+            "/..2026_11_22_04_45_18.1",
+            "..2026_11_22_04_45_18.123456789012345678901",
+            "2026_11_22_04_45_18.1",
+        ] {
+            assert!(!is_payload_name(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]

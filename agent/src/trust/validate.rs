@@ -4,11 +4,12 @@
 //! deciding what to install is `plan`'s. Every [`Finding`] names the key, the
 //! certificate's position in it, what is wrong and how to fix it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine;
 
-use crate::x509::cert::CertInfo;
+use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::x509::pem::{scan_pem, PemScan};
 use crate::x509::time::rfc3339;
 
@@ -40,9 +41,22 @@ pub enum FindingKind {
     Expired,
     NotYetValid,
     DuplicateInKey,
+    /// A negative serial number: Go's crypto/x509 refuses such certificates.
+    NegativeSerial,
+    /// An X.509 v1 self-signed certificate: a root CA to TLS libraries.
+    V1Root,
     TooManyCertificates,
     Unreadable,
-    LinkOutsideDir,
+    /// A key that is a symbolic link: never followed.
+    Link,
+    /// A key with more than one hard link: refused without being read.
+    HardLink,
+    /// A key, directory or file a user other than root can change.
+    WritableByOthers,
+    /// A Secret directory whose `..data` or payload is not kubelet's layout.
+    BadLayout,
+    /// A key name that is not plain printable ASCII.
+    NonAsciiKeyName,
     /// The configured directory or file does not exist.
     SourceMissing,
     /// The source exists but cannot be read consistently.
@@ -148,23 +162,22 @@ impl KeyVerdict {
 
 const FIX_PEM: &str = "put one or more PEM certificates (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----) in this key";
 
+/// The error for a value of `size` bytes, over [`MAX_INPUT_BYTES`] (the
+/// readers refuse such a key without reading it all).
+pub fn too_large(key: &str, size: u64) -> Finding {
+    Finding::error(
+        FindingKind::TooLarge,
+        key,
+        None,
+        format!("the value is {size} bytes, over the limit of {MAX_INPUT_BYTES} bytes (1 MiB)"),
+        "keep only the CA certificates in this key; a CA bundle is a few KiB",
+    )
+}
+
 /// Validates one key's bytes at time `now` (Unix seconds).
 pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
     if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return KeyVerdict::rejected(
-            key,
-            Finding::error(
-                FindingKind::TooLarge,
-                key,
-                None,
-                format!(
-                    "the value is {} bytes, over the limit of {} bytes (1 MiB)",
-                    bytes.len(),
-                    MAX_INPUT_BYTES
-                ),
-                "keep only the CA certificates in this key; a CA bundle is a few KiB",
-            ),
-        );
+        return KeyVerdict::rejected(key, too_large(key, bytes.len() as u64));
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return KeyVerdict::rejected(
@@ -247,6 +260,9 @@ pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
     }
 
     let mut certs: Vec<CertInfo> = Vec::new();
+    // Fingerprint -> (first position, repeats): a repeat is skipped before
+    // it is judged, and all repeats of one certificate are one warning.
+    let mut seen: BTreeMap<Fingerprint, (usize, usize)> = BTreeMap::new();
     for (index, block) in blocks.iter().enumerate() {
         let position = index + 1;
         if block.label != "CERTIFICATE" {
@@ -266,6 +282,12 @@ pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
                 return reject_with(key, findings);
             }
         };
+        let fingerprint = Fingerprint::of_der(&der);
+        if let Some((_, repeats)) = seen.get_mut(&fingerprint) {
+            *repeats += 1;
+            continue;
+        }
+        seen.insert(fingerprint, (position, 0));
         let info = match CertInfo::from_der(&der) {
             Ok(info) => info,
             Err(e) => {
@@ -279,25 +301,21 @@ pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
                 return reject_with(key, findings);
             }
         };
-        if certs.iter().any(|c| c.fingerprint == info.fingerprint) {
-            findings.push(Finding::warning(
-                FindingKind::DuplicateInKey,
-                key,
-                Some(position),
-                format!(
-                    "this certificate repeats an earlier one in the same key (SHA256 {})",
-                    info.fingerprint.short()
-                ),
-                "remove the duplicate",
-            ));
-            continue;
-        }
         if let Some(finding) = check_cert(key, position, &info, now) {
             let skip = finding.is_error();
             findings.push(finding);
             if skip {
                 continue;
             }
+        }
+        if info.serial_negative {
+            findings.push(Finding::warning(
+                FindingKind::NegativeSerial,
+                key,
+                Some(position),
+                format!("\"{}\" has a negative serial number ({}); it is installed, but Go programs (containerd, kubelet) built with Go 1.23 or later refuse to parse such a certificate unless GODEBUG=x509negativeserial=1 is set, so pulls through it may still fail", info.subject, info.serial),
+                "reissue the CA with a positive serial number",
+            ));
         }
         if info.not_before > now {
             findings.push(Finding::warning(
@@ -309,6 +327,25 @@ pub fn validate_key(key: &str, bytes: &[u8], now: i64) -> KeyVerdict {
             ));
         }
         certs.push(info);
+    }
+    let mut repeated: Vec<(usize, Fingerprint, usize)> = seen
+        .into_iter()
+        .filter(|(_, (_, repeats))| *repeats > 0)
+        .map(|(fp, (first, repeats))| (first, fp, repeats))
+        .collect();
+    repeated.sort();
+    for (first, fp, repeats) in repeated {
+        findings.push(Finding::warning(
+            FindingKind::DuplicateInKey,
+            key,
+            Some(first),
+            format!(
+                "this certificate (SHA256 {}) is repeated {repeats} more time{} in the same key; it is used once",
+                fp.short(),
+                if repeats == 1 { "" } else { "s" }
+            ),
+            "remove the duplicates",
+        ));
     }
 
     if certs.is_empty() {
@@ -339,6 +376,15 @@ fn check_cert(key: &str, position: usize, info: &CertInfo, now: i64) -> Option<F
         ));
     }
     if info.is_ca != Some(true) {
+        if info.self_signed && info.version == 1 {
+            return Some(Finding::warning(
+                FindingKind::V1Root,
+                key,
+                Some(position),
+                format!("\"{}\" is a self-signed X.509 v1 certificate: it has no extensions, so nothing in it says whether it is a CA; OpenSSL and Go accept a self-signed v1 certificate in the trust store as a root CA, so it is installed and trusts every certificate it signed", info.subject),
+                "if you can, reissue it as a v3 CA certificate (basicConstraints CA:TRUE); if it is a server's own certificate, consider trusting its issuing CA instead",
+            ));
+        }
         if info.self_signed {
             return Some(Finding::warning(
                 FindingKind::NotCaSelfSigned,
@@ -674,6 +720,68 @@ mod tests {
         assert!(v.rejected);
         assert_eq!(kinds(&v), vec![FindingKind::UnsupportedBlock]);
         assert!(v.findings[0].fix.contains("openssl pkcs7"));
+    }
+
+    #[test]
+    fn a_ca_repeated_thousands_of_times_is_one_warning_with_the_count() {
+        let pem = good_pem();
+        let expired = testpki::pem(&testpki::ca("Old", -30, -1).cert);
+        let input = format!("{}{}{}", pem.repeat(1000), expired.repeat(3), pem);
+        let v = validate_key("many.crt", input.as_bytes(), now_unix());
+        assert!(!v.rejected);
+        assert_eq!(v.certs.len(), 1);
+        assert_eq!(
+            kinds(&v),
+            vec![
+                FindingKind::Expired,
+                FindingKind::DuplicateInKey,
+                FindingKind::DuplicateInKey
+            ],
+            "{:?}",
+            v.findings
+        );
+        assert_eq!(v.findings[1].position, Some(1));
+        assert!(
+            v.findings[1].problem.contains("repeated 1000 more times"),
+            "{}",
+            v.findings[1]
+        );
+        assert_eq!(v.findings[2].position, Some(1001));
+        assert!(
+            v.findings[2].problem.contains("repeated 2 more times"),
+            "{}",
+            v.findings[2]
+        );
+    }
+
+    #[test]
+    fn a_negative_serial_is_installed_with_a_warning_naming_gos_behaviour() {
+        let pem = testpki::pem(&testpki::negative_serial_ca("Negative").cert);
+        let v = validate_key("neg.crt", pem.as_bytes(), now_unix());
+        assert!(!v.rejected);
+        assert_eq!(v.certs.len(), 1);
+        assert!(v.certs[0].serial_negative);
+        assert_eq!(kinds(&v), vec![FindingKind::NegativeSerial]);
+        let text = v.findings[0].to_string();
+        assert!(
+            text.contains("Go 1.23")
+                && text.contains("x509negativeserial")
+                && text.contains("-1092"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_self_signed_v1_certificate_is_described_as_a_root() {
+        let v1 = testpki::pem(&testpki::bare_v1_cert("Old Root"));
+        let v = validate_key("v1.crt", v1.as_bytes(), now_unix());
+        assert!(!v.rejected);
+        assert_eq!(v.certs.len(), 1);
+        assert_eq!(v.certs[0].version, 1);
+        assert_eq!(kinds(&v), vec![FindingKind::V1Root]);
+        let text = v.findings[0].to_string();
+        assert!(text.contains("v1") && text.contains("root CA"), "{text}");
+        assert!(!text.contains("exactly this one server"), "{text}");
     }
 
     #[test]

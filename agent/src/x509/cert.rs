@@ -63,8 +63,13 @@ pub struct CertInfo {
     pub fingerprint: Fingerprint,
     pub subject: String,
     pub issuer: String,
-    /// Upper-case hex, as `openssl x509 -serial` prints it.
+    /// Upper-case hex, as `openssl x509 -serial` prints it (`-` first if
+    /// negative).
     pub serial: String,
+    /// The serial number is negative (DER allows it; RFC 5280 does not).
+    pub serial_negative: bool,
+    /// The X.509 version: 1, 2 or 3 (v1 certificates have no extensions).
+    pub version: i32,
     pub not_before: i64,
     pub not_after: i64,
     /// `Some(true)` when basicConstraints says CA:TRUE; `None` when absent.
@@ -98,10 +103,13 @@ impl CertInfo {
     }
 
     fn from_x509(cert: &X509Ref, der: &[u8]) -> Result<Self, ParseCertError> {
-        let serial = cert
+        let serial_bn = cert
             .serial_number()
             .to_bn()
-            .and_then(|bn| bn.to_hex_str().map(|s| s.to_string()))
+            .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
+        let serial = serial_bn
+            .to_hex_str()
+            .map(|s| s.to_string())
             .map_err(|e| ParseCertError(openssl_reason_or(&e, NOT_A_CERTIFICATE)))?;
         let pem = cert
             .to_pem()
@@ -118,6 +126,9 @@ impl CertInfo {
             subject: name_to_string(cert.subject_name()),
             issuer: name_to_string(cert.issuer_name()),
             serial,
+            serial_negative: serial_bn.is_negative(),
+            // OpenSSL counts from 0 (v1), as the DER field does.
+            version: cert.version() + 1,
             not_before: asn1_to_unix(cert.not_before())?,
             not_after: asn1_to_unix(cert.not_after())?,
             is_ca: der::basic_constraints_ca(der),

@@ -221,6 +221,22 @@ pub fn bare_v1_cert(cn: &str) -> X509 {
     b.build()
 }
 
+/// A valid self-signed CA whose serial number is negative (DER allows it;
+/// RFC 5280 and Go 1.23 do not).
+pub fn negative_serial_ca(cn: &str) -> TestCa {
+    let key = key();
+    let mut b = fixture_builder(cn, &key, -1, 365);
+    let serial = BigNum::from_dec_str("-4242").unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    append_ca_extensions(&mut b, KeyUsage::new().critical().key_cert_sign());
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    TestCa {
+        cert: b.build(),
+        key,
+    }
+}
+
 /// A fresh private key in PKCS#8 PEM.
 pub fn private_key_pem() -> String {
     key_pem(&key())

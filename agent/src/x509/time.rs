@@ -12,6 +12,55 @@ pub fn now_unix() -> i64 {
     Timestamp::now().as_second()
 }
 
+/// Current Unix time in microseconds, the unit of systemd's timestamps.
+pub fn now_us() -> u64 {
+    u64::try_from(Timestamp::now().as_microsecond()).unwrap_or(0)
+}
+
+/// Microseconds since the epoch as RFC 3339 UTC to the millisecond
+/// (`2026-11-22T04:57:28.125Z`).
+pub fn rfc3339_us(us: u64) -> String {
+    match i64::try_from(us)
+        .ok()
+        .and_then(|us| Timestamp::from_microsecond(us).ok())
+    {
+        Some(t) => format!("{t:.3}"),
+        None => format!("{us}us since the epoch"),
+    }
+}
+
+/// A span of microseconds as systemd prints one: `10s`, `500ms`,
+/// `1min 30s`, `2h`.
+pub fn short_span_us(us: u64) -> String {
+    if us == 0 {
+        return "0".to_string();
+    }
+    if us < 1_000_000 {
+        return if us % 1000 == 0 {
+            format!("{}ms", us / 1000)
+        } else {
+            format!("{us}us")
+        };
+    }
+    let mut secs = us / 1_000_000;
+    let mut parts = Vec::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("min", 60)] {
+        if secs >= size {
+            parts.push(format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    let ms = (us % 1_000_000) / 1000;
+    if secs > 0 || ms > 0 {
+        parts.push(if ms > 0 {
+            format!("{secs}.{ms:03}s")
+        } else {
+            format!("{secs}s")
+        });
+    }
+    parts.join(" ")
+}
+
 /// Unix seconds as RFC 3339 UTC (`2026-11-22T04:57:28Z`). A time outside
 /// jiff's range (years -9999..=9999), which no certificate has, prints as
 /// its number of seconds.
@@ -53,6 +102,17 @@ pub fn kubeadm_date(unix: i64) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_like_systemds() {
+        assert_eq!(short_span_us(10_000_000), "10s");
+        assert_eq!(short_span_us(500_000), "500ms");
+        assert_eq!(short_span_us(90_000_000), "1min 30s");
+        assert_eq!(short_span_us(7_200_000_000), "2h");
+        assert_eq!(short_span_us(2_500_000), "2.500s");
+        assert_eq!(short_span_us(0), "0");
+        assert_eq!(rfc3339_us(1_500_000), "1970-01-01T00:00:01.500Z");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -60,6 +60,8 @@ impl Node {
             self.fake.clone(),
             CaSettings {
                 sources: vec![SourceSpec::SecretDir(self.secret.path().into())],
+                api_secret: None,
+                restart_delay: std::time::Duration::ZERO,
                 restart_units: restart_units.iter().map(|u| u.to_string()).collect(),
                 max_certificates: 10,
                 state_path: self.state_path(),

@@ -56,6 +56,7 @@ mod openapi;
 mod patch;
 mod rbac;
 mod resources;
+mod secrets;
 mod selectors;
 mod status;
 mod store;

@@ -135,29 +135,6 @@ static BUILTIN: &[ResourceDef] = &[
         builtin: true,
     },
     ResourceDef {
-        kind: Kind::Secret,
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        singular: "secret",
-        kind_name: "Secret",
-        namespaced: true,
-        verbs: &[
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ],
-        short_names: &[],
-        categories: &[],
-        field_labels: &["metadata.name", "metadata.namespace", "type"],
-        builtin: true,
-    },
-    ResourceDef {
         kind: Kind::Event,
         group: "",
         version: "v1",
@@ -201,6 +178,29 @@ static BUILTIN: &[ResourceDef] = &[
         short_names: &["ev"],
         categories: &[],
         field_labels: EVENT_FIELDS,
+        builtin: true,
+    },
+    ResourceDef {
+        kind: Kind::Secret,
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        singular: "secret",
+        kind_name: "Secret",
+        namespaced: true,
+        verbs: &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        short_names: &[],
+        categories: &[],
+        field_labels: &["metadata.name", "metadata.namespace", "type"],
         builtin: true,
     },
 ];
@@ -727,7 +727,8 @@ pub(crate) fn create(
         Kind::Event => super::events::create(shared, def, r, dry),
         Kind::Revocation => super::custom::create(shared, def, r, dry),
         Kind::Node => super::nodes::create(shared, def, r, dry),
-        Kind::Namespace | Kind::Secret => Err(status::method_not_allowed()),
+        Kind::Secret => super::secrets::create(shared, def, r, dry),
+        Kind::Namespace => Err(status::method_not_allowed()),
     }
 }
 
@@ -875,7 +876,8 @@ pub(crate) fn patch(
         Kind::Event => super::events::patch(shared, def, r, pt, dry),
         Kind::Revocation => super::custom::patch(shared, def, r, pt, dry),
         Kind::Node => super::nodes::patch(shared, def, r, pt, dry),
-        Kind::Csr | Kind::Namespace | Kind::Secret => Err(status::method_not_allowed()),
+        Kind::Secret => super::secrets::patch(shared, def, r, pt, dry),
+        Kind::Csr | Kind::Namespace => Err(status::method_not_allowed()),
     }
 }
 

@@ -17,8 +17,8 @@ pub(crate) enum Kind {
     /// Events of both APIs share one storage (core/v1 form).
     Event,
     Revocation,
-    /// Read-only through the API (get, list, watch, delete); tests put them
-    /// with `ApiServer::set_secret`.
+    /// core/v1 Secrets (`secrets.rs`); tests may also put them with
+    /// `ApiServer::set_secret`.
     Secret,
 }
 

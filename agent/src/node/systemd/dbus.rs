@@ -9,7 +9,10 @@ use tokio::sync::Mutex;
 use zbus::zvariant::{OwnedObjectPath, Value};
 use zbus::Connection;
 
-use super::{CommandOutcome, JobResult, Systemd, SystemdError, COMMAND_TIMEOUT, RESTART_TIMEOUT};
+use super::{
+    CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitStatus, COMMAND_TIMEOUT,
+    RESTART_TIMEOUT,
+};
 
 const DEST: &str = "org.freedesktop.systemd1";
 /// Every refresh runs in a transient unit with this name pattern.
@@ -24,6 +27,7 @@ const REFRESH_UNIT_PATTERN: &str = "node-cert-agent-refresh-*";
 trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
     fn try_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn start_transient_unit(
         &self,
         name: &str,
@@ -226,8 +230,38 @@ impl DbusSystemd {
     }
 }
 
+/// The D-Bus interface of a unit type that has a `Result` property.
+fn result_interface(unit: &str) -> Option<&'static str> {
+    Some(match unit.rsplit('.').next()? {
+        "service" => "org.freedesktop.systemd1.Service",
+        "socket" => "org.freedesktop.systemd1.Socket",
+        "mount" => "org.freedesktop.systemd1.Mount",
+        "swap" => "org.freedesktop.systemd1.Swap",
+        "timer" => "org.freedesktop.systemd1.Timer",
+        "path" => "org.freedesktop.systemd1.Path",
+        "automount" => "org.freedesktop.systemd1.Automount",
+        _ => return None,
+    })
+}
+
 impl DbusSystemd {
-    async fn unit_active_since_inner(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
+    /// A proxy of `interface` on the unit object `path`, reading properties
+    /// afresh on every get (a cached value would be the one before a job).
+    async fn unit_proxy<'c>(
+        conn: &'c Connection,
+        path: OwnedObjectPath,
+        interface: &'static str,
+    ) -> zbus::Result<zbus::Proxy<'c>> {
+        zbus::proxy::Builder::new(conn)
+            .destination(DEST)?
+            .path(path)?
+            .interface(interface)?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+    }
+
+    async fn unit_status_inner(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         let conn = self.connection().await?;
         let call_err = |call, source| SystemdError::Call {
             call,
@@ -243,27 +277,83 @@ impl DbusSystemd {
             .load_unit(unit)
             .await
             .map_err(|e| call_err("LoadUnit", e))?;
-        let unit_proxy: zbus::Proxy<'_> = zbus::proxy::Builder::new(&conn)
-            .destination(DEST)
-            .and_then(|b| b.path(path))
-            .and_then(|b| b.interface("org.freedesktop.systemd1.Unit"))
-            .map_err(|e| call_err("Unit", e))?
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
+        let u = Self::unit_proxy(&conn, path.clone(), "org.freedesktop.systemd1.Unit")
             .await
             .map_err(|e| call_err("Unit", e))?;
-        let state: String = unit_proxy
+        let active_state: String = u
             .get_property("ActiveState")
             .await
             .map_err(|e| call_err("Get ActiveState", e))?;
-        if state != "active" {
-            return Ok(None);
-        }
-        let since: u64 = unit_proxy
+        let sub_state: String = u
+            .get_property("SubState")
+            .await
+            .map_err(|e| call_err("Get SubState", e))?;
+        let inactive_exit_us: u64 = u
             .get_property("InactiveExitTimestamp")
             .await
             .map_err(|e| call_err("Get InactiveExitTimestamp", e))?;
-        Ok((since > 0).then_some(since))
+        // Older systemd versions lack these; then systemd's defaults apply.
+        let burst: Option<u32> = u.get_property("StartLimitBurst").await.ok();
+        let interval_us: Option<u64> = u.get_property("StartLimitIntervalUSec").await.ok();
+        let start_limit = match (burst, interval_us) {
+            (Some(burst), Some(interval_us)) => StartLimit { burst, interval_us },
+            _ => StartLimit::SYSTEMD_DEFAULT,
+        };
+        let result = match result_interface(unit) {
+            Some(interface) => {
+                let typed = Self::unit_proxy(&conn, path, interface)
+                    .await
+                    .map_err(|e| call_err("Unit type", e))?;
+                typed
+                    .get_property::<String>("Result")
+                    .await
+                    .unwrap_or_default()
+            }
+            None => String::new(),
+        };
+        Ok(UnitStatus {
+            active_state,
+            sub_state,
+            result,
+            inactive_exit_us,
+            start_limit,
+        })
+    }
+
+    async fn start_inner(&self, unit: &str) -> Result<JobResult, SystemdError> {
+        let conn = self.connection().await?;
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?;
+        let mut stream = manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| call_err("AddMatch", e))?;
+        let job = manager
+            .start_unit(unit, "replace")
+            .await
+            .map_err(|e| call_err("StartUnit", e))?;
+        Self::wait_job(&mut stream, &job, unit, RESTART_TIMEOUT).await
+    }
+
+    async fn reset_failed_inner(&self, unit: &str) -> Result<(), SystemdError> {
+        let conn = self.connection().await?;
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?
+            .reset_failed_unit(unit)
+            .await
+            .map_err(|e| call_err("ResetFailedUnit", e))
     }
 }
 
@@ -350,8 +440,18 @@ impl Systemd for DbusSystemd {
         self.after_error(r).await
     }
 
-    async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
-        let r = self.unit_active_since_inner(unit).await;
+    async fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        let r = self.unit_status_inner(unit).await;
+        self.after_error(r).await
+    }
+
+    async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        let r = self.reset_failed_inner(unit).await;
+        self.after_error(r).await
+    }
+
+    async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
+        let r = self.start_inner(unit).await;
         self.after_error(r).await
     }
 }

@@ -1,5 +1,6 @@
 //! The one boundary to systemd: restart a unit, run a command on the node,
-//! ask since when a unit has been active.
+//! ask how a unit stands (its state, its last result, its start limit),
+//! clear a failed unit and start it.
 //!
 //! [`Systemd`] is the trait the jobs use; [`dbus::DbusSystemd`] implements it
 //! over the system bus (`org.freedesktop.systemd1`), so it works the same on
@@ -34,6 +35,88 @@ pub struct JobResult(pub String);
 impl JobResult {
     pub fn is_done(&self) -> bool {
         self.0 == "done"
+    }
+}
+
+/// A unit's start rate limit (`StartLimitBurst` starts within
+/// `StartLimitIntervalUSec`); a sixth start within systemd's default 10 s
+/// fails the unit with `Result=start-limit-hit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartLimit {
+    pub burst: u32,
+    pub interval_us: u64,
+}
+
+impl StartLimit {
+    /// systemd's own defaults (`DefaultStartLimitBurst=5`,
+    /// `DefaultStartLimitIntervalSec=10s`): what the agent assumes when it
+    /// cannot read a unit's own values.
+    pub const SYSTEMD_DEFAULT: StartLimit = StartLimit {
+        burst: 5,
+        interval_us: 10_000_000,
+    };
+
+    /// A burst or an interval of 0 turns rate limiting off.
+    pub fn is_unlimited(&self) -> bool {
+        self.burst == 0 || self.interval_us == 0
+    }
+}
+
+impl std::fmt::Display for StartLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_unlimited() {
+            return f.write_str("no start limit");
+        }
+        write!(
+            f,
+            "{} starts in {}",
+            self.burst,
+            crate::x509::time::short_span_us(self.interval_us)
+        )
+    }
+}
+
+/// How a unit stands, as systemd says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// `ActiveState`: `active`, `reloading`, `inactive`, `failed`,
+    /// `activating`, `deactivating`.
+    pub active_state: String,
+    /// `SubState`: `running`, `dead`, `failed`, `auto-restart`, ...
+    pub sub_state: String,
+    /// The unit type's `Result` (`success`, `exit-code`,
+    /// `start-limit-hit`, ...); empty for a type without one.
+    pub result: String,
+    /// `InactiveExitTimestamp`: when the unit's current (or last)
+    /// activation began, microseconds since the epoch; 0 if never.
+    pub inactive_exit_us: u64,
+    pub start_limit: StartLimit,
+}
+
+impl UnitStatus {
+    /// Active (or reloading): it runs.
+    pub fn is_active(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "reloading")
+    }
+
+    /// Active, activating (an automatic restart included) or deactivating:
+    /// what `TryRestartUnit` restarts. Inactive and failed units it leaves.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.active_state.as_str(), "inactive" | "failed")
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.active_state == "failed"
+    }
+
+    /// systemd refused to start it again: too many starts too fast.
+    pub fn hit_start_limit(&self) -> bool {
+        self.result == "start-limit-hit"
+    }
+
+    /// When its current activation began, if it is active.
+    pub fn active_since(&self) -> Option<u64> {
+        (self.is_active() && self.inactive_exit_us > 0).then_some(self.inactive_exit_us)
     }
 }
 
@@ -96,13 +179,26 @@ pub trait Systemd: Send + Sync {
         argv: &[String],
     ) -> impl Future<Output = Result<CommandOutcome, SystemdError>> + Send;
 
-    /// When `unit`'s current activation began (its `InactiveExitTimestamp`,
-    /// microseconds since the epoch) if the unit is active now; `None` if it
-    /// is not active, not loaded, or systemd does not know the time.
-    fn unit_active_since(
+    /// How `unit` stands: its states, `Result`, `InactiveExitTimestamp` and
+    /// start limit (a unit that is not loaded is `inactive`).
+    fn unit_status(
         &self,
         unit: &str,
-    ) -> impl Future<Output = Result<Option<u64>, SystemdError>> + Send;
+    ) -> impl Future<Output = Result<UnitStatus, SystemdError>> + Send;
+
+    /// Clears `unit`'s failed state (`ResetFailedUnit`); this also resets
+    /// its start rate limit counter.
+    fn reset_failed_unit(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
+
+    /// Starts `unit` (`StartUnit`, mode `replace`) and waits for the job's
+    /// result.
+    fn start_unit(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<JobResult, SystemdError>> + Send;
 }
 
 /// The bus address: `DBUS_SYSTEM_BUS_ADDRESS` if set, else the node's socket
@@ -123,7 +219,15 @@ impl<T: Systemd> Systemd for std::sync::Arc<T> {
         self.as_ref().run_command(argv).await
     }
 
-    async fn unit_active_since(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
-        self.as_ref().unit_active_since(unit).await
+    async fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        self.as_ref().unit_status(unit).await
+    }
+
+    async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.as_ref().reset_failed_unit(unit).await
+    }
+
+    async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
+        self.as_ref().start_unit(unit).await
     }
 }

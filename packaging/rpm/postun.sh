@@ -1,0 +1,6 @@
+# node-cert-agent (%postun): forget the removed (or replaced) units. On
+# upgrade the running service is left alone (see the README's "Upgrade").
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload || :
+fi
+exit 0
