@@ -3,9 +3,14 @@
 //!
 //! - [`schema`]: the published names (label, annotations, condition types
 //!   and reasons) and the digests. Pure; the one definition both sides use.
+//! - [`publish`]: what an agent publishes, from its passes, and the patches
+//!   that bring its Node there from what it last published. Pure.
+//! - [`writer`]: the two PATCH requests on the node's own Node.
 //!
 //! Boundary: this folder uses the leaves (`x509`, `k8s`, `config`, `errors`,
 //! `retry`) and the jobs' pure planning; it never writes to the host, and
 //! talks to the API only through `k8s`.
 
+pub mod publish;
 pub mod schema;
+pub mod writer;

@@ -152,6 +152,16 @@ pub struct PassOutcome {
     /// Revocations that match the certificate issued in answer to them.
     pub unfixable_revocations: Vec<String>,
     pub monitoring_only: bool,
+    /// The client certificate current after the pass, if there is one.
+    pub client: Option<ClientTimes>,
+}
+
+/// When the current client certificate expires and is due for renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimes {
+    pub not_after: i64,
+    /// Its renewal deadline (Unix seconds).
+    pub deadline: i64,
 }
 
 pub struct KubeletManager<S: Systemd> {
@@ -320,6 +330,18 @@ impl<S: Systemd> KubeletManager<S> {
                 outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
             }
         }
+        outcome.client = self
+            .read_current(CertKind::Client)
+            .as_ref()
+            .map(facts_of)
+            .map(|f| ClientTimes {
+                not_after: f.not_after,
+                deadline: renewal::deadline(
+                    f.not_before,
+                    f.not_after,
+                    renewal::renewal_fraction(&self.node_name),
+                ),
+            });
         Ok(outcome)
     }
 

@@ -6,7 +6,7 @@
 //! next one, and a pass with nothing to do makes no write, no D-Bus call, no
 //! refresh and no restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
-use crate::x509::cert::CertInfo;
+use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::x509::time::{now_unix, rfc3339};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,14 @@ pub struct Outcome {
     pub agent_time: Duration,
     pub refresh_time: Duration,
     pub restart_time: Duration,
+    /// The agent's anchors after the pass (as far as it got): what the
+    /// fleet view's trust-set digest covers.
+    pub trusted: BTreeSet<Fingerprint>,
+    /// The bytes of the Secret directories' keys this pass read and acted
+    /// on (key → bytes, the directories merged in configured order, the
+    /// first one winning a key both have); `None` when no Secret directory
+    /// is configured or one could not be read.
+    pub secret_content: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 impl Outcome {
@@ -118,21 +126,43 @@ impl<S: Systemd> Reconciler<S> {
     /// changes the node is recorded in the state file ([`Pending`]) before
     /// it runs, so a pass cut short is finished by the next one.
     pub async fn reconcile(&self) -> Result<Outcome, ReconcileError> {
+        let (outcome, result) = self.reconcile_observed().await;
+        result.map(|()| outcome)
+    }
+
+    /// Like [`Reconciler::reconcile`], but a failed pass still returns what
+    /// it saw and did up to the failure (the anchors, the input read), which
+    /// the daemon publishes beside the error.
+    pub async fn reconcile_observed(&self) -> (Outcome, Result<(), ReconcileError>) {
+        let mut outcome = Outcome::default();
+        let result = self.reconcile_into(&mut outcome).await;
+        (outcome, result)
+    }
+
+    async fn reconcile_into(&self, outcome: &mut Outcome) -> Result<(), ReconcileError> {
         let started = Instant::now();
         let now = now_unix();
-        let mut outcome = Outcome::default();
         let mut st = state::load(&self.settings.state_path)?;
 
         let installed = self.store.installed()?;
-        let plan = self.plan(&st, &installed, now, &mut outcome);
+        outcome.trusted = installed.certs.keys().copied().collect();
+        let plan = self.plan(&st, &installed, now, outcome);
         let keys_changed = st.key_state() != plan.keys;
-        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, &mut outcome)?;
+        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)?;
+        if anchors_changed {
+            for fp in &plan.install {
+                outcome.trusted.insert(*fp);
+            }
+            for fp in &plan.remove {
+                outcome.trusted.remove(fp);
+            }
+        }
         if anchors_changed || keys_changed {
             st.set_key_state(&plan.keys);
             self.save(&st)?;
         }
-        self.refresh(&mut st, &mut outcome).await?;
-        let already_current = self.restart(&mut st, &mut outcome).await?;
+        self.refresh(&mut st, outcome).await?;
+        let already_current = self.restart(&mut st, outcome).await?;
 
         if !outcome.restarted.is_empty() || outcome.refreshed || already_current {
             st.bundle_sha256 = self.store.bundle_digest()?;
@@ -149,7 +179,7 @@ impl<S: Systemd> Reconciler<S> {
         outcome.agent_time = started
             .elapsed()
             .saturating_sub(outcome.refresh_time + outcome.restart_time);
-        Ok(outcome)
+        Ok(())
     }
 
     fn save(&self, st: &CaState) -> Result<(), ReconcileError> {
@@ -201,6 +231,7 @@ impl<S: Systemd> Reconciler<S> {
             }
         }
         outcome.findings.extend(plan.findings.iter().cloned());
+        outcome.secret_content = secret_content(&self.settings.sources, &inputs);
         for f in &outcome.findings {
             log_finding(f);
         }
@@ -353,6 +384,25 @@ impl<S: Systemd> Reconciler<S> {
         outcome.restart_time = t.elapsed();
         Ok(already_current)
     }
+}
+
+/// The merged bytes of the Secret directories among `sources` (read as
+/// `inputs`, in the same order); `None` if there is none or one was not read.
+fn secret_content(
+    sources: &[SourceSpec],
+    inputs: &[SourceInput],
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    let mut merged = BTreeMap::new();
+    let mut any = false;
+    for (spec, input) in sources.iter().zip(inputs) {
+        if let SourceSpec::SecretDir(_) = spec {
+            any = true;
+            for (k, v) in input.content.as_ref()? {
+                merged.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    any.then_some(merged)
 }
 
 /// `pending` with `unit`'s restart done.

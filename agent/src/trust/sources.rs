@@ -56,8 +56,13 @@ pub enum SourceError {
 /// Reads and validates one source at time `now`.
 pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     let source = spec.name();
+    let mut content = None;
     let keys = match spec {
         SourceSpec::SecretDir(dir) => read_secret_dir(dir).map(|raw| {
+            content = raw
+                .iter()
+                .map(|k| k.content.as_ref().ok().map(|b| (k.key.clone(), b.clone())))
+                .collect::<Option<std::collections::BTreeMap<_, _>>>();
             raw.into_iter()
                 .map(|k| match k.content {
                     Ok(bytes) => validate_key(&k.key, &bytes, now),
@@ -92,6 +97,7 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
             )
         }),
         source,
+        content,
     }
 }
 
@@ -413,6 +419,7 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
     SourceInput {
         source,
         keys: Ok(verdicts),
+        content: None,
     }
 }
 
