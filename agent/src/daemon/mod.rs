@@ -101,7 +101,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     let m = obs.metrics.clone();
     let (feed, publisher) = match obs.fleet.take() {
         Some(f) => {
-            let (feed, rx) = publish_loop::Feed::new();
+            let (feed, rx) = publish_loop::Feed::new(reconciler.is_some(), kubelet.is_some());
             let publisher = publish_loop::Publisher {
                 node: f.node,
                 writer: ApiNodeWriter::new(f.client),

@@ -51,6 +51,10 @@ pub struct Feed {
 pub struct FeedReceivers {
     trust: watch::Receiver<Option<TrustView>>,
     kubelet: watch::Receiver<Option<KubeletView>>,
+    /// Which jobs run: nothing is published before each has reported once,
+    /// so a restarted agent never publishes half its state (which would
+    /// remove the other half, then write it back).
+    needs: (bool, bool),
 }
 
 impl Feed {
@@ -58,7 +62,8 @@ impl Feed {
         Self::default()
     }
 
-    pub fn new() -> (Self, FeedReceivers) {
+    /// A feed for the jobs that run (the CA trust job, the kubelet job).
+    pub fn new(trust_job: bool, kubelet_job: bool) -> (Self, FeedReceivers) {
         let (t, trust) = watch::channel(None);
         let (k, kubelet) = watch::channel(None);
         (
@@ -66,7 +71,11 @@ impl Feed {
                 trust: Some(Arc::new(t)),
                 kubelet: Some(Arc::new(k)),
             },
-            FeedReceivers { trust, kubelet },
+            FeedReceivers {
+                trust,
+                kubelet,
+                needs: (trust_job, kubelet_job),
+            },
         )
     }
 
@@ -118,7 +127,9 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
     loop {
         let trust = rx.trust.borrow_and_update().clone();
         let kubelet = rx.kubelet.borrow_and_update().clone();
-        let retry_in = if trust.is_none() && kubelet.is_none() {
+        let (need_trust, need_kubelet) = rx.needs;
+        let waiting = (need_trust && trust.is_none()) || (need_kubelet && kubelet.is_none());
+        let retry_in = if waiting || (trust.is_none() && kubelet.is_none()) {
             None
         } else {
             let desired = publish::desired(
@@ -316,7 +327,15 @@ mod tests {
         writer: Recording,
         state: &Path,
     ) -> (Feed, tokio::task::JoinHandle<()>, Arc<Recorder>) {
-        let (feed, rx) = Feed::new();
+        start_for(writer, state, false)
+    }
+
+    fn start_for(
+        writer: Recording,
+        state: &Path,
+        kubelet_job: bool,
+    ) -> (Feed, tokio::task::JoinHandle<()>, Arc<Recorder>) {
+        let (feed, rx) = Feed::new(true, kubelet_job);
         let metrics = test_metrics();
         let task = tokio::spawn(run_publisher(
             Publisher {
@@ -360,6 +379,19 @@ mod tests {
         feed.trust(&outcome(2), None);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(w.count(), 3, "a restarted agent rewrote the same state");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_before_every_job_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Recording::default();
+        let (feed, task, _) = start_for(w.clone(), &dir.path().join(PUBLISHED_FILE), true);
+        feed.trust(&outcome(1), None);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(w.count(), 0, "half the state was published");
+        feed.kubelet(&PassOutcome::default(), now_unix());
+        wait_for("the whole state", || w.count() == 2).await;
         task.abort();
     }
 
