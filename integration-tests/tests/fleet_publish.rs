@@ -14,6 +14,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ use serde_json::json;
 
 /// How long a published change may take to reach the Node.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+/// kubelet's kubeconfig (the agent's default, AKS's path).
+const KUBELET_KUBECONFIG: &str = "/var/lib/kubelet/kubeconfig";
 /// The Debian refresh tool the agent runs.
 const REFRESH_TOOL: &str = "/usr/sbin/update-ca-certificates";
 
@@ -438,15 +441,16 @@ fn a_node_setting_a_node_restriction_label_is_refused_with_upstreams_message() {
         labels_before,
         "a refused write changed the Node"
     );
-    assert!(fx
-        .server
-        .node("n2")
-        .unwrap()
-        .metadata
-        .labels
-        .unwrap()
-        .get(TRUST_SET_LABEL)
-        .is_none());
+    assert!(
+        !fx.server
+            .node("n2")
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap()
+            .contains_key(TRUST_SET_LABEL),
+        "node n1 changed node n2"
+    );
     // The project's own domain is the node's to set.
     let out = kubectl_as_node(
         &fx,
@@ -460,4 +464,43 @@ fn a_node_setting_a_node_restriction_label_is_refused_with_upstreams_message() {
     let labels: BTreeMap<String, String> =
         fx.server.node(NODE_NAME).unwrap().metadata.labels.unwrap();
     assert_eq!(labels["node-cert-agent.dev/probe"], "yes");
+}
+
+#[test]
+fn a_kubeconfig_that_does_not_use_the_renewed_certificate_is_kubeconfig_mismatch_until_fixed() {
+    let fx = KubeletFixture::new("flp-kubeconfig");
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    wait_node(&fx, &agent, "Valid", |n| {
+        reason(n, KUBELET_CONDITION).as_deref() == Some("Valid")
+    });
+    // kubelet's kubeconfig with a token: kubelet would never read the
+    // certificate the agent renews.
+    fx.node.write_file(
+        KUBELET_KUBECONFIG,
+        fx.server.token_kubeconfig("not-the-node").as_bytes(),
+        0o600,
+    );
+    let node = wait_node(&fx, &agent, "KubeconfigMismatch", |n| {
+        reason(n, KUBELET_CONDITION).as_deref() == Some("KubeconfigMismatch")
+    });
+    let c = condition(&node, KUBELET_CONDITION).unwrap();
+    assert_eq!(c.status, "False");
+    let message = c.message.unwrap();
+    assert!(
+        message.contains("a token") && message.contains(CLIENT_LINK),
+        "the message must say what it uses and the fix: {message}"
+    );
+    // Fixed as kubelet writes it: back to Valid.
+    fx.node.write_file(
+        KUBELET_KUBECONFIG,
+        fx.server
+            .client_kubeconfig(Path::new(CLIENT_LINK), Path::new(CLIENT_LINK))
+            .as_bytes(),
+        0o600,
+    );
+    wait_node(&fx, &agent, "Valid again", |n| {
+        reason(n, KUBELET_CONDITION).as_deref() == Some("Valid")
+    });
+    assert_writes_were_the_nodes_own(&fx);
 }

@@ -177,6 +177,15 @@ impl KubeletView {
             )
         } else if let Some(e) = outcome.failures.first() {
             (KubeletReason::RenewalFailing, kubelet_failure(e))
+        } else if let Some(m) = &outcome.kubeconfig_mismatch {
+            (
+                KubeletReason::KubeconfigMismatch,
+                format!(
+                    "kubelet's kubeconfig uses {}, so kubelet never reads the certificate node-cert-agent renews. Fix: set its user's client-certificate and client-key to {}",
+                    m.uses,
+                    m.renewed.display()
+                ),
+            )
         } else {
             match client {
                 None => (
@@ -674,6 +683,14 @@ mod tests {
         assert_eq!(
             KubeletView::of(&o, NOW + 7200).reason,
             KubeletReason::Expiring
+        );
+        o.kubeconfig_mismatch = Some(crate::kubelet::manager::KubeconfigMismatch {
+            uses: "a token".into(),
+            renewed: "/var/lib/kubelet/pki/kubelet-client-current.pem".into(),
+        });
+        assert_eq!(
+            KubeletView::of(&o, NOW).reason,
+            KubeletReason::KubeconfigMismatch
         );
         o.unfixable_revocations.push("kube-system/r1[0]".into());
         assert_eq!(KubeletView::of(&o, NOW).reason, KubeletReason::Revoked);
