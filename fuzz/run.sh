@@ -8,7 +8,7 @@
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "$0")"
-targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation)
+targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation node_object)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -40,6 +40,7 @@ seed rfc3339 "$data"/fuzz/rfc3339/*
 seed secret_manifest "$data"/fuzz/secret_manifest/* ../manifests/examples/custom-ca-trust-secret.yaml
 seed daemon_status "$data"/fuzz/daemon_status/*
 seed renew_revocation "$data"/renewrevocation/*
+seed node_object "$data"/fuzz/node_object/*
 
 cargo_fuzz build -O
 for t in "${targets[@]}"; do

@@ -5,7 +5,9 @@
 //! with nothing new to say writes nothing. No heartbeat: while nothing
 //! changes, this task sleeps on its channels and makes no request.
 //!
-//! A failed write changes nothing on the node; it is logged (once per
+//! At start, the record is checked once against the Node itself (one GET),
+//! so a Node registered again is repaired. A failed write changes nothing
+//! on the node; it is logged (once per
 //! distinct error), shown in `status` (`agent.fleetPublish`) and retried
 //! with backoff. Without a node identity (before the bootstrap) the state
 //! waits, and is published by the first pass after the node has one.
@@ -124,6 +126,11 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
     let mut writes: u64 = 0;
     let mut last_write: Option<i64> = None;
     let mut logged: Option<WriteError> = None;
+    // The record is checked against the Node itself once, before the first
+    // publication (one GET per start): a Node registered again, or edited
+    // while the agent was down, is repaired, and one that already shows
+    // the state costs no write.
+    let mut checked = false;
     loop {
         let trust = rx.trust.borrow_and_update().clone();
         let kubelet = rx.kubelet.borrow_and_update().clone();
@@ -132,6 +139,14 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
         let retry_in = if waiting || (trust.is_none() && kubelet.is_none()) {
             None
         } else {
+            let read = if checked {
+                Ok(())
+            } else {
+                p.writer.get(&p.node).await.map(|node| {
+                    last = publish::observed(&node, &last);
+                    checked = true;
+                })
+            };
             let desired = publish::desired(
                 trust.as_ref(),
                 kubelet.as_ref(),
@@ -140,7 +155,11 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
             );
             let now = now_unix();
             let plan = publish::plan(&last, &desired, now);
-            match apply(&p, &plan, &mut last, &mut writes).await {
+            let result = match read {
+                Ok(()) => apply(&p, &plan, &mut last, &mut writes).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(wrote) => {
                     backoff.reset();
                     auth_backoff.reset();
@@ -278,11 +297,14 @@ mod tests {
     use crate::k8s::failure::{ApiFailure, FailureKind};
     use crate::x509::cert::Fingerprint;
 
-    /// Records every write; fails the next `fail` ones with a 503; without
-    /// `identity`, answers as a node that has none.
+    /// Records every write and keeps the Node they make (labels and
+    /// annotations merged, conditions merged by type, as the API server
+    /// does); fails the next `fail` writes with a 503; with `no_identity`,
+    /// answers as a node that has none.
     #[derive(Clone, Default)]
     struct Recording {
         writes: Arc<Mutex<Vec<(Part, Value)>>>,
+        node: Arc<Mutex<Value>>,
         fail: Arc<Mutex<u32>>,
         no_identity: Arc<Mutex<bool>>,
     }
@@ -296,7 +318,7 @@ mod tests {
             if *fail > 0 {
                 *fail -= 1;
                 return Err(WriteError::Api {
-                    path: part.path("n1"),
+                    request: format!("PATCH {}", part.path("n1")),
                     failure: ApiFailure {
                         kind: FailureKind::Server,
                         code: Some(503),
@@ -306,7 +328,41 @@ mod tests {
                 });
             }
             self.writes.lock().unwrap().push((part, patch.clone()));
+            let mut node = self.node.lock().unwrap();
+            for map in ["labels", "annotations"] {
+                for (k, v) in patch["metadata"][map].as_object().into_iter().flatten() {
+                    let m = &mut node["metadata"][map];
+                    if v.is_null() {
+                        m.as_object_mut().map(|o| o.remove(k));
+                    } else {
+                        m[k] = v.clone();
+                    }
+                }
+            }
+            for c in patch["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if !node["status"]["conditions"].is_array() {
+                    node["status"]["conditions"] = Value::Array(vec![]);
+                }
+                let list = node["status"]["conditions"].as_array_mut().unwrap();
+                list.retain(|x| x["type"] != c["type"]);
+                if c.get("$patch").is_none() {
+                    list.push(c.clone());
+                }
+            }
             Ok(())
+        }
+
+        async fn get(&self, _node: &str) -> Result<k8s_openapi::api::core::v1::Node, WriteError> {
+            if *self.no_identity.lock().unwrap() {
+                return Err(WriteError::NoIdentity);
+            }
+            let mut node = self.node.lock().unwrap().clone();
+            node["metadata"]["name"] = "n1".into();
+            Ok(serde_json::from_value(node).unwrap())
         }
     }
 
@@ -379,6 +435,15 @@ mod tests {
         feed.trust(&outcome(2), None);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(w.count(), 3, "a restarted agent rewrote the same state");
+        task.abort();
+
+        // The Node lost the label while the agent was down: the next start
+        // puts it back (the record said it was there).
+        w.node.lock().unwrap()["metadata"]["labels"] = serde_json::json!({});
+        let (feed, task, _) = start(w.clone(), &state);
+        feed.trust(&outcome(2), None);
+        wait_for("the repair", || w.count() == 4).await;
+        assert!(w.node.lock().unwrap()["metadata"]["labels"][TRUST_SET_LABEL].is_string());
         task.abort();
     }
 

@@ -390,6 +390,73 @@ impl Published {
     }
 }
 
+/// This agent's own label and annotations ([`Published`] keys).
+const OWN_LABELS: &[&str] = &[TRUST_SET_LABEL];
+const OWN_ANNOTATIONS: &[&str] = &[
+    TRUST_SET_ANNOTATION,
+    CA_COUNT_ANNOTATION,
+    INPUT_DIGEST_ANNOTATION,
+    KUBELET_CLIENT_NOT_AFTER_ANNOTATION,
+    VERSION_ANNOTATION,
+];
+const OWN_CONDITIONS: &[&str] = &[TRUST_CONDITION, KUBELET_CONDITION];
+
+/// `last` (the agent's record) corrected by what `node` (the Node as read
+/// from the API) really shows of this agent's own label, annotations and
+/// conditions: a Node registered again, or edited while the agent was
+/// down, is repaired by the next publication, and a Node that already
+/// shows the state costs no write. Nothing else of the Node is read.
+pub fn observed(node: &k8s_openapi::api::core::v1::Node, last: &Published) -> Published {
+    let pick = |map: Option<&BTreeMap<String, String>>, own: &[&str]| {
+        own.iter()
+            .filter_map(|k| {
+                map.and_then(|m| m.get(*k))
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut out = last.clone();
+    out.labels = pick(node.metadata.labels.as_ref(), OWN_LABELS);
+    out.annotations = pick(node.metadata.annotations.as_ref(), OWN_ANNOTATIONS);
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    out.conditions = conditions
+        .iter()
+        .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .filter_map(|c| {
+            let status = match c.status.as_str() {
+                "True" => true,
+                "False" => false,
+                // Unknown, or anything else: not what this agent writes.
+                _ => return None,
+            };
+            let condition = OwnCondition {
+                status,
+                reason: c.reason.clone().unwrap_or_default(),
+                message: c.message.clone().unwrap_or_default(),
+            };
+            let last_transition = c
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .or_else(|| last.conditions.get(&c.type_).map(|p| p.last_transition))
+                .unwrap_or_default();
+            Some((
+                c.type_.clone(),
+                PublishedCondition {
+                    condition,
+                    last_transition,
+                },
+            ))
+        })
+        .collect();
+    out
+}
+
 /// The writes that bring the Node from `Published` to `Desired`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Writes {
@@ -764,6 +831,48 @@ mod tests {
             .contains_key(TRUST_SET_LABEL));
         let list = w.status.unwrap()["status"]["conditions"].clone();
         assert_eq!(list, json!([{"type": TRUST_CONDITION, "$patch": "delete"}]));
+    }
+
+    #[test]
+    fn what_the_node_really_shows_replaces_the_record_and_other_keys_are_ignored() {
+        let last = plan(
+            &Published::empty("n1"),
+            &state(&outcome(&[1]), None, &Published::empty("n1")),
+            NOW,
+        )
+        .after_both;
+        // The Node as the API shows it after the agent's writes, with
+        // kubelet's and another owner's keys beside them.
+        let mut labels = last.labels.clone();
+        labels.insert("kubernetes.io/hostname".into(), "n1".into());
+        let mut annotations = last.annotations.clone();
+        annotations.insert(CHANGED_AT_ANNOTATION.into(), rfc3339(NOW));
+        annotations.insert("example.com/x".into(), "y".into());
+        let mut conditions: Vec<Value> = last
+            .conditions
+            .iter()
+            .map(|(t, c)| {
+                json!({"type": t, "status": if c.condition.status {"True"} else {"False"},
+                    "reason": c.condition.reason, "message": c.condition.message,
+                    "lastTransitionTime": rfc3339(c.last_transition)})
+            })
+            .collect();
+        conditions.push(json!({"type": "Ready", "status": "True"}));
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+            "metadata": {"name": "n1", "labels": labels, "annotations": annotations},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap();
+        assert_eq!(observed(&node, &last), last);
+        let again = state(&outcome(&[1]), None, &last);
+        assert!(plan(&observed(&node, &last), &again, NOW + 5).is_empty());
+        // Registered again: nothing of the agent's is left; all is written.
+        let bare: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+        let seen = observed(&bare, &last);
+        assert!(seen.labels.is_empty() && seen.conditions.is_empty());
+        let w = plan(&seen, &again, NOW + 5);
+        assert!(w.metadata.is_some() && w.status.is_some());
     }
 
     #[test]

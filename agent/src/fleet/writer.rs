@@ -1,12 +1,14 @@
 //! The two writes of the publisher, on the node's own Node, with the node's
 //! own identity: a JSON merge patch of `nodes/<name>` (labels,
 //! annotations) and a strategic merge patch of `nodes/<name>/status`
-//! (conditions, merged by `type`).
+//! (conditions, merged by `type`); and the one read, of that Node, when
+//! the publisher starts.
 //!
 //! [`NodeWriter`] is the boundary, so the publisher's loop is tested with a
 //! recording fake; [`ApiNodeWriter`] is the real one, through a
 //! `kube::Client` built by `k8s` from the node's current identity.
-//! Boundary: two PATCH requests; the answer's body is not read.
+//! Boundary: two PATCH requests and one GET; a PATCH's answer is decoded by
+//! kube and not used.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,10 +50,14 @@ impl Part {
 pub enum WriteError {
     #[error("no node identity yet (no usable kubelet client certificate): the state is published once the node has one")]
     NoIdentity,
-    #[error("PATCH {path}: {failure}")]
-    Api { path: String, failure: ApiFailure },
-    #[error("PATCH {path}: the API server did not answer within {WRITE_TIMEOUT:?}")]
-    Timeout { path: String },
+    /// `request` is the method and path, `PATCH nodes/n1/status`.
+    #[error("{request}: {failure}")]
+    Api {
+        request: String,
+        failure: ApiFailure,
+    },
+    #[error("{request}: the API server did not answer within {WRITE_TIMEOUT:?}")]
+    Timeout { request: String },
 }
 
 impl WriteError {
@@ -64,7 +70,7 @@ impl WriteError {
     }
 }
 
-/// Writes a patch on the node's own Node.
+/// Writes a patch on the node's own Node, and reads it.
 pub trait NodeWriter {
     fn patch(
         &self,
@@ -72,6 +78,8 @@ pub trait NodeWriter {
         part: Part,
         patch: &Value,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
+
+    fn get(&self, node: &str) -> impl Future<Output = Result<Node, WriteError>> + Send;
 }
 
 /// The real writer.
@@ -109,15 +117,32 @@ impl NodeWriter for ApiNodeWriter {
                     }
                 }
             };
+            let request = format!("PATCH {}", part.path(&node));
             match tokio::time::timeout(WRITE_TIMEOUT, call).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(WriteError::Api {
-                    path: part.path(&node),
+                    request,
                     failure: ApiFailure::of(&e),
                 }),
-                Err(_) => Err(WriteError::Timeout {
-                    path: part.path(&node),
+                Err(_) => Err(WriteError::Timeout { request }),
+            }
+        }
+    }
+
+    fn get(&self, node: &str) -> impl Future<Output = Result<Node, WriteError>> + Send {
+        let client = (self.client)();
+        let node = node.to_string();
+        async move {
+            let client = client.ok_or(WriteError::NoIdentity)?;
+            let api: Api<Node> = Api::all(client);
+            let request = format!("GET nodes/{node}");
+            match tokio::time::timeout(WRITE_TIMEOUT, api.get(&node)).await {
+                Ok(Ok(n)) => Ok(n),
+                Ok(Err(e)) => Err(WriteError::Api {
+                    request,
+                    failure: ApiFailure::of(&e),
                 }),
+                Err(_) => Err(WriteError::Timeout { request }),
             }
         }
     }
