@@ -876,6 +876,30 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seed_node_reads_as_published_with_an_unknown_condition_dropped() {
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_str(include_str!(
+            "../../tests/data/fuzz/node_object/published-node.json"
+        ))
+        .unwrap();
+        let seen = observed(&node, &Published::empty("n1"));
+        assert_eq!(seen.labels[TRUST_SET_LABEL], "648e6050e599");
+        assert_eq!(
+            seen.annotations.len(),
+            5,
+            "changed-at is not a compared key"
+        );
+        assert_eq!(
+            seen.conditions.len(),
+            1,
+            "Ready is not ours, Unknown not written by us"
+        );
+        assert_eq!(
+            seen.conditions[KUBELET_CONDITION].last_transition,
+            crate::x509::time::parse_rfc3339("2026-12-02T00:48:22Z").unwrap()
+        );
+    }
+
+    #[test]
     fn published_state_of_another_node_is_ignored() {
         let p = Published::empty("n1");
         assert_eq!(p.clone().for_node("n1"), p);

@@ -655,6 +655,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_pass_still_reports_the_anchors_it_wrote_and_the_input_it_read() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        let r = node.reconciler(fake.clone());
+        *fake.command_status.lock().unwrap() = 1;
+        let (out, result) = rt().block_on(r.reconcile_observed());
+        assert!(matches!(result, Err(ReconcileError::RefreshFailed { .. })));
+        let fp = crate::x509::cert::CertInfo::from_pem(a.as_bytes())
+            .unwrap()
+            .fingerprint;
+        assert_eq!(out.trusted, [fp].into(), "the anchor was written");
+        assert_eq!(
+            out.secret_content,
+            Some([("ca1.crt".to_string(), a.as_bytes().to_vec())].into())
+        );
+        // Removing the key: the next pass reports the empty set.
+        *fake.command_status.lock().unwrap() = 0;
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let (out, result) = rt().block_on(r.reconcile_observed());
+        result.unwrap();
+        assert!(out.trusted.is_empty());
+        assert_eq!(out.secret_content, Some(Default::default()));
+    }
+
+    #[test]
     fn failed_restart_job_is_retried_without_another_refresh() {
         let node = Node::new();
         let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
