@@ -1,7 +1,9 @@
 //! The long-running daemon: the CA trust loop and the kubelet certificate
-//! loop side by side until a stop signal, beside two more long-lived tasks,
-//! the metrics listener and the writer of `<state-dir>/daemon-status.json`
-//! (after every pass). Any task that ends on its own is an error. The
+//! loop side by side until a stop signal, beside three more long-lived
+//! tasks: the metrics listener, the writer of
+//! `<state-dir>/daemon-status.json` (after every pass), and the fleet
+//! publisher (`publish_loop`: the node's state on its own Node, written
+//! only when it changed). Any task that ends on its own is an error. The
 //! daemon holds `<state-dir>/daemon.lock` for its whole life, which is how
 //! `status` tells that it runs without any heartbeat.
 //!
