@@ -542,3 +542,51 @@ fn a_kubeconfig_that_does_not_use_the_renewed_certificate_is_kubeconfig_mismatch
     });
     assert_writes_were_the_nodes_own(&fx);
 }
+
+#[test]
+fn with_the_api_server_down_the_change_waits_is_shown_in_status_and_is_published_once_it_is_back() {
+    let fx = KubeletFixture::new("flp-down");
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    wait_node(&fx, &agent, "the first publication", |n| {
+        reason(n, TRUST_CONDITION).as_deref() == Some("Converged")
+    });
+    let before = fx.server.node(NODE_NAME).unwrap();
+    fx.server.down();
+    let ca = TestCa::new("Fleet CA while down");
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    wait::wait_until(
+        Duration::from_secs(30),
+        "the failed write in the log",
+        || {
+            agent.logs().iter().any(|e| {
+                e.message
+                    .contains("cannot publish the node's state on Node n1")
+            })
+        },
+    );
+    let (_, st) = fx.status_json();
+    assert_eq!(st["agent"]["fleetPublish"]["state"], "failing", "{st}");
+    assert!(
+        st["agent"]["fleetPublish"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PATCH nodes/n1")),
+        "{st}"
+    );
+    assert_eq!(
+        fx.server.node(NODE_NAME).unwrap().metadata.labels,
+        before.metadata.labels,
+        "nothing changed on the Node while the server was down"
+    );
+    fx.server.up();
+    let want = digest_of(&[&ca]);
+    wait_node(&fx, &agent, "the change after the server is back", |n| {
+        label(n, TRUST_SET_LABEL).as_deref() == Some(short_digest(&want))
+    });
+    wait::wait_until(Duration::from_secs(10), "status to say published", || {
+        fx.status_json().1["agent"]["fleetPublish"]["state"] == "published"
+    });
+    assert_writes_were_the_nodes_own(&fx);
+}
