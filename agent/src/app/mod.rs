@@ -188,11 +188,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         kubelet_job: kubelet.is_some(),
         metrics_address: settings.ops.metrics_address,
     }));
+    let fleet = match &kubelet {
+        Some(manager) if settings.ops.fleet_publish => {
+            // The node's own identity, read at each write (it changes when
+            // the client certificate is renewed).
+            let identity = KubeletManager::new(
+                node.host.clone(),
+                DbusSystemd::new(node.bus.clone()),
+                manager.job(),
+            );
+            Some(daemon::FleetPublish {
+                node: manager.node_name().to_string(),
+                client: Arc::new(move || identity.node_client()),
+                state_path: node.state_dir.join(daemon::publish_loop::PUBLISHED_FILE),
+            })
+        }
+        Some(_) => {
+            tracing::info!("fleet-publish: false: the node's state is not published on its Node");
+            None
+        }
+        None => {
+            if settings.ops.fleet_publish {
+                tracing::info!("the node's state is not published on its Node: that uses the node's identity, which the kubelet certificate job keeps, and the job is off");
+            }
+            None
+        }
+    };
     let obs = daemon::Observability {
         metrics,
         listen: settings.ops.metrics_address,
         status_path: node.state_dir.join(DAEMON_STATUS_FILE),
         certificates: Some(certificates.inventory()),
+        fleet,
     };
     if let Some(manager) = &kubelet {
         // Node Events need the node's API identity, which the kubelet job

@@ -29,6 +29,9 @@ pub const DEFAULT_HOST_ROOT: &str = "/";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/node-cert-agent";
 /// Node path of the system bus socket (systemd's D-Bus API).
 pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
+/// The agent publishes its state on its own Node (README "Fleet") unless
+/// `fleet-publish: false`: it costs no API write while nothing changes.
+pub const DEFAULT_FLEET_PUBLISH: bool = true;
 /// Node path of the host-mode config file, which `status` reads by default.
 pub const HOST_CONFIG_FILE: &str = "/etc/node-cert-agent/config.yaml";
 
@@ -51,6 +54,7 @@ pub struct FileConfig {
     pub metrics_address: Option<String>,
     pub trust_store: Option<TrustStoreOverride>,
     pub kubelet: Option<KubeletConfig>,
+    pub fleet_publish: Option<bool>,
 }
 
 /// The `run` flags, as clap parsed them (absent = not given).
@@ -92,6 +96,8 @@ pub struct OpsSettings {
     pub log_format: LogFormat,
     /// `None` when the metrics listener is off.
     pub metrics_address: Option<SocketAddr>,
+    /// Publish the node's state on its Node object (`fleet-publish`).
+    pub fleet_publish: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +221,7 @@ fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
                     .or(file.metrics_address.as_deref())
                     .unwrap_or(DEFAULT_METRICS_ADDRESS),
             )?,
+            fleet_publish: file.fleet_publish.unwrap_or(DEFAULT_FLEET_PUBLISH),
         },
     })
     .and_then(|s| validate_kubelet_file(&kubelet_file).map(|()| s))
@@ -466,6 +473,23 @@ mod tests {
             err.contains("metrics-address") && err.contains("localhost"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fleet_publishing_is_on_unless_turned_off() {
+        let base = || Flags {
+            ca_dir: vec!["/a".into()],
+            ..Flags::default()
+        };
+        assert!(
+            resolve(FileConfig::default(), base())
+                .unwrap()
+                .ops
+                .fleet_publish
+        );
+        let off = resolve(parse_file("fleet-publish: false\n").unwrap(), base()).unwrap();
+        assert!(!off.ops.fleet_publish);
+        assert!(parse_file("fleet-publish: maybe\n").is_err());
     }
 
     #[test]

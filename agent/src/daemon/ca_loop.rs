@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info};
 
+use super::publish_loop::Feed;
 use super::watch::{ensure_watches, watch_specs};
 use super::{DaemonError, DRAIN_TIMEOUT};
 use crate::errors::error_chain;
@@ -40,6 +41,7 @@ pub async fn run_until<S: Systemd>(
     debounce: Duration,
     mut stop: mpsc::Receiver<&'static str>,
     metrics: Arc<Recorder>,
+    feed: Feed,
 ) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let specs = watch_specs(&reconciler.settings().sources);
@@ -108,14 +110,15 @@ pub async fn run_until<S: Systemd>(
                 next_pass = None;
                 // Drop events queued before this pass: the pass reads the newest state.
                 while rx.try_recv().is_ok() {}
-                let pass = reconciler.reconcile();
+                let pass = reconciler.reconcile_observed();
                 tokio::pin!(pass);
-                let result = tokio::select! {
+                let (outcome, result) = tokio::select! {
                     r = &mut pass => r,
-                    _ = stop.recv() => return drain(pass, &metrics).await,
+                    _ = stop.recv() => return drain(pass, &metrics, &feed).await,
                 };
+                feed.trust(&outcome, result.as_ref().err());
                 match result {
-                    Ok(outcome) => {
+                    Ok(()) => {
                         log_outcome(&outcome);
                         metrics.record_ca_pass(&outcome, now_unix());
                         backoff.reset();
@@ -191,22 +194,37 @@ pub async fn reconcile_once<S: Systemd>(
 }
 
 async fn drain<
-    F: std::future::Future<Output = Result<Outcome, crate::trust::reconcile::ReconcileError>>,
+    F: std::future::Future<Output = (Outcome, Result<(), crate::trust::reconcile::ReconcileError>)>,
 >(
     pass: std::pin::Pin<&mut F>,
     metrics: &Recorder,
+    feed: &Feed,
 ) -> Result<(), DaemonError> {
     info!(
         timeout_s = DRAIN_TIMEOUT.as_secs(),
         "stop signal: finishing the pass in flight"
     );
     match tokio::time::timeout(DRAIN_TIMEOUT, pass).await {
-        Ok(Ok(outcome)) => {
+        Ok((outcome, result)) => {
+            feed.trust(&outcome, result.as_ref().err());
+            drained(outcome, result, metrics)
+        }
+        Err(_) => Err(DaemonError::DrainTimeout),
+    }
+}
+
+fn drained(
+    outcome: Outcome,
+    result: Result<(), crate::trust::reconcile::ReconcileError>,
+    metrics: &Recorder,
+) -> Result<(), DaemonError> {
+    match result {
+        Ok(()) => {
             log_outcome(&outcome);
             metrics.record_ca_pass(&outcome, now_unix());
             Ok(())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             metrics.record_ca_error(&e, now_unix());
             error!(
                 "reconcile failed while stopping: {}; the next start finishes it",
@@ -214,7 +232,6 @@ async fn drain<
             );
             Ok(())
         }
-        Err(_) => Err(DaemonError::DrainTimeout),
     }
 }
 
@@ -304,6 +321,7 @@ mod tests {
             Duration::from_millis(100),
             stop_rx,
             test_metrics(),
+            Feed::disabled(),
         ));
         wait_for("the first pass", || state_path.exists()).await;
 
@@ -352,6 +370,7 @@ mod tests {
             Duration::from_millis(20),
             stop_rx,
             test_metrics(),
+            Feed::disabled(),
         ));
         wait_for("the first pass", || state_path.exists()).await;
         for i in 0..3 {
@@ -394,6 +413,7 @@ mod tests {
             Duration::from_millis(10),
             stop_rx,
             test_metrics(),
+            Feed::disabled(),
         ));
         wait_for("the refresh to start", || fake.commands().len() == 1).await;
         stop_tx.send("test").await.unwrap();

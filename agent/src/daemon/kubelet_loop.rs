@@ -10,6 +10,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::publish_loop::Feed;
 use super::DaemonError;
 use crate::errors::error_chain;
 use crate::retry::Backoff;
@@ -44,6 +45,7 @@ pub async fn run_kubelet_until<S: Systemd>(
     manager: KubeletManager<S>,
     mut stop: mpsc::Receiver<&'static str>,
     metrics: Arc<Recorder>,
+    feed: Feed,
 ) -> Result<(), DaemonError> {
     let wake = Arc::new(Notify::new());
     // The RenewRevocations, kept current by one watch with the node's
@@ -80,6 +82,7 @@ pub async fn run_kubelet_until<S: Systemd>(
             },
         };
         metrics.record_kubelet_pass(&outcome, now);
+        feed.kubelet(&outcome, now);
         if outcome.renewed.contains(&CertKind::Client) {
             // The watch holds the old identity; restart it with the new one.
             if let Some(old) = watch.take() {

@@ -1,7 +1,9 @@
 //! The long-running daemon: the CA trust loop and the kubelet certificate
-//! loop side by side until a stop signal, beside two more long-lived tasks,
-//! the metrics listener and the writer of `<state-dir>/daemon-status.json`
-//! (after every pass). Any task that ends on its own is an error. The
+//! loop side by side until a stop signal, beside three more long-lived
+//! tasks: the metrics listener, the writer of
+//! `<state-dir>/daemon-status.json` (after every pass), and the fleet
+//! publisher (`publish_loop`: the node's state on its own Node, written
+//! only when it changed). Any task that ends on its own is an error. The
 //! daemon holds `<state-dir>/daemon.lock` for its whole life, which is how
 //! `status` tells that it runs without any heartbeat.
 //!
@@ -11,6 +13,7 @@
 
 mod ca_loop;
 mod kubelet_loop;
+pub mod publish_loop;
 pub mod secret_watch;
 mod signals;
 mod watch;
@@ -24,6 +27,7 @@ pub use ca_loop::{log_outcome, reconcile_once, run_until, ONCE_MAX_WAIT};
 pub use kubelet_loop::run_kubelet_until;
 use tracing::warn;
 
+use crate::fleet::writer::{ApiNodeWriter, NodeClientSource};
 use crate::kubelet::manager::KubeletManager;
 use crate::node::lock::try_daemon_lock;
 use crate::node::procfs::ProcessIdentity;
@@ -67,6 +71,19 @@ pub struct Observability {
     pub status_path: PathBuf,
     /// Where the certificate gauges come from (what `status` lists).
     pub certificates: Option<InventorySources>,
+    /// Publishing the node's state on its Node (`None`: `fleet-publish:
+    /// false`, or no node identity source, as without the kubelet job).
+    pub fleet: Option<FleetPublish>,
+}
+
+/// The publisher's node, identity and state file.
+pub struct FleetPublish {
+    pub node: String,
+    /// The node's own identity (the kubelet client certificate) at the
+    /// moment of each write.
+    pub client: NodeClientSource,
+    /// `<state-dir>/fleet-published.json`, as this process sees it.
+    pub state_path: PathBuf,
 }
 
 /// Runs the CA trust loop, and the kubelet certificate loop when given,
@@ -75,7 +92,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     reconciler: Option<Reconciler<S>>,
     kubelet: Option<KubeletManager<K>>,
     debounce: Duration,
-    obs: Observability,
+    mut obs: Observability,
 ) -> Result<(), DaemonError> {
     let signals::StopSignals {
         ca: ca_rx,
@@ -85,15 +102,28 @@ pub async fn run<S: Systemd, K: Systemd>(
         return Err(DaemonError::NothingToDo);
     }
     let m = obs.metrics.clone();
+    let (feed, publisher) = match obs.fleet.take() {
+        Some(f) => {
+            let (feed, rx) = publish_loop::Feed::new(reconciler.is_some(), kubelet.is_some());
+            let publisher = publish_loop::Publisher {
+                node: f.node,
+                writer: ApiNodeWriter::new(f.client),
+                state_path: f.state_path,
+                metrics: m.clone(),
+            };
+            (feed, Some(publish_loop::run_publisher(publisher, rx)))
+        }
+        None => (publish_loop::Feed::disabled(), None),
+    };
     let loops = async move {
         let (reconciler, manager) = match (reconciler, kubelet) {
-            (Some(r), None) => return run_until(r, debounce, ca_rx, m).await,
-            (None, Some(k)) => return run_kubelet_until(k, kubelet_rx, m).await,
+            (Some(r), None) => return run_until(r, debounce, ca_rx, m, feed).await,
+            (None, Some(k)) => return run_kubelet_until(k, kubelet_rx, m, feed).await,
             (None, None) => return Err(DaemonError::NothingToDo),
             (Some(r), Some(k)) => (r, k),
         };
-        let ca = run_until(reconciler, debounce, ca_rx, m.clone());
-        let kubelet = run_kubelet_until(manager, kubelet_rx, m);
+        let ca = run_until(reconciler, debounce, ca_rx, m.clone(), feed.clone());
+        let kubelet = run_kubelet_until(manager, kubelet_rx, m, feed);
         tokio::pin!(ca);
         tokio::pin!(kubelet);
         tokio::select! {
@@ -112,7 +142,7 @@ pub async fn run<S: Systemd, K: Systemd>(
     let metrics = obs.metrics.clone();
     let status_path = obs.status_path.clone();
     let _lock = hold_daemon_lock(&status_path.with_file_name(DAEMON_LOCK_FILE)).await;
-    let side = side_tasks(obs, identity.clone());
+    let side = side_tasks(obs, identity.clone(), publisher);
     tokio::pin!(loops);
     tokio::pin!(side);
     let result = tokio::select! {
@@ -127,8 +157,13 @@ pub async fn run<S: Systemd, K: Systemd>(
     result
 }
 
-/// The listener and the status writer; returns only if one of them ended.
-async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonError {
+/// The listener, the status writer and the publisher; returns only if one
+/// of them ended.
+async fn side_tasks(
+    obs: Observability,
+    identity: ProcessIdentity,
+    publisher: Option<impl std::future::Future<Output = ()>>,
+) -> DaemonError {
     let endpoint = Endpoint {
         recorder: obs.metrics.clone(),
         certificates: obs.certificates,
@@ -140,9 +175,16 @@ async fn side_tasks(obs: Observability, identity: ProcessIdentity) -> DaemonErro
         }
     };
     let writer = write_status_until_stopped(obs.metrics, obs.status_path, identity);
+    let publisher = async move {
+        match publisher {
+            Some(p) => p.await,
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = listener => DaemonError::TaskEnded { task: "metrics listener" },
         _ = writer => DaemonError::TaskEnded { task: "status writer" },
+        _ = publisher => DaemonError::TaskEnded { task: "fleet publisher" },
     }
 }
 

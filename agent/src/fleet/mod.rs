@@ -10,6 +10,9 @@
 //! - [`report`]: the `fleet` command's rows, judgement, summary, table,
 //!   JSON (schemaVersion 1) and exit code.
 //! - [`duration`]: `--timeout DURATION`.
+//! - [`publish`]: what an agent publishes, from its passes, and the patches
+//!   that bring its Node there from what it last published. Pure.
+//! - [`writer`]: the two PATCH requests on the node's own Node.
 //!
 //! Boundary: this folder uses the leaves (`x509`, `k8s`, `config`, `errors`,
 //! `retry`) and the jobs' pure planning; it never writes to the host, and
@@ -18,5 +21,7 @@
 pub mod duration;
 pub mod expected;
 pub mod observed;
+pub mod publish;
 pub mod report;
 pub mod schema;
+pub mod writer;

@@ -152,6 +152,29 @@ pub struct PassOutcome {
     /// Revocations that match the certificate issued in answer to them.
     pub unfixable_revocations: Vec<String>,
     pub monitoring_only: bool,
+    /// The client certificate current after the pass, if there is one.
+    pub client: Option<ClientTimes>,
+    /// kubelet's kubeconfig presents another credential than the client
+    /// certificate the agent renews (what it presents instead), so kubelet
+    /// never reads the renewed one; `None` when it matches, is absent, or
+    /// kubelet renews its own certificate.
+    pub kubeconfig_mismatch: Option<KubeconfigMismatch>,
+}
+
+/// What kubelet's kubeconfig presents, and the link the agent renews.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeconfigMismatch {
+    pub uses: String,
+    /// Node path of `kubelet-client-current.pem`.
+    pub renewed: PathBuf,
+}
+
+/// When the current client certificate expires and is due for renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimes {
+    pub not_after: i64,
+    /// Its renewal deadline (Unix seconds).
+    pub deadline: i64,
 }
 
 pub struct KubeletManager<S: Systemd> {
@@ -320,6 +343,21 @@ impl<S: Systemd> KubeletManager<S> {
                 outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
             }
         }
+        if !(self.settings.defer_to_kubelet_rotation && self.kubelet_rotates_itself()) {
+            outcome.kubeconfig_mismatch = self.kubeconfig_mismatch();
+        }
+        outcome.client = self
+            .read_current(CertKind::Client)
+            .as_ref()
+            .map(facts_of)
+            .map(|f| ClientTimes {
+                not_after: f.not_after,
+                deadline: renewal::deadline(
+                    f.not_before,
+                    f.not_after,
+                    renewal::renewal_fraction(&self.node_name),
+                ),
+            });
         Ok(outcome)
     }
 
@@ -698,6 +736,22 @@ impl<S: Systemd> KubeletManager<S> {
         }
     }
 
+    /// What kubelet's kubeconfig presents instead of the client certificate
+    /// link the agent renews, if it presents something else. An absent
+    /// kubeconfig is no mismatch (kubelet writes it after its bootstrap).
+    fn kubeconfig_mismatch(&self) -> Option<KubeconfigMismatch> {
+        let node_path = &self.settings.kubeconfig;
+        let host = self.host.resolve(node_path).ok()?;
+        let bytes = fsutil::read_limited(&host, MAX_KUBECONFIG_BYTES).ok()?;
+        let renewed = self.store.current_link(CertKind::Client);
+        let uses = match kubeconfig::credential_of(&String::from_utf8_lossy(&bytes), node_path) {
+            Ok(kubeconfig::Credential::CertificateFile(p)) if p == renewed => return None,
+            Ok(other) => other.to_string(),
+            Err(e) => format!("nothing readable ({e})"),
+        };
+        Some(KubeconfigMismatch { uses, renewed })
+    }
+
     /// The bootstrap and kubelet kubeconfigs as this process sees them.
     pub fn kubeconfig_paths(&self) -> Vec<PathBuf> {
         [
@@ -715,6 +769,9 @@ impl<S: Systemd> KubeletManager<S> {
         self.identity.node_client(current.as_ref(), now_unix())
     }
 }
+
+/// A kubeconfig larger than this is not kubelet's.
+const MAX_KUBECONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Where the lock lives for a given state dir (a process path).
 pub fn lock_path(state_dir: &Path) -> PathBuf {

@@ -100,6 +100,29 @@ pub struct DaemonStatus {
     /// `ca-secret`).
     #[serde(default)]
     pub ca_secret_source: Option<SourceReport>,
+    /// How publishing the node's state on its Node object stands (absent
+    /// when `fleet-publish` is off or there is no node identity source).
+    #[serde(default)]
+    pub fleet_publish: Option<PublishReport>,
+}
+
+/// The publisher of the fleet view (README "Fleet").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishReport {
+    /// `published` (the Node shows the current state), `pending` (a change
+    /// waits for a node identity) or `failing` (the last write failed; it is
+    /// retried).
+    pub state: String,
+    /// The last successful write to the Node (Unix seconds).
+    #[serde(default)]
+    pub last_write: Option<i64>,
+    /// Writes made by this daemon process (PATCH requests that succeeded).
+    #[serde(default)]
+    pub writes: u64,
+    /// Why the last write failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// How an input the agent watches through the API stands.

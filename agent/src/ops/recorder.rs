@@ -26,7 +26,9 @@ use crate::k8s::source::SourceState;
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::kubelet::renewal::RenewReason;
 use crate::node::procfs::ProcessIdentity;
-use crate::ops::daemon_status::{AgentMode, DaemonStatus, SourceReport, SCHEMA_VERSION};
+use crate::ops::daemon_status::{
+    AgentMode, DaemonStatus, PublishReport, SourceReport, SCHEMA_VERSION,
+};
 use crate::ops::events::{EventSink, NodeEvent};
 use crate::ops::prometheus::AgentMetrics;
 use crate::trust::reconcile::{Outcome, ReconcileError};
@@ -63,6 +65,7 @@ struct Inner {
     revocation_matches: Vec<String>,
     revocation_source: Option<SourceReport>,
     ca_secret_source: Option<SourceReport>,
+    fleet_publish: Option<PublishReport>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -394,7 +397,20 @@ impl Recorder {
             revocation_matches: i.revocation_matches.clone(),
             revocation_source: i.revocation_source.clone(),
             ca_secret_source: i.ca_secret_source.clone(),
+            fleet_publish: i.fleet_publish.clone(),
         }
+    }
+
+    /// How publishing on the Node stands (the publisher calls it after
+    /// every attempt).
+    pub fn record_publish(&self, report: PublishReport) {
+        let mut i = self.inner();
+        if i.fleet_publish.as_ref() == Some(&report) {
+            return;
+        }
+        i.fleet_publish = Some(report);
+        drop(i);
+        self.changed.notify_one();
     }
 }
 

@@ -192,6 +192,17 @@ pub fn render_table(r: &StatusReport) -> String {
         };
         kv(&mut out, &[("CA Secret (API)", text)]);
     }
+    if let Some(p) = &a.fleet_publish {
+        let last = p
+            .last_write
+            .map(|t| format!(", last write {}", crate::x509::time::rfc3339(t)))
+            .unwrap_or_default();
+        let text = match &p.error {
+            Some(e) => format!("{} ({} writes{last}): {e}", p.state, p.writes),
+            None => format!("{} ({} writes{last})", p.state, p.writes),
+        };
+        kv(&mut out, &[("published on Node", text)]);
+    }
     if let Some(e) = &a.state_error {
         let _ = writeln!(out, "  state error: {}", escape(e));
     }

@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::k8s::kubeconfig::Credential;
 use crate::kubelet::renewal;
 use crate::kubelet::store::CertKind;
-use crate::ops::daemon_status::SourceReport;
 use crate::ops::daemon_status::{DaemonStatus, SCHEMA_VERSION};
+use crate::ops::daemon_status::{PublishReport, SourceReport};
 use crate::ops::inventory::NodeCertRead;
 use crate::status::gather::{Facts, KubeletCertFact};
 use crate::status::liveness::Liveness;
@@ -113,6 +113,10 @@ pub struct AgentReport {
     /// at its last CA pass: `state` (`synced`, `syncing`, `failing`),
     /// `error`, `forbidden`; `null` without `ca-secret` or a daemon.
     pub ca_secret_source: Option<SourceReport>,
+    /// How the running daemon's publishing on its Node stands: `state`
+    /// (`published`, `pending`, `failing`), `lastWrite` (Unix seconds),
+    /// `writes`, `error`; `null` when it does not publish.
+    pub fleet_publish: Option<PublishReport>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -878,6 +882,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             .unwrap_or_default(),
         revocation_source: running_daemon.and_then(|d| d.revocation_source.clone()),
         ca_secret_source: running_daemon.and_then(|d| d.ca_secret_source.clone()),
+        fleet_publish: running_daemon.and_then(|d| d.fleet_publish.clone()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };
@@ -1205,6 +1210,7 @@ mod tests {
         let mut f = facts_with_ca(healthy_ca());
         f.inputs = vec![SourceInput {
             source: "/etc/node-cert-agent/secret".into(),
+            content: None,
             keys: Ok(vec![crate::trust::validate::validate_key(
                 "bad.crt",
                 b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",

@@ -168,10 +168,14 @@ pub fn input_of(
                     "check the API server and the agent's RBAC; the agent retries with backoff",
                 )),
                 source,
+                content: None,
             }
         }
         // What the source provided is uninstalled (the watch warns once).
-        Some(SecretView::Absent) => validate_raw_keys(source, Vec::new(), now),
+        Some(SecretView::Absent) => SourceInput {
+            content: Some(BTreeMap::new()),
+            ..validate_raw_keys(source, Vec::new(), now)
+        },
         Some(SecretView::Present(data)) => {
             if data.len() > MAX_KEYS_PER_SOURCE {
                 return SourceInput {
@@ -186,6 +190,7 @@ pub fn input_of(
                         "keep only CA certificates in the Secret",
                     )),
                     source,
+                    content: None,
                 };
             }
             let keys = data
@@ -195,7 +200,10 @@ pub fn input_of(
                     content: Ok(v.clone()),
                 })
                 .collect();
-            validate_raw_keys(source, keys, now)
+            SourceInput {
+                content: Some(data.clone()),
+                ..validate_raw_keys(source, keys, now)
+            }
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct SourceInput {
     pub source: String,
     /// The verdict of every key, or why the source could not be read at all.
     pub keys: Result<Vec<KeyVerdict>, Finding>,
+    /// A Secret directory's bytes, key by key, as read for this pass (what
+    /// the fleet view's input digest covers); `None` for a provisioning
+    /// file, or when the directory or one of its keys could not be read.
+    pub content: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 /// A CA the node should trust, with every key that asks for it.
@@ -255,6 +259,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| validate_key(k, v.as_bytes(), now_unix()))
                 .collect()),
+            content: None,
         }
     }
 
@@ -355,6 +360,7 @@ mod tests {
         );
         let gone = SourceInput {
             source: "/s".into(),
+            content: None,
             keys: Err(Finding::error(
                 FindingKind::SourceUnavailable,
                 "/s",

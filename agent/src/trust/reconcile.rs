@@ -14,7 +14,7 @@
 //! `start-limit-hit` is reset and started again once systemd's window is
 //! over; a unit that was stopped or failed before stays as it is.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
 use crate::trust::validate::{Finding, FindingKind, Severity};
-use crate::x509::cert::CertInfo;
+use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::x509::time::{now_unix, now_us, rfc3339, rfc3339_us};
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,14 @@ pub struct Outcome {
     pub agent_time: Duration,
     pub refresh_time: Duration,
     pub restart_time: Duration,
+    /// The agent's anchors after the pass (as far as it got): what the
+    /// fleet view's trust-set digest covers.
+    pub trusted: BTreeSet<Fingerprint>,
+    /// The bytes of the Secret directories' keys this pass read and acted
+    /// on (key → bytes, the directories merged in configured order, the
+    /// first one winning a key both have); `None` when no Secret directory
+    /// is configured or one could not be read.
+    pub secret_content: Option<BTreeMap<String, Vec<u8>>>,
 }
 
 impl Outcome {
@@ -194,21 +202,43 @@ impl<S: Systemd> Reconciler<S> {
     /// changes the node is recorded in the state file ([`Pending`]) before
     /// it runs, so a pass cut short is finished by the next one.
     pub async fn reconcile(&self) -> Result<Outcome, ReconcileError> {
+        let (outcome, result) = self.reconcile_observed().await;
+        result.map(|()| outcome)
+    }
+
+    /// Like [`Reconciler::reconcile`], but a failed pass still returns what
+    /// it saw and did up to the failure (the anchors, the input read), which
+    /// the daemon publishes beside the error.
+    pub async fn reconcile_observed(&self) -> (Outcome, Result<(), ReconcileError>) {
+        let mut outcome = Outcome::default();
+        let result = self.reconcile_into(&mut outcome).await;
+        (outcome, result)
+    }
+
+    async fn reconcile_into(&self, outcome: &mut Outcome) -> Result<(), ReconcileError> {
         let started = Instant::now();
         let now = now_unix();
-        let mut outcome = Outcome::default();
         let mut st = state::load(&self.settings.state_path)?;
 
         let installed = self.store.installed()?;
-        let plan = self.plan(&st, &installed, now, &mut outcome);
+        outcome.trusted = installed.certs.keys().copied().collect();
+        let plan = self.plan(&st, &installed, now, outcome);
         let keys_changed = st.key_state() != plan.keys;
-        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, &mut outcome)?;
+        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)?;
+        if anchors_changed {
+            for fp in &plan.install {
+                outcome.trusted.insert(*fp);
+            }
+            for fp in &plan.remove {
+                outcome.trusted.remove(fp);
+            }
+        }
         if anchors_changed || keys_changed {
             st.set_key_state(&plan.keys);
             self.save(&st)?;
         }
-        self.refresh(&mut st, &mut outcome).await?;
-        let already_current = self.restart(&mut st, &mut outcome).await?;
+        self.refresh(&mut st, outcome).await?;
+        let already_current = self.restart(&mut st, outcome).await?;
 
         // The units run with the current bundle only once no restart is
         // left (a deferred one keeps the bundle they started with).
@@ -231,7 +261,7 @@ impl<S: Systemd> Reconciler<S> {
         outcome.agent_time = started
             .elapsed()
             .saturating_sub(outcome.refresh_time + outcome.restart_time);
-        Ok(outcome)
+        Ok(())
     }
 
     fn save(&self, st: &CaState) -> Result<(), ReconcileError> {
@@ -289,6 +319,11 @@ impl<S: Systemd> Reconciler<S> {
             }
         }
         outcome.findings.extend(plan.findings.iter().cloned());
+        outcome.secret_content = secret_content(
+            &self.settings.sources,
+            self.settings.api_secret.is_some(),
+            &inputs,
+        );
         for f in &outcome.findings {
             log_finding(f);
         }
@@ -631,6 +666,32 @@ fn not_active(
     }
 }
 
+/// The merged bytes of the Secret sources: the Secret directories among
+/// `sources` (read as `inputs`, in the same order) and, with `api`, the
+/// Secret read through the API (the input after them). `None` if there is
+/// none or one was not read (or is not synced).
+fn secret_content(
+    sources: &[SourceSpec],
+    api: bool,
+    inputs: &[SourceInput],
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    let mut merged = BTreeMap::new();
+    let mut any = false;
+    let dirs = sources
+        .iter()
+        .zip(inputs)
+        .filter(|(spec, _)| matches!(spec, SourceSpec::SecretDir(_)))
+        .map(|(_, input)| input);
+    let api_input = inputs.get(sources.len()).filter(|_| api);
+    for input in dirs.chain(api_input) {
+        any = true;
+        for (k, v) in input.content.as_ref()? {
+            merged.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    any.then_some(merged)
+}
+
 /// `pending` with `unit`'s restart done.
 fn pending_without(pending: &Pending, unit: &str) -> Pending {
     match pending {
@@ -905,6 +966,33 @@ mod tests {
         assert_eq!(fake.restarts().len(), 1);
         let out = rt().block_on(r.reconcile()).unwrap();
         assert!(!out.refreshed && out.restarted.is_empty());
+    }
+
+    #[test]
+    fn a_failed_pass_still_reports_the_anchors_it_wrote_and_the_input_it_read() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        let r = node.reconciler(fake.clone());
+        *fake.command_status.lock().unwrap() = 1;
+        let (out, result) = rt().block_on(r.reconcile_observed());
+        assert!(matches!(result, Err(ReconcileError::RefreshFailed { .. })));
+        let fp = crate::x509::cert::CertInfo::from_pem(a.as_bytes())
+            .unwrap()
+            .fingerprint;
+        assert_eq!(out.trusted, [fp].into(), "the anchor was written");
+        assert_eq!(
+            out.secret_content,
+            Some([("ca1.crt".to_string(), a.as_bytes().to_vec())].into())
+        );
+        // Removing the key: the next pass reports the empty set.
+        *fake.command_status.lock().unwrap() = 0;
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let (out, result) = rt().block_on(r.reconcile_observed());
+        result.unwrap();
+        assert!(out.trusted.is_empty());
+        assert_eq!(out.secret_content, Some(Default::default()));
     }
 
     #[test]

@@ -129,10 +129,17 @@ impl SourceError {
 /// Reads and validates one source at time `now`.
 pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
     let source = spec.name();
+    let mut content = None;
     let keys = match spec {
-        SourceSpec::SecretDir(dir) => {
-            read_secret_dir(dir).map(|raw| raw.into_iter().map(|k| verdict_of(k, now)).collect())
-        }
+        SourceSpec::SecretDir(dir) => read_secret_dir(dir).map(|raw| {
+            // The bytes the pass read, for the input digest the fleet view
+            // publishes (`None` when a key could not be read).
+            content = raw
+                .iter()
+                .map(|k| k.content.as_ref().ok().map(|b| (k.key.clone(), b.clone())))
+                .collect::<Option<std::collections::BTreeMap<_, _>>>();
+            raw.into_iter().map(|k| verdict_of(k, now)).collect()
+        }),
         SourceSpec::File(path) => read_provisioning_file(path).map(|content| {
             vec![match content {
                 Ok(bytes) => validate_key(&source, &bytes, now),
@@ -152,6 +159,7 @@ pub fn read_source(spec: &SourceSpec, now: i64) -> SourceInput {
             )
         }),
         source,
+        content,
     }
 }
 
@@ -673,6 +681,7 @@ pub fn validate_raw_keys(source: String, keys: Vec<RawKey>, now: i64) -> SourceI
     SourceInput {
         source,
         keys: Ok(verdicts),
+        content: None,
     }
 }
 

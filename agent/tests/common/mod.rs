@@ -86,10 +86,7 @@ impl Node {
         *g += 1;
         let dir = self.secret.path();
         let payload = format!("..2026_11_22_04_45_{:02}.000000001", *g);
-        fs::create_dir(dir.join(&payload)).unwrap();
-        for (k, v) in keys {
-            fs::write(dir.join(&payload).join(k), v).unwrap();
-        }
+        write_payload(&dir.join(&payload), keys);
         self.swap_data(&payload);
         for (k, _) in keys {
             let link = dir.join(k);
@@ -108,10 +105,7 @@ impl Node {
             .secret
             .path()
             .join(format!("..2026_11_22_04_45_{:02}.000000001", *g));
-        fs::create_dir(&payload).unwrap();
-        for (k, v) in keys {
-            fs::write(payload.join(k), v).unwrap();
-        }
+        write_payload(&payload, keys);
         payload
     }
 
@@ -136,4 +130,18 @@ pub fn corpus(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/corpus")
         .join(rel)
+}
+
+/// A payload directory with `keys`, with kubelet's modes (0755, files 0644)
+/// set explicitly: another test of this process may have changed the umask
+/// (`security.rs` does), and the agent refuses group- or world-writable keys.
+fn write_payload(payload: &std::path::Path, keys: &[(&str, &[u8])]) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir(payload).unwrap();
+    fs::set_permissions(payload, fs::Permissions::from_mode(0o755)).unwrap();
+    for (k, v) in keys {
+        let file = payload.join(k);
+        fs::write(&file, v).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    }
 }

@@ -73,7 +73,7 @@ use base64::Engine as _;
 use ca::ClusterCa;
 pub use crd::RENEW_REVOCATION_CRD;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use net::Control;
 pub use rbac::{PolicyRule, Profile, Rbac, Subject, KUBEADM_NODE_TOKEN_GROUP};
@@ -607,6 +607,46 @@ impl ApiServer {
                 st.store.create(Kind::Secret, v);
             }
         }
+    }
+
+    /// Sets `condition` on Node `name` directly in storage (replacing the
+    /// condition of its type, or appending it), as another owner such as
+    /// node-problem-detector would have written it. Panics when there is no
+    /// such Node.
+    pub fn set_node_condition(&self, name: &str, condition: NodeCondition) {
+        let mut st = self.state();
+        let mut v = st
+            .store
+            .get(Kind::Node, "", name)
+            .cloned()
+            .unwrap_or_else(|| panic!("ApiServer::set_node_condition: no Node {name:?}"));
+        let c = serde_json::to_value(&condition).unwrap();
+        let list = v["status"]["conditions"].as_array_mut();
+        match list {
+            Some(list) => match list.iter_mut().find(|x| x["type"] == c["type"]) {
+                Some(x) => *x = c,
+                None => list.push(c),
+            },
+            None => v["status"]["conditions"] = json!([c]),
+        }
+        st.store.update(Kind::Node, v);
+    }
+
+    /// The write requests (update, patch, delete) made so far on
+    /// `nodes/<name>` or `nodes/<name>/status`, whatever their answer: what
+    /// an idle agent must never make. Counted from the recorded requests
+    /// (see [`ApiServer::clear_requests`]); a create names no Node in its
+    /// URL and is not counted.
+    pub fn node_writes(&self, name: &str) -> usize {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| {
+                r.resource == "nodes"
+                    && r.name == name
+                    && matches!(r.verb.as_str(), "update" | "patch" | "delete")
+            })
+            .count()
     }
 
     /// Adds a Namespace.
