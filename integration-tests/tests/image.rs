@@ -10,8 +10,9 @@
 //!   provisioning (written before the node's first boot, so containerd
 //!   starts with it), and the node's containerd pulls it through CRI
 //!   `PullImage`, as kubelet does.
-//! - Then the DaemonSet's pod (manifests/base, parsed into k8s-openapi
-//!   types) runs from the pulled image under the node's containerd and runc:
+//! - Then the DaemonSet's pod (manifests/overlays/secret-volume as `kubectl
+//!   kustomize` renders it: the base's pod with the Secret as a volume,
+//!   parsed into k8s-openapi types) runs from the pulled image under the node's containerd and runc:
 //!   the pod spec's args, env (the node name from the downward API), volumes
 //!   (hostPath from the node's root, the ConfigMap's config, the Secret
 //!   volume), uid 0 with every capability dropped, no new privileges, a
@@ -190,11 +191,26 @@ fn elf_has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
-/// The shipped DaemonSet and its ConfigMap (manifests/base).
+/// The shipped DaemonSet and its ConfigMap as `manifests/overlays/secret-volume`
+/// renders them: the base's pod with the Secret as a mounted volume. The
+/// base itself reads the Secret through the API as its ServiceAccount, which
+/// needs an in-cluster API server this node does not have; that path is
+/// `--test api_secret`'s (same binary, same watch, a ServiceAccount token).
 fn shipped_pod() -> (PodSpec, ConfigMap) {
-    let read = |rel: &str| std::fs::read_to_string(workspace_dir().join(rel)).unwrap();
-    let ds: DaemonSet = serde_yaml::from_str(&read("manifests/base/daemonset.yaml")).unwrap();
-    let cm: ConfigMap = serde_yaml::from_str(&read("manifests/base/configmap.yaml")).unwrap();
+    let text = integration_tests::rbac::kustomize(
+        &workspace_dir().join("manifests/overlays/secret-volume"),
+    );
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(kind))
+            .unwrap_or_else(|| panic!("overlays/secret-volume renders no {kind}"))
+            .clone()
+    };
+    let ds: DaemonSet = serde_yaml::from_value(of("DaemonSet")).unwrap();
+    let cm: ConfigMap = serde_yaml::from_value(of("ConfigMap")).unwrap();
     let spec = ds.spec.unwrap().template.spec.unwrap();
     (spec, cm)
 }
