@@ -9,6 +9,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use common::{corpus, rt, Node};
 use node_cert_agent::config::{self, ConfigError, Flags};
@@ -16,6 +17,17 @@ use node_cert_agent::kubelet::store::{CertKind, KubeletStore};
 use node_cert_agent::node::distro::Family;
 use node_cert_agent::node::hostroot::{HostRoot, HostRootError};
 use node_cert_agent::trust::state::Pending;
+
+/// The process umask is shared by every test of this binary, and one test
+/// changes it: each test holds this lock, so none creates its fixtures
+/// under another test's umask.
+static UMASK: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    UMASK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn good_pem() -> Vec<u8> {
     fs::read(corpus("certs/good-ca.pem")).unwrap()
@@ -29,6 +41,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn a_state_file_asking_for_another_unit_restarts_only_the_allowlist() {
+    let _serial = serial();
     let node = Node::new();
     let r = node.reconciler(&["containerd.service"]);
     let mut st = node_cert_agent::trust::state::load(&node.state_path()).unwrap();
@@ -44,6 +57,7 @@ fn a_state_file_asking_for_another_unit_restarts_only_the_allowlist() {
 
 #[test]
 fn an_empty_allowlist_restarts_nothing_even_when_the_bundle_changes() {
+    let _serial = serial();
     let node = Node::new();
     let r = node.reconciler(&[]);
     node.publish(&[("ca1.crt", &good_pem())]);
@@ -54,6 +68,7 @@ fn an_empty_allowlist_restarts_nothing_even_when_the_bundle_changes() {
 
 #[test]
 fn config_refuses_unit_names_that_are_not_plain_service_names() {
+    let _serial = serial();
     for unit in [
         "sshd; rm -rf /",
         "sshd.service; rm",
@@ -100,6 +115,7 @@ fn config_refuses_unit_names_that_are_not_plain_service_names() {
 
 #[test]
 fn the_refresh_tool_is_sent_to_systemd_as_an_argv_with_an_absolute_program() {
+    let _serial = serial();
     let node = Node::new();
     let r = node.reconciler(&["containerd.service"]);
     node.publish(&[("ca1.crt", &good_pem())]);
@@ -121,6 +137,7 @@ fn the_refresh_tool_is_sent_to_systemd_as_an_argv_with_an_absolute_program() {
 
 #[test]
 fn every_distro_refresh_command_is_an_absolute_argv_without_a_shell() {
+    let _serial = serial();
     for family in [
         Family::Debian,
         Family::RedHat,
@@ -139,6 +156,7 @@ fn every_distro_refresh_command_is_an_absolute_argv_without_a_shell() {
 
 #[test]
 fn config_refuses_a_refresh_command_without_an_absolute_program() {
+    let _serial = serial();
     for cmd in [
         "[update-ca-certificates]",
         "[sh, -c, 'update-ca-certificates; rm -rf /']",
@@ -183,6 +201,7 @@ fn agent_sources() -> Vec<(PathBuf, String)> {
 
 #[test]
 fn agent_source_never_spawns_a_shell_or_a_process() {
+    let _serial = serial();
     let forbidden = [
         "Command::new(\"sh\"",
         "Command::new(\"bash\"",
@@ -219,6 +238,7 @@ fn agent_source_never_spawns_a_shell_or_a_process() {
 
 #[test]
 fn dotdot_above_the_host_root_is_refused() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     fs::create_dir_all(root.path().join("etc")).unwrap();
     let host = HostRoot::new(root.path()).unwrap();
@@ -246,6 +266,7 @@ fn dotdot_above_the_host_root_is_refused() {
 
 #[test]
 fn symlinks_pointing_out_of_the_host_root_are_refused_or_re_rooted() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("secret"), "outside").unwrap();
@@ -270,6 +291,7 @@ fn symlinks_pointing_out_of_the_host_root_are_refused_or_re_rooted() {
 
 #[test]
 fn an_anchors_dir_linked_out_of_the_host_root_writes_nothing_outside() {
+    let _serial = serial();
     let node = Node::new();
     let outside = tempfile::tempdir().unwrap();
     fs::create_dir_all(node.root.path().join("usr/local/share/ca-certificates")).unwrap();
@@ -292,6 +314,7 @@ fn an_anchors_dir_linked_out_of_the_host_root_writes_nothing_outside() {
 
 #[test]
 fn kubelet_key_files_are_0600_anchors_0644_and_state_0600() {
+    let _serial = serial();
     // kubelet_store: the certificate with its private key.
     let root = tempfile::tempdir().unwrap();
     let store = KubeletStore::new(
@@ -326,6 +349,7 @@ fn kubelet_key_files_are_0600_anchors_0644_and_state_0600() {
 
 #[test]
 fn modes_are_set_explicitly_whatever_the_umask() {
+    let _serial = serial();
     // A permissive umask must not widen a key file, a strict one must not
     // hide an anchor: the modes are set, not inherited.
     let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o000));
