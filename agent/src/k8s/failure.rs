@@ -2,7 +2,8 @@
 //! is down, slow or busy), retry much later (401/403: only a change of
 //! credentials or RBAC fixes it), or not at all (the object is gone).
 //!
-//! Boundary: classification only; the callers decide and say what to do.
+//! Boundary: classification, and the one retry schedule of the watches
+//! ([`WatchRetry`]); the callers decide and say what to do.
 
 use std::time::Duration;
 
@@ -127,6 +128,44 @@ fn kind_of(code: u16) -> FailureKind {
     }
 }
 
+/// How soon a failed list or watch tries again: quickly for what a moment
+/// fixes (a restarting API server, a dropped connection; the server's
+/// `Retry-After` when it gives one), after minutes for a 401 or 403, which
+/// only a change of RBAC or credentials fixes. One for every watch of the
+/// agent.
+#[derive(Debug, Clone)]
+pub struct WatchRetry {
+    fast: crate::retry::Backoff,
+    slow: crate::retry::Backoff,
+}
+
+impl Default for WatchRetry {
+    fn default() -> Self {
+        use crate::retry::Backoff;
+        Self {
+            fast: Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 0.2),
+            slow: Backoff::new(Duration::from_secs(60), Duration::from_secs(600), 0.2),
+        }
+    }
+}
+
+impl WatchRetry {
+    /// The wait before the next try after `failure`.
+    pub fn next_delay(&mut self, failure: &ApiFailure) -> Duration {
+        if failure.is_auth() {
+            self.slow.next_delay(None)
+        } else {
+            self.fast.next_delay(failure.retry_after)
+        }
+    }
+
+    /// After a successful list: the next failure starts from the beginning.
+    pub fn reset(&mut self) {
+        self.fast.reset();
+        self.slow.reset();
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
@@ -163,5 +202,40 @@ mod tests {
         }
         let w = ApiFailure::of_watch(&watcher::Error::InitialListFailed(api(403, "no")));
         assert_eq!(w.kind, FailureKind::Forbidden);
+    }
+
+    #[test]
+    fn watch_retry_is_seconds_for_an_outage_and_minutes_for_a_403_and_resets() {
+        let secs = |d: Duration| d.as_secs_f64();
+        let mut retry = WatchRetry::default();
+        let down = ApiFailure::of(&api(503, "down"));
+        let forbidden = ApiFailure::of(&api(403, "no"));
+        // Jitter adds at most 20 % to each base delay.
+        let first = secs(retry.next_delay(&down));
+        assert!((1.0..=1.2).contains(&first), "{first}");
+        let second = secs(retry.next_delay(&down));
+        assert!((2.0..=2.4).contains(&second), "{second}");
+        for _ in 0..10 {
+            retry.next_delay(&down);
+        }
+        let capped = secs(retry.next_delay(&down));
+        assert!((60.0..=72.0).contains(&capped), "{capped}");
+        let auth = secs(retry.next_delay(&forbidden));
+        assert!((60.0..=72.0).contains(&auth), "{auth}");
+        for _ in 0..10 {
+            retry.next_delay(&forbidden);
+        }
+        let auth_capped = secs(retry.next_delay(&forbidden));
+        assert!((600.0..=720.0).contains(&auth_capped), "{auth_capped}");
+        // The server's Retry-After replaces the base delay.
+        let mut throttled = ApiFailure::of(&api(429, "slow down"));
+        throttled.retry_after = Some(Duration::from_secs(7));
+        let told = secs(retry.next_delay(&throttled));
+        assert!((7.0..=7.0 + 72.0 * 0.2).contains(&told), "{told}");
+        retry.reset();
+        let again = secs(retry.next_delay(&down));
+        assert!((1.0..=1.2).contains(&again), "{again}");
+        let auth_again = secs(retry.next_delay(&forbidden));
+        assert!((60.0..=72.0).contains(&auth_again), "{auth_again}");
     }
 }

@@ -18,7 +18,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
@@ -28,9 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::k8s::failure::ApiFailure;
+use crate::k8s::failure::{ApiFailure, WatchRetry};
 use crate::kubelet::facts::{normalize_serial, CertFacts};
-use crate::retry::Backoff;
 
 // The doc comments of the CRD's types are its descriptions (kubectl explain).
 /// Kubelet certificates to renew now, whatever their renewal deadline.
@@ -346,15 +344,6 @@ impl RevocationCache {
     }
 }
 
-/// How soon a watch that failed tries again: quickly for what a moment fixes
-/// (a restarting API server, a dropped connection), after minutes for a 401
-/// or 403, which only a change of RBAC or credentials fixes.
-const WATCH_RETRY_FIRST: Duration = Duration::from_secs(1);
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
-const FORBIDDEN_RETRY_FIRST: Duration = Duration::from_secs(60);
-const FORBIDDEN_RETRY_MAX: Duration = Duration::from_secs(600);
-const RETRY_JITTER: f64 = 0.2;
-
 /// Watches the RenewRevocations of `namespace` as `identity` (for messages:
 /// `system:node:<name>`) with `client`, keeping `cache` current and waking
 /// `wake` whenever the entries or the watch's state change. Runs until
@@ -374,8 +363,7 @@ pub async fn watch(
         cache.set_state(SourceState::Syncing);
     }
     let mut stream = watcher(raw_api(client, &namespace), watcher::Config::default()).boxed();
-    let mut fast = Backoff::new(WATCH_RETRY_FIRST, WATCH_RETRY_MAX, RETRY_JITTER);
-    let mut slow = Backoff::new(FORBIDDEN_RETRY_FIRST, FORBIDDEN_RETRY_MAX, RETRY_JITTER);
+    let mut retry = WatchRetry::default();
     let mut listing: Option<BTreeMap<String, Vec<Revocation>>> = None;
     let mut last_error: Option<String> = None;
     while let Some(event) = stream.next().await {
@@ -391,8 +379,7 @@ pub async fn watch(
                 false
             }
             Ok(watcher::Event::InitDone) => {
-                fast.reset();
-                slow.reset();
+                retry.reset();
                 if last_error.take().is_some() {
                     info!(namespace = %namespace, "RenewRevocations can be read again");
                 }
@@ -415,11 +402,7 @@ pub async fn watch(
                 } else {
                     format!("cannot read RenewRevocations in {namespace}: {failure}")
                 };
-                let wait = if failure.is_auth() {
-                    slow.next_delay(None)
-                } else {
-                    fast.next_delay(failure.retry_after)
-                };
+                let wait = retry.next_delay(&failure);
                 // Once per distinct error: a watch that fails for hours
                 // says so once, not every minute.
                 if last_error.as_deref() != Some(message.as_str()) {

@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -32,9 +31,8 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::config::SecretRef;
-use crate::k8s::failure::{ApiFailure, FailureKind};
+use crate::k8s::failure::{ApiFailure, FailureKind, WatchRetry};
 use crate::k8s::source::SourceState;
-use crate::retry::Backoff;
 use crate::trust::plan::SourceInput;
 use crate::trust::sources::{validate_raw_keys, RawKey, MAX_KEYS_PER_SOURCE};
 use crate::trust::validate::{Finding, FindingKind};
@@ -221,14 +219,6 @@ pub fn view_of(secret: Secret) -> SecretView {
     )
 }
 
-/// How soon a failed watch tries again: quickly for what a moment fixes, in
-/// minutes for a 401/403 (only RBAC or credentials fix those).
-const WATCH_RETRY_FIRST: Duration = Duration::from_secs(1);
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
-const FORBIDDEN_RETRY_FIRST: Duration = Duration::from_secs(60);
-const FORBIDDEN_RETRY_MAX: Duration = Duration::from_secs(600);
-const RETRY_JITTER: f64 = 0.2;
-
 /// Keeps `cache` current with one list+watch of the Secret, as `identity`
 /// (for messages). Runs until dropped; the server's watch timeouts are
 /// re-established by kube-runtime's watcher (a relist only after a 410).
@@ -243,8 +233,7 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
     let api: Api<Secret> = Api::namespaced(client, &secret.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
     let mut stream = watcher(api, config).boxed();
-    let mut fast = Backoff::new(WATCH_RETRY_FIRST, WATCH_RETRY_MAX, RETRY_JITTER);
-    let mut slow = Backoff::new(FORBIDDEN_RETRY_FIRST, FORBIDDEN_RETRY_MAX, RETRY_JITTER);
+    let mut retry = WatchRetry::default();
     let mut listing: Option<SecretView> = None;
     let mut last_error: Option<String> = None;
     while let Some(event) = stream.next().await {
@@ -256,8 +245,7 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
                 }
             }
             Ok(watcher::Event::InitDone) => {
-                fast.reset();
-                slow.reset();
+                retry.reset();
                 if last_error.take().is_some() {
                     info!(secret = %secret, "Secret {secret} can be read again");
                 }
@@ -292,11 +280,7 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
                     continue;
                 }
                 let message = failure_message(&secret, &identity, &failure);
-                let wait = if failure.is_auth() {
-                    slow.next_delay(None)
-                } else {
-                    fast.next_delay(failure.retry_after)
-                };
+                let wait = retry.next_delay(&failure);
                 if last_error.as_deref() != Some(message.as_str()) {
                     error!(secret = %secret, retry_in_s = wait.as_secs(), "{message}");
                     last_error = Some(message.clone());
