@@ -12,7 +12,11 @@
 //!   nothing restarts, and the source says it is not synced;
 //! - a 410 (compacted history) and a dropped watch: relists, zero restarts;
 //! - the shipped RBAC: a list without the field selector is refused as the
-//!   real server refuses it.
+//!   real server refuses it;
+//! - the DaemonSet's default identity, the in-cluster config (the
+//!   ServiceAccount's projected token, CA and namespace, and
+//!   `KUBERNETES_SERVICE_HOST`/`_PORT`), with the token rotated as kubelet
+//!   rotates it and the old one expired.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration_tests::agent::{render_tail, LogEntry, PodModeAgent, PASS_TIMEOUT};
+use integration_tests::agent::{render_tail, HostModeAgent, LogEntry, PodModeAgent, PASS_TIMEOUT};
 use integration_tests::cri::PULL_TIMEOUT;
 use integration_tests::observe::{self, ContainerdState};
 use integration_tests::pki::TestCa;
@@ -40,6 +44,9 @@ use serde_json::{json, Value};
 const NS: &str = "kube-system";
 const NAME: &str = "custom-ca-trust-secret";
 const SA: &str = "node-cert-agent";
+/// Where kubelet mounts a pod's ServiceAccount token, CA and namespace (the
+/// paths kube-rs's in-cluster config reads, as client-go's does).
+const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The daemon-status file in the node.
 const DAEMON_STATUS: &str = "/var/lib/node-cert-agent/daemon-status.json";
 
@@ -171,14 +178,19 @@ impl Fixture {
 }
 
 /// Pulls `image` until it works; the time from `since`.
-fn pull_until_ok(node: &Node, image: &str, since: Instant, agent: &PodModeAgent<'_>) -> Duration {
+fn pull_until_ok(
+    node: &Node,
+    image: &str,
+    since: Instant,
+    logs: impl Fn() -> Vec<LogEntry>,
+) -> Duration {
     loop {
         match cri_try_pull(node, image) {
             Ok(_) => return since.elapsed(),
             Err(e) => assert!(
                 since.elapsed() < PULL_TIMEOUT,
                 "pull of {image} still failing {PULL_TIMEOUT:?} after the API write: {e}\n--- agent log ---\n{}",
-                render_tail(&agent.logs(), 40)
+                render_tail(&logs(), 40)
             ),
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -212,7 +224,7 @@ fn created_updated_and_deleted_through_the_api_with_one_restart_per_change_and_b
     let before = ContainerdState::of(&fx.node);
     let n = passes(&agent);
     let written = fx.create(&[("ca1.crt", ca1.cert_pem().as_bytes())]);
-    let latency = pull_until_ok(&fx.node, &reg1.image, written, &agent);
+    let latency = pull_until_ok(&fx.node, &reg1.image, written, || agent.logs());
     println!("API create -> pull succeeded in {} ms", latency.as_millis());
     agent.wait_for_passes(n + 1, PASS_TIMEOUT);
     before.assert_restarted_once(&fx.node, "after the Secret was created through the API");
@@ -224,7 +236,7 @@ fn created_updated_and_deleted_through_the_api_with_one_restart_per_change_and_b
         ("ca1.crt", ca1.cert_pem().as_bytes()),
         ("ca2.crt", ca2.cert_pem().as_bytes()),
     ]);
-    let latency = pull_until_ok(&fx.node, &reg2.image, written, &agent);
+    let latency = pull_until_ok(&fx.node, &reg2.image, written, || agent.logs());
     println!("API update -> pull succeeded in {} ms", latency.as_millis());
     wait_until(PASS_TIMEOUT, "one restart for the update", || {
         observe::containerd_starts(&fx.node) > before.starts
@@ -283,7 +295,7 @@ fn the_api_down_for_30s_while_the_agent_restarts_changes_nothing_and_restarts_no
     let mut agent = fx.agent();
     agent.wait_for_passes(1, PASS_TIMEOUT);
     let written = fx.create(&[("ca1.crt", ca.cert_pem().as_bytes())]);
-    pull_until_ok(&fx.node, &reg.image, written, &agent);
+    pull_until_ok(&fx.node, &reg.image, written, || agent.logs());
     wait_until(PASS_TIMEOUT, "no restart pending", || {
         observe::containerd_starts(&fx.node) > 0
     });
@@ -501,5 +513,121 @@ fn check_secret_lints_the_live_object_with_the_users_kubeconfig() {
     assert!(
         stdout.contains("bad.crt") && stdout.contains("ca1.crt"),
         "{stdout}"
+    );
+}
+
+/// The DaemonSet's default identity: no `ca-secret-kubeconfig`, so the agent
+/// takes the in-cluster config, as in its pod: `KUBERNETES_SERVICE_HOST` and
+/// `_PORT` (kubelet sets both in every container) and the ServiceAccount's
+/// token, CA and namespace under /var/run/secrets/kubernetes.io/serviceaccount.
+/// The agent runs as the node's service with exactly that environment and
+/// those files in the node: the pod's view of them. Then kubelet rotates the
+/// projected token (a new file at the same path) and the old one expires
+/// (401 from then on); every watch is dropped, so every request after it
+/// must present the new token, and the next change still arrives.
+#[test]
+fn in_cluster_the_serviceaccount_token_reads_the_secret_and_a_rotated_token_is_taken_up() {
+    let fx = Fixture::new("incluster");
+    let ca1 = TestCa::new("nca api-secret in-cluster CA one");
+    let ca2 = TestCa::new("nca api-secret in-cluster CA two");
+    let storage = tempfile::tempdir().unwrap();
+    let reg1 = TestRegistry::start(&ca1, storage.path(), "api-secret/incluster-one");
+    let reg2 = TestRegistry::start(&ca2, storage.path(), "api-secret/incluster-two");
+    let old_token = fx.server.add_service_account_token(NS, SA);
+    fx.node
+        .write_file(&format!("{SA_DIR}/token"), old_token.as_bytes(), 0o644);
+    fx.node.write_file(
+        &format!("{SA_DIR}/ca.crt"),
+        fx.server.cluster_ca_pem().as_bytes(),
+        0o644,
+    );
+    fx.node
+        .write_file(&format!("{SA_DIR}/namespace"), NS.as_bytes(), 0o644);
+    fx.node.write_file(
+        "/etc/systemd/system/node-cert-agent.service.d/in-cluster.conf",
+        format!(
+            "[Service]\nEnvironment=KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT={}\n",
+            fx.server.port()
+        )
+        .as_bytes(),
+        0o644,
+    );
+    let config = format!(
+        "ca-secret:\n  namespace: {NS}\n  name: {NAME}\nrestart-unit:\n  - containerd.service\n"
+    );
+    let agent = HostModeAgent::install(&fx.node, &config);
+    wait_until(PASS_TIMEOUT, "the Secret's source synced (absent)", || {
+        fx.source_state().as_deref() == Some("synced")
+    });
+    assert_pull_untrusted(&fx.node, &reg1.image, "before the Secret exists");
+
+    let before = ContainerdState::of(&fx.node);
+    let written = fx.create(&[("ca1.crt", ca1.cert_pem().as_bytes())]);
+    pull_until_ok(&fx.node, &reg1.image, written, || agent.logs());
+    wait_until(PASS_TIMEOUT, "one restart for the create", || {
+        observe::containerd_starts(&fx.node) > before.starts
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    before.assert_restarted_once(&fx.node, "after the create, in-cluster");
+    let sa_user = format!("system:serviceaccount:{NS}:{SA}");
+    let secret_calls = |server: &ApiServer| -> Vec<(String, String, u16)> {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource == "secrets" && r.namespace == NS)
+            .filter(|r| !r.groups.iter().any(|g| g == "system:masters"))
+            .map(|r| (r.verb, r.user, r.code))
+            .collect()
+    };
+    let calls = secret_calls(&fx.server);
+    assert!(
+        !calls.is_empty()
+            && calls
+                .iter()
+                .all(|(_, user, code)| *user == sa_user && *code == 200),
+        "the agent's Secret calls are not all its ServiceAccount's and answered 200: {calls:?}"
+    );
+
+    // kubelet writes the rotated token; kube-rs re-reads a token file at
+    // most a minute after it last read it (client-go's cached token source
+    // does the same), so the old token expires only after that.
+    let new_token = fx.server.add_service_account_token(NS, SA);
+    fx.node
+        .write_file(&format!("{SA_DIR}/token"), new_token.as_bytes(), 0o644);
+    std::thread::sleep(Duration::from_secs(65));
+    fx.server.clear_requests();
+    fx.server.expire_service_account_token(&old_token);
+    fx.server.down();
+    fx.server.up();
+    let before = ContainerdState::of(&fx.node);
+    let written = fx.update(&[
+        ("ca1.crt", ca1.cert_pem().as_bytes()),
+        ("ca2.crt", ca2.cert_pem().as_bytes()),
+    ]);
+    pull_until_ok(&fx.node, &reg2.image, written, || agent.logs());
+    wait_until(PASS_TIMEOUT, "one restart for the update", || {
+        observe::containerd_starts(&fx.node) > before.starts
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    before.assert_restarted_once(&fx.node, "after the update with the rotated token");
+    assert_pull_ok(&fx.node, &reg1.image, "the first CA stays");
+    let calls = secret_calls(&fx.server);
+    assert!(
+        calls.iter().any(|(verb, _, _)| verb == "watch"),
+        "no watch of the Secret after the drop: {calls:?}"
+    );
+    assert!(
+        calls.iter().all(|(_, user, code)| *user == sa_user && *code == 200),
+        "after the rotation a Secret call was not the ServiceAccount's new token (a 401 is the expired one): {calls:?}"
+    );
+    let unauthorized: Vec<LogEntry> = agent
+        .logs()
+        .into_iter()
+        .filter(|e| e.error && e.message.contains("401"))
+        .collect();
+    assert!(
+        unauthorized.is_empty(),
+        "the agent was refused with the expired token:\n{}",
+        render_tail(&unauthorized, 10)
     );
 }

@@ -385,6 +385,18 @@ impl ApiServer {
         token
     }
 
+    /// Test-only knob: the service-account token `token` has expired (a
+    /// bound token past its `expirationSeconds`, after kubelet rotated the
+    /// projected file): from now on requests presenting it are 401
+    /// Unauthorized, as the real server's token authenticator answers them.
+    /// Panics when no such token was issued, so a typo fails the test.
+    pub fn expire_service_account_token(&self, token: &str) {
+        assert!(
+            self.state().sa_tokens.remove(token).is_some(),
+            "ApiServer::expire_service_account_token: no such token"
+        );
+    }
+
     /// Issues a client certificate `CN=<cn>, O=<orgs>` from the cluster CA,
     /// valid from `not_before` to `not_after`. Returns `(cert_pem, key_pem)`.
     pub fn issue_client_cert(
