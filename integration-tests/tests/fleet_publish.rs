@@ -590,3 +590,82 @@ fn with_the_api_server_down_the_change_waits_is_shown_in_status_and_is_published
     });
     assert_writes_were_the_nodes_own(&fx);
 }
+
+/// kubelet registers its Node once per kubelet process, so after `kubectl
+/// delete node` the Node comes back (a new uid, none of the agent's keys)
+/// when kubelet restarts, while the agent runs on. The agent watches its
+/// own Node (by name, as the node: the only Node read the Node authorizer
+/// allows it), sees the new uid and repairs the Node at once, with one
+/// write of each part; the watch's events of the same Node (another
+/// owner's condition, as kubelet's status updates) write nothing.
+#[test]
+fn a_node_deleted_and_registered_again_while_the_agent_runs_is_repaired_at_once() {
+    let fx = KubeletFixture::new("flp-reregister");
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    let ca = TestCa::new("Fleet re-registration CA");
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    let want = digest_of(&[&ca]);
+    let published = |n: &Node| {
+        label(n, TRUST_SET_LABEL).as_deref() == Some(short_digest(&want))
+            && annotation(n, TRUST_SET_ANNOTATION).as_deref() == Some(want.as_str())
+            && reason(n, TRUST_CONDITION).as_deref() == Some("Converged")
+            && reason(n, KUBELET_CONDITION).as_deref() == Some("Valid")
+    };
+    wait_node(&fx, &agent, "the first publication", published);
+    let writes = settled_writes(&fx, Duration::from_secs(3));
+    let node_user = format!("system:node:{NODE_NAME}");
+    let watches: Vec<_> = fx
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "nodes" && r.verb == "watch")
+        .collect();
+    assert!(
+        watches
+            .iter()
+            .any(|r| r.user == node_user && r.name == NODE_NAME && r.code == 200),
+        "no watch of Node {NODE_NAME} by name as {node_user}: {watches:?}"
+    );
+
+    // Events of the same Node: nothing is written.
+    for _ in 0..5 {
+        fx.server.set_node_condition(NODE_NAME, foreign_condition());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        settled_writes(&fx, Duration::from_secs(3)),
+        writes,
+        "updates of the same Node by another owner made the agent write"
+    );
+
+    let old_uid = fx.server.node(NODE_NAME).unwrap().metadata.uid;
+    let out = kubectl_admin(&fx, &["delete", "node", NODE_NAME]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // kubelet, restarted, registers its Node again.
+    let again = fx.server.add_node(NODE_NAME);
+    assert_ne!(again.metadata.uid, old_uid);
+    assert!(label(&again, TRUST_SET_LABEL).is_none());
+    wait_node(&fx, &agent, "the Node registered again repaired", published);
+    assert_eq!(
+        settled_writes(&fx, Duration::from_secs(3)),
+        writes + 3,
+        "the admin's delete, then the agent's repair: one patch of the metadata and one of the status"
+    );
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("was registered again")),
+        "the repair is not logged:\n{}",
+        render_tail(&agent.logs(), 30)
+    );
+    assert_writes_were_the_nodes_own(&fx);
+}

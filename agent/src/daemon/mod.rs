@@ -3,7 +3,8 @@
 //! tasks: the metrics listener, the writer of
 //! `<state-dir>/daemon-status.json` (after every pass), and the fleet
 //! publisher (`publish_loop`: the node's state on its own Node, written
-//! only when it changed). Any task that ends on its own is an error. The
+//! only when it changed, with `node_watch` telling it when the Node was
+//! registered again). Any task that ends on its own is an error. The
 //! daemon holds `<state-dir>/daemon.lock` for its whole life, which is how
 //! `status` tells that it runs without any heartbeat.
 //!
@@ -13,6 +14,7 @@
 
 mod ca_loop;
 mod kubelet_loop;
+mod node_watch;
 pub mod publish_loop;
 pub mod secret_watch;
 mod signals;
@@ -105,13 +107,26 @@ pub async fn run<S: Systemd, K: Systemd>(
     let (feed, publisher) = match obs.fleet.take() {
         Some(f) => {
             let (feed, rx) = publish_loop::Feed::new(reconciler.is_some(), kubelet.is_some());
+            let (uid_tx, uid) = tokio::sync::watch::channel(None);
+            let (readable, readable_rx) = tokio::sync::watch::channel(false);
+            let watch = node_watch::run(f.node.clone(), f.client.clone(), uid_tx, readable_rx);
             let publisher = publish_loop::Publisher {
                 node: f.node,
                 writer: ApiNodeWriter::new(f.client),
                 state_path: f.state_path,
                 metrics: m.clone(),
             };
-            (feed, Some(publish_loop::run_publisher(publisher, rx)))
+            let link = publish_loop::NodeWatchLink { uid, readable };
+            let publish = publish_loop::run_publisher(publisher, rx.with_node_watch(link));
+            // Both run for the daemon's life; either ending is the
+            // publisher's task ending.
+            let both = async move {
+                tokio::select! {
+                    () = publish => {}
+                    () = watch => {}
+                }
+            };
+            (feed, Some(both))
         }
         None => (publish_loop::Feed::disabled(), None),
     };

@@ -6,7 +6,8 @@
 //! changes, this task sleeps on its channels and makes no request.
 //!
 //! At start, the record is checked once against the Node itself (one GET),
-//! so a Node registered again is repaired. A failed write changes nothing
+//! and again whenever the Node's watch (`node_watch`) sees a new uid, so a
+//! Node registered again, before or while the agent runs, is repaired. A failed write changes nothing
 //! on the node; it is logged (once per
 //! distinct error), shown in `status` (`agent.fleetPublish`) and retried
 //! with backoff. Without a node identity (before the bootstrap) the state
@@ -57,6 +58,27 @@ pub struct FeedReceivers {
     /// so a restarted agent never publishes half its state (which would
     /// remove the other half, then write it back).
     needs: (bool, bool),
+    /// The link to the Node's watch; `None`: no watch.
+    node_watch: Option<NodeWatchLink>,
+}
+
+/// The publisher's link to the watch of its Node ([`super::node_watch`]).
+pub struct NodeWatchLink {
+    /// The Node's uid as the watch sees it.
+    pub uid: watch::Receiver<Option<String>>,
+    /// Set once the publisher has read the Node: the node has an identity
+    /// that may read it, so the watch starts (before the bootstrap there
+    /// is none, and nothing to watch with).
+    pub readable: watch::Sender<bool>,
+}
+
+impl FeedReceivers {
+    /// Also repair the Node as soon as its watch sees it registered again
+    /// (a uid other than the one last read).
+    pub fn with_node_watch(mut self, link: NodeWatchLink) -> Self {
+        self.node_watch = Some(link);
+        self
+    }
 }
 
 impl Feed {
@@ -77,6 +99,7 @@ impl Feed {
                 trust,
                 kubelet,
                 needs: (trust_job, kubelet_job),
+                node_watch: None,
             },
         )
     }
@@ -127,10 +150,12 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
     let mut last_write: Option<i64> = None;
     let mut logged: Option<WriteError> = None;
     // The record is checked against the Node itself once, before the first
-    // publication (one GET per start): a Node registered again, or edited
-    // while the agent was down, is repaired, and one that already shows
-    // the state costs no write.
+    // publication (one GET per start), and again whenever the Node's watch
+    // sees another uid (the Node registered again): a Node registered
+    // again, or edited while the agent was down, is repaired, and one that
+    // already shows the state costs no write.
     let mut checked = false;
+    let mut known_uid: Option<String> = None;
     loop {
         let trust = rx.trust.borrow_and_update().clone();
         let kubelet = rx.kubelet.borrow_and_update().clone();
@@ -143,8 +168,12 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
                 Ok(())
             } else {
                 p.writer.get(&p.node).await.map(|node| {
+                    known_uid.clone_from(&node.metadata.uid);
                     last = publish::observed(&node, &last);
                     checked = true;
+                    if let Some(link) = &rx.node_watch {
+                        link.readable.send_replace(true);
+                    }
                 })
             };
             let desired = publish::desired(
@@ -221,6 +250,11 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
             tokio::select! {
                 r = rx.trust.changed() => r.is_ok(),
                 r = rx.kubelet.changed() => r.is_ok(),
+                () = registered_again(rx.node_watch.as_mut(), known_uid.as_deref()) => {
+                    info!(node = %p.node, "Node {} was registered again: reading it to repair what it shows", p.node);
+                    checked = false;
+                    true
+                }
             }
         };
         let open = match retry_in {
@@ -232,6 +266,27 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
         };
         if !open {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves when the Node's watch sees a uid other than `known` (the uid
+/// last read; with none, the next read happens anyway). Never, without a
+/// watch or once it has ended.
+async fn registered_again(link: Option<&mut NodeWatchLink>, known: Option<&str>) {
+    let (Some(NodeWatchLink { uid: rx, .. }), Some(known)) = (link, known) else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if rx
+            .borrow_and_update()
+            .as_deref()
+            .is_some_and(|u| u != known)
+        {
+            return;
         }
     }
 }
@@ -403,6 +458,59 @@ mod tests {
             rx,
         ));
         (feed, task, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_node_registered_again_while_running_is_read_and_repaired_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(PUBLISHED_FILE);
+        let w = Recording::default();
+        w.node.lock().unwrap()["metadata"]["uid"] = "uid-1".into();
+        let (uid_tx, uid_rx) = watch::channel(Some("uid-1".to_string()));
+        let (readable_tx, readable) = watch::channel(false);
+        let (feed, rx) = Feed::new(true, false);
+        let task = tokio::spawn(run_publisher(
+            Publisher {
+                node: "n1".into(),
+                writer: w.clone(),
+                state_path: state.clone(),
+                metrics: test_metrics(),
+            },
+            rx.with_node_watch(NodeWatchLink {
+                uid: uid_rx,
+                readable: readable_tx,
+            }),
+        ));
+        assert!(!*readable.borrow(), "the watch waits for the first read");
+        feed.trust(&outcome(1), None);
+        wait_for("the first publication", || w.count() == 2).await;
+        assert!(*readable.borrow(), "the first read starts the watch");
+        // The watch's events of the same Node (the agent's own writes,
+        // kubelet's status updates): nothing is read or written.
+        for _ in 0..5 {
+            uid_tx.send_replace(Some("uid-1".into()));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(w.count(), 2);
+        // Deleted and registered again: a new uid, none of the agent's keys.
+        *w.node.lock().unwrap() = serde_json::json!({"metadata": {"uid": "uid-2"}});
+        uid_tx.send_replace(Some("uid-2".into()));
+        wait_for("the repair", || w.count() == 4).await;
+        let node = w.node.lock().unwrap().clone();
+        assert!(
+            node["metadata"]["labels"][TRUST_SET_LABEL].is_string(),
+            "{node}"
+        );
+        assert!(
+            node["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == TRUST_CONDITION)),
+            "{node}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(w.count(), 4, "the repair is one write of each part");
+        task.abort();
     }
 
     #[tokio::test]

@@ -70,12 +70,22 @@ fn main() {
     std::thread::sleep(Duration::from_secs_f64(minutes * 60.0));
     let elapsed_h = start.elapsed().as_secs_f64() / 3600.0;
     let writes = fx.server.node_writes(NODE_NAME) - published;
-    let other = fx.server.requests().len() - requests;
+    let idle_requests: Vec<_> = fx.server.requests().into_iter().skip(requests).collect();
+    let other = idle_requests.len();
+    // Which requests they were: verb and resource, with how many of each.
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in &idle_requests {
+        *kinds
+            .entry(format!("{} {}", r.verb, r.resource))
+            .or_default() += 1;
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!(
-        "idle agent: {writes} Node writes in {:.1} min = {:.1} Node writes/hour (goal 0); {other} API requests of any kind ({:.1}/hour: the RenewRevocation watch)",
+        "idle agent: {writes} Node writes in {:.1} min = {:.1} Node writes/hour (goal 0); {other} API requests of any kind ({:.1}/hour: {})",
         elapsed_h * 60.0,
         writes as f64 / elapsed_h,
-        other as f64 / elapsed_h
+        other as f64 / elapsed_h,
+        kinds.join(", ")
     );
 
     let dir = tempfile::tempdir().unwrap();
