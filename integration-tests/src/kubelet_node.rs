@@ -43,6 +43,18 @@ pub struct KubeletFixture {
 }
 
 impl KubeletFixture {
+    /// `kubectl ARGS` as the test server's cluster admin.
+    pub fn kubectl_admin(&self, args: &[&str]) -> std::process::Output {
+        kubectl_with(&self.server.admin_kubeconfig(), args)
+    }
+
+    /// `kubectl ARGS` as the node itself: kubelet's client certificate and
+    /// key, as the agent obtained them (`kubelet-client-current.pem`).
+    pub fn kubectl_as_node(&self, args: &[&str]) -> std::process::Output {
+        let pem = self.node.host_path(CLIENT_LINK);
+        kubectl_with(&self.server.client_kubeconfig(&pem, &pem), args)
+    }
+
     /// Starts an API server as a kubeadm cluster with the RBAC that
     /// `manifests/base` ships, with the bootstrap token and node
     /// [`NODE_NAME`], boots a node named after `name`, and gives it a running
@@ -275,4 +287,18 @@ pub fn client_link(node: &Node) -> Result<ClientLink, LinkProblem> {
             ),
         ),
     }
+}
+
+/// `kubectl ARGS` with `kubeconfig` (its YAML, written to a temp file).
+pub fn kubectl_with(kubeconfig: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubectl (the test command installs it): {e}"))
 }

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::agent::{render_tail, PodModeAgent, PASS_TIMEOUT};
@@ -342,10 +341,7 @@ fn fifty_republishes_of_the_same_content_and_a_restart_make_no_node_write_and_a_
     // The label removed behind the agent's back (or the Node registered
     // again): the next start reads the Node once and puts it back, with
     // one write.
-    let out = kubectl_admin(
-        &fx,
-        &["label", "node", NODE_NAME, &format!("{TRUST_SET_LABEL}-")],
-    );
+    let out = fx.kubectl_admin(&["label", "node", NODE_NAME, &format!("{TRUST_SET_LABEL}-")]);
     assert!(
         out.status.success(),
         "{}",
@@ -364,34 +360,6 @@ fn fifty_republishes_of_the_same_content_and_a_restart_make_no_node_write_and_a_
     assert_writes_were_the_nodes_own(&fx);
 }
 
-/// `kubectl` as the cluster admin.
-fn kubectl_admin(fx: &KubeletFixture, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("admin.conf");
-    std::fs::write(&kubeconfig, fx.server.admin_kubeconfig()).unwrap();
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
-}
-
-/// `kubectl` with the node's own identity: kubelet's client certificate
-/// and key, as the agent obtained them (`kubelet-client-current.pem`).
-fn kubectl_as_node(fx: &KubeletFixture, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("node.conf");
-    let pem = fx.node.host_path(CLIENT_LINK);
-    std::fs::write(&kubeconfig, fx.server.client_kubeconfig(&pem, &pem)).unwrap();
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
-}
-
 #[test]
 fn a_node_setting_a_node_restriction_label_is_refused_with_upstreams_message() {
     let fx = KubeletFixture::new("flp-restrict");
@@ -404,15 +372,12 @@ fn a_node_setting_a_node_restriction_label_is_refused_with_upstreams_message() {
     let labels_before = fx.server.node(NODE_NAME).unwrap().metadata.labels;
 
     // What an operator sees, through kubectl with the node's identity.
-    let out = kubectl_as_node(
-        &fx,
-        &[
-            "label",
-            "node",
-            NODE_NAME,
-            "node-restriction.kubernetes.io/pool=a",
-        ],
-    );
+    let out = fx.kubectl_as_node(&[
+        "label",
+        "node",
+        NODE_NAME,
+        "node-restriction.kubernetes.io/pool=a",
+    ]);
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
@@ -490,10 +455,7 @@ fn a_node_setting_a_node_restriction_label_is_refused_with_upstreams_message() {
         "node n1 changed node n2"
     );
     // The project's own domain is the node's to set.
-    let out = kubectl_as_node(
-        &fx,
-        &["label", "node", NODE_NAME, "node-cert-agent.dev/probe=yes"],
-    );
+    let out = fx.kubectl_as_node(&["label", "node", NODE_NAME, "node-cert-agent.dev/probe=yes"]);
     assert!(
         out.status.success(),
         "{}",
@@ -642,7 +604,7 @@ fn a_node_deleted_and_registered_again_while_the_agent_runs_is_repaired_at_once(
     );
 
     let old_uid = fx.server.node(NODE_NAME).unwrap().metadata.uid;
-    let out = kubectl_admin(&fx, &["delete", "node", NODE_NAME]);
+    let out = fx.kubectl_admin(&["delete", "node", NODE_NAME]);
     assert!(
         out.status.success(),
         "{}",

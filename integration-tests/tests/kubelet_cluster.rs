@@ -34,19 +34,6 @@ fn wait_for_revocation_watch(fx: &KubeletFixture) {
     });
 }
 
-/// `kubectl` with an admin kubeconfig for the test server.
-fn kubectl(fx: &KubeletFixture, args: &[&str]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("admin.conf");
-    std::fs::write(&kubeconfig, fx.server.admin_kubeconfig()).unwrap();
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run kubectl (the test command installs it): {e}"))
-}
-
 #[test]
 fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
     let fx = KubeletFixture::new("kbc-docrev");
@@ -56,7 +43,7 @@ fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
 
     let example = workspace_dir().join("manifests/examples/renewrevocation.yaml");
     let example = example.to_str().unwrap();
-    let dry = kubectl(&fx, &["apply", "--dry-run=server", "-f", example]);
+    let dry = fx.kubectl_admin(&["apply", "--dry-run=server", "-f", example]);
     assert!(
         dry.status.success(),
         "kubectl apply --dry-run=server of the documented example failed:\n{}{}",
@@ -67,7 +54,7 @@ fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
         fx.server.revocations().is_empty(),
         "a dry run stores nothing"
     );
-    let applied = kubectl(&fx, &["apply", "-f", example]);
+    let applied = fx.kubectl_admin(&["apply", "-f", example]);
     assert!(
         applied.status.success(),
         "{}",
@@ -109,7 +96,7 @@ fn the_documented_renewrevocation_applies_unchanged_and_is_honoured() {
     });
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), revoke.to_string()).unwrap();
-    let applied = kubectl(&fx, &["apply", "-f", file.path().to_str().unwrap()]);
+    let applied = fx.kubectl_admin(&["apply", "-f", file.path().to_str().unwrap()]);
     assert!(
         applied.status.success(),
         "{}",
