@@ -128,6 +128,10 @@ fn trust_failure(e: &ReconcileError) -> (TrustReason, String) {
             TrustReason::RefreshFailed,
             format!("the trust store cannot be updated: {e}"),
         ),
+        ReconcileError::PullTrust(e) => (
+            TrustReason::RefreshFailed,
+            format!("containerd's registry host configuration cannot be withdrawn: {e}; fix the directory's permissions, the agent retries"),
+        ),
     }
 }
 

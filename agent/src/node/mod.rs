@@ -5,12 +5,14 @@
 //! others write are read by descriptor, one name at a time, never through
 //! a link ([`dirfd`]); systemd is reached only through the
 //! [`systemd::Systemd`] trait; locks, `/proc` facts, the distro's identity
-//! and the node's name live here too.
+//! the node's name, and what containerd's own config says of its registry
+//! host directories ([`containerd`]) live here too.
 //!
 //! Boundary: a leaf. It knows how to reach the node, never what the agent
 //! wants from it (no CA, kubelet or operator logic), and imports nothing of
 //! the agent but `config` types.
 
+pub mod containerd;
 pub mod dirfd;
 pub mod distro;
 pub mod fsutil;

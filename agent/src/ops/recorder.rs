@@ -269,7 +269,8 @@ impl Recorder {
             | ReconcileError::AwaitingRecovery { .. }
             | ReconcileError::History(_)
             | ReconcileError::State(_)
-            | ReconcileError::Trust(_) => {}
+            | ReconcileError::Trust(_)
+            | ReconcileError::PullTrust(_) => {}
         }
         {
             let mut i = self.inner();

@@ -2,8 +2,11 @@
 //! provisioning files; [`api_secret`]: the Secret through the API), judge each key ([`validate`]), decide the desired
 //! set ([`plan`], pure), remember the last good state ([`state`]), write the
 //! agent's own anchors ([`store`]), pace restarts within each unit's start
-//! limit ([`pacing`]) and run one pass end to end ([`reconcile`]: plan,
-//! write anchors, refresh, restart).
+//! limit ([`pacing`]), make the CAs effective for image pulls through
+//! containerd's registry host config without a restart where it reaches
+//! every registry ([`pull_trust`]) and run one pass end to end
+//! ([`reconcile`]: plan, write the live pull trust and the anchors,
+//! refresh, restart only where needed).
 //!
 //! Boundary: depends only on the leaves (`x509`, `node`, `config`, `k8s`). It never
 //! touches the distro's own CAs, restarts only allowlisted units, and says
@@ -12,6 +15,7 @@
 pub mod api_secret;
 pub mod pacing;
 pub mod plan;
+pub mod pull_trust;
 pub mod reconcile;
 pub mod sources;
 pub mod state;

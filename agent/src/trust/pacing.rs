@@ -64,6 +64,10 @@ pub struct UnitHistory {
     pub start_limit_burst: u32,
     #[serde(default)]
     pub start_limit_interval_us: u64,
+    /// What the running unit may trust of the agent's CAs (containerd
+    /// only): whether a change needs its restart ([`crate::trust::pull_trust`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::trust::pull_trust::RuntimeTrust>,
 }
 
 impl UnitHistory {

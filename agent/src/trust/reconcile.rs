@@ -26,6 +26,9 @@ use crate::node::systemd::{StartLimit, Systemd, SystemdError, UnitStatus};
 use crate::trust::api_secret::SecretCache;
 use crate::trust::pacing::{self, PacingError, RestartHistory};
 use crate::trust::plan::{self, SourceInput};
+use crate::trust::pull_trust::{
+    self, Assessment, PullTrust, PullTrustError, RegistryHosts, RuntimeTrust, RUNTIME_UNIT,
+};
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
@@ -79,6 +82,8 @@ pub enum ReconcileError {
     },
     #[error(transparent)]
     History(#[from] PacingError),
+    #[error(transparent)]
+    PullTrust(#[from] PullTrustError),
 }
 
 impl ReconcileError {
@@ -135,6 +140,12 @@ pub struct Outcome {
     /// Units with a pending restart found stopped: left stopped (they read
     /// the new CAs when they start).
     pub not_running: Vec<String>,
+    /// Units whose restart the live pull trust made unnecessary.
+    pub restarts_avoided: Vec<String>,
+    /// Why each restarted (or deferred) runtime unit needed its restart.
+    pub restart_reasons: Vec<(String, String)>,
+    /// How image pulls get the custom CAs, as this pass left it.
+    pub pull_trust: Option<PullTrust>,
     /// When the next pass must run (a deferred restart), microseconds since
     /// the epoch; `None`: only on a change.
     pub wake_at_us: Option<u64>,
@@ -164,14 +175,29 @@ pub struct Reconciler<S: Systemd> {
     store: TrustStore,
     systemd: S,
     settings: CaSettings,
+    registry_hosts: RegistryHosts,
+}
+
+/// What the restart phase needs to know of the pass before it.
+struct PassFacts {
+    /// The agent's anchors when the pass began (hex fingerprints).
+    installed_before: BTreeSet<String>,
+    /// Nothing was pending when the pass began: the units run with the
+    /// bundle those anchors made.
+    settled_before: bool,
+    /// What the node should trust after the pass.
+    desired: BTreeSet<String>,
+    assessment: Assessment,
 }
 
 impl<S: Systemd> Reconciler<S> {
     pub fn new(store: TrustStore, systemd: S, settings: CaSettings) -> Self {
+        let registry_hosts = RegistryHosts::new(store.host().clone());
         Self {
             store,
             systemd,
             settings,
+            registry_hosts,
         }
     }
 
@@ -224,6 +250,14 @@ impl<S: Systemd> Reconciler<S> {
         outcome.trusted = installed.certs.keys().copied().collect();
         let plan = self.plan(&st, &installed, now, outcome);
         let keys_changed = st.key_state() != plan.keys;
+        // Pulls first: the live path makes a change effective before the
+        // slow refresh, and stops trusting a removed CA at once.
+        let facts = PassFacts {
+            installed_before: installed.certs.keys().map(Fingerprint::hex).collect(),
+            settled_before: st.pending == Pending::Nothing,
+            desired: plan.desired.keys().map(Fingerprint::hex).collect(),
+            assessment: self.sync_pull_trust(&plan, outcome)?,
+        };
         let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)?;
         if anchors_changed {
             for fp in &plan.install {
@@ -238,7 +272,8 @@ impl<S: Systemd> Reconciler<S> {
             self.save(&st)?;
         }
         self.refresh(&mut st, outcome).await?;
-        let already_current = self.restart(&mut st, outcome).await?;
+        self.restart_if_no_longer_live(&mut st, &facts)?;
+        let already_current = self.restart(&mut st, outcome, &facts).await?;
 
         // The units run with the current bundle only once no restart is
         // left (a deferred one keeps the bundle they started with).
@@ -261,6 +296,89 @@ impl<S: Systemd> Reconciler<S> {
         outcome.agent_time = started
             .elapsed()
             .saturating_sub(outcome.refresh_time + outcome.restart_time);
+        Ok(())
+    }
+
+    /// Phase 1b: make containerd's registry host configuration hold exactly
+    /// the desired CAs where the live path applies, and say how pulls get
+    /// them. A failed write falls back to restarts: the agent's files are
+    /// withdrawn, so nothing is trusted that should not be.
+    fn sync_pull_trust(
+        &self,
+        plan: &plan::Plan,
+        outcome: &mut Outcome,
+    ) -> Result<Assessment, ReconcileError> {
+        let mut assessment = self.registry_hosts.assess();
+        let cas = plan
+            .desired
+            .iter()
+            .map(|(fp, d)| (fp.hex(), &d.cert))
+            .collect();
+        match self.registry_hosts.sync(&assessment, &cas) {
+            Ok(true) => info!(
+                dir = %assessment.write_to.as_deref().or(assessment.default_dir.as_deref()).unwrap_or(std::path::Path::new("")).display(),
+                cas = cas.len(),
+                mode = assessment.trust.mode.as_str(),
+                "containerd's registry host configuration updated: the next pull reads it"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                error!(error = %e, "the live pull trust could not be written; containerd is restarted for changes instead");
+                if let Some(dir) = &assessment.default_dir {
+                    self.registry_hosts.withdraw(dir)?;
+                }
+                assessment.trust = PullTrust {
+                    mode: pull_trust::PullMode::Restart,
+                    dir: None,
+                    reason: Some(e.to_string()),
+                    path: assessment.write_to.take(),
+                    hint: None,
+                };
+            }
+        }
+        outcome.pull_trust = Some(assessment.trust.clone());
+        Ok(assessment)
+    }
+
+    /// A runtime that took CAs live, while the live path no longer reaches
+    /// every registry (say, an operator added a registry directory), needs
+    /// its restart to trust them everywhere.
+    fn restart_if_no_longer_live(
+        &self,
+        st: &mut CaState,
+        facts: &PassFacts,
+    ) -> Result<(), ReconcileError> {
+        if facts.assessment.trust.is_live()
+            || !self
+                .settings
+                .restart_units
+                .iter()
+                .any(|u| u == RUNTIME_UNIT)
+            || matches!(&st.pending, Pending::Restart(u) if u.contains(RUNTIME_UNIT))
+            || st.pending == Pending::Refresh
+        {
+            return Ok(());
+        }
+        let (history, _) = pacing::load(&pacing::history_path(&self.settings.state_path));
+        let Some(rt) = history
+            .units
+            .get(RUNTIME_UNIT)
+            .and_then(|h| h.runtime.as_ref())
+        else {
+            return Ok(());
+        };
+        if rt.activation_us.is_some()
+            && pull_trust::restart_needed(rt, &facts.desired, false).is_some()
+        {
+            info!(unit = RUNTIME_UNIT, reason = facts.assessment.trust.reason.as_deref().unwrap_or(""), "{RUNTIME_UNIT} took CAs live that the live path no longer reaches everywhere; it is restarted");
+            let mut units = match &st.pending {
+                Pending::Restart(u) => u.clone(),
+                _ => BTreeSet::new(),
+            };
+            units.insert(RUNTIME_UNIT.to_string());
+            st.pending = Pending::Restart(units);
+            self.save(st)?;
+        }
         Ok(())
     }
 
@@ -378,6 +496,23 @@ impl<S: Systemd> Reconciler<S> {
         if st.pending != Pending::Refresh {
             return Ok(());
         }
+        // Before the tool runs: the running containerd may load any CA of
+        // the new bundle from then on (a crash after the refresh must not
+        // lose that).
+        if self
+            .settings
+            .restart_units
+            .iter()
+            .any(|u| u == RUNTIME_UNIT)
+        {
+            let history_path = pacing::history_path(&self.settings.state_path);
+            let (mut history, _) = pacing::load(&history_path);
+            let h = history.units.entry(RUNTIME_UNIT.to_string()).or_default();
+            let rt = h.runtime.get_or_insert_with(RuntimeTrust::default);
+            rt.may_cache
+                .extend(outcome.trusted.iter().map(Fingerprint::hex));
+            pacing::save(&history_path, &history)?;
+        }
         let command = self.store.layout().refresh_command.clone();
         let t = Instant::now();
         let result = self.systemd.run_command(&command).await.map_err(|source| {
@@ -418,6 +553,7 @@ impl<S: Systemd> Reconciler<S> {
         &self,
         st: &mut CaState,
         outcome: &mut Outcome,
+        facts: &PassFacts,
     ) -> Result<bool, ReconcileError> {
         let Pending::Restart(units) = &mut st.pending else {
             return Ok(false);
@@ -440,7 +576,14 @@ impl<S: Systemd> Reconciler<S> {
         let mut result = Ok(());
         for unit in pending {
             match self
-                .restart_one(&unit, bundle_written, &mut history, &history_path, outcome)
+                .restart_one(
+                    &unit,
+                    bundle_written,
+                    &mut history,
+                    &history_path,
+                    outcome,
+                    facts,
+                )
                 .await
             {
                 Ok(Step::Deferred) => {}
@@ -472,6 +615,7 @@ impl<S: Systemd> Reconciler<S> {
         history: &mut RestartHistory,
         history_path: &std::path::Path,
         outcome: &mut Outcome,
+        facts: &PassFacts,
     ) -> Result<Step, ReconcileError> {
         let call_err = |source| ReconcileError::RestartCall {
             unit: unit.to_string(),
@@ -492,6 +636,12 @@ impl<S: Systemd> Reconciler<S> {
                 "{unit} (re)started after the trust bundle was written, so it already uses the new CAs; not restarting it again"
             );
             h.settled();
+            if unit == RUNTIME_UNIT {
+                h.runtime = Some(runtime_started_with(
+                    status.active_since(),
+                    &outcome.trusted,
+                ));
+            }
             pacing::save(history_path, history)?;
             return Ok(Step::AlreadyCurrent);
         }
@@ -511,6 +661,26 @@ impl<S: Systemd> Reconciler<S> {
             return Ok(Step::Stopped);
         }
 
+        if unit == RUNTIME_UNIT && !recovering {
+            match runtime_restart_needed(h, &status, facts) {
+                None => {
+                    info!(
+                        unit = %unit,
+                        dir = %facts.assessment.trust.dir.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                        restart_avoided = true,
+                        "{unit} is not restarted: it reads the added CAs at the next pull through its registry host configuration, and holds no removed CA"
+                    );
+                    h.settled();
+                    pacing::save(history_path, history)?;
+                    outcome.restarts_avoided.push(unit.to_string());
+                    return Ok(Step::Avoided);
+                }
+                Some(why) => {
+                    info!(unit = %unit, reason = %why, "{unit} needs a restart: {why}");
+                    outcome.restart_reasons.push((unit.to_string(), why));
+                }
+            }
+        }
         let now = now_us();
         let limit = status.start_limit;
         let mut earliest = pacing::earliest_start(&h.starts_us, status.active_since(), limit, now);
@@ -587,6 +757,9 @@ impl<S: Systemd> Reconciler<S> {
         let h = history.units.entry(unit.to_string()).or_default();
         if after.is_active() && after.inactive_exit_us >= now {
             h.settled();
+            if unit == RUNTIME_UNIT {
+                h.runtime = Some(runtime_started_with(after.active_since(), &outcome.trusted));
+            }
             pacing::save(history_path, history)?;
             if recovering {
                 info!(unit = %unit, job_result = %job.0, active_state = %after.active_state, "started {unit} again after it hit its start limit; it is active and reads the new root CAs");
@@ -640,9 +813,65 @@ pub fn spread_offset(node_name: &str, window: Duration) -> Duration {
     window.mul_f64(crate::retry::stable_fraction(node_name))
 }
 
+/// The runtime's record for an activation that began with `trusted` in
+/// the bundle.
+fn runtime_started_with(
+    activation_us: Option<u64>,
+    trusted: &BTreeSet<Fingerprint>,
+) -> RuntimeTrust {
+    let set: BTreeSet<String> = trusted.iter().map(Fingerprint::hex).collect();
+    RuntimeTrust {
+        activation_us,
+        started_with: set.clone(),
+        may_cache: set,
+    }
+}
+
+/// Whether the running containerd needs a restart for this pass's change,
+/// and why; `None`: the live path made it effective. Brings the unit's
+/// record up to date first: an activation the agent did not see start
+/// (someone else restarted it, or the record is new) began with the
+/// anchors the pass found, and may hold those and the desired ones.
+fn runtime_restart_needed(
+    h: &mut pacing::UnitHistory,
+    status: &UnitStatus,
+    facts: &PassFacts,
+) -> Option<String> {
+    let activation = status.active_since();
+    let rt = h.runtime.get_or_insert_with(RuntimeTrust::default);
+    if rt.activation_us != activation {
+        let before = &facts.installed_before;
+        rt.activation_us = activation;
+        rt.started_with = if facts.settled_before {
+            before.clone()
+        } else {
+            BTreeSet::new()
+        };
+        rt.may_cache = before.union(&facts.desired).cloned().collect();
+    }
+    let trust = &facts.assessment.trust;
+    // A config changed since containerd started may not be the one it runs.
+    let config_current = match (facts.assessment.config_modified_us, activation) {
+        (Some(modified), Some(started)) => modified <= started,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    let live = trust.is_live() && config_current;
+    let why = pull_trust::restart_needed(rt, &facts.desired, live)?;
+    Some(if trust.is_live() && !config_current {
+        format!("{why}; containerd's config changed since it started, so the running process may not read its registry host directory")
+    } else if let (false, Some(reason)) = (live, &trust.reason) {
+        format!("{why}: {reason}")
+    } else {
+        why
+    })
+}
+
 /// What became of one pending restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    /// The live pull trust made it unnecessary.
+    Avoided,
     /// It (re)started after the bundle was written: nothing to do.
     AlreadyCurrent,
     Restarted,
@@ -1096,6 +1325,172 @@ mod tests {
     }
 
     const UNIT: &str = "containerd.service";
+
+    /// containerd's config with `config_path` set, as AKS sets it.
+    fn with_certs_d(node: &Node) -> std::path::PathBuf {
+        let etc = node.root.path().join("etc/containerd");
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(
+            etc.join("config.toml"),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/etc/containerd/certs.d\"\n",
+        )
+        .unwrap();
+        etc.join("certs.d")
+    }
+
+    #[test]
+    fn an_added_ca_is_live_with_no_restart_and_a_removed_one_restarts_once() {
+        let node = Node::new();
+        let certs_d = with_certs_d(&node);
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // containerd (re)started with this config.
+        fake.set_active_since(UNIT, now_us());
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.refreshed, "the OS store is still written");
+        assert_eq!(out.restarts_avoided, vec![UNIT]);
+        assert!(fake.restarts().is_empty(), "{:?}", fake.restarts());
+        let trust = out.pull_trust.unwrap();
+        assert!(trust.is_live(), "{trust:?}");
+        let bundle = fs::read_to_string(certs_d.join("_default/node-cert-agent-ca.crt")).unwrap();
+        assert!(bundle.contains("BEGIN CERTIFICATE"));
+        let hosts = fs::read_to_string(certs_d.join("_default/hosts.toml")).unwrap();
+        assert!(
+            hosts.contains("ca = \"/etc/containerd/certs.d/_default/node-cert-agent-ca.crt\""),
+            "{hosts}"
+        );
+        // A second CA: still live. Republishes and a new agent: nothing.
+        node.put("ca2.crt", &pem("B"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarts_avoided, vec![UNIT]);
+        for _ in 0..3 {
+            let out = rt()
+                .block_on(node.reconciler(fake.clone()).reconcile())
+                .unwrap();
+            assert!(out.restarts_avoided.is_empty() && out.restarted.is_empty());
+        }
+        assert!(fake.restarts().is_empty());
+        // A removal: containerd may hold B in its cached roots.
+        fs::remove_file(node.secret.path().join("ca2.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert!(
+            out.restart_reasons[0].1.contains("1 removed CA may be"),
+            "{:?}",
+            out.restart_reasons
+        );
+        let bundle2 = fs::read_to_string(certs_d.join("_default/node-cert-agent-ca.crt")).unwrap();
+        assert_eq!(bundle2.matches("BEGIN CERTIFICATE").count(), 1);
+        // Everything removed: the agent's files go, and one more restart.
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert!(!certs_d.join("_default").exists());
+        assert_eq!(fake.restarts().len(), 2);
+    }
+
+    #[test]
+    fn a_ca_taken_live_is_cached_after_someone_elses_restart_so_its_removal_restarts() {
+        let node = Node::new();
+        with_certs_d(&node);
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // containerd (re)started with this config.
+        fake.set_active_since(UNIT, now_us());
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        node.put("ca2.crt", &pem("B"));
+        rt().block_on(r.reconcile()).unwrap();
+        assert!(fake.restarts().is_empty());
+        // An operator restarts containerd: the new process loads A and B.
+        assert!(fake.external_start(UNIT).is_done());
+        fs::remove_file(node.secret.path().join("ca2.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+    }
+
+    #[test]
+    fn a_registry_directory_of_another_owner_brings_back_the_restart() {
+        let node = Node::new();
+        let certs_d = with_certs_d(&node);
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // containerd (re)started with this config.
+        fake.set_active_since(UNIT, now_us());
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        rt().block_on(r.reconcile()).unwrap();
+        assert!(fake.restarts().is_empty());
+        // A took effect live; a registry gets its own directory, which
+        // _default does not reach: containerd needs A in its system roots.
+        fs::create_dir_all(certs_d.join("registry.test_5000_")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        let trust = out.pull_trust.unwrap();
+        assert_eq!(
+            trust.path.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/containerd/certs.d/registry.test_5000_"
+            ))
+        );
+        // Then each added CA restarts, once.
+        node.put("ca2.crt", &pem("B"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert!(out.restarts_avoided.is_empty());
+        assert_eq!(fake.restarts().len(), 2);
+    }
+
+    #[test]
+    fn an_operators_default_hosts_file_is_untouched_and_changes_restart() {
+        let node = Node::new();
+        let certs_d = with_certs_d(&node);
+        fs::create_dir_all(certs_d.join("_default")).unwrap();
+        let theirs = b"server = \"https://mirror.example\"\n";
+        fs::write(certs_d.join("_default/hosts.toml"), theirs).unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        // containerd (re)started with this config.
+        fake.set_active_since(UNIT, now_us());
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert_eq!(
+            fs::read(certs_d.join("_default/hosts.toml")).unwrap(),
+            theirs
+        );
+        assert_eq!(
+            fs::read_dir(certs_d.join("_default")).unwrap().count(),
+            1,
+            "nothing of the agent's beside it"
+        );
+        let trust = out.pull_trust.unwrap();
+        assert_eq!(
+            trust.path.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/containerd/certs.d/_default/hosts.toml"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_config_changed_since_containerd_started_is_not_trusted_to_be_live() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        fake.set_active_since(UNIT, 1);
+        with_certs_d(&node);
+        node.put("ca1.crt", &pem("A"));
+        let out = rt()
+            .block_on(node.reconciler(fake.clone()).reconcile())
+            .unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert!(
+            out.restart_reasons[0]
+                .1
+                .contains("config changed since it started"),
+            "{:?}",
+            out.restart_reasons
+        );
+    }
 
     /// The fake's containerd with start limit `burst` in `interval_ms`.
     fn limit(fake: &RecordingSystemd, burst: u32, interval_ms: u64) -> StartLimit {
