@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 const OUTCOME_TYPES: &[&str] = &[
     "trust::reconcile::Outcome",
     "trust::reconcile::ReconcileError",
+    "trust::pull_trust::PullTrust",
     "kubelet::manager::PassOutcome",
     "kubelet::manager::KubeletError",
     "kubelet::renewal::RenewReason",

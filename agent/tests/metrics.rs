@@ -24,6 +24,7 @@ use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::ops::daemon_status::AgentMode;
 use node_cert_agent::ops::inventory::{gather_certificates, AnchorList, InventorySources};
 use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
+use node_cert_agent::trust::pull_trust::{PullMode, PullTrust};
 use node_cert_agent::trust::reconcile::{Outcome, ReconcileError};
 use node_cert_agent::trust::store::TrustStore;
 
@@ -184,6 +185,7 @@ fn metrics_before_any_pass_are_the_contracted_series() {
         "node_cert_agent_kubelet_renewals_total{result=\"failure\"} 0".into(),
         "node_cert_agent_kubelet_renewals_total{result=\"success\"} 0".into(),
         "node_cert_agent_last_reconcile_timestamp_seconds 0".into(),
+        "node_cert_agent_pull_trust_live 0".into(),
         "node_cert_agent_ready 0".into(),
         "node_cert_agent_trust_store_refreshes_total{result=\"failure\"} 0".into(),
         "node_cert_agent_trust_store_refreshes_total{result=\"success\"} 0".into(),
@@ -226,6 +228,21 @@ fn metrics_after_passes_and_failures_are_the_contracted_series() {
         },
         NOW - 150,
     );
+    // A pass that containerd took live: no restart.
+    m.record_ca_pass(
+        &Outcome {
+            restarts_avoided: vec!["containerd.service".into()],
+            pull_trust: Some(PullTrust {
+                mode: PullMode::Live,
+                dir: Some("/etc/containerd/certs.d/_default".into()),
+                reason: None,
+                path: None,
+                hint: None,
+            }),
+            ..Outcome::default()
+        },
+        NOW - 120,
+    );
     // The next pass has no input error: the key's gauge goes to 0, not away.
     m.record_ca_pass(&Outcome::default(), NOW - 100);
     // The kubelet job renews both certificates and restarts kubelet, then fails.
@@ -260,9 +277,11 @@ fn metrics_after_passes_and_failures_are_the_contracted_series() {
             "node_cert_agent_last_reconcile_timestamp_seconds {}",
             NOW - 100
         ),
+        "node_cert_agent_pull_trust_live 1".into(),
         "node_cert_agent_ready 1".into(),
         "node_cert_agent_trust_store_refreshes_total{result=\"failure\"} 1".into(),
         "node_cert_agent_trust_store_refreshes_total{result=\"success\"} 1".into(),
+        "node_cert_agent_unit_restarts_avoided_total{unit=\"containerd.service\"} 1".into(),
         "node_cert_agent_unit_restarts_total{result=\"done\",unit=\"containerd.service\"} 1".into(),
         "node_cert_agent_unit_restarts_total{result=\"failed\",unit=\"containerd.service\"} 1"
             .into(),

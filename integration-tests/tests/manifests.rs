@@ -221,6 +221,9 @@ fn patch_files() -> BTreeSet<PathBuf> {
     patches
 }
 
+/// containerd's registry host directory as AKS configures it: the agent
+/// writes its `_default` there (agent/src/trust/pull_trust.rs).
+const CONTAINERD_CERTS_D: &str = "/etc/containerd/certs.d";
 #[test]
 fn the_overlays_directory_holds_one_overlay_per_family() {
     let mut shipped: Vec<String> = std::fs::read_dir(manifests_dir().join("overlays"))
@@ -471,8 +474,12 @@ fn every_family_overlay_mounts_exactly_its_anchors_dir_as_the_readme_and_the_age
     let table = readme_trust_store_table();
     let (settings, _) = pod_settings(&load::<DaemonSet>("base/daemonset.yaml"));
     let under_host = |node: &Path| settings.host_root.join(node.strip_prefix("/").unwrap());
-    let shared: BTreeSet<PathBuf> =
-        [settings.state_dir.clone(), settings.kubelet.pki_dir.clone()].into();
+    let shared: BTreeSet<PathBuf> = [
+        settings.state_dir.clone(),
+        settings.kubelet.pki_dir.clone(),
+        PathBuf::from(CONTAINERD_CERTS_D),
+    ]
+    .into();
     for (overlay, fixtures) in FAMILY_OVERLAYS {
         let dir = format!("overlays/{overlay}");
         let docs = rendered_docs(&dir);
@@ -605,6 +612,10 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
         );
     };
     writable(&settings.state_dir, "the state dir");
+    writable(
+        Path::new(CONTAINERD_CERTS_D),
+        "containerd's registry host directory (the live pull trust)",
+    );
     writable(
         Path::new(node_cert_agent::config::kubelet::DEFAULT_PKI_DIR),
         "the kubelet pki dir",

@@ -1,5 +1,6 @@
 //! `node-cert-agent uninstall`: takes the agent's custom CA trust off the
-//! node. Every anchor the agent wrote is removed, the distro's refresh tool
+//! node. Every anchor the agent wrote is removed (and its files in
+//! containerd's registry host directory, `certs.d/_default`), the distro's refresh tool
 //! runs once, each allowlisted unit is restarted once (if it runs) when the
 //! bundle changed, and the agent's CA state and status files go. Kubelet's
 //! certificates stay: they are kubelet's, and kubelet needs them.

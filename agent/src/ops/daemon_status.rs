@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::node::fsutil::{self, FsError};
 use crate::node::procfs::ProcessIdentity;
+use crate::trust::pull_trust::PullTrust;
 
 /// The daemon's view, in the state directory.
 pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
@@ -104,6 +105,10 @@ pub struct DaemonStatus {
     /// when `fleet-publish` is off or there is no node identity source).
     #[serde(default)]
     pub fleet_publish: Option<PublishReport>,
+    /// How image pulls get the custom CAs, as the last CA pass left it
+    /// (absent before the first pass, or without the CA job).
+    #[serde(default)]
+    pub pull_trust: Option<PullTrust>,
 }
 
 /// The publisher of the fleet view (README "Fleet").

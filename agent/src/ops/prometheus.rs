@@ -62,6 +62,12 @@ struct RestartLabels {
     result: String,
 }
 
+/// A unit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnitLabel {
+    unit: String,
+}
+
 /// An input key (a Secret key, a file) of the CA sources.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabel {
@@ -84,6 +90,8 @@ pub struct AgentMetrics {
     registry: Registry,
     refreshes: Family<ResultLabel, Counter>,
     unit_restarts: Family<RestartLabels, Counter>,
+    restarts_avoided: Family<UnitLabel, Counter>,
+    pull_trust_live: Gauge,
     kubelet_renewals: Family<ResultLabel, Counter>,
     input_errors: Family<KeyLabel, Gauge>,
     source_synced: Family<SourceLabel, Gauge>,
@@ -98,6 +106,8 @@ impl AgentMetrics {
             registry: Registry::default(),
             refreshes: Family::default(),
             unit_restarts: Family::default(),
+            restarts_avoided: Family::default(),
+            pull_trust_live: Gauge::default(),
             kubelet_renewals: Family::default(),
             input_errors: Family::default(),
             source_synced: Family::default(),
@@ -133,6 +143,16 @@ impl AgentMetrics {
             "node_cert_agent_unit_restarts",
             "Unit restarts the agent asked systemd for, by unit and job result (done, failed, ..., or error when the call itself failed)",
             self.unit_restarts.clone(),
+        );
+        r.register(
+            "node_cert_agent_unit_restarts_avoided",
+            "Restarts a trust change did not need, by unit: containerd read the added CAs live through its registry host configuration",
+            self.restarts_avoided.clone(),
+        );
+        r.register(
+            "node_cert_agent_pull_trust_live",
+            "1 when image pulls get the custom CAs live through containerd's registry host configuration (no restart for an added CA), 0 when only a restart makes a change effective",
+            self.pull_trust_live.clone(),
         );
         r.register(
             "node_cert_agent_kubelet_renewals",
@@ -175,6 +195,18 @@ impl AgentMetrics {
                 result: escape(result).into_owned(),
             })
             .inc();
+    }
+
+    pub fn unit_restart_avoided(&self, unit: &str) {
+        self.restarts_avoided
+            .get_or_create(&UnitLabel {
+                unit: escape(unit).into_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_pull_trust_live(&self, live: bool) {
+        self.pull_trust_live.set(i64::from(live));
     }
 
     /// `certificates` kubelet certificates renewed.

@@ -31,6 +31,7 @@ use crate::ops::daemon_status::{
 };
 use crate::ops::events::{EventSink, NodeEvent};
 use crate::ops::prometheus::AgentMetrics;
+use crate::trust::pull_trust::PullTrust;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::x509::cert::CertInfo;
 use crate::x509::time::rfc3339_us;
@@ -66,6 +67,7 @@ struct Inner {
     revocation_source: Option<SourceReport>,
     ca_secret_source: Option<SourceReport>,
     fleet_publish: Option<PublishReport>,
+    pull_trust: Option<PullTrust>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -205,6 +207,17 @@ impl Recorder {
                     d.limit
                 ),
             ));
+        }
+        for unit in &o.restarts_avoided {
+            self.metrics.unit_restart_avoided(unit);
+            self.emit(NodeEvent::normal(
+                "UnitRestartAvoided",
+                format!("{unit} was not restarted: it reads the added CAs at the next pull through its registry host configuration"),
+            ));
+        }
+        if let Some(t) = &o.pull_trust {
+            self.metrics.set_pull_trust_live(t.is_live());
+            self.inner().pull_trust = Some(t.clone());
         }
         for unit in &o.not_running {
             self.emit(NodeEvent::normal(
@@ -399,6 +412,7 @@ impl Recorder {
             revocation_source: i.revocation_source.clone(),
             ca_secret_source: i.ca_secret_source.clone(),
             fleet_publish: i.fleet_publish.clone(),
+            pull_trust: i.pull_trust.clone(),
         }
     }
 

@@ -192,6 +192,31 @@ pub fn render_table(r: &StatusReport) -> String {
         };
         kv(&mut out, &[("CA Secret (API)", text)]);
     }
+    if let Some(t) = &a.pull_trust {
+        let dir = t
+            .dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        let mut text = match t.mode {
+            crate::trust::pull_trust::PullMode::Live => {
+                format!("live through {dir} (no containerd restart for an added CA)")
+            }
+            crate::trust::pull_trust::PullMode::Restart => format!(
+                "by containerd restart: {}",
+                t.reason
+                    .as_deref()
+                    .unwrap_or("the live path does not apply")
+            ),
+        };
+        if let Some(p) = &t.path {
+            text.push_str(&format!(" [{}]", p.display()));
+        }
+        if let Some(h) = &t.hint {
+            text.push_str(&format!("; to avoid restarts: {h}"));
+        }
+        kv(&mut out, &[("image pulls", text)]);
+    }
     if let Some(p) = &a.fleet_publish {
         let last = p
             .last_write

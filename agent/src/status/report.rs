@@ -117,6 +117,13 @@ pub struct AgentReport {
     /// (`published`, `pending`, `failing`), `lastWrite` (Unix seconds),
     /// `writes`, `error`; `null` when it does not publish.
     pub fleet_publish: Option<PublishReport>,
+    /// How image pulls get the custom CAs, as the running daemon's last CA
+    /// pass left it: `mode` (`live`: containerd reads them at the next
+    /// pull through `dir`, no restart for an added CA; `restart`: a change
+    /// takes effect when containerd restarts), `dir`, `reason`, `path`
+    /// (the file that forced restarts) and `hint` (what would avoid them);
+    /// `null` without a running daemon that has made a CA pass.
+    pub pull_trust: Option<crate::trust::pull_trust::PullTrust>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -883,6 +890,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         revocation_source: running_daemon.and_then(|d| d.revocation_source.clone()),
         ca_secret_source: running_daemon.and_then(|d| d.ca_secret_source.clone()),
         fleet_publish: running_daemon.and_then(|d| d.fleet_publish.clone()),
+        pull_trust: running_daemon.and_then(|d| d.pull_trust.clone()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };

@@ -440,12 +440,16 @@ impl RegistryHosts {
                 source,
             })?;
         }
-        changed |= fsutil::remove_durable(&local_dir.join(BUNDLE_FILE)).map_err(|source| {
-            PullTrustError::Remove {
-                path: dir.join(BUNDLE_FILE),
-                source,
-            }
-        })?;
+        // Only what is there: on a read-only directory even removing a
+        // missing file fails (EROFS), and nothing is to be done then.
+        let bundle = local_dir.join(BUNDLE_FILE);
+        if bundle.symlink_metadata().is_ok() {
+            changed |=
+                fsutil::remove_durable(&bundle).map_err(|source| PullTrustError::Remove {
+                    path: dir.join(BUNDLE_FILE),
+                    source,
+                })?;
+        }
         if changed {
             // Only if empty: an empty _default the agent left would still
             // stop containerd's search at this root.
