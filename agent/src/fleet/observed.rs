@@ -67,6 +67,9 @@ pub struct AgentFacts {
     /// The label's short digest (when the annotation is missing).
     pub trust_set_label: Option<String>,
     pub ca_count: Option<u32>,
+    /// How pulls get the custom CAs ([`schema::PULL_TRUST_LABEL`]): `live`
+    /// or `restart`.
+    pub pull_trust: Option<String>,
     pub input_digest: Option<String>,
     /// Unix seconds.
     pub kubelet_client_not_after: Option<i64>,
@@ -209,6 +212,14 @@ impl NodeFacts {
             },
             None => None,
         };
+        let pull_trust = match labels.get(schema::PULL_TRUST_LABEL) {
+            Some(v) if v == "live" || v == "restart" => Some(v.clone()),
+            Some(v) => {
+                problem(schema::PULL_TRUST_LABEL, v, "is neither live nor restart");
+                None
+            }
+            None => None,
+        };
         let version = owned(schema::VERSION_ANNOTATION).map(shown);
         NodeFacts {
             name: name.to_string(),
@@ -217,6 +228,7 @@ impl NodeFacts {
                 trust_set_digest,
                 trust_set_label: label.map(|l| shown(l)),
                 ca_count,
+                pull_trust,
                 input_digest,
                 kubelet_client_not_after,
                 changed_at,

@@ -27,7 +27,8 @@ use serde_json::{json, Map, Value};
 use super::schema::{
     input_digest, short_digest, trust_set_digest, KubeletReason, TrustReason, CA_COUNT_ANNOTATION,
     CHANGED_AT_ANNOTATION, INPUT_DIGEST_ANNOTATION, KUBELET_CLIENT_NOT_AFTER_ANNOTATION,
-    KUBELET_CONDITION, TRUST_CONDITION, TRUST_SET_ANNOTATION, TRUST_SET_LABEL, VERSION_ANNOTATION,
+    KUBELET_CONDITION, PULL_TRUST_LABEL, TRUST_CONDITION, TRUST_SET_ANNOTATION, TRUST_SET_LABEL,
+    VERSION_ANNOTATION,
 };
 use crate::kubelet::manager::{KubeletError, PassOutcome};
 use crate::trust::reconcile::{Outcome, ReconcileError};
@@ -54,6 +55,9 @@ pub struct TrustView {
     /// [`input_digest`] of the Secret content read; `None` keeps the value
     /// last published (no Secret directory read this pass).
     pub input_digest: Option<String>,
+    /// `live` or `restart` ([`PULL_TRUST_LABEL`]); `None` keeps the value
+    /// last published (the pass did not get that far).
+    pub pull_trust: Option<&'static str>,
 }
 
 impl TrustView {
@@ -70,6 +74,7 @@ impl TrustView {
             digest: trust_set_digest(&outcome.trusted),
             ca_count: outcome.trusted.len(),
             input_digest: outcome.secret_content.as_ref().map(input_digest),
+            pull_trust: outcome.pull_trust.as_ref().map(|t| t.mode.as_str()),
         }
     }
 }
@@ -315,6 +320,13 @@ pub fn desired(
     if let Some(t) = trust {
         d.labels
             .insert(TRUST_SET_LABEL.into(), short_digest(&t.digest).to_string());
+        if let Some(mode) = t
+            .pull_trust
+            .map(str::to_string)
+            .or_else(|| last.labels.get(PULL_TRUST_LABEL).cloned())
+        {
+            d.labels.insert(PULL_TRUST_LABEL.into(), mode);
+        }
         d.annotations
             .insert(TRUST_SET_ANNOTATION.into(), t.digest.clone());
         d.annotations
@@ -412,7 +424,7 @@ impl Published {
 }
 
 /// This agent's own label and annotations ([`Published`] keys).
-const OWN_LABELS: &[&str] = &[TRUST_SET_LABEL];
+const OWN_LABELS: &[&str] = &[TRUST_SET_LABEL, PULL_TRUST_LABEL];
 const OWN_ANNOTATIONS: &[&str] = &[
     TRUST_SET_ANNOTATION,
     CA_COUNT_ANNOTATION,
@@ -629,6 +641,28 @@ mod tests {
             last,
             "1.2.3",
         )
+    }
+
+    #[test]
+    fn the_pull_trust_label_says_live_or_restart_and_a_failed_pass_keeps_it() {
+        use crate::trust::pull_trust::{PullMode, PullTrust};
+        let mut o = outcome(&[1]);
+        o.pull_trust = Some(PullTrust {
+            mode: PullMode::Restart,
+            dir: None,
+            reason: Some("no config_path".into()),
+            path: None,
+            hint: None,
+        });
+        let d = state(&o, None, &Published::empty("n1"));
+        assert_eq!(d.labels[PULL_TRUST_LABEL], "restart");
+        o.pull_trust.as_mut().unwrap().mode = PullMode::Live;
+        let d = state(&o, None, &Published::empty("n1"));
+        assert_eq!(d.labels[PULL_TRUST_LABEL], "live");
+        let mut last = Published::empty("n1");
+        last.labels.insert(PULL_TRUST_LABEL.into(), "live".into());
+        let d = state(&outcome(&[1]), None, &last);
+        assert_eq!(d.labels[PULL_TRUST_LABEL], "live", "kept");
     }
 
     #[test]

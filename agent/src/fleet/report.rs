@@ -143,6 +143,8 @@ pub struct Summary {
     pub not_converged: BTreeMap<State, usize>,
     /// Nodes whose kubelet condition is present and not True, by reason.
     pub kubelet_not_valid: BTreeMap<String, usize>,
+    /// Nodes whose pulls get a changed CA set only by a containerd restart.
+    pub pull_trust_restart: usize,
 }
 
 impl Summary {
@@ -151,13 +153,16 @@ impl Summary {
     pub fn of<'a>(judged: impl IntoIterator<Item = (State, &'a NodeFacts)>) -> Summary {
         let mut not_converged = BTreeMap::new();
         let mut kubelet_not_valid = BTreeMap::new();
-        let (mut total, mut converged) = (0, 0);
+        let (mut total, mut converged, mut pull_trust_restart) = (0, 0, 0);
         for (state, node) in judged {
             total += 1;
             if state == State::Converged {
                 converged += 1;
             } else {
                 *not_converged.entry(state).or_insert(0) += 1;
+            }
+            if node.agent.as_ref().and_then(|a| a.pull_trust.as_deref()) == Some("restart") {
+                pull_trust_restart += 1;
             }
             if let Some(k) = node.agent.as_ref().and_then(|a| a.kubelet.as_ref()) {
                 if !k.is_true() {
@@ -170,6 +175,7 @@ impl Summary {
             converged,
             not_converged,
             kubelet_not_valid,
+            pull_trust_restart,
         }
     }
 
@@ -401,6 +407,7 @@ impl Report {
                     "trustSetDigest": a.and_then(|a| a.trust_set_digest.clone()),
                     "inputDigest": a.and_then(|a| a.input_digest.clone()),
                     "caCount": a.and_then(|a| a.ca_count),
+                    "pullTrust": a.and_then(|a| a.pull_trust.clone()),
                     "trustCondition": condition(&a.and_then(|a| a.trust.clone())),
                     "kubeletCondition": condition(&a.and_then(|a| a.kubelet.clone())),
                     "kubeletClientNotAfter": a.and_then(|a| a.kubelet_client_not_after).map(rfc3339),
@@ -437,6 +444,7 @@ impl Report {
                 "allConverged": summary.all_converged(),
                 "notConverged": not_converged,
                 "kubeletNotValid": summary.kubelet_not_valid,
+                "pullTrustRestart": summary.pull_trust_restart,
                 "line": summary.line(),
             },
         })
@@ -631,6 +639,7 @@ mod tests {
             "trustSetDigest",
             "inputDigest",
             "caCount",
+            "pullTrust",
             "trustCondition",
             "kubeletCondition",
             "kubeletClientNotAfter",

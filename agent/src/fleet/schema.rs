@@ -10,6 +10,12 @@ use crate::x509::cert::Fingerprint;
 /// Label with the first [`SHORT_DIGEST_LEN`] hex digits of the installed
 /// trust set's digest: `kubectl get nodes -L node-cert-agent.dev/trust-set`.
 pub const TRUST_SET_LABEL: &str = "node-cert-agent.dev/trust-set";
+/// How image pulls on the node get the custom CAs: `live` (containerd
+/// reads an added CA at the next pull, no restart) or `restart` (each
+/// change restarts containerd): `kubectl get nodes -l
+/// node-cert-agent.dev/pull-trust=restart` lists the nodes that need
+/// restarts for changes, and `status` on one of them says why.
+pub const PULL_TRUST_LABEL: &str = "node-cert-agent.dev/pull-trust";
 /// The full (64 hex) digest of the installed trust set.
 pub const TRUST_SET_ANNOTATION: &str = "node-cert-agent.dev/trust-set-digest";
 /// The number of CAs in the installed trust set (decimal).
