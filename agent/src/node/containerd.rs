@@ -460,6 +460,41 @@ mod tests {
     }
 
     #[test]
+    fn the_debian_nodes_default_configs_set_no_config_path_and_akss_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/containerd_config");
+        let read = |name: &str| {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            config(&[(CONFIG_FILE, &text)])
+        };
+        for (name, version) in [
+            ("bookworm-default.toml", 2),
+            ("trixie-default.toml", 2),
+            ("forky-default.toml", 3),
+        ] {
+            let c = read(name);
+            assert!(c.dirs.is_empty(), "{name}: {c:?}");
+            assert_eq!(c.version, version, "{name}");
+        }
+        assert_eq!(
+            read("aks.toml").dirs,
+            [PathBuf::from("/etc/containerd/certs.d")]
+        );
+        assert_eq!(read("v3-two-dirs.toml").dirs.len(), 2);
+    }
+
+    #[test]
+    fn version_3_sections_merge_key_by_key() {
+        let main = "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '/etc/containerd/certs.d'\n";
+        let import =
+            "version = 3\n[plugins.'io.containerd.cri.v1.images']\nsnapshotter = 'native'\n";
+        let c = config(&[
+            (CONFIG_FILE, main),
+            ("/etc/containerd/conf.d/a.toml", import),
+        ]);
+        assert_eq!(c.dirs, [PathBuf::from("/etc/containerd/certs.d")]);
+    }
+
+    #[test]
     fn globs_match_one_component_and_skip_hidden_files() {
         assert!(glob_match("*.toml", "a.toml"));
         assert!(!glob_match("*.toml", "a.toml.bak"));
