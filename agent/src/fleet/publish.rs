@@ -113,6 +113,10 @@ fn trust_failure(e: &ReconcileError) -> (TrustReason, String) {
             TrustReason::RestartFailed,
             format!("{unit} hit its start limit ({limit}) after the agent's restart and is stopped; the agent starts it again once systemd's window is over. See `journalctl -u {unit}` on the node"),
         ),
+        ReconcileError::UnitMissing { unit, load_state } => (
+            TrustReason::RestartFailed,
+            format!("{unit} is {load_state} on this node, so the new CAs do not reach the container runtime; set restart-units to the unit that runs it here (containerd.service, k3s-agent.service, rke2-agent.service or crio.service)"),
+        ),
         ReconcileError::UnitFailed { unit, result } => (
             TrustReason::RestartFailed,
             format!("{unit} is failed (Result={result}) and was not running before the agent's restart, so it is left alone: `systemctl reset-failed {unit} && systemctl start {unit}` on the node"),

@@ -279,6 +279,7 @@ impl Recorder {
             }
             // No restart was asked for.
             ReconcileError::UnitFailed { .. }
+            | ReconcileError::UnitMissing { .. }
             | ReconcileError::AwaitingRecovery { .. }
             | ReconcileError::History(_)
             | ReconcileError::State(_)

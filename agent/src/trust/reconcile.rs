@@ -64,6 +64,8 @@ pub enum ReconcileError {
         limit: StartLimit,
         recover_at_us: u64,
     },
+    #[error("{unit} is {load_state} on this node, so restarting it cannot make the new CAs effective; set restart-units to the unit that runs the container runtime here ({})", likely_runtime_units())]
+    UnitMissing { unit: String, load_state: String },
     #[error("{unit} is failed (Result={result}) and was not running before the agent's restart, so the agent leaves it alone; it reads the new CAs when it starts: `systemctl reset-failed {unit} && systemctl start {unit}` on the node")]
     UnitFailed { unit: String, result: String },
     #[error("{unit} is stopped since the agent's restart hit its start limit ({limit}); the agent resets it and starts it again at {}, when systemd's window is over", rfc3339_us(*.recover_at_us))]
@@ -622,6 +624,14 @@ impl<S: Systemd> Reconciler<S> {
             source,
         };
         let status = self.systemd.unit_status(unit).await.map_err(call_err)?;
+        if status.is_missing() {
+            // Never "it reads the new CAs when it starts": it never starts.
+            error!(unit = %unit, load_state = %status.load_state, "{unit} is {} on this node; its restart cannot make the new CAs effective", status.load_state);
+            return Err(ReconcileError::UnitMissing {
+                unit: unit.to_string(),
+                load_state: status.load_state,
+            });
+        }
         let h = history.units.entry(unit.to_string()).or_default();
         h.set_start_limit(status.start_limit);
         // A unit that (re)started after the bundle was written already
@@ -865,6 +875,12 @@ fn runtime_restart_needed(
     } else {
         why
     })
+}
+
+/// The units that run a container runtime on the node kinds the agent
+/// knows, for the error of a restart unit that does not exist.
+fn likely_runtime_units() -> &'static str {
+    "containerd.service on most nodes; k3s.service or k3s-agent.service on k3s, rke2-server.service or rke2-agent.service on RKE2, crio.service on CRI-O nodes"
 }
 
 /// What became of one pending restart.
@@ -1642,6 +1658,34 @@ mod tests {
             state::load(&r.settings().state_path).unwrap().pending,
             Pending::Nothing
         );
+    }
+
+    #[test]
+    fn a_restart_unit_that_does_not_exist_is_an_error_naming_the_likely_one() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let mut r = node.reconciler(fake.clone());
+        r.settings.restart_units = vec!["crio.service".into()];
+        fake.with_unit("crio.service", |u| {
+            *u = FakeUnit::stopped();
+            u.load_state = "not-found".into();
+        });
+        node.put("ca1.crt", &pem("A"));
+        for _ in 0..2 {
+            let err = rt().block_on(r.reconcile()).unwrap_err();
+            assert!(matches!(err, ReconcileError::UnitMissing { .. }), "{err}");
+            assert_eq!(
+                err.to_string(),
+                "crio.service is not-found on this node, so restarting it cannot make the new CAs effective; set restart-units to the unit that runs the container runtime here (containerd.service on most nodes; k3s.service or k3s-agent.service on k3s, rke2-server.service or rke2-agent.service on RKE2, crio.service on CRI-O nodes)"
+            );
+        }
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_ne!(st.pending, Pending::Nothing, "not reported as done");
+        assert!(fake.restarts().is_empty());
+        // A masked unit too.
+        fake.with_unit("crio.service", |u| u.load_state = "masked".into());
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(err.to_string().starts_with("crio.service is masked"), "{err}");
     }
 
     #[test]

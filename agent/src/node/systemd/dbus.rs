@@ -272,7 +272,7 @@ impl DbusSystemd {
             .await
             .map_err(|e| call_err("Manager", e))?;
         // LoadUnit, unlike GetUnit, answers for a unit that is not loaded too
-        // (then it is inactive).
+        // (then it is inactive, and LoadState says `not-found` or `masked`).
         let path = manager
             .load_unit(unit)
             .await
@@ -280,6 +280,10 @@ impl DbusSystemd {
         let u = Self::unit_proxy(&conn, path.clone(), "org.freedesktop.systemd1.Unit")
             .await
             .map_err(|e| call_err("Unit", e))?;
+        let load_state: String = u
+            .get_property("LoadState")
+            .await
+            .map_err(|e| call_err("Get LoadState", e))?;
         let active_state: String = u
             .get_property("ActiveState")
             .await
@@ -317,6 +321,7 @@ impl DbusSystemd {
             result,
             inactive_exit_us,
             start_limit,
+            load_state,
         })
     }
 

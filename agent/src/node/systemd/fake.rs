@@ -22,6 +22,8 @@ pub struct FakeUnit {
     pub inactive_exit_us: u64,
     /// No limit unless a test sets one.
     pub start_limit: StartLimit,
+    /// `loaded` unless a test says otherwise (`not-found`, `masked`).
+    pub load_state: String,
     /// systemd's rate limiter: when the current window began, and the
     /// starts in it.
     window: Option<(u64, u32)>,
@@ -39,6 +41,7 @@ impl Default for FakeUnit {
                 burst: 0,
                 interval_us: 0,
             },
+            load_state: "loaded".into(),
             window: None,
         }
     }
@@ -99,6 +102,7 @@ impl FakeUnit {
             result: self.result.clone(),
             inactive_exit_us: self.inactive_exit_us,
             start_limit: self.start_limit,
+            load_state: self.load_state.clone(),
         }
     }
 }

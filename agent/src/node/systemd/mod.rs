@@ -91,9 +91,21 @@ pub struct UnitStatus {
     /// activation began, microseconds since the epoch; 0 if never.
     pub inactive_exit_us: u64,
     pub start_limit: StartLimit,
+    /// `LoadState`: `loaded`, `not-found`, `masked`, `bad-setting`,
+    /// `error`, ... A unit that is not `loaded` does not run here.
+    pub load_state: String,
 }
 
 impl UnitStatus {
+    /// systemd has no such unit, or it is masked (or broken): it cannot be
+    /// what runs the CAs' consumer on this node.
+    pub fn is_missing(&self) -> bool {
+        matches!(
+            self.load_state.as_str(),
+            "not-found" | "masked" | "bad-setting" | "error"
+        )
+    }
+
     /// Active (or reloading): it runs.
     pub fn is_active(&self) -> bool {
         matches!(self.active_state.as_str(), "active" | "reloading")
