@@ -58,7 +58,7 @@ pub fn containerd_starts(node: &Node) -> usize {
 }
 
 /// The names of the agent's refresh-tool units systemd started so far
-/// (`Starting node-cert-agent-refresh-<pid>-<n>.service ...`), one per run.
+/// (`Starting node-cert-agent-refresh-<token>-<n>.service ...`), one per run.
 pub fn refresh_runs(node: &Node) -> Vec<String> {
     systemd_entries(node, MSG_UNIT_STARTING)
         .iter()

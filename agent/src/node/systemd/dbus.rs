@@ -166,7 +166,7 @@ impl DbusSystemd {
     async fn run_command_inner(&self, argv: &[String]) -> Result<CommandOutcome, SystemdError> {
         let conn = self.connection().await?;
         let n = UNIT_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let unit = format!("node-cert-agent-refresh-{}-{n}.service", std::process::id());
+        let unit = format!("node-cert-agent-refresh-{}-{n}.service", process_token());
         let call_err = |call, source| SystemdError::Call {
             call,
             unit: unit.clone(),
@@ -362,6 +362,22 @@ impl DbusSystemd {
     }
 }
 
+/// This process's part of its transient unit names: random, so names never
+/// repeat across agent restarts (a pod's agent is always pid 1, and a unit
+/// of the previous process may still be loaded: "unit exists").
+fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        // No randomness (a broken RNG): the pid and the start time, which
+        // still differ across restarts.
+        match openssl::rand::rand_bytes(&mut bytes) {
+            Ok(()) => hex::encode(bytes),
+            Err(_) => format!("{}x{}", std::process::id(), crate::x509::time::now_us()),
+        }
+    })
+}
+
 impl DbusSystemd {
     /// Waits until no `node-cert-agent-refresh-*` unit is running, and clears
     /// finished or failed ones, so the next refresh runs alone.
@@ -458,5 +474,20 @@ impl Systemd for DbusSystemd {
     async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
         let r = self.start_inner(unit).await;
         self.after_error(r).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_unit_names_carry_a_random_token_not_the_pid() {
+        let token = process_token();
+        assert_eq!(token.len(), 12, "{token}");
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+        assert_ne!(token, std::process::id().to_string());
+        assert_eq!(process_token(), token, "one token per process");
     }
 }
