@@ -59,6 +59,11 @@ pub struct UnitHistory {
     /// The next start waits until then (for `status`).
     #[serde(default)]
     pub not_before_us: Option<u64>,
+    /// When the first bundle change the unit has not taken yet was
+    /// written: the restart spread counts from it, so changes that keep
+    /// coming never push the restart out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsettled_since_us: Option<u64>,
     /// The unit's start limit as last read: burst and interval.
     #[serde(default)]
     pub start_limit_burst: u32,
@@ -98,6 +103,7 @@ impl UnitHistory {
         self.responsible = false;
         self.limit_hit_us = None;
         self.not_before_us = None;
+        self.unsettled_since_us = None;
     }
 }
 

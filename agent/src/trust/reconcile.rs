@@ -543,6 +543,19 @@ impl<S: Systemd> Reconciler<S> {
         st.pending = if digest != st.bundle_sha256 {
             Pending::Restart(self.settings.restart_units.iter().cloned().collect())
         } else {
+            // Back to the bundle the units run with: no change is waiting.
+            let history_path = pacing::history_path(&self.settings.state_path);
+            let (mut history, _) = pacing::load(&history_path);
+            if history
+                .units
+                .values()
+                .any(|h| h.unsettled_since_us.is_some())
+            {
+                for h in history.units.values_mut() {
+                    h.unsettled_since_us = None;
+                }
+                pacing::save(&history_path, &history)?;
+            }
             Pending::Nothing
         };
         self.save(st)
@@ -694,8 +707,15 @@ impl<S: Systemd> Reconciler<S> {
         let now = now_us();
         let limit = status.start_limit;
         let mut earliest = pacing::earliest_start(&h.starts_us, status.active_since(), limit, now);
-        // This node's place in the fleet's restart window.
-        let spread_until = bundle_written
+        // This node's place in the fleet's restart window, counted from the
+        // first change the unit has not taken (kept across passes and agent
+        // restarts), so a Secret that changes faster than the offset cannot
+        // postpone the restart for ever.
+        if let Some(w) = bundle_written {
+            h.unsettled_since_us = Some(h.unsettled_since_us.map_or(w, |s| s.min(w)));
+        }
+        let spread_until = h
+            .unsettled_since_us
             .filter(|_| !recovering && !self.settings.restart_delay.is_zero())
             .map(|w| w + self.settings.restart_delay.as_micros() as u64);
         let spread = spread_until.is_some_and(|t| t > earliest);
@@ -1661,6 +1681,32 @@ mod tests {
     }
 
     #[test]
+    fn changes_faster_than_the_spread_never_push_the_restart_out() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let mut r = node.reconciler(fake.clone());
+        r.settings.restart_delay = std::time::Duration::from_millis(1500);
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        let first = out.wake_at_us.expect("deferred by the spread");
+        for (i, cn) in ["B", "C", "D"].iter().enumerate() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            node.put(&format!("ca{}.crt", i + 2), &pem(cn));
+            let out = rt().block_on(r.reconcile()).unwrap();
+            assert!(out.restarted.is_empty());
+            assert_eq!(out.wake_at_us, Some(first), "counted from the first change");
+        }
+        assert!(fake.restarts().is_empty());
+        sleep_until_us(first);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT], "one restart for all four");
+        // The next change starts a new spread.
+        node.put("ca9.crt", &pem("E"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.wake_at_us.unwrap() > first + 1_000_000);
+    }
+
+    #[test]
     fn a_restart_unit_that_does_not_exist_is_an_error_naming_the_likely_one() {
         let node = Node::new();
         let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
@@ -1685,7 +1731,10 @@ mod tests {
         // A masked unit too.
         fake.with_unit("crio.service", |u| u.load_state = "masked".into());
         let err = rt().block_on(r.reconcile()).unwrap_err();
-        assert!(err.to_string().starts_with("crio.service is masked"), "{err}");
+        assert!(
+            err.to_string().starts_with("crio.service is masked"),
+            "{err}"
+        );
     }
 
     #[test]
