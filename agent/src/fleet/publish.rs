@@ -100,6 +100,10 @@ fn trust_failure(e: &ReconcileError) -> (TrustReason, String) {
                 command.join(" ")
             ),
         ),
+        ReconcileError::BundleIncomplete { bundle, .. } => (
+            TrustReason::RefreshFailed,
+            format!("the trust bundle {} lacks CAs of the agent after the refresh, so nothing was restarted. See the agent's log for the fingerprints; the agent retries", bundle.display()),
+        ),
         ReconcileError::RestartCall { unit, .. } => (
             TrustReason::RestartFailed,
             format!("the restart of {unit} could not be requested through systemd's D-Bus API; check the node's system bus, the agent retries"),

@@ -262,7 +262,9 @@ impl Recorder {
     pub fn record_ca_error(&self, e: &ReconcileError, now: i64) {
         self.emit(NodeEvent::warning("CATrustUpdateFailed", error_chain(e)));
         match e {
-            ReconcileError::RefreshCall { .. } | ReconcileError::RefreshFailed { .. } => {
+            ReconcileError::RefreshCall { .. }
+            | ReconcileError::RefreshFailed { .. }
+            | ReconcileError::BundleIncomplete { .. } => {
                 self.metrics.trust_store_refreshed(false);
             }
             ReconcileError::RestartCall { unit, .. } => {

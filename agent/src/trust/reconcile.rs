@@ -54,6 +54,12 @@ pub enum ReconcileError {
         result: String,
         status: i32,
     },
+    #[error("the trust bundle {} lacks {} CA(s) of the agent after the refresh ran ({}), even after a full rebuild; nothing is restarted. A p11-kit blocklist entry, another refresh running at the same time, or a bundle directory replaced under the agent can cause it: see `journalctl -u {unit}` on the node; the agent retries", bundle.display(), missing.len(), missing.join(", "))]
+    BundleIncomplete {
+        bundle: PathBuf,
+        missing: Vec<String>,
+        unit: String,
+    },
     #[error("restart of {unit}: {source}")]
     RestartCall { unit: String, source: SystemdError },
     #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
@@ -515,21 +521,34 @@ impl<S: Systemd> Reconciler<S> {
                 .extend(outcome.trusted.iter().map(Fingerprint::hex));
             pacing::save(&history_path, &history)?;
         }
-        let command = self.store.layout().refresh_command.clone();
+        // A pass that removed an anchor rebuilds fully where the tool's
+        // incremental run would hand its hooks "0 removed" (Debian's
+        // update-ca-certificates: the Java keystore would keep the CA).
+        let removed = !outcome.removed.is_empty();
         let t = Instant::now();
-        let result = self.systemd.run_command(&command).await.map_err(|source| {
-            ReconcileError::RefreshCall {
-                command: command.clone(),
-                source,
-            }
-        })?;
+        let mut result = self.run_refresh(removed).await?;
+        let mut missing = self.missing_from_bundle(outcome)?;
+        if !missing.is_empty() && !removed && self.full_refresh_command().is_some() {
+            warn!(
+                missing = missing.len(),
+                "the refresh left CAs of the agent out of the bundle; rebuilding it in full"
+            );
+            result = self.run_refresh(true).await?;
+            missing = self.missing_from_bundle(outcome)?;
+        }
         outcome.refresh_time = t.elapsed();
-        if !result.succeeded() {
-            return Err(ReconcileError::RefreshFailed {
-                command,
+        if !missing.is_empty() {
+            // Nothing is restarted for a bundle that lacks the CAs; the
+            // refresh stays pending and is retried.
+            error!(
+                bundle = %self.store.layout().bundle_path.display(),
+                missing = %missing.join(","),
+                "the trust bundle lacks CAs of the agent after the refresh"
+            );
+            return Err(ReconcileError::BundleIncomplete {
+                bundle: self.store.layout().bundle_path.clone(),
+                missing,
                 unit: result.unit,
-                result: result.result,
-                status: result.exit_status,
             });
         }
         outcome.refreshed = true;
@@ -559,6 +578,60 @@ impl<S: Systemd> Reconciler<S> {
             Pending::Nothing
         };
         self.save(st)
+    }
+
+    /// The refresh tool, or its full rebuild (`full`, where the family has
+    /// one); a tool that fails is an error.
+    async fn run_refresh(
+        &self,
+        full: bool,
+    ) -> Result<crate::node::systemd::CommandOutcome, ReconcileError> {
+        let command = match self.full_refresh_command().filter(|_| full) {
+            Some(c) => c,
+            None => self.store.layout().refresh_command.clone(),
+        };
+        let result = self.systemd.run_command(&command).await.map_err(|source| {
+            ReconcileError::RefreshCall {
+                command: command.clone(),
+                source,
+            }
+        })?;
+        if !result.succeeded() {
+            return Err(ReconcileError::RefreshFailed {
+                command,
+                unit: result.unit,
+                result: result.result,
+                status: result.exit_status,
+            });
+        }
+        Ok(result)
+    }
+
+    /// Debian's `update-ca-certificates --fresh`, where the refresh is
+    /// Debian's own tool; `None` for other families (theirs rebuild in
+    /// full every time) and for an operator's own command.
+    fn full_refresh_command(&self) -> Option<Vec<String>> {
+        let layout = self.store.layout();
+        let debian = crate::node::distro::Family::Debian.layout();
+        (layout.family == crate::node::distro::Family::Debian
+            && layout.refresh_command == debian.refresh_command)
+            .then(|| {
+                let mut c = layout.refresh_command.clone();
+                c.push("--fresh".into());
+                c
+            })
+    }
+
+    /// The agent's anchors (as the pass left them) that the bundle does not
+    /// hold, as short fingerprints.
+    fn missing_from_bundle(&self, outcome: &Outcome) -> Result<Vec<String>, ReconcileError> {
+        let in_bundle = self.store.bundle_fingerprints()?;
+        Ok(outcome
+            .trusted
+            .iter()
+            .filter(|fp| !in_bundle.contains(fp))
+            .map(Fingerprint::short)
+            .collect())
     }
 
     /// Phase 4: restart the units whose restart is pending, within their
@@ -1678,6 +1751,64 @@ mod tests {
             state::load(&r.settings().state_path).unwrap().pending,
             Pending::Nothing
         );
+    }
+
+    #[test]
+    fn a_removal_rebuilds_the_bundle_in_full_so_hooks_see_it() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(
+            fake.commands(),
+            vec![vec!["/usr/sbin/update-ca-certificates".to_string()]]
+        );
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(
+            fake.commands()[1],
+            vec![
+                "/usr/sbin/update-ca-certificates".to_string(),
+                "--fresh".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bundle_without_the_agents_ca_after_the_refresh_is_an_error_and_restarts_nothing() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::default());
+        // A refresh that leaves the agent's anchor out (a blocklist entry).
+        let root = node.root.path().to_path_buf();
+        *fake.on_command.lock().unwrap() = Some(Box::new(move || {
+            fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "distro\n").unwrap();
+        }));
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::BundleIncomplete { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("even after a full rebuild"),
+            "{err}"
+        );
+        let argv: Vec<Vec<String>> = fake.commands();
+        assert_eq!(argv.len(), 2, "the tool, then its full rebuild: {argv:?}");
+        assert_eq!(argv[1].last().map(String::as_str), Some("--fresh"));
+        assert!(fake.restarts().is_empty(), "nothing restarted");
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_eq!(st.pending, Pending::Refresh, "retried by the next pass");
+        // The next refresh gets it right: the pass finishes with one restart.
+        let root = node.root.path().to_path_buf();
+        *fake.on_command.lock().unwrap() = Some(Box::new(move || {
+            crate::node::systemd::fake::rebuild_debian_bundle_for_tests(&root)
+        }));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.refreshed);
+        assert_eq!(fake.restarts(), vec![UNIT]);
     }
 
     #[test]

@@ -203,6 +203,12 @@ impl RecordingSystemd {
     }
 }
 
+/// What [`RecordingSystemd::emulating_debian`]'s refresh does, for tests
+/// that install their own command hook.
+pub fn rebuild_debian_bundle_for_tests(root: &std::path::Path) {
+    rebuild_debian_bundle(root)
+}
+
 fn rebuild_debian_bundle(root: &std::path::Path) {
     let mut bundle = String::from("distro\n");
     if let Ok(entries) =
