@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every check and test of node-cert-agent, from a fresh machine: installs
 # the Debian packages the real-node tests need, builds (once, cached outside
-# the repo) the node rootfs of Debian 12 and Debian 13, then lint, the OCI
-# image, unit tests, real-node tests on Debian 12 nodes, the CA trust and
-# packaging suites again on Debian 13 nodes, and a short fuzz run.
+# the repo) the node rootfs of Debian 12, Debian 13 and Debian testing
+# ("forky" today), then lint, the OCI image, unit tests, real-node tests on
+# Debian 12 nodes, the CA trust, live trust and packaging suites again on
+# Debian 13 nodes, the CA trust and live trust suites on Debian testing nodes
+# (containerd 2.x, systemd 258+), and a short fuzz run.
 # Must run as root: the integration tests boot systemd-nspawn nodes.
 #
 # Everything the tests start (nodes, registries, overlay mounts, agent
@@ -36,7 +38,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-integration-tests/scripts/build-rootfs.sh bookworm trixie
+integration-tests/scripts/build-rootfs.sh bookworm trixie testing
 
 # What aborted earlier runs left behind (their owner process is gone).
 integration-tests/scripts/cleanup-nodes.sh --stale
@@ -70,9 +72,15 @@ export NCA_IMAGE_TAR="$target_dir/packages/node-cert-agent-image.tar"
 failed=0
 echo "== tests (unit, and real-node on Debian 12 nodes)"
 NCA_DEBIAN_RELEASE=bookworm cargo test --workspace --no-fail-fast || failed=1
-echo "== the CA trust and packaging suites on Debian 13 (trixie) nodes"
+echo "== the CA trust, live trust and packaging suites on Debian 13 (trixie) nodes"
 NCA_DEBIAN_RELEASE=trixie cargo test -p integration-tests --no-fail-fast \
-  --test ca_trust --test packaging || failed=1
+  --test ca_trust --test live_trust --test packaging || failed=1
+# Debian testing: containerd 2.x (a version 3 config) and a systemd that
+# boots only on the unified cgroup hierarchy (the harness asks nspawn for it).
+echo "== the CA trust and live trust suites on Debian testing (forky) nodes"
+# Other suites for testing nodes join this run: add their `--test` to it.
+NCA_DEBIAN_RELEASE=testing cargo test -p integration-tests --no-fail-fast \
+  --test ca_trust --test live_trust || failed=1
 if ((failed)); then
   echo "test-all: tests failed (see above)" >&2
   exit 1

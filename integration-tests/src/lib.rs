@@ -29,7 +29,9 @@
 //!   those after an aborted run.
 //!
 //! Nodes boot Debian 12 (bookworm) by default; `NCA_DEBIAN_RELEASE=trixie`
-//! boots Debian 13 instead (see [`preflight::rootfs_path`]).
+//! boots Debian 13 instead, and `NCA_DEBIAN_RELEASE=testing` Debian testing
+//! ("forky" today; its nodes get the unified cgroup hierarchy, see
+//! [`node::nspawn_env`]). See [`preflight::rootfs_path`].
 //!
 //! Call [`preflight()`] first in every end-to-end test: it panics, naming what is
 //! missing, when the machine cannot run them. Tests are never skipped.

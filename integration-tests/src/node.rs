@@ -153,7 +153,7 @@ impl Node {
         let procs_files = cgroups.procs_files();
         node.cgroups = Some(cgroups);
         let mut nspawn = Command::new("/bin/sh");
-        nspawn
+        nspawn_env(&mut nspawn)
             .arg("-c")
             .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
             .arg("nca-node-cgroup")
@@ -549,6 +549,24 @@ impl Drop for Node {
         }
         self.teardown();
     }
+}
+
+/// `SYSTEMD_NSPAWN_UNIFIED_HIERARCHY`: set to `1` in the environment of
+/// `systemd-nspawn`, it gives the container a unified (cgroup2) hierarchy
+/// even where the host has the legacy one.
+pub const NSPAWN_UNIFIED_HIERARCHY_ENV: &str = "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY";
+
+/// Sets, on `c` (which runs `systemd-nspawn`, or a shell that execs it), the
+/// environment nspawn needs for this run's nodes: for a release whose systemd
+/// refuses the legacy cgroup hierarchy (systemd 258 and later, see
+/// [`crate::preflight::nspawn_unified_hierarchy`]),
+/// `SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1`. Other releases keep the hierarchy
+/// nspawn picks by itself. For every command that starts nspawn on the rootfs.
+pub fn nspawn_env(c: &mut Command) -> &mut Command {
+    if crate::preflight::nspawn_unified_hierarchy() {
+        c.env(NSPAWN_UNIFIED_HIERARCHY_ENV, "1");
+    }
+    c
 }
 
 /// A short machine name that is unique per run, process and call:

@@ -6,8 +6,15 @@ use std::path::PathBuf;
 
 /// The Debian release nodes boot when `NCA_DEBIAN_RELEASE` is not set.
 pub const DEFAULT_RELEASE: &str = "bookworm";
-/// The Debian releases `scripts/build-rootfs.sh` builds.
-pub const RELEASES: [&str; 2] = ["bookworm", "trixie"];
+/// The Debian releases `scripts/build-rootfs.sh` builds: `bookworm` (Debian
+/// 12, containerd 1.6, systemd 252), `trixie` (Debian 13, containerd 1.7,
+/// systemd 257) and `testing` (Debian testing, "forky" today: containerd 2.1,
+/// systemd 262; its rootfs is whatever testing was when it was built).
+pub const RELEASES: [&str; 3] = ["bookworm", "trixie", "testing"];
+/// The releases whose systemd (258 and later) refuses to boot on a host with
+/// the legacy (v1) cgroup hierarchy: their nodes get a unified (cgroup2) one
+/// of their own (see [`nspawn_unified_hierarchy`]).
+pub const UNIFIED_HIERARCHY_RELEASES: [&str; 1] = ["testing"];
 /// The rootfs recipe's version: `ROOTFS_VERSION` in `scripts/build-rootfs.sh`.
 pub const ROOTFS_VERSION: u32 = 4;
 /// Where `scripts/build-rootfs.sh` caches rootfs builds when
@@ -17,8 +24,9 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/cache/node-cert-agent";
 /// Host programs the harness runs.
 pub const REQUIRED_PROGRAMS: [&str; 3] = ["systemd-nspawn", "nsenter", "docker-registry"];
 
-/// The Debian release of the nodes: `$NCA_DEBIAN_RELEASE` (`bookworm` or
-/// `trixie`), or [`DEFAULT_RELEASE`]. Panics on any other value.
+/// The Debian release of the nodes: `$NCA_DEBIAN_RELEASE` (one of
+/// [`RELEASES`]: `bookworm`, `trixie` or `testing`), or [`DEFAULT_RELEASE`].
+/// Panics on any other value.
 pub fn debian_release() -> String {
     let release = std::env::var("NCA_DEBIAN_RELEASE")
         .ok()
@@ -29,6 +37,14 @@ pub fn debian_release() -> String {
         "NCA_DEBIAN_RELEASE={release:?}: the harness builds and boots only {RELEASES:?}"
     );
     release
+}
+
+/// Whether `systemd-nspawn` must give the nodes of [`debian_release`] the
+/// unified cgroup hierarchy (`SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1` in its
+/// environment): true for [`UNIFIED_HIERARCHY_RELEASES`]. A rootfs named by
+/// `NCA_ROOTFS` is taken to be of `NCA_DEBIAN_RELEASE`.
+pub fn nspawn_unified_hierarchy() -> bool {
+    UNIFIED_HIERARCHY_RELEASES.contains(&debian_release().as_str())
 }
 
 /// The cached node rootfs: `$NCA_ROOTFS`, or the one of [`debian_release`]
@@ -69,17 +85,48 @@ pub fn missing_requirements() -> Vec<String> {
     } else if std::env::var_os("NCA_ROOTFS").is_none_or(|v| v.is_empty()) {
         // A release's rootfs is that release: nodes must boot what was asked for.
         let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap_or_default();
-        let codename = format!("VERSION_CODENAME={}", debian_release());
-        if !os_release.lines().any(|l| l == codename) {
+        let release = debian_release();
+        if !os_release_is(&os_release, &release) {
             missing.push(format!(
-                "node rootfs {}: its etc/os-release has no {codename}; rebuild it with \
-                 integration-tests/scripts/build-rootfs.sh {}",
+                "node rootfs {}: its etc/os-release is not that of {release} ({}); rebuild it with \
+                 integration-tests/scripts/build-rootfs.sh {release}",
                 rootfs.display(),
-                debian_release()
+                expected_os_release(&release)
             ));
         }
     }
     missing
+}
+
+/// Whether the text of an `os-release` file is that of `release` (one of
+/// [`RELEASES`]): `VERSION_CODENAME=<release>` for a stable release; for
+/// `testing`, Debian with no `VERSION_ID` (testing and sid have none) and a
+/// codename that is none of the stable releases (testing's is its own, e.g.
+/// `forky`).
+fn os_release_is(os_release: &str, release: &str) -> bool {
+    let value = |key: &str| {
+        os_release.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.strip_prefix('='))
+                .map(|v| v.trim_matches('"'))
+        })
+    };
+    if release == "testing" {
+        value("ID") == Some("debian")
+            && value("VERSION_ID").is_none()
+            && value("VERSION_CODENAME").is_some_and(|c| !c.is_empty() && !RELEASES.contains(&c))
+    } else {
+        value("VERSION_CODENAME") == Some(release)
+    }
+}
+
+/// What [`os_release_is`] looks for, for messages.
+fn expected_os_release(release: &str) -> String {
+    if release == "testing" {
+        "ID=debian, no VERSION_ID, VERSION_CODENAME of testing".to_owned()
+    } else {
+        format!("VERSION_CODENAME={release}")
+    }
 }
 
 /// Panics, listing every missing requirement, unless this machine can run the
@@ -114,5 +161,39 @@ mod tests {
                 "build-rootfs.sh does not know {release}"
             );
         }
+    }
+
+    #[test]
+    fn os_release_of_each_release() {
+        let bookworm = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n\
+                        VERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+        let trixie = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nVERSION_ID=\"13\"\n\
+                      VERSION_CODENAME=trixie\nID=debian\n";
+        let forky = "PRETTY_NAME=\"Debian GNU/Linux forky/sid\"\n\
+                     VERSION_CODENAME=forky\nID=debian\n";
+        assert!(os_release_is(bookworm, "bookworm"));
+        assert!(os_release_is(trixie, "trixie"));
+        assert!(os_release_is(forky, "testing"));
+        assert!(!os_release_is(forky, "bookworm"));
+        assert!(!os_release_is(bookworm, "trixie"));
+        // A stable release's rootfs is not a testing one, even without VERSION_ID.
+        assert!(!os_release_is(bookworm, "testing"));
+        assert!(!os_release_is(
+            "ID=debian\nVERSION_CODENAME=trixie\n",
+            "testing"
+        ));
+        assert!(!os_release_is(
+            "ID=ubuntu\nVERSION_CODENAME=forky\n",
+            "testing"
+        ));
+        assert!(!os_release_is("", "testing"));
+    }
+
+    #[test]
+    fn only_unified_hierarchy_releases_are_releases() {
+        for release in UNIFIED_HIERARCHY_RELEASES {
+            assert!(RELEASES.contains(&release), "{release} is not a release");
+        }
+        assert!(!UNIFIED_HIERARCHY_RELEASES.contains(&DEFAULT_RELEASE));
     }
 }

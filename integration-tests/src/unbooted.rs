@@ -76,7 +76,8 @@ impl UnbootedRoot {
         }
         let mut cgroups = NodeCgroups::create(cgroup_dirs);
         let mut c = Command::new("/bin/sh");
-        c.arg("-c")
+        crate::node::nspawn_env(&mut c)
+            .arg("-c")
             .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
             .arg("nca-unbooted-cgroup")
             .args(cgroups.procs_files())

@@ -104,7 +104,8 @@ impl UnrelatedContainer {
         let cgroup_dirs = NodeCgroups::dirs_for(&name);
         let cgroups = NodeCgroups::create(cgroup_dirs.clone());
         let mut c = Command::new("/bin/sh");
-        c.arg("-c")
+        integration_tests::node::nspawn_env(&mut c)
+            .arg("-c")
             .arg(r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#)
             .arg("unrelated-cgroup")
             .args(cgroups.procs_files())

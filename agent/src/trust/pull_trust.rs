@@ -9,9 +9,10 @@
 //! The agent writes two files in the first `config_path` directory:
 //! `_default/node-cert-agent-ca.crt` (every desired CA, PEM) and
 //! `_default/hosts.toml` (its first line marks it as the agent's; `ca`
-//! names the bundle by its node path). containerd 1.6 and 1.7 before 1.7.32
-//! cannot parse a `hosts.toml` without a `[host]` table and then read the
-//! directory's `*.crt` files instead: the bundle's name serves both.
+//! names the bundle by its node path, and an empty `[host]` table, without
+//! which containerd 1.6 and 1.7 before 1.7.32 cannot parse the file and
+//! read the directory's `*.crt` files instead; the bundle's `.crt` name
+//! serves that fallback too).
 //!
 //! The rule ([`assess`], pure): `_default` reaches a registry only if no
 //! directory of its own exists for it in the first root, and nothing of
@@ -264,7 +265,10 @@ pub fn hosts_toml(bundle: &Path) -> String {
         "{HOSTS_MARKER}. Do not edit: the agent rewrites or removes this file.\n\
          # The node's custom CAs for pulls from every registry without a directory\n\
          # of its own here. To configure one registry, give it its own directory.\n\
-         ca = {}\n",
+         ca = {}\n\
+         # No mirrors. (containerd 1.6, and 1.7 before 1.7.32, cannot read a\n\
+         # file without this table; they read the directory's *.crt instead.)\n\
+         [host]\n",
         toml_string(&bundle.to_string_lossy())
     )
 }
