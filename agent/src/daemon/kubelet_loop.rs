@@ -1,6 +1,11 @@
 //! The kubelet certificate loop: a pass, then sleep until the next renewal
 //! deadline, a change of the kubeconfigs or of the RenewRevocations, or a
 //! retry after a failure.
+//!
+//! Nothing makes it spin: whatever ends the sleep, the next pass starts at
+//! least [`MIN_PASS_INTERVAL`] after the last one ended, and at least
+//! [`MIN_RENEWAL_INTERVAL`] after one that renewed (client-go's certificate
+//! manager paces its rotation loop at one second too).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,8 +39,29 @@ const KUBELET_RETRY_JITTER: f64 = 0.1;
 const AUTH_RETRY_FIRST: Duration = Duration::from_secs(60);
 const AUTH_RETRY_MAX: Duration = Duration::from_secs(900);
 
-/// The shortest time between two renewals made by the loop itself.
+/// The shortest time from the end of one pass to the start of the next,
+/// whatever ends the sleep: a deadline already past, a RenewRevocation or
+/// kubeconfig change, a retry the API server asked for at once.
+const MIN_PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest time between two renewals made by the loop itself: after a
+/// renewal the next pass waits this long, even when woken (a new client
+/// certificate restarts the RenewRevocation watch, whose first list can
+/// wake the loop at once).
 const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How closely passes may follow each other.
+#[derive(Clone, Copy, Debug)]
+struct Pacing {
+    /// After any pass.
+    min_pass: Duration,
+    /// After a pass that renewed a certificate.
+    min_renewal: Duration,
+}
+
+const PACING: Pacing = Pacing {
+    min_pass: MIN_PASS_INTERVAL,
+    min_renewal: MIN_RENEWAL_INTERVAL,
+};
 
 /// Kubelet certificate loop: a pass, then sleep until the next deadline (at
 /// most [`MAX_SLEEP`], so clock jumps are noticed), a RenewRevocation change,
@@ -43,9 +69,19 @@ const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(10);
 /// server's Retry-After).
 pub async fn run_kubelet_until<S: Systemd>(
     manager: KubeletManager<S>,
+    stop: mpsc::Receiver<&'static str>,
+    metrics: Arc<Recorder>,
+    feed: Feed,
+) -> Result<(), DaemonError> {
+    run_paced(manager, stop, metrics, feed, PACING).await
+}
+
+async fn run_paced<S: Systemd>(
+    manager: KubeletManager<S>,
     mut stop: mpsc::Receiver<&'static str>,
     metrics: Arc<Recorder>,
     feed: Feed,
+    pacing: Pacing,
 ) -> Result<(), DaemonError> {
     let wake = Arc::new(Notify::new());
     // The RenewRevocations, kept current by one watch with the node's
@@ -108,25 +144,34 @@ pub async fn run_kubelet_until<S: Systemd>(
         }
         let sleep_for = match outcome.failures.first() {
             None => {
-                backoff.reset();
-                auth_backoff.reset();
                 if last_error.take().is_some() {
                     info!("kubelet certificate pass succeeded again");
                 }
-                let mut until = outcome
-                    .next_deadline
-                    .map(|d| Duration::from_secs((d - now).max(0) as u64))
-                    .unwrap_or(MAX_SLEEP);
                 if let Some(d) = outcome.next_deadline {
                     info!(next_renewal = %crate::x509::time::rfc3339(d), "kubelet certificates checked");
                 }
-                if !outcome.renewed.is_empty() {
-                    // A signer that backdates notBefore (kube-controller-manager
-                    // does, by 5 min) can put a short-lived certificate's
-                    // deadline in the past: never renew in a tight loop.
-                    until = until.max(MIN_RENEWAL_INTERVAL);
+                match outcome.next_deadline {
+                    // A deadline already past that the pass did not renew
+                    // for (none should be left behind): retried as a
+                    // failure is, never at once.
+                    Some(d) if d <= now && outcome.renewed.is_empty() => {
+                        let wait = backoff.next_delay(None);
+                        warn!(
+                            next_renewal = %crate::x509::time::rfc3339(d),
+                            retry_in_s = wait.as_secs(),
+                            "the kubelet certificate pass left a renewal deadline in the past without renewing; checking again in {}s",
+                            wait.as_secs()
+                        );
+                        wait
+                    }
+                    next => {
+                        backoff.reset();
+                        auth_backoff.reset();
+                        next.map(|d| Duration::from_secs((d - now).max(0) as u64))
+                            .unwrap_or(MAX_SLEEP)
+                            .min(MAX_SLEEP)
+                    }
                 }
-                until.min(MAX_SLEEP)
             }
             Some(first) => {
                 // A 401 or 403 is fixed by RBAC or credentials, not by
@@ -163,14 +208,34 @@ pub async fn run_kubelet_until<S: Systemd>(
                 wait
             }
         };
+        // A signer that backdates notBefore (kube-controller-manager does,
+        // by 5 min) can put a new short-lived certificate's deadline in the
+        // past, and a watch can wake the loop right after a pass: the floor
+        // holds for every way out of the sleep.
+        let floor = if outcome.renewed.is_empty() {
+            pacing.min_pass
+        } else {
+            pacing.min_renewal
+        };
+        let ended = tokio::time::Instant::now();
         tokio::select! {
             biased;
             why = stop.recv() => {
                 info!("{}: stopping the kubelet certificate loop", why.unwrap_or("stop channel closed"));
                 return Ok(());
             }
-            _ = tokio::time::sleep(sleep_for) => {}
-            _ = wake.notified() => info!("RenewRevocations or kubeconfigs changed: checking the kubelet certificates"),
+            _ = tokio::time::sleep_until(ended + sleep_for.max(floor)) => {}
+            _ = wake.notified() => {
+                info!("RenewRevocations or kubeconfigs changed: checking the kubelet certificates");
+                tokio::select! {
+                    biased;
+                    why = stop.recv() => {
+                        info!("{}: stopping the kubelet certificate loop", why.unwrap_or("stop channel closed"));
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep_until(ended + floor) => {}
+                }
+            }
         }
     }
 }
@@ -205,4 +270,85 @@ fn watch_kubeconfigs<S: Systemd>(
         }
     }
     Some(watcher)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::daemon::test_support::{test_metrics, wait_for};
+    use crate::kubelet::fake_api::{
+        documentation_example, FakeApi, TestNode, BACKDATE, EXAMPLE_GROUP_LABEL, NODE,
+    };
+    use crate::kubelet::renewal::{deadline, renewal_fraction};
+    use crate::node::procfs::ProcessIdentity;
+
+    /// The scenario, compressed: the documentation's example
+    /// RenewRevocation (its Group entry matches every node certificate) on
+    /// a node whose signer backdates by 5 minutes and whose certificates
+    /// reach their renewal deadline 2 s after they are issued. The loop
+    /// renews once for the revocation, finds it unsatisfiable, then renews
+    /// at the deadline, and runs a handful of passes, not thousands.
+    #[tokio::test]
+    async fn an_unsatisfiable_revocation_neither_spins_the_loop_nor_skips_the_deadline() {
+        const TO_DEADLINE: i64 = 2;
+        let fraction = renewal_fraction(NODE);
+        let lifetime = ((BACKDATE + TO_DEADLINE) as f64 / fraction).ceil() as i64 - BACKDATE;
+        let api = FakeApi::start(lifetime);
+        api.set_revocations(vec![documentation_example()]);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 60, now + 3600);
+        let metrics = test_metrics();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let counter = {
+            let (metrics, passes) = (metrics.clone(), passes.clone());
+            // Every pass records its outcome, which wakes the status writer.
+            tokio::spawn(async move {
+                loop {
+                    metrics.changed().notified().await;
+                    passes.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let pacing = Pacing {
+            min_pass: Duration::from_millis(100),
+            min_renewal: Duration::from_millis(500),
+        };
+        let run = tokio::spawn(run_paced(
+            node.manager(),
+            stop_rx,
+            metrics.clone(),
+            Feed::disabled(),
+            pacing,
+        ));
+
+        wait_for("the renewal at the deadline", || api.issued().len() >= 2).await;
+        // Long enough for any pass that would follow at once.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stop_tx.send("test").await.unwrap();
+        run.await.unwrap().unwrap();
+        counter.abort();
+
+        let issued = api.issued();
+        assert_eq!(
+            issued.len(),
+            2,
+            "one renewal for the revocation, one at the deadline: {issued:?}"
+        );
+        let first_deadline = deadline(issued[0].not_before, issued[0].not_after, fraction);
+        assert!(
+            issued[1].at >= first_deadline && issued[1].at < issued[0].not_after,
+            "renewed at its deadline {first_deadline}, before it expired: {issued:?}"
+        );
+        assert_eq!(node.systemd.restarts().len(), 2);
+        let passes = passes.load(Ordering::SeqCst);
+        assert!((3..=6).contains(&passes), "{passes} passes in about 3 s");
+        let status = metrics.daemon_status(&ProcessIdentity::current(), now_unix(), false);
+        assert_eq!(status.revocation_matches, [EXAMPLE_GROUP_LABEL]);
+        let current = node.store().current(CertKind::Client).unwrap().unwrap();
+        assert!(crate::kubelet::facts::facts_of(&current).not_after > now_unix());
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::Flock;
+use openssl::x509::X509;
 use tracing::{error, info, warn};
 
 pub use crate::config::KubeletSettings;
@@ -29,9 +30,11 @@ use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::facts::facts_of;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::kubelet::renewal::{self, Decision, RenewReason};
+use crate::kubelet::renewal::{self, Decision, RenewReason, Unsatisfiable};
 use crate::kubelet::revocation::{self, Revocation, RevocationCache, SourceState};
-use crate::kubelet::state::{self as kubelet_state, KubeletStateError, KUBELET_STATE_FILE};
+use crate::kubelet::state::{
+    self as kubelet_state, KubeletState, KubeletStateError, KUBELET_STATE_FILE,
+};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
@@ -149,8 +152,16 @@ pub struct PassOutcome {
     pub revocations: SourceState,
     /// Why each renewal happened, in the order of `renewed`.
     pub reasons: Vec<(CertKind, RenewReason)>,
-    /// Revocations that match the certificate issued in answer to them.
+    /// RenewRevocation entries (labels) that no new certificate can
+    /// satisfy (one issued in a renewal matched them too) and that the
+    /// certificates current after the pass match: reported after every pass
+    /// while they stand, never a reason to renew. The certificates are still
+    /// renewed at their normal deadlines.
     pub unfixable_revocations: Vec<String>,
+    /// Those of `unfixable_revocations` found in this pass, to announce
+    /// once (the log says so when they are found); the others were
+    /// announced by an earlier pass.
+    pub unfixable_found: Vec<String>,
     pub monitoring_only: bool,
     /// The client certificate current after the pass, if there is one.
     pub client: Option<ClientTimes>,
@@ -189,11 +200,13 @@ pub struct KubeletManager<S: Systemd> {
     write_kubeconfig: bool,
     /// The daemon's watched RenewRevocations; `None` lists them per pass.
     revocation_cache: Option<Arc<RevocationCache>>,
-    /// Revocation label → serial of the certificate issued in answer to it.
-    /// A revocation without notBefore can match every certificate this node
-    /// can get (say, a whole group): renewing once more per match would be a
-    /// CSR storm, so a replacement that still matches is reported instead.
-    answered_revocations: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Per certificate, the revocation entries no new certificate can
+    /// satisfy (renewal.rs's [`Unsatisfiable`]): a revocation without
+    /// notBefore can match every certificate this node can get (say, a
+    /// whole group), and renewing for it again would be a CSR storm, so it
+    /// is reported instead and the certificate renewed at its deadline.
+    /// Kept while the entry stands unchanged in a complete list.
+    unsatisfiable: std::sync::Mutex<[Unsatisfiable; 2]>,
 }
 
 impl<S: Systemd> KubeletManager<S> {
@@ -211,7 +224,7 @@ impl<S: Systemd> KubeletManager<S> {
             lock_path: job.lock_path,
             write_kubeconfig: job.write_kubeconfig,
             revocation_cache: None,
-            answered_revocations: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            unsatisfiable: std::sync::Mutex::new(Default::default()),
         }
     }
 
@@ -277,6 +290,13 @@ impl<S: Systemd> KubeletManager<S> {
             outcome.failures.push(e);
         }
         let revocations = self.revocations(now, &mut outcome).await;
+        if outcome.revocations == SourceState::Synced {
+            self.with_unsatisfiable(|known| {
+                for k in known.iter_mut() {
+                    k.retain_listed(&revocations);
+                }
+            });
+        }
 
         let mut kinds = vec![(CertKind::Client, Purpose::Client)];
         if let Some((dns, ips)) = &self.serving {
@@ -321,9 +341,7 @@ impl<S: Systemd> KubeletManager<S> {
                 outcome.failures.push(e);
                 continue;
             }
-            if let RenewReason::Revoked(label) = &reason {
-                self.note_answered(kind, label, &revocations, &mut outcome);
-            }
+            self.learn_unsatisfiable(kind, &revocations, &mut outcome);
             outcome.reasons.push((kind, reason.clone()));
             outcome.renewed.push(kind);
             // kubelet reads its certificates at start: restart it now, so a
@@ -346,6 +364,7 @@ impl<S: Systemd> KubeletManager<S> {
         if !(self.settings.defer_to_kubelet_rotation && self.kubelet_rotates_itself()) {
             outcome.kubeconfig_mismatch = self.kubeconfig_mismatch();
         }
+        outcome.unfixable_revocations = self.standing_unsatisfiable();
         outcome.client = self
             .read_current(CertKind::Client)
             .as_ref()
@@ -373,49 +392,54 @@ impl<S: Systemd> KubeletManager<S> {
         outcome: &mut PassOutcome,
     ) -> Option<RenewReason> {
         let facts = current.map(facts_of);
-        let (decision, bad) = renewal::decide(facts.as_ref(), &self.node_name, now, revocations);
+        let known = self.unsatisfiable_of(kind);
+        let (decision, bad) =
+            renewal::decide_except(facts.as_ref(), &self.node_name, now, revocations, &known);
         for (r, e) in bad {
             warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
         }
-        let current_serial = facts.as_ref().map(|f| f.serial.clone()).unwrap_or_default();
         let mut schedule = |deadline: i64| {
             outcome.next_deadline =
                 Some(outcome.next_deadline.map_or(deadline, |d| d.min(deadline)));
         };
         let reason = match decision {
             _ if force => RenewReason::Forced,
-            Decision::RenewNow(RenewReason::Revoked(label))
-                if self.already_answered(&label, &current_serial) =>
-            {
-                error!(
-                    cert = kind.name(),
-                    revocation = %label,
-                    "the kubelet {} certificate issued in answer to {label} matches it again: the revocation matches every certificate this node can get, so renewing cannot help. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
-                    kind.name()
-                );
-                outcome.unfixable_revocations.push(label);
-                if let Some(f) = &facts {
-                    schedule(renewal::deadline(
-                        f.not_before,
-                        f.not_after,
-                        renewal::renewal_fraction(&self.node_name),
-                    ));
-                }
-                return None;
-            }
             Decision::RenewNow(reason) => reason,
             Decision::RenewAt { deadline, .. } if deadline <= now => RenewReason::Due { deadline },
             Decision::RenewAt { deadline, fraction } => {
-                info!(
-                    cert = kind.name(),
-                    deadline = %rfc3339(deadline),
-                    fraction = format!("{fraction:.3}"),
-                    not_after = %facts.as_ref().map(|f| rfc3339(f.not_after)).unwrap_or_default(),
-                    "kubelet {} certificate is healthy; renewal scheduled at {} ({:.1} % of its lifetime)",
-                    kind.name(),
-                    rfc3339(deadline),
-                    fraction * 100.0
-                );
+                let standing: Vec<String> = facts
+                    .as_ref()
+                    .map(|f| known.matching(f).map(Revocation::label).collect())
+                    .unwrap_or_default();
+                let not_after = facts
+                    .as_ref()
+                    .map(|f| rfc3339(f.not_after))
+                    .unwrap_or_default();
+                if standing.is_empty() {
+                    info!(
+                        cert = kind.name(),
+                        deadline = %rfc3339(deadline),
+                        fraction = format!("{fraction:.3}"),
+                        not_after = %not_after,
+                        "kubelet {} certificate is healthy; renewal scheduled at {} ({:.1} % of its lifetime)",
+                        kind.name(),
+                        rfc3339(deadline),
+                        fraction * 100.0
+                    );
+                } else {
+                    let labels = standing.join("; ");
+                    info!(
+                        cert = kind.name(),
+                        deadline = %rfc3339(deadline),
+                        fraction = format!("{fraction:.3}"),
+                        not_after = %not_after,
+                        revocations = %labels,
+                        "kubelet {} certificate matches {labels}, which no new certificate can avoid; renewal scheduled at its normal deadline {} ({:.1} % of its lifetime)",
+                        kind.name(),
+                        rfc3339(deadline),
+                        fraction * 100.0
+                    );
+                }
                 schedule(deadline);
                 return None;
             }
@@ -437,40 +461,79 @@ impl<S: Systemd> KubeletManager<S> {
         Some(reason)
     }
 
-    /// Remembers that the certificate issued for `label` answers it, and
-    /// says so when the new one matches again (renewing cannot help).
-    fn note_answered(
+    /// After a renewal of `kind`: the listed entries that the certificate
+    /// just issued matches cannot be satisfied by renewing. Each is said
+    /// once, when found, and not renewed for again.
+    fn learn_unsatisfiable(
         &self,
         kind: CertKind,
-        label: &str,
         revocations: &[Revocation],
         outcome: &mut PassOutcome,
     ) {
-        let Some(new_facts) = self.read_current(kind).as_ref().map(facts_of) else {
+        let Some(issued) = self.read_current(kind).as_ref().map(facts_of) else {
             return;
         };
-        if let Ok(mut answered) = self.answered_revocations.lock() {
-            answered.insert(label.to_string(), new_facts.serial.clone());
-        }
-        let still = revocations
-            .iter()
-            .any(|r| r.label() == label && r.matches(&new_facts) == Ok(true));
-        if still {
+        let found = self.with_unsatisfiable(|known| known[slot(kind)].learn(revocations, &issued));
+        let next = rfc3339(renewal::deadline(
+            issued.not_before,
+            issued.not_after,
+            renewal::renewal_fraction(&self.node_name),
+        ));
+        for r in found {
+            let label = r.label();
+            let why = match &r.not_before {
+                None => "without a notBefore it revokes every certificate this node can get".to_string(),
+                Some(cutoff) => format!(
+                    "its notBefore {cutoff} is later than the new certificate's notBefore {} (signers backdate it)",
+                    rfc3339(issued.not_before)
+                ),
+            };
             error!(
                 cert = kind.name(),
                 revocation = %label,
-                "the new kubelet {} certificate matches {label} too: the revocation matches every certificate this node can get, so renewing cannot help and the agent will not renew for it again. Give the revocation a notBefore (only certificates issued before it are revoked) or narrow it",
+                next_renewal = %next,
+                "the kubelet {} certificate issued just now matches {label} too: {why}, so renewing again cannot help. The agent does not renew for it again while the entry stands unchanged, and renews the certificate at its normal deadline {next}. Give the entry a notBefore (only certificates issued before it are revoked) or narrow it",
                 kind.name()
             );
-            outcome.unfixable_revocations.push(label.to_string());
+            if !outcome.unfixable_found.contains(&label) {
+                outcome.unfixable_found.push(label);
+            }
         }
     }
 
-    fn already_answered(&self, label: &str, current_serial: &str) -> bool {
-        self.answered_revocations
+    /// The unsatisfiable entries the current certificates match, by label.
+    fn standing_unsatisfiable(&self) -> Vec<String> {
+        let mut labels = Vec::new();
+        for kind in [CertKind::Client, CertKind::Serving] {
+            let known = self.unsatisfiable_of(kind);
+            if known == Unsatisfiable::default() {
+                continue;
+            }
+            let Some(facts) = self.read_current(kind).as_ref().map(facts_of) else {
+                continue;
+            };
+            for r in known.matching(&facts) {
+                let label = r.label();
+                if !labels.contains(&label) {
+                    labels.push(label);
+                }
+            }
+        }
+        labels
+    }
+
+    fn unsatisfiable_of(&self, kind: CertKind) -> Unsatisfiable {
+        self.with_unsatisfiable(|known| known[slot(kind)].clone())
+    }
+
+    fn with_unsatisfiable<T>(&self, f: impl FnOnce(&mut [Unsatisfiable; 2]) -> T) -> T {
+        // A panic while holding it leaves plain data behind: still the best
+        // knowledge there is.
+        let mut known = self
+            .unsatisfiable
             .lock()
-            .map(|a| a.get(label).is_some_and(|s| s == current_serial))
-            .unwrap_or(false)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut known)
     }
 
     fn read_current(&self, kind: CertKind) -> Option<CurrentCert> {
@@ -571,13 +634,23 @@ impl<S: Systemd> KubeletManager<S> {
                 reason: crate::x509::openssl_reason(&e),
             })?;
         // Recorded before the certificate becomes current: whatever stops
-        // the agent now, the next pass restarts kubelet for it.
-        let mut state = kubelet_state::load(&self.state_path())?;
+        // the agent now, the next pass restarts kubelet for it. A failed
+        // install takes it back: kubelet has nothing new to read, and every
+        // retry would otherwise restart it again.
+        let state_path = self.state_path();
+        let before = kubelet_state::load(&state_path)?;
+        let mut state = before.clone();
         state
             .restart_pending
             .extend(self.settings.restart_units.iter().cloned());
-        kubelet_state::save(&self.state_path(), &state)?;
-        let path = self.store.install(kind, &chain_pem, &key_pem, now)?;
+        kubelet_state::save(&state_path, &state)?;
+        let path = match self.store.install(kind, &chain_pem, &key_pem, now) {
+            Ok(path) => path,
+            Err(e) => {
+                self.withdraw_restart(kind, &verified.leaf, &before);
+                return Err(e.into());
+            }
+        };
         self.store.remove_pending_key(kind)?;
         if kind == CertKind::Client && identity == identity::BOOTSTRAP {
             self.write_kubelet_kubeconfig(&kc)?;
@@ -608,6 +681,25 @@ impl<S: Systemd> KubeletManager<S> {
             );
         }
         Ok(())
+    }
+
+    /// After a failed install of `issued`: the kubelet state as it was
+    /// before (`before`), so no restart is owed for it, unless `issued`
+    /// became current all the same.
+    fn withdraw_restart(&self, kind: CertKind, issued: &X509, before: &KubeletState) {
+        let current = self.read_current(kind);
+        let installed = current.is_some_and(|c| c.cert.to_der().ok() == issued.to_der().ok());
+        if installed {
+            return;
+        }
+        if let Err(e) = kubelet_state::save(&self.state_path(), before) {
+            error!(
+                cert = kind.name(),
+                "the new kubelet {} certificate was not installed, but the restart recorded for it could not be withdrawn ({e}): the next pass restarts {} once without a new certificate",
+                kind.name(),
+                self.settings.restart_units.join(", ")
+            );
+        }
     }
 
     /// After a bootstrap, kubelet's kubeconfig as kubelet itself writes it
@@ -773,6 +865,14 @@ impl<S: Systemd> KubeletManager<S> {
 /// A kubeconfig larger than this is not kubelet's.
 const MAX_KUBECONFIG_BYTES: u64 = 1024 * 1024;
 
+/// The index of `kind`'s entry in the manager's per-certificate state.
+fn slot(kind: CertKind) -> usize {
+    match kind {
+        CertKind::Client => 0,
+        CertKind::Serving => 1,
+    }
+}
+
 /// Where the lock lives for a given state dir (a process path).
 pub fn lock_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kubelet.lock")
@@ -782,6 +882,7 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::kubelet::fake_api::{documentation_example, FakeApi, TestNode, EXAMPLE_GROUP_LABEL};
 
     #[test]
     fn identity_errors_read_the_same_as_kubelet_errors() {
@@ -808,5 +909,161 @@ mod tests {
             KubeletError::from(client()),
             KubeletError::Client { .. }
         ));
+    }
+
+    /// The documentation's example revokes every node certificate (its
+    /// Group entry has no notBefore), and the signer's certificates are past
+    /// their deadline the moment they are issued (5 minutes backdated, one
+    /// minute to live). The first pass renews for the revocation and finds
+    /// it unsatisfiable; the second still renews, at the deadline, instead
+    /// of leaving the certificate to expire (and the loop to spin on its
+    /// past deadline).
+    #[tokio::test]
+    async fn a_certificate_past_its_deadline_is_renewed_though_it_matches_an_unsatisfiable_revocation(
+    ) {
+        let api = FakeApi::start(60);
+        api.set_revocations(vec![documentation_example()]);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 300, now + 3600);
+        let manager = node.manager();
+
+        let first = manager.pass(false).await.unwrap();
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert_eq!(first.revocations, SourceState::Synced);
+        assert_eq!(
+            first.reasons,
+            [(
+                CertKind::Client,
+                RenewReason::Revoked(EXAMPLE_GROUP_LABEL.into())
+            )]
+        );
+        assert_eq!(first.unfixable_found, [EXAMPLE_GROUP_LABEL]);
+        assert_eq!(first.unfixable_revocations, [EXAMPLE_GROUP_LABEL]);
+
+        let second = manager.pass(false).await.unwrap();
+        assert!(second.failures.is_empty(), "{:?}", second.failures);
+        assert_eq!(
+            second.renewed,
+            [CertKind::Client],
+            "renewed at its deadline"
+        );
+        assert!(
+            matches!(
+                second.reasons[..],
+                [(CertKind::Client, RenewReason::Due { .. })]
+            ),
+            "{:?}",
+            second.reasons
+        );
+        assert!(
+            second.unfixable_found.is_empty(),
+            "announced once, by the first pass"
+        );
+        assert_eq!(
+            second.unfixable_revocations,
+            [EXAMPLE_GROUP_LABEL],
+            "still reported while it stands"
+        );
+        assert_eq!(api.issued().len(), 2);
+        assert_eq!(node.systemd.restarts().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unsatisfiable_revocation_waits_for_the_normal_deadline_and_is_forgotten_when_deleted(
+    ) {
+        let api = FakeApi::start(3600);
+        api.set_revocations(vec![documentation_example()]);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 300, now + 3600);
+        let manager = node.manager();
+
+        let first = manager.pass(false).await.unwrap();
+        assert_eq!(first.renewed, [CertKind::Client]);
+        assert_eq!(first.unfixable_found, [EXAMPLE_GROUP_LABEL]);
+
+        let second = manager.pass(false).await.unwrap();
+        assert!(second.renewed.is_empty(), "{:?}", second.reasons);
+        let issued = &api.issued()[0];
+        let deadline = renewal::deadline(
+            issued.not_before,
+            issued.not_after,
+            renewal::renewal_fraction(crate::kubelet::fake_api::NODE),
+        );
+        assert_eq!(second.next_deadline, Some(deadline));
+        assert!(deadline > now_unix());
+        assert_eq!(second.unfixable_revocations, [EXAMPLE_GROUP_LABEL]);
+        assert!(second.unfixable_found.is_empty());
+
+        // Deleted: nothing stands; given back unchanged, it is judged afresh
+        // (one renewal, found unsatisfiable again).
+        api.set_revocations(vec![]);
+        let third = manager.pass(false).await.unwrap();
+        assert!(third.renewed.is_empty() && third.unfixable_revocations.is_empty());
+        api.set_revocations(vec![documentation_example()]);
+        let fourth = manager.pass(false).await.unwrap();
+        assert_eq!(fourth.renewed, [CertKind::Client]);
+        assert_eq!(fourth.unfixable_found, [EXAMPLE_GROUP_LABEL]);
+        assert_eq!(api.issued().len(), 2);
+    }
+
+    /// Every name the next install could take (`kubelet-client-<now..>.pem`)
+    /// is taken by a directory: the install fails whatever the user.
+    fn block_installs(node: &TestNode) -> Vec<PathBuf> {
+        let pki = node.host_path(&node.settings().pki_dir);
+        let now = now_unix();
+        (now - 5..now + 200)
+            .map(|t| {
+                let stamp: String = rfc3339(t)
+                    .chars()
+                    .take(19)
+                    .map(|c| if c == 'T' || c == ':' { '-' } else { c })
+                    .collect();
+                let dir = pki.join(format!("kubelet-client-{stamp}.pem"));
+                std::fs::create_dir(&dir).unwrap();
+                dir
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_install_never_restarts_kubelet() {
+        let api = FakeApi::start(3600);
+        let now = now_unix();
+        // Past its deadline (at most 80 % of its life), so every pass renews.
+        let node = TestNode::new(&api, now - 3000, now + 600);
+        let manager = node.manager();
+        let blocked = block_installs(&node);
+
+        for attempt in 1..=2 {
+            let outcome = manager.pass(false).await.unwrap();
+            assert!(
+                matches!(outcome.failures[..], [KubeletError::Store(_)]),
+                "attempt {attempt}: {:?}",
+                outcome.failures
+            );
+            assert!(outcome.renewed.is_empty());
+            assert!(
+                node.systemd.restarts().is_empty(),
+                "attempt {attempt}: kubelet restarted for a certificate that was never installed"
+            );
+            assert!(
+                kubelet_state::load(&node.state_file())
+                    .unwrap()
+                    .restart_pending
+                    .is_empty(),
+                "attempt {attempt}: a restart is owed for nothing"
+            );
+        }
+
+        for dir in blocked {
+            std::fs::remove_dir(dir).unwrap();
+        }
+        let outcome = manager.pass(false).await.unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(outcome.renewed, [CertKind::Client]);
+        assert_eq!(node.systemd.restarts(), ["kubelet.service"]);
+        let again = manager.pass(false).await.unwrap();
+        assert!(again.restarted.is_empty() && again.renewed.is_empty());
+        assert_eq!(node.systemd.restarts().len(), 1);
     }
 }

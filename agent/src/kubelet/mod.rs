@@ -11,6 +11,8 @@
 
 pub mod csr;
 pub mod facts;
+#[cfg(test)]
+pub mod fake_api;
 pub mod identity;
 pub mod kubelet_config;
 pub mod manager;

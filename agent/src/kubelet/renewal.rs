@@ -6,6 +6,12 @@
 //! derived from the node name alone: the same node always renews at the same
 //! point of its certificate's life, a fleet that joined in one minute spreads
 //! its renewals over a tenth of the lifetime, and no node waits past 80 %.
+//!
+//! A revocation entry makes a certificate due at once, unless it is known to
+//! be unsatisfiable ([`Unsatisfiable`]): a certificate issued in a renewal
+//! matched it too, so renewing again cannot help. Such an entry is reported,
+//! never acted on, and the certificate keeps its normal deadline, as
+//! client-go's certificate manager always rotates at its deadline.
 
 use crate::kubelet::facts::CertFacts;
 use crate::kubelet::revocation::{Revocation, RevocationError};
@@ -81,6 +87,25 @@ pub fn decide(
     now: i64,
     revocations: &[Revocation],
 ) -> (Decision, Vec<(Revocation, RevocationError)>) {
+    decide_except(
+        current,
+        node_name,
+        now,
+        revocations,
+        &Unsatisfiable::default(),
+    )
+}
+
+/// [`decide`], except that the entries of `unsatisfiable` never make the
+/// certificate due: it keeps its normal deadline (past it, it is due as any
+/// certificate is).
+pub fn decide_except(
+    current: Option<&CertFacts>,
+    node_name: &str,
+    now: i64,
+    revocations: &[Revocation],
+    unsatisfiable: &Unsatisfiable,
+) -> (Decision, Vec<(Revocation, RevocationError)>) {
     let mut bad = Vec::new();
     let Some(facts) = current else {
         return (Decision::RenewNow(RenewReason::Missing), bad);
@@ -110,8 +135,10 @@ pub fn decide(
     }
     for r in revocations {
         match r.matches(facts) {
-            Ok(true) => return (Decision::RenewNow(RenewReason::Revoked(r.label())), bad),
-            Ok(false) => {}
+            Ok(true) if !unsatisfiable.contains(r) => {
+                return (Decision::RenewNow(RenewReason::Revoked(r.label())), bad)
+            }
+            Ok(_) => {}
             Err(e) => bad.push((r.clone(), e)),
         }
     }
@@ -123,6 +150,55 @@ pub fn decide(
         },
         bad,
     )
+}
+
+/// The revocation entries that renewing (a certificate of one kind) cannot
+/// satisfy: a certificate issued in a renewal, moments before, matched
+/// them. An entry without notBefore that matches what every certificate of
+/// the node carries (`kind: Group, group: system:nodes`) is one for good;
+/// one whose notBefore is later than a new certificate's (backdated)
+/// notBefore, until the next renewal at the deadline. Pure; its keeper
+/// decides how long it is kept.
+///
+/// Entries are compared whole: an entry that is edited (given a notBefore,
+/// say) is a new entry and judged afresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unsatisfiable {
+    entries: Vec<Revocation>,
+}
+
+impl Unsatisfiable {
+    /// Learns from `issued`, a certificate a renewal has just obtained: the
+    /// entries of `listed` it matches are unsatisfiable. Returns those that
+    /// were not known before.
+    pub fn learn(&mut self, listed: &[Revocation], issued: &CertFacts) -> Vec<Revocation> {
+        let mut found = Vec::new();
+        for r in listed {
+            if r.matches(issued) == Ok(true) && !self.contains(r) {
+                self.entries.push(r.clone());
+                found.push(r.clone());
+            }
+        }
+        found
+    }
+
+    /// Forgets the entries that are no longer listed exactly so (deleted or
+    /// edited). Only for a complete list: an entry missing from a list that
+    /// could not be read is not gone.
+    pub fn retain_listed(&mut self, listed: &[Revocation]) {
+        self.entries.retain(|r| listed.contains(r));
+    }
+
+    pub fn contains(&self, entry: &Revocation) -> bool {
+        self.entries.contains(entry)
+    }
+
+    /// The known entries that `current` matches.
+    pub fn matching<'a>(&'a self, current: &'a CertFacts) -> impl Iterator<Item = &'a Revocation> {
+        self.entries
+            .iter()
+            .filter(move |r| r.matches(current) == Ok(true))
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +314,81 @@ mod tests {
         assert!(matches!(d, Decision::RenewAt { .. }));
         assert_eq!(bad.len(), 2);
         assert!(matches!(bad[0].1, RevocationError::UnknownKind(_)));
+    }
+
+    /// The documentation's own example revokes `kind: Group, group:
+    /// system:nodes` without notBefore: every certificate the node can get.
+    /// Once a renewal has shown that, the entry is no reason to renew, and
+    /// the certificate keeps its normal deadline (it was skipped before).
+    #[test]
+    fn an_unsatisfiable_revocation_is_no_reason_and_the_deadline_still_applies() {
+        let current = facts("n1");
+        let issued = CertFacts {
+            serial: "0C0D".into(),
+            ..facts("n1")
+        };
+        let group = rev("Group", "group", "system:nodes");
+        let only_group = vec![group.clone()];
+        let mut known = Unsatisfiable::default();
+        assert_eq!(known.learn(&only_group, &issued), only_group);
+        assert_eq!(known.matching(&current).collect::<Vec<_>>(), [&group]);
+
+        let before_deadline = 1_000_010;
+        let (d, _) = decide_except(Some(&current), "n1", before_deadline, &only_group, &known);
+        assert!(
+            matches!(d, Decision::RenewAt { deadline, .. } if deadline > before_deadline),
+            "{d:?}"
+        );
+        let past_deadline = 1_090_000;
+        let (d, _) = decide_except(Some(&current), "n1", past_deadline, &only_group, &known);
+        assert!(
+            matches!(d, Decision::RenewAt { deadline, .. } if deadline <= past_deadline),
+            "past the deadline the certificate is due as any other: {d:?}"
+        );
+
+        // Another entry that a new certificate would satisfy still renews now.
+        let serial = rev("serialnumber", "serialNumber", "0A1B");
+        let (d, _) = decide_except(
+            Some(&current),
+            "n1",
+            before_deadline,
+            &[group.clone(), serial],
+            &known,
+        );
+        assert_eq!(
+            d,
+            Decision::RenewNow(RenewReason::Revoked("incident 42".into()))
+        );
+        // Without the knowledge, the entry renews at once, as it always did.
+        let (d, _) = decide(Some(&current), "n1", before_deadline, &[group]);
+        assert!(matches!(d, Decision::RenewNow(RenewReason::Revoked(_))));
+    }
+
+    #[test]
+    fn an_entry_is_learned_once_and_an_edited_or_deleted_one_is_forgotten() {
+        let issued = facts("n1");
+        let group = rev("Group", "group", "system:nodes");
+        let other_serial = rev("serialnumber", "serialNumber", "FFFF");
+        let listed = [group.clone(), other_serial];
+        let mut known = Unsatisfiable::default();
+        assert_eq!(
+            known.learn(&listed, &issued),
+            vec![group.clone()],
+            "only what the new certificate matches"
+        );
+        assert!(known.learn(&listed, &issued).is_empty(), "known already");
+
+        let mut edited = group.clone();
+        edited.not_before = Some("2030-01-01T00:00:00Z".into());
+        let only_edited = vec![edited];
+        known.retain_listed(&only_edited);
+        assert!(!known.contains(&group), "an edited entry is judged afresh");
+        assert_eq!(known.learn(&only_edited, &issued), only_edited);
+        known.retain_listed(&[]);
+        assert_eq!(
+            known,
+            Unsatisfiable::default(),
+            "a deleted entry is forgotten"
+        );
     }
 }

@@ -300,7 +300,7 @@ impl Recorder {
     /// A kubelet pass; its failures (certificate by certificate) are
     /// recorded as errors of the pass.
     pub fn record_kubelet_pass(&self, o: &PassOutcome, now: i64) {
-        for label in &o.unfixable_revocations {
+        for label in &o.unfixable_found {
             self.emit(NodeEvent::warning(
                 "KubeletCertificateRevocationUnfixable",
                 format!("{label} matches every certificate this node can get; give it a notBefore or narrow it"),
