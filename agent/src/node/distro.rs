@@ -130,6 +130,30 @@ fn parse_value(raw: &str) -> Option<String> {
     }
 }
 
+/// Node operating systems whose trust store no file-based agent can
+/// manage (read-only, API-driven), with the platform's own mechanism for
+/// custom CAs: `(os-release ID, name, what to use instead)`.
+pub const MANAGED_PLATFORMS: &[(&str, &str, &str)] = &[
+    (
+        "bottlerocket",
+        "Bottlerocket",
+        "its API setting settings.pki.<name> (data = the base64 PEM, trusted = true), through apiclient or the node's user data",
+    ),
+    (
+        "talos",
+        "Talos Linux",
+        "a TrustedRootsConfig document in the machine config (talosctl patch machineconfig)",
+    ),
+];
+
+/// The platform entry of [`MANAGED_PLATFORMS`] for `os`, if it is one.
+pub fn managed_platform(os: &OsRelease) -> Option<(&'static str, &'static str)> {
+    MANAGED_PLATFORMS
+        .iter()
+        .find(|(id, ..)| *id == os.id)
+        .map(|(_, name, how)| (*name, *how))
+}
+
 /// Distribution families that differ in trust-store layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

@@ -33,6 +33,12 @@ pub enum TrustError {
         id: String,
         id_like: Vec<String>,
     },
+    #[error("this node runs {platform} (ID in {path}), whose trust store is not a set of files the agent can manage, so no trust-store override can work here; give the node its CAs through {mechanism}, and do not run node-cert-agent's CA job on it")]
+    ManagedPlatform {
+        path: PathBuf,
+        platform: &'static str,
+        mechanism: &'static str,
+    },
     #[error("cannot list the anchors directory {path}: {source}")]
     ListAnchors { path: PathBuf, source: io::Error },
     #[error("cannot write anchor {path}: {source}")]
@@ -51,6 +57,13 @@ pub fn detect_layout(host: &HostRoot) -> Result<TrustStoreLayout, TrustError> {
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let os = distro::parse_os_release(&text);
+                if let Some((platform, mechanism)) = distro::managed_platform(&os) {
+                    return Err(TrustError::ManagedPlatform {
+                        path,
+                        platform,
+                        mechanism,
+                    });
+                }
                 return distro::detect_family(&os).map(|f| f.layout()).ok_or(
                     TrustError::UnknownDistro {
                         path,
@@ -82,6 +95,7 @@ pub fn layout_for(
         &o.bundle,
     ) {
         (Ok(l), ..) => l,
+        (Err(e @ TrustError::ManagedPlatform { .. }), ..) => return Err(e),
         (Err(_), Some(_), Some(_), Some(_)) => distro::Family::Debian.layout(),
         (Err(e), ..) => return Err(e),
     };
@@ -283,6 +297,34 @@ mod tests {
 
     fn cert(cn: &str) -> CertInfo {
         CertInfo::from_der(&testpki::good_ca(cn).cert.to_der().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bottlerocket_and_talos_are_refused_with_their_own_mechanism_even_with_overrides() {
+        for (fixture, platform, mechanism) in [
+            ("bottlerocket", "Bottlerocket", "settings.pki"),
+            ("talos", "Talos Linux", "TrustedRootsConfig"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            fs::create_dir_all(root.path().join("etc")).unwrap();
+            fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data/os-release-managed")
+                    .join(fixture),
+                root.path().join("etc/os-release"),
+            )
+            .unwrap();
+            let host = HostRoot::new(root.path()).unwrap();
+            let overrides = TrustStoreOverride {
+                anchors_dir: Some("/etc/custom".into()),
+                refresh_command: Some(vec!["/bin/true".into()]),
+                bundle: Some("/etc/custom/bundle.pem".into()),
+                anchor_extension: None,
+            };
+            let err = layout_for(&host, &overrides).unwrap_err().to_string();
+            assert!(err.contains(platform) && err.contains(mechanism), "{err}");
+            assert!(err.contains("no trust-store override can work"), "{err}");
+        }
     }
 
     #[test]
