@@ -44,6 +44,7 @@
 pub mod agent;
 pub mod cgroup;
 mod cmd;
+pub mod containerd_config;
 pub mod cri;
 pub mod fleet;
 pub mod http;

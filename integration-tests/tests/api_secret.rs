@@ -8,6 +8,9 @@
 //! - created, updated and deleted through the API: the pull follows, one
 //!   restart per change, a bad key named with the good CAs kept and no
 //!   restart;
+//! - the same with containerd's `config_path` set (the live pull trust): a
+//!   created CA works at the next pull with no restart, identical updates
+//!   restart nothing, the delete restarts once;
 //! - the API server down for 30 s while the agent restarts: nothing changes,
 //!   nothing restarts, and the source says it is not synced;
 //! - a 410 (compacted history) and a dropped watch: relists, zero restarts;
@@ -284,6 +287,50 @@ fn created_updated_and_deleted_through_the_api_with_one_restart_per_change_and_b
     std::thread::sleep(Duration::from_secs(2));
     before.assert_restarted_once(&fx.node, "after the delete");
     assert_pull_untrusted(&fx.node, &reg1.image, "after the Secret was deleted");
+}
+
+#[test]
+fn with_containerds_certs_d_a_ca_created_through_the_api_works_at_the_next_pull_with_no_restart() {
+    let fx = Fixture::new("live");
+    integration_tests::containerd_config::set_config_path(&fx.node);
+    let ca = TestCa::new("nca api-secret live CA");
+    let storage = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start(&ca, storage.path(), "api-secret/live");
+    let agent = fx.agent();
+    agent.wait_for_passes(1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "the Secret's source synced (absent)", || {
+        fx.source_state().as_deref() == Some("synced")
+    });
+    assert_pull_untrusted(&fx.node, &reg.image, "before the Secret exists");
+
+    let before = ContainerdState::of(&fx.node);
+    let n = passes(&agent);
+    let written = fx.create(&[("ca1.crt", ca.cert_pem().as_bytes())]);
+    let latency = pull_until_ok(&fx.node, &reg.image, written, || agent.logs());
+    println!(
+        "live path: API create -> pull succeeded in {} ms",
+        latency.as_millis()
+    );
+    agent.wait_for_passes(n + 1, PASS_TIMEOUT);
+    before.assert_not_restarted(&fx.node, "a CA created through the API, live path");
+    observe::assert_trusted(&fx.node, &ca, "the OS store is written too");
+    // Identical writes (the same data) and an update that adds nothing new.
+    for _ in 0..3 {
+        fx.update(&[("ca1.crt", ca.cert_pem().as_bytes())]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    before.assert_not_restarted(&fx.node, "after identical updates");
+
+    // The delete: one restart (containerd may hold the CA), the pull fails.
+    let n = passes(&agent);
+    fx.delete();
+    agent.wait_for_passes(n + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "one restart for the delete", || {
+        observe::containerd_starts(&fx.node) > before.starts
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    before.assert_restarted_once(&fx.node, "after the delete, live path");
+    assert_pull_untrusted(&fx.node, &reg.image, "after the Secret was deleted");
 }
 
 #[test]
