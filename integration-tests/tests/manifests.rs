@@ -696,6 +696,7 @@ fn every_path_the_agent_uses_is_mounted_in_the_daemonset() {
         host_paths,
         vec![
             "/",
+            CONTAINERD_CERTS_D,
             "/run/dbus/system_bus_socket",
             "/run/systemd/journal/socket",
             "/usr/local/share/ca-certificates/node-cert-agent",
