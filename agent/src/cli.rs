@@ -130,7 +130,8 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// This node's name, for the kubelet renewal time (default: $NODE_NAME,
-    /// then the node's /etc/hostname).
+    /// then the name kubelet uses: its current client certificate's, else its
+    /// --hostname-override, else the kernel hostname, lowercased).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
 }
@@ -214,11 +215,14 @@ pub struct RunArgs {
     /// Where logs go.
     #[arg(long, value_enum, default_value_t = LogTarget::Auto, env = "NCA_LOG_TARGET")]
     pub log_target: LogTarget,
-    /// The kubelet certificate job: auto = on when the node has a bootstrap
-    /// or kubelet kubeconfig.
+    /// The kubelet certificate job: auto = on where kubelet bootstraps or
+    /// holds a client certificate (a bootstrap kubeconfig, or a kubelet
+    /// kubeconfig that names a client certificate).
     #[arg(long, value_enum, value_name = "MODE")]
     pub kubelet: Option<config::KubeletMode>,
-    /// This node's name (default: $NODE_NAME, then the node's /etc/hostname).
+    /// This node's name (default: $NODE_NAME, then the name kubelet uses: its
+    /// current client certificate's, else its --hostname-override, else the
+    /// kernel hostname, lowercased).
     #[arg(long, env = "NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
     /// Where /metrics, /healthz and /readyz are served, or `off`

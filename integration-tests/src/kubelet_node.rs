@@ -104,8 +104,15 @@ impl KubeletFixture {
         } else {
             "  csr-timeout-seconds: 60\n"
         };
+        // Revocation renewals at once, unless the extra lines spread them
+        // (the default spread, 300 s, would put n1's renewal 121 s out).
+        let spread = if extra_kubelet_yaml.contains("revocation-spread-seconds") {
+            ""
+        } else {
+            "  revocation-spread-seconds: 0\n"
+        };
         let yaml = format!(
-            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n{timeout}{extra_kubelet_yaml}"
+            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n{timeout}{spread}{extra_kubelet_yaml}"
         );
         std::fs::write(&path, yaml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

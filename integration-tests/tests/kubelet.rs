@@ -554,3 +554,35 @@ fn revocation_matching_every_future_certificate_renews_once_and_never_storms() {
     let matches = report["agent"]["revocationMatches"].to_string();
     assert!(matches.contains("all-nodes"), "{matches}");
 }
+
+#[test]
+fn a_hostname_that_differs_from_the_node_name_only_in_case_renews_for_the_node_name() {
+    let fx = KubeletFixture::new("kb-case");
+    // kubelet's node (and its certificate) is n1; the node's hostname file says N1.
+    fx.node.write_file("/etc/hostname", b"N1\n", 0o644);
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    drop(agent);
+    // No node name configured: the agent must take kubelet's, not /etc/hostname's.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "kubelet:\n  mode: on\n  csr-timeout-seconds: 60\n").unwrap();
+    let out = Command::new(agent_binary())
+        .args(["renew", "--force", "--log-target", "stdout", "--config"])
+        .arg(&cfg)
+        .arg("--host-root")
+        .arg(fx.node.root())
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "renew --force failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = fx.client_cert().unwrap();
+    assert_ne!(serial(&second), serial(&first));
+    assert_eq!(subject(&second), "O=system:nodes, CN=system:node:n1");
+    assert_eq!(csr_requesters(&fx.server).last().unwrap(), "system:node:n1");
+}

@@ -22,6 +22,7 @@ pub use fleet::fleet;
 use node_cert_agent::config::{self, FileConfig, Flags, Settings, SourceSpec};
 use node_cert_agent::daemon;
 use node_cert_agent::kubelet::manager::{lock_path, KubeletJob, KubeletManager};
+use node_cert_agent::kubelet::scope;
 use node_cert_agent::node::distro::TrustStoreLayout;
 use node_cert_agent::node::fsutil;
 use node_cert_agent::node::hostroot::HostRoot;
@@ -53,7 +54,7 @@ struct NodeView {
 impl NodeView {
     fn of(settings: &Settings) -> anyhow::Result<Self> {
         let host = HostRoot::new(&settings.host_root)?;
-        let identity = NodeIdentity::read(&host, settings.kubelet.node_name.as_deref());
+        let identity = scope::node_identity(&host, &settings.kubelet);
         let state_dir = host.resolve(&settings.state_dir)?;
         let env: HashMap<String, String> = std::env::vars().collect();
         let bus = bus_address(&env, &host.resolve(Path::new(config::SYSTEM_BUS_SOCKET))?);
@@ -65,22 +66,21 @@ impl NodeView {
         })
     }
 
-    /// Whether the kubelet job runs on this node (`auto`: a kubeconfig exists).
+    /// Whether the kubelet job runs on this node (`auto`: where kubelet
+    /// bootstraps or holds a client certificate).
     fn kubelet_job_enabled(&self, settings: &Settings) -> bool {
         settings
             .kubelet
-            .job_enabled(|p| self.host.resolve(p).is_ok_and(|h| h.exists()))
+            .job_enabled(&scope::kubelet_on_node(&self.host, &settings.kubelet))
     }
 
     /// The kubelet job, if it runs on this node.
     fn kubelet_job(&self, settings: &Settings) -> anyhow::Result<Option<KubeletJob>> {
         if !self.kubelet_job_enabled(settings) {
-            tracing::info!("kubelet certificate job is off (no bootstrap or kubelet kubeconfig on the node; --kubelet on forces it)");
+            tracing::info!("kubelet certificate job is off (no bootstrap kubeconfig, and kubelet's kubeconfig names no client certificate: a token or an exec plugin leaves nothing to renew; --kubelet on forces it)");
             return Ok(None);
         }
-        let node_name = self.identity.name.clone().context(
-            "no node name: give --node-name, set NODE_NAME (the downward API's spec.nodeName in a pod), or kubelet.node-name in the config",
-        )?;
+        let node_name = scope::job_node_name(&self.identity, &settings.kubelet)?;
         let serving = settings.kubelet.serving_names(
             &node_name,
             self.identity.hostname.as_deref(),

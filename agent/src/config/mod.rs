@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use kubelet::{KeyType, KubeletConfig, KubeletMode, KubeletSettings, ServingConfig};
+pub use kubelet::{
+    KeyType, KubeletConfig, KubeletMode, KubeletOnNode, KubeletSettings, ServingConfig,
+};
 pub use ops::{parse_metrics_address, LogFormat, LogTarget, DEFAULT_METRICS_ADDRESS, METRICS_OFF};
 use serde::Deserialize;
 pub use trust::{

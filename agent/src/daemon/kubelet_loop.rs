@@ -317,8 +317,21 @@ mod tests {
             min_pass: Duration::from_millis(100),
             min_renewal: Duration::from_millis(500),
         };
+        // No revocation spread: the renewal for the revocation comes at once.
+        let manager = {
+            let job = node.manager().job();
+            let settings = crate::kubelet::manager::KubeletSettings {
+                revocation_spread: Duration::ZERO,
+                ..job.settings.clone()
+            };
+            KubeletManager::new(
+                node.host(),
+                node.systemd.clone(),
+                crate::kubelet::manager::KubeletJob { settings, ..job },
+            )
+        };
         let run = tokio::spawn(run_paced(
-            node.manager(),
+            manager,
             stop_rx,
             metrics.clone(),
             Feed::disabled(),

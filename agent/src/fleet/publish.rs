@@ -30,7 +30,9 @@ use super::schema::{
     KUBELET_CONDITION, PULL_TRUST_LABEL, TRUST_CONDITION, TRUST_SET_ANNOTATION, TRUST_SET_LABEL,
     VERSION_ANNOTATION,
 };
-use crate::kubelet::manager::{KubeletError, PassOutcome};
+use crate::kubelet::kubelet_config::KUBELET_ROTATION_FRACTION_MAX;
+use crate::kubelet::manager::{ClientTimes, KubeletError, PassOutcome};
+use crate::kubelet::renewal;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::trust::validate::{Finding, FindingKind};
 use crate::x509::time::rfc3339;
@@ -230,13 +232,13 @@ impl KubeletView {
                     KubeletReason::Expiring,
                     format!("the kubelet client certificate expired at {}", rfc3339(c.not_after)),
                 ),
-                Some(c) if c.deadline <= now => (
+                Some(c) if overdue_at(&c) <= now => (
                     KubeletReason::Expiring,
                     format!(
                         "the kubelet client certificate is past its renewal deadline and expires at {}{}",
                         rfc3339(c.not_after),
-                        if outcome.monitoring_only {
-                            "; kubelet rotates it itself (rotateCertificates: true): check kubelet's log"
+                        if c.kubelet_rotates || outcome.monitoring_only {
+                            "; kubelet rotates it itself (rotateCertificates: true) and has not by 90 % of its lifetime: check kubelet's log"
                         } else {
                             ""
                         }
@@ -259,6 +261,18 @@ impl KubeletView {
     }
 }
 
+/// When the client certificate is overdue: the agent's renewal deadline,
+/// or, where kubelet rotates it itself, the end of kubelet's own window
+/// (90 % of the lifetime; the agent's deadline is at 70 to 80 %), so that a
+/// healthy kubelet that rotates at, say, 85 % is never reported Expiring.
+fn overdue_at(c: &ClientTimes) -> i64 {
+    if c.kubelet_rotates {
+        renewal::deadline(c.not_before, c.not_after, KUBELET_ROTATION_FRACTION_MAX)
+    } else {
+        c.deadline
+    }
+}
+
 /// A failed renewal in words that stay the same across retries.
 fn kubelet_failure(e: &KubeletError) -> String {
     if e.is_auth() {
@@ -272,6 +286,7 @@ fn kubelet_failure(e: &KubeletError) -> String {
         KubeletError::Restart { unit, .. } | KubeletError::RestartFailed { unit, .. } => format!(
             "the restart of {unit} after the new certificate failed: see `journalctl -u {unit}` on the node"
         ),
+        KubeletError::NodeName(e) => e.to_string(),
         KubeletError::Api { server, .. } => format!(
             "renewing the kubelet certificate through {server} failed: see the agent's log (`kubelet certificate pass failed`); the agent retries"
         ),
@@ -615,7 +630,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::kubelet::manager::ClientTimes;
     use crate::trust::validate::Finding;
     use crate::x509::cert::Fingerprint;
 
@@ -635,8 +649,10 @@ mod tests {
     fn kubelet_ok() -> PassOutcome {
         PassOutcome {
             client: Some(ClientTimes {
+                not_before: NOW - 3600,
                 not_after: NOW + 86_400,
                 deadline: NOW + 3600,
+                kubelet_rotates: false,
             }),
             ..PassOutcome::default()
         }
@@ -834,6 +850,39 @@ mod tests {
         let v = KubeletView::of(&failing, NOW);
         assert_eq!(v.reason, KubeletReason::RenewalFailing);
         assert_eq!(v.client_not_after, None);
+    }
+
+    #[test]
+    fn a_certificate_kubelet_rotates_is_expiring_only_past_kubelets_own_window() {
+        // 100 h of life; the agent's deadline at 75 %, kubelet's window ends at 90 %.
+        let nb = NOW - 85 * 3600;
+        let times = |kubelet_rotates| ClientTimes {
+            not_before: nb,
+            not_after: nb + 100 * 3600,
+            deadline: nb + 75 * 3600,
+            kubelet_rotates,
+        };
+        let at = |kubelet_rotates, now| {
+            let o = PassOutcome {
+                client: Some(times(kubelet_rotates)),
+                monitoring_only: kubelet_rotates,
+                ..PassOutcome::default()
+            };
+            KubeletView::of(&o, now)
+        };
+        // At 85 %: kubelet may still rotate (70 to 90 %): healthy.
+        assert_eq!(at(true, NOW).reason, KubeletReason::Valid);
+        // The agent's own renewal is overdue at 85 %.
+        assert_eq!(at(false, NOW).reason, KubeletReason::Expiring);
+        // Past 90 %, kubelet is late too, and the message says whose it is.
+        let late = at(true, nb + 90 * 3600);
+        assert_eq!(late.reason, KubeletReason::Expiring);
+        assert!(
+            late.message.contains("kubelet rotates it itself"),
+            "{}",
+            late.message
+        );
+        assert_eq!(at(true, nb + 90 * 3600 - 1).reason, KubeletReason::Valid);
     }
 
     #[test]

@@ -10,6 +10,13 @@ use crate::node::hostroot::HostRoot;
 /// being read whole.
 const MAX_KUBELET_CONFIG_BYTES: u64 = 1024 * 1024;
 
+/// The latest point of a certificate's lifetime at which kubelet rotates
+/// its own client certificate: client-go's certificate manager picks
+/// `notBefore + lifetime × U[0.7, 0.9)` (`nextRotationDeadline`,
+/// `wait.Jitter(total, 0.2) - 0.3 × total`). Only past it is a certificate
+/// that kubelet rotates overdue.
+pub const KUBELET_ROTATION_FRACTION_MAX: f64 = 0.90;
+
 /// kubelet's own certificate rotation, as its config file says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SelfRotation {

@@ -28,12 +28,17 @@ use crate::k8s::client::{build_client, ClientError};
 use crate::k8s::kubeconfig::{self, KubeconfigError, ResolvedKubeconfig};
 use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::facts::facts_of;
+use crate::kubelet::facts::CertFacts;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::SelfRotation;
-use crate::kubelet::renewal::{self, Decision, RenewReason, Unsatisfiable};
+use crate::kubelet::renewal::{
+    self, Decision, FirstSeen, RenewReason, RevocationContext, Unsatisfiable,
+};
 use crate::kubelet::revocation::{self, Revocation, RevocationCache, SourceState};
+use crate::kubelet::scope::{self, NodeNameError};
 use crate::kubelet::state::{
-    self as kubelet_state, KubeletState, KubeletStateError, KUBELET_STATE_FILE,
+    self as kubelet_state, KubeletState, KubeletStateError, RevocationRecords, SeenRecord,
+    KUBELET_REVOCATIONS_FILE, KUBELET_STATE_FILE,
 };
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::fsutil::{self, FsError};
@@ -41,7 +46,7 @@ use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError};
 use crate::x509::cert::CertInfo;
-use crate::x509::time::{now_unix, rfc3339};
+use crate::x509::time::{now_unix, parse_rfc3339, rfc3339};
 
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.
@@ -96,6 +101,8 @@ pub enum KubeletError {
     State(#[from] KubeletStateError),
     #[error("cannot write kubelet's kubeconfig {}: {source}", path.display())]
     WriteKubeconfig { path: PathBuf, source: Box<FsError> },
+    #[error(transparent)]
+    NodeName(#[from] NodeNameError),
 }
 
 impl From<IdentityError> for KubeletError {
@@ -183,9 +190,13 @@ pub struct KubeconfigMismatch {
 /// When the current client certificate expires and is due for renewal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimes {
+    pub not_before: i64,
     pub not_after: i64,
     /// Its renewal deadline (Unix seconds).
     pub deadline: i64,
+    /// kubelet rotates it itself (`rotateCertificates`, deferred to): the
+    /// agent only monitors it, and kubelet's own deadline applies.
+    pub kubelet_rotates: bool,
 }
 
 pub struct KubeletManager<S: Systemd> {
@@ -200,13 +211,105 @@ pub struct KubeletManager<S: Systemd> {
     write_kubeconfig: bool,
     /// The daemon's watched RenewRevocations; `None` lists them per pass.
     revocation_cache: Option<Arc<RevocationCache>>,
-    /// Per certificate, the revocation entries no new certificate can
-    /// satisfy (renewal.rs's [`Unsatisfiable`]): a revocation without
-    /// notBefore can match every certificate this node can get (say, a
-    /// whole group), and renewing for it again would be a CSR storm, so it
-    /// is reported instead and the certificate renewed at its deadline.
-    /// Kept while the entry stands unchanged in a complete list.
-    unsatisfiable: std::sync::Mutex<[Unsatisfiable; 2]>,
+    /// What the job learned of the RenewRevocation entries
+    /// ([`RevocationMemory`]), also kept in
+    /// `<state-dir>/kubelet-revocations.json` so a restart of the agent
+    /// renews nothing again.
+    revocation_memory: std::sync::Mutex<RevocationMemory>,
+}
+
+/// What the job learned of the RenewRevocation entries, each kept while it
+/// stands unchanged in a complete list:
+///
+/// - when each was first seen to match a current certificate (renewal.rs's
+///   [`FirstSeen`]): the node renews at its share of the revocation spread
+///   after that, however often the pass runs in between, or the agent
+///   restarts;
+/// - per certificate, those no new certificate can satisfy (renewal.rs's
+///   [`Unsatisfiable`]): a revocation without notBefore can match every
+///   certificate this node can get (say, a whole group), and renewing for
+///   it again would be a CSR storm, so it is reported instead and the
+///   certificate renewed at its deadline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RevocationMemory {
+    first_seen: FirstSeen,
+    /// By [`slot`].
+    unsatisfiable: [Unsatisfiable; 2],
+}
+
+impl RevocationMemory {
+    /// From the file; a time that does not parse is skipped (seen afresh).
+    fn from_records(records: &RevocationRecords) -> Self {
+        let first_seen = FirstSeen::from_entries(
+            records
+                .seen
+                .iter()
+                .filter_map(|s| Some((s.entry.clone(), parse_rfc3339(&s.first_seen)?)))
+                .collect(),
+        );
+        let unsatisfiable = [CertKind::Client, CertKind::Serving].map(|kind| {
+            Unsatisfiable::from_entries(
+                records
+                    .unsatisfiable
+                    .get(kind.name())
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        });
+        Self {
+            first_seen,
+            unsatisfiable,
+        }
+    }
+
+    fn to_records(&self) -> RevocationRecords {
+        RevocationRecords {
+            seen: self
+                .first_seen
+                .entries()
+                .iter()
+                .map(|(entry, at)| SeenRecord {
+                    entry: entry.clone(),
+                    first_seen: rfc3339(*at),
+                })
+                .collect(),
+            unsatisfiable: [CertKind::Client, CertKind::Serving]
+                .into_iter()
+                .filter(|kind| !self.unsatisfiable[slot(*kind)].entries().is_empty())
+                .map(|kind| {
+                    (
+                        kind.name().to_string(),
+                        self.unsatisfiable[slot(kind)].entries().to_vec(),
+                    )
+                })
+                .collect(),
+            ..RevocationRecords::default()
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        self.first_seen.merge(&other.first_seen);
+        for (mine, theirs) in self.unsatisfiable.iter_mut().zip(&other.unsatisfiable) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// Forgets what a complete list no longer holds unchanged.
+    fn retain_listed(&mut self, listed: &[Revocation]) {
+        self.first_seen.retain_listed(listed);
+        for known in &mut self.unsatisfiable {
+            known.retain_listed(listed);
+        }
+    }
+
+    /// The decision's view for certificate `kind`.
+    fn context(&self, kind: CertKind, spread: Duration) -> RevocationContext<'_> {
+        RevocationContext {
+            unsatisfiable: &self.unsatisfiable[slot(kind)],
+            first_seen: &self.first_seen,
+            spread,
+        }
+    }
 }
 
 impl<S: Systemd> KubeletManager<S> {
@@ -224,7 +327,7 @@ impl<S: Systemd> KubeletManager<S> {
             lock_path: job.lock_path,
             write_kubeconfig: job.write_kubeconfig,
             revocation_cache: None,
-            unsatisfiable: std::sync::Mutex::new(Default::default()),
+            revocation_memory: std::sync::Mutex::new(RevocationMemory::default()),
         }
     }
 
@@ -290,12 +393,11 @@ impl<S: Systemd> KubeletManager<S> {
             outcome.failures.push(e);
         }
         let revocations = self.revocations(now, &mut outcome).await;
+        // What another process (`renew`, or this agent before a restart)
+        // learned, joined with what this one knows.
+        let kept = self.recall_revocations();
         if outcome.revocations == SourceState::Synced {
-            self.with_unsatisfiable(|known| {
-                for k in known.iter_mut() {
-                    k.retain_listed(&revocations);
-                }
-            });
+            self.with_memory(|m| m.retain_listed(&revocations));
         }
 
         let mut kinds = vec![(CertKind::Client, Purpose::Client)];
@@ -327,6 +429,15 @@ impl<S: Systemd> KubeletManager<S> {
             ) else {
                 continue;
             };
+            if kind == CertKind::Client {
+                let facts = current.as_ref().map(facts_of);
+                let link = self.store.current_link(kind);
+                if let Err(e) = scope::check_renewal_name(facts.as_ref(), &self.node_name, &link) {
+                    error!(cert = kind.name(), "{e}");
+                    outcome.failures.push(e.into());
+                    continue;
+                }
+            }
             info!(cert = kind.name(), reason = %reason, "renewing the kubelet {} certificate: {reason}", kind.name());
             let usable_client = client_current
                 .as_ref()
@@ -341,7 +452,7 @@ impl<S: Systemd> KubeletManager<S> {
                 outcome.failures.push(e);
                 continue;
             }
-            self.learn_unsatisfiable(kind, &revocations, &mut outcome);
+            self.learn_unsatisfiable(kind, &revocations, now_unix(), &mut outcome);
             outcome.reasons.push((kind, reason.clone()));
             outcome.renewed.push(kind);
             // kubelet reads its certificates at start: restart it now, so a
@@ -350,18 +461,24 @@ impl<S: Systemd> KubeletManager<S> {
                 outcome.failures.push(e);
             }
         }
-        // The new certificates set the next deadline.
+        // The new certificates set the next deadline (a revocation that
+        // takes effect later may come first).
         for kind in &outcome.renewed {
-            if let Some(f) = self.read_current(*kind).as_ref().map(facts_of) {
-                let d = renewal::deadline(
-                    f.not_before,
-                    f.not_after,
-                    renewal::renewal_fraction(&self.node_name),
-                );
+            if let Some(d) = self.next_renewal(*kind, &revocations) {
                 outcome.next_deadline = Some(outcome.next_deadline.map_or(d, |x| x.min(d)));
             }
         }
-        if !(self.settings.defer_to_kubelet_rotation && self.kubelet_rotates_itself()) {
+        // A first sighting is kept while the entry matches a current
+        // certificate; then what was learned goes to the state directory.
+        let current: Vec<CertFacts> = [CertKind::Client, CertKind::Serving]
+            .into_iter()
+            .filter_map(|kind| self.read_current(kind).as_ref().map(facts_of))
+            .collect();
+        self.with_memory(|m| m.first_seen.retain_matching(&current));
+        self.keep_revocations(kept.as_ref());
+        let kubelet_rotates =
+            self.settings.defer_to_kubelet_rotation && self.kubelet_rotates_itself();
+        if !kubelet_rotates {
             outcome.kubeconfig_mismatch = self.kubeconfig_mismatch();
         }
         outcome.unfixable_revocations = self.standing_unsatisfiable();
@@ -370,7 +487,9 @@ impl<S: Systemd> KubeletManager<S> {
             .as_ref()
             .map(facts_of)
             .map(|f| ClientTimes {
+                not_before: f.not_before,
                 not_after: f.not_after,
+                kubelet_rotates,
                 deadline: renewal::deadline(
                     f.not_before,
                     f.not_after,
@@ -392,9 +511,18 @@ impl<S: Systemd> KubeletManager<S> {
         outcome: &mut PassOutcome,
     ) -> Option<RenewReason> {
         let facts = current.map(facts_of);
-        let known = self.unsatisfiable_of(kind);
-        let (decision, bad) =
-            renewal::decide_except(facts.as_ref(), &self.node_name, now, revocations, &known);
+        if let Some(f) = &facts {
+            self.with_memory(|m| m.first_seen.note(revocations, f, now));
+        }
+        let memory = self.memory();
+        let known = &memory.unsatisfiable[slot(kind)];
+        let (decision, bad) = renewal::decide_except(
+            facts.as_ref(),
+            &self.node_name,
+            now,
+            revocations,
+            memory.context(kind, self.settings.revocation_spread),
+        );
         for (r, e) in bad {
             warn!(revocation = %r.label(), "ignoring a RenewRevocation entry: {e}");
         }
@@ -406,6 +534,26 @@ impl<S: Systemd> KubeletManager<S> {
             _ if force => RenewReason::Forced,
             Decision::RenewNow(reason) => reason,
             Decision::RenewAt { deadline, .. } if deadline <= now => RenewReason::Due { deadline },
+            Decision::RenewRevokedAt {
+                at,
+                label,
+                deadline,
+            } => {
+                let spread_s = self.settings.revocation_spread.as_secs();
+                info!(
+                    cert = kind.name(),
+                    revocation = %label,
+                    renew_at = %rfc3339(at),
+                    deadline = %rfc3339(deadline),
+                    spread_s,
+                    "kubelet {} certificate is revoked ({label}); renewing it at {}: this node's share of the {spread_s} s revocation spread (kubelet.revocation-spread-seconds) after the revocation was seen or took effect, so that the nodes it revokes do not all renew at once; never later than its normal deadline {}",
+                    kind.name(),
+                    rfc3339(at),
+                    rfc3339(deadline)
+                );
+                schedule(at);
+                return None;
+            }
             Decision::RenewAt { deadline, fraction } => {
                 let standing: Vec<String> = facts
                     .as_ref()
@@ -468,12 +616,14 @@ impl<S: Systemd> KubeletManager<S> {
         &self,
         kind: CertKind,
         revocations: &[Revocation],
+        now: i64,
         outcome: &mut PassOutcome,
     ) {
         let Some(issued) = self.read_current(kind).as_ref().map(facts_of) else {
             return;
         };
-        let found = self.with_unsatisfiable(|known| known[slot(kind)].learn(revocations, &issued));
+        let found =
+            self.with_memory(|m| m.unsatisfiable[slot(kind)].learn(revocations, &issued, now));
         let next = rfc3339(renewal::deadline(
             issued.not_before,
             issued.not_after,
@@ -484,8 +634,9 @@ impl<S: Systemd> KubeletManager<S> {
             let why = match &r.not_before {
                 None => "without a notBefore it revokes every certificate this node can get".to_string(),
                 Some(cutoff) => format!(
-                    "its notBefore {cutoff} is later than the new certificate's notBefore {} (signers backdate it)",
-                    rfc3339(issued.not_before)
+                    "its notBefore {cutoff} has passed, yet the new certificate counts as issued before it (its notBefore {} plus the {} s by which kube-controller-manager's signer backdates): the signer's clock is behind, or it backdates by more",
+                    rfc3339(issued.not_before),
+                    revocation::SIGNER_BACKDATE
                 ),
             };
             error!(
@@ -504,9 +655,10 @@ impl<S: Systemd> KubeletManager<S> {
     /// The unsatisfiable entries the current certificates match, by label.
     fn standing_unsatisfiable(&self) -> Vec<String> {
         let mut labels = Vec::new();
+        let memory = self.memory();
         for kind in [CertKind::Client, CertKind::Serving] {
-            let known = self.unsatisfiable_of(kind);
-            if known == Unsatisfiable::default() {
+            let known = &memory.unsatisfiable[slot(kind)];
+            if known.entries().is_empty() {
                 continue;
             }
             let Some(facts) = self.read_current(kind).as_ref().map(facts_of) else {
@@ -522,18 +674,78 @@ impl<S: Systemd> KubeletManager<S> {
         labels
     }
 
-    fn unsatisfiable_of(&self, kind: CertKind) -> Unsatisfiable {
-        self.with_unsatisfiable(|known| known[slot(kind)].clone())
+    /// When the certificate `kind` (just renewed) is to be renewed next:
+    /// its deadline, or the time a revocation it still matches makes it due.
+    fn next_renewal(&self, kind: CertKind, revocations: &[Revocation]) -> Option<i64> {
+        let facts = self.read_current(kind).as_ref().map(facts_of)?;
+        let now = now_unix();
+        self.with_memory(|m| m.first_seen.note(revocations, &facts, now));
+        let memory = self.memory();
+        let (decision, _) = renewal::decide_except(
+            Some(&facts),
+            &self.node_name,
+            now,
+            revocations,
+            memory.context(kind, self.settings.revocation_spread),
+        );
+        Some(match decision {
+            Decision::RenewNow(_) => now,
+            Decision::RenewAt { deadline, .. } => deadline,
+            Decision::RenewRevokedAt { at, .. } => at,
+        })
     }
 
-    fn with_unsatisfiable<T>(&self, f: impl FnOnce(&mut [Unsatisfiable; 2]) -> T) -> T {
+    fn memory(&self) -> RevocationMemory {
+        self.with_memory(|m| m.clone())
+    }
+
+    fn with_memory<T>(&self, f: impl FnOnce(&mut RevocationMemory) -> T) -> T {
         // A panic while holding it leaves plain data behind: still the best
         // knowledge there is.
-        let mut known = self
-            .unsatisfiable
+        let mut memory = self
+            .revocation_memory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut known)
+        f(&mut memory)
+    }
+
+    /// Joins what the revocation file holds into what this process knows,
+    /// and returns it as read (`None`: unreadable, so it is written again).
+    /// Memory stays the reference: a file that cannot be read or written
+    /// costs at most one renewal after a restart of the agent, never a
+    /// renewal per pass.
+    fn recall_revocations(&self) -> Option<RevocationMemory> {
+        match kubelet_state::load_revocations(&self.revocations_path()) {
+            Ok(records) => {
+                let kept = RevocationMemory::from_records(&records);
+                self.with_memory(|m| m.merge(&kept));
+                Some(kept)
+            }
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        }
+    }
+
+    /// Writes what this process knows to the revocation file, when it
+    /// differs from what the file held (`kept`).
+    fn keep_revocations(&self, kept: Option<&RevocationMemory>) {
+        let memory = self.memory();
+        if kept == Some(&memory) {
+            return;
+        }
+        let path = self.revocations_path();
+        if let Err(e) = kubelet_state::save_revocations(&path, &memory.to_records()) {
+            warn!(
+                path = %path.display(),
+                "{e}; what the agent learned of the RenewRevocations is kept in memory only: after a restart of the agent a revoked certificate may be renewed once more"
+            );
+        }
+    }
+
+    fn revocations_path(&self) -> PathBuf {
+        self.lock_path.with_file_name(KUBELET_REVOCATIONS_FILE)
     }
 
     fn read_current(&self, kind: CertKind) -> Option<CurrentCert> {
@@ -882,7 +1094,169 @@ pub fn lock_path(state_dir: &Path) -> PathBuf {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::kubelet::fake_api::{documentation_example, FakeApi, TestNode, EXAMPLE_GROUP_LABEL};
+    use crate::kubelet::fake_api::{
+        documentation_example, FakeApi, TestNode, EXAMPLE_GROUP_LABEL, NODE,
+    };
+    use crate::node::systemd::fake::RecordingSystemd;
+
+    /// `node`'s manager with `kubelet.revocation-spread-seconds: spread`: a
+    /// new manager is also the agent after a restart.
+    fn manager_with_spread(
+        node: &TestNode,
+        spread: Duration,
+    ) -> KubeletManager<Arc<RecordingSystemd>> {
+        let job = node.manager().job();
+        let settings = KubeletSettings {
+            revocation_spread: spread,
+            ..job.settings.clone()
+        };
+        KubeletManager::new(
+            node.host(),
+            node.systemd.clone(),
+            KubeletJob { settings, ..job },
+        )
+    }
+
+    /// A RenewRevocation object in kube-system with one entry.
+    fn renew_revocation(name: &str, entry: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "certificates.microsoft.com/v1",
+            "kind": "RenewRevocation",
+            "metadata": {"name": name, "namespace": "kube-system", "uid": format!("uid-{name}"), "resourceVersion": "9"},
+            "spec": {"revocations": [entry]},
+        })
+    }
+
+    /// The case: a revocation of everything issued before the
+    /// moment it was written (`notBefore` = its creation time), against a
+    /// signer that backdates by 5 minutes. One renewal; the new certificate
+    /// is not revoked (it was signed after the cutoff, though its notBefore
+    /// is 5 minutes before it); no second renewal, and none after a restart
+    /// of the agent.
+    #[tokio::test]
+    async fn a_revocation_of_everything_before_its_creation_renews_once_and_not_after_a_restart() {
+        let api = FakeApi::start(3600);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 600, now + 3000);
+        let created = now_unix();
+        api.set_revocations(vec![renew_revocation(
+            "before-now",
+            serde_json::json!({"kind": "Group", "group": "system:nodes", "notBefore": rfc3339(created)}),
+        )]);
+        let label = "RenewRevocation before-now: Group system:nodes";
+        let manager = manager_with_spread(&node, Duration::ZERO);
+
+        let first = manager.pass(false).await.unwrap();
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert_eq!(
+            first.reasons,
+            [(CertKind::Client, RenewReason::Revoked(label.into()))]
+        );
+        assert!(
+            first.unfixable_found.is_empty() && first.unfixable_revocations.is_empty(),
+            "the new certificate is not revoked: {:?}",
+            first.unfixable_revocations
+        );
+        let issued = &api.issued()[0];
+        assert_eq!(issued.not_before, issued.at - 300, "the signer backdates");
+        assert!(issued.not_before < created, "{issued:?} vs {created}");
+
+        let second = manager.pass(false).await.unwrap();
+        assert!(second.renewed.is_empty(), "{:?}", second.reasons);
+        assert!(second.unfixable_revocations.is_empty());
+
+        let restarted = manager_with_spread(&node, Duration::ZERO);
+        let third = restarted.pass(false).await.unwrap();
+        assert!(third.failures.is_empty(), "{:?}", third.failures);
+        assert!(third.renewed.is_empty(), "{:?}", third.reasons);
+        assert_eq!(api.issued().len(), 1);
+        assert_eq!(node.systemd.restarts().len(), 1);
+    }
+
+    /// The documentation's example can never be satisfied (its Group entry
+    /// has no notBefore): what the first agent learned is kept in the state
+    /// directory, so the agent after a restart (a rollout of the DaemonSet)
+    /// neither renews for it again nor announces it again, and still says
+    /// it stands.
+    #[tokio::test]
+    async fn an_unsatisfiable_revocation_learned_before_a_restart_of_the_agent_renews_nothing_after_it(
+    ) {
+        let api = FakeApi::start(3600);
+        api.set_revocations(vec![documentation_example()]);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 300, now + 3600);
+
+        let first = manager_with_spread(&node, Duration::ZERO)
+            .pass(false)
+            .await
+            .unwrap();
+        assert_eq!(first.renewed, [CertKind::Client]);
+        assert_eq!(first.unfixable_found, [EXAMPLE_GROUP_LABEL]);
+        let records = kubelet_state::load_revocations(
+            &node.state_dir.join(kubelet_state::KUBELET_REVOCATIONS_FILE),
+        )
+        .unwrap();
+        assert_eq!(records.version, kubelet_state::REVOCATIONS_VERSION);
+        assert_eq!(records.unsatisfiable["client"].len(), 1);
+
+        let restarted = manager_with_spread(&node, Duration::ZERO);
+        let after = restarted.pass(false).await.unwrap();
+        assert!(after.failures.is_empty(), "{:?}", after.failures);
+        assert!(after.renewed.is_empty(), "{:?}", after.reasons);
+        assert!(
+            after.unfixable_found.is_empty(),
+            "announced before the restart"
+        );
+        assert_eq!(after.unfixable_revocations, [EXAMPLE_GROUP_LABEL]);
+        assert_eq!(api.issued().len(), 1);
+    }
+
+    /// A fleet-wide revocation wakes every node at once: this node renews
+    /// at its share of `kubelet.revocation-spread-seconds` after it saw the
+    /// revocation, not at once, and a restart of the agent in between does
+    /// not push that time back.
+    #[tokio::test]
+    async fn a_revoked_certificate_waits_for_its_nodes_share_of_the_spread_across_a_restart() {
+        let spread = Duration::from_secs(3600);
+        let offset = renewal::revocation_offset(NODE, spread);
+        assert!(offset > 0, "{NODE} renews at the start of the spread");
+        let api = FakeApi::start(3600);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 600, now + 86_400);
+        api.set_revocations(vec![renew_revocation(
+            "before-now",
+            serde_json::json!({"kind": "Group", "group": "system:nodes", "notBefore": rfc3339(now)}),
+        )]);
+
+        let before = now_unix();
+        let first = manager_with_spread(&node, spread)
+            .pass(false)
+            .await
+            .unwrap();
+        let after = now_unix();
+        assert!(first.failures.is_empty(), "{:?}", first.failures);
+        assert!(first.renewed.is_empty(), "not at once: {:?}", first.reasons);
+        let at = first.next_deadline.unwrap();
+        assert!(
+            (before + offset..=after + offset).contains(&at),
+            "renews at {at}, {offset} s after it saw the revocation at {before}..{after}"
+        );
+
+        // Restarted a moment later: a new sighting would move the time.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let restarted = manager_with_spread(&node, spread);
+        let again = restarted.pass(false).await.unwrap();
+        assert!(again.renewed.is_empty(), "{:?}", again.reasons);
+        assert_eq!(
+            again.next_deadline,
+            Some(at),
+            "the same time after a restart"
+        );
+        assert!(api.issued().is_empty());
+        // `renew --force` still renews at once.
+        let forced = restarted.pass(true).await.unwrap();
+        assert_eq!(forced.renewed, [CertKind::Client]);
+    }
 
     #[test]
     fn identity_errors_read_the_same_as_kubelet_errors() {
@@ -925,7 +1299,7 @@ mod tests {
         api.set_revocations(vec![documentation_example()]);
         let now = now_unix();
         let node = TestNode::new(&api, now - 300, now + 3600);
-        let manager = node.manager();
+        let manager = manager_with_spread(&node, Duration::ZERO);
 
         let first = manager.pass(false).await.unwrap();
         assert!(first.failures.is_empty(), "{:?}", first.failures);
@@ -975,7 +1349,7 @@ mod tests {
         api.set_revocations(vec![documentation_example()]);
         let now = now_unix();
         let node = TestNode::new(&api, now - 300, now + 3600);
-        let manager = node.manager();
+        let manager = manager_with_spread(&node, Duration::ZERO);
 
         let first = manager.pass(false).await.unwrap();
         assert_eq!(first.renewed, [CertKind::Client]);

@@ -2,8 +2,9 @@
 //! certificate it decides on ([`facts`]), revocations ([`revocation`]), how
 //! to get a certificate through the CSR API ([`csr`]) and with which
 //! identity ([`identity`]), kubelet's files ([`store`],
-//! [`kubelet_config`]; kubeconfigs are `k8s`'), and one pass over the client (and opt-in serving)
-//! certificate ([`manager`]).
+//! [`kubelet_config`]; kubeconfigs are `k8s`'), what the job covers on
+//! this node and for which node name ([`scope`]), and one pass over the
+//! client (and opt-in serving) certificate ([`manager`]).
 //!
 //! Boundary: depends only on the leaves (`x509`, `node`, `config`). It
 //! writes only kubelet's certificate files in kubelet's own layout, and
@@ -18,5 +19,6 @@ pub mod kubelet_config;
 pub mod manager;
 pub mod renewal;
 pub mod revocation;
+pub mod scope;
 pub mod state;
 pub mod store;

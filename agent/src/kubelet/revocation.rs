@@ -176,12 +176,22 @@ impl Revocation {
             .map(String::as_str)
     }
 
-    /// Whether this entry revokes a certificate with `facts`.
+    /// The entry's `notBefore` as Unix time, if it has one.
+    pub fn cutoff(&self) -> Result<Option<i64>, RevocationError> {
+        self.not_before
+            .as_ref()
+            .map(|nb| {
+                crate::x509::time::parse_rfc3339(nb)
+                    .ok_or_else(|| RevocationError::BadTime(nb.clone()))
+            })
+            .transpose()
+    }
+
+    /// Whether this entry revokes a certificate with `facts`. With a
+    /// `notBefore`, only a certificate issued before it ([`issued_at`]).
     pub fn matches(&self, facts: &CertFacts) -> Result<bool, RevocationError> {
-        if let Some(nb) = &self.not_before {
-            let cutoff = crate::x509::time::parse_rfc3339(nb)
-                .ok_or_else(|| RevocationError::BadTime(nb.clone()))?;
-            if facts.not_before >= cutoff {
+        if let Some(cutoff) = self.cutoff()? {
+            if issued_at(facts) >= cutoff {
                 return Ok(false);
             }
         }
@@ -226,6 +236,25 @@ impl Revocation {
             other => Err(RevocationError::UnknownKind(other.to_string())),
         }
     }
+}
+
+/// How far kube-controller-manager's signer backdates a certificate: it
+/// issues every one with `NotBefore = now - 5 min`
+/// (`pkg/controller/certificates/signer`: `Backdate: 5 * time.Minute`,
+/// applied by `authority.PermissiveSigningPolicy` to short- and long-lived
+/// certificates alike).
+pub const SIGNER_BACKDATE: i64 = 300;
+
+/// When a certificate was issued, for a revocation's `notBefore` ("only
+/// certificates issued before that time are revoked"): its `notBefore` plus
+/// the signer's [`SIGNER_BACKDATE`]. For kube-controller-manager's signer
+/// that is the moment it signed; without the allowance, a revocation of
+/// "everything issued before now" would revoke its own replacements, issued
+/// moments later with a `notBefore` 5 minutes earlier. The price: a
+/// certificate of a signer that does not backdate counts as issued up to 5
+/// minutes later than it was.
+pub fn issued_at(facts: &CertFacts) -> i64 {
+    facts.not_before.saturating_add(SIGNER_BACKDATE)
 }
 
 /// A listed object, read as a RenewRevocation: only its spec is decoded,
@@ -554,17 +583,54 @@ mod tests {
         assert!(!rev("IP", "ip", "10.0.0.8").matches(&f).unwrap());
     }
 
+    /// kube-controller-manager signs with `notBefore = now - 5 min`: a
+    /// certificate counts as issued at its notBefore + 5 min.
     #[test]
     fn revocation_with_not_before_spares_certificates_issued_after_it() {
         let f = facts("n1");
+        let signed = f.not_before + SIGNER_BACKDATE;
+        assert_eq!(issued_at(&f), signed);
         let mut r = rev("Group", "group", "system:nodes");
-        r.not_before = Some(rfc3339(f.not_before + 1));
+        r.not_before = Some(rfc3339(signed + 1));
         assert!(r.matches(&f).unwrap(), "issued before the cutoff: revoked");
-        r.not_before = Some(rfc3339(f.not_before));
+        r.not_before = Some(rfc3339(signed));
+        assert!(!r.matches(&f).unwrap(), "issued at the cutoff: kept");
+        r.not_before = Some(rfc3339(f.not_before + 1));
         assert!(
             !r.matches(&f).unwrap(),
-            "issued at or after the cutoff: kept"
+            "a notBefore within the signer's backdate was signed after the cutoff: kept"
         );
+    }
+
+    /// The issue's case: a revocation of "everything issued before now",
+    /// written when it was created, against the certificate a renewal got
+    /// moments later from a signer that backdates by 5 minutes.
+    #[test]
+    fn a_revocation_of_everything_before_now_spares_the_replacement_signed_after_it() {
+        let created = 1_700_000_000;
+        let mut r = rev("Group", "group", "system:nodes");
+        r.not_before = Some(rfc3339(created));
+        let old = CertFacts {
+            not_before: created - 86_400,
+            not_after: created + 86_400,
+            ..facts("n1")
+        };
+        assert!(
+            r.matches(&old).unwrap(),
+            "the certificate before it: revoked"
+        );
+        for signed in [created, created + 1, created + 60] {
+            let replacement = CertFacts {
+                not_before: signed - SIGNER_BACKDATE,
+                not_after: signed + 86_400,
+                ..facts("n1")
+            };
+            assert!(
+                !r.matches(&replacement).unwrap(),
+                "signed {}s after the revocation: kept",
+                signed - created
+            );
+        }
     }
 
     #[test]

@@ -370,7 +370,10 @@ mod tests {
         let node = NodeIdentity::read(&host, settings.kubelet.node_name.as_deref());
         let job = settings
             .kubelet
-            .job_enabled(|p| host.resolve(p).is_ok_and(|h| h.exists()));
+            .job_enabled(&crate::kubelet::scope::kubelet_on_node(
+                &host,
+                &settings.kubelet,
+            ));
         let src = StatusSources::from_settings(&settings, host, Ok(layout), &node, job);
         assert_eq!(src.node_name.as_deref(), Some("node-7"));
         let facts = gather(&src, crate::x509::time::now_unix());
