@@ -23,6 +23,7 @@ const OUTCOME_TYPES: &[&str] = &[
     "trust::reconcile::Outcome",
     "trust::reconcile::ReconcileError",
     "trust::pull_trust::PullTrust",
+    "trust::waiting_pods::WaitingPods",
     "kubelet::manager::PassOutcome",
     "kubelet::manager::KubeletError",
     "kubelet::renewal::RenewReason",

@@ -39,7 +39,12 @@ fn both_host_units_may_write_every_familys_anchors_directory() {
         "node-cert-agent.service",
         "node-cert-agent-provision.service",
     ] {
-        for family in [Family::Debian, Family::RedHat, Family::Suse, Family::Flatcar] {
+        for family in [
+            Family::Debian,
+            Family::RedHat,
+            Family::Suse,
+            Family::Flatcar,
+        ] {
             let dir = family.layout().anchors_dir;
             assert!(
                 writable(unit, &dir),

@@ -2304,3 +2304,182 @@ fn custom_resource_writes_take_dry_run_field_validation_namespaces_and_their_pat
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(server.revocations().len(), 1);
 }
+
+/// A pod bound to `node` as the scheduler and kubelet leave it.
+fn pod_on(
+    ns: &str,
+    name: &str,
+    node: &str,
+    phase: &str,
+    extra: Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut v = json!({
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example:5000/app:1"}]},
+        "status": {"phase": phase},
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            let into = o.entry(k.clone()).or_insert(json!({}));
+            for (kk, xx) in x.as_object().unwrap() {
+                into[kk] = xx.clone();
+            }
+        }
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn names_of(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["metadata"]["namespace"].as_str().unwrap(),
+                i["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pods_are_read_as_kube_apiserver_serves_them_and_a_node_lists_only_its_own() {
+    let server = ApiServer::start();
+    server.add_namespace("shop");
+    server.set_pod(pod_on(
+        "shop",
+        "a",
+        "n1",
+        "Pending",
+        json!({"spec": {"hostNetwork": true}, "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}]}}),
+    ));
+    server.set_pod(pod_on("shop", "b", "n2", "Pending", json!({})));
+    server.set_pod(pod_on("default", "c", "n1", "Running", json!({})));
+    let node = identity(&server, "system:node:n1", &["system:nodes"]);
+    let admin = identity(&server, "kubernetes-admin", &["system:masters"]);
+    let get =
+        |c: &Http, path: &str| json_of(c.get(format!("{}{path}", server.url())).send().unwrap());
+
+    // The node's own pods in every namespace, from the watch cache.
+    let (code, list) = get(
+        &node,
+        "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&resourceVersion=0&resourceVersionMatch=NotOlderThan",
+    );
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(
+        (list["kind"].as_str(), list["apiVersion"].as_str()),
+        (Some("PodList"), Some("v1"))
+    );
+    assert!(
+        list["metadata"]["resourceVersion"].as_str().is_some(),
+        "{list}"
+    );
+    assert_eq!(names_of(&list), ["default/c", "shop/a"]);
+    let item = &list["items"][1];
+    assert!(
+        item.get("kind").is_none() && item.get("apiVersion").is_none(),
+        "{item}"
+    );
+    assert_eq!(item["status"]["podIP"], "10.0.0.5");
+    // ... and in one namespace.
+    let (code, list) = get(
+        &node,
+        "/api/v1/namespaces/shop/pods?fieldSelector=spec.nodeName%3Dn1",
+    );
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(names_of(&list), ["shop/a"]);
+
+    // Without the selector, with another node's, or by name: refused by
+    // the Node authorizer (no pod is in its graph here), with its reason.
+    for (path, reason) in [
+        (
+            "/api/v1/pods",
+            "can only list/watch pods with spec.nodeName field selector",
+        ),
+        (
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn2",
+            "can only list/watch pods with spec.nodeName field selector",
+        ),
+        (
+            "/api/v1/namespaces/shop/pods/a",
+            "no relationship found between node 'n1' and this object",
+        ),
+    ] {
+        let (code, status) = get(&node, path);
+        assert_eq!(code, 403, "{path}: {status}");
+        let message = status["message"].as_str().unwrap();
+        assert!(
+            message.contains("User \"system:node:n1\" cannot"),
+            "{message}"
+        );
+        assert!(message.ends_with(reason), "{path}: {message}");
+    }
+
+    // The field labels of v1 Pods (spec.host is the old name of
+    // spec.nodeName); anything else is a 400.
+    for (selector, expected) in [
+        ("spec.host%3Dn1", vec!["default/c", "shop/a"]),
+        ("status.phase%3DRunning", vec!["default/c"]),
+        ("spec.hostNetwork%3Dtrue", vec!["shop/a"]),
+        ("status.podIP%3D10.0.0.5", vec!["shop/a"]),
+        ("spec.nodeName!%3Dn1", vec!["shop/b"]),
+        (
+            "metadata.namespace%3Dshop,spec.nodeName%3Dn2",
+            vec!["shop/b"],
+        ),
+    ] {
+        let (code, list) = get(&admin, &format!("/api/v1/pods?fieldSelector={selector}"));
+        assert_eq!(code, 200, "{selector}: {list}");
+        assert_eq!(names_of(&list), expected, "{selector}");
+    }
+    let (code, status) = get(&admin, "/api/v1/pods?fieldSelector=spec.containers%3Dapp");
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(status["reason"], "BadRequest");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("field label not supported: spec.containers"),
+        "{status}"
+    );
+
+    // The stored pod, as an admin reads it, and discovery.
+    let (code, a) = get(&admin, "/api/v1/namespaces/shop/pods/a");
+    assert_eq!(code, 200, "{a}");
+    assert_eq!(
+        (a["kind"].as_str(), a["spec"]["nodeName"].as_str()),
+        (Some("Pod"), Some("n1"))
+    );
+    let (_, resources) = get(&admin, "/api/v1");
+    let pods = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (pods["kind"].as_str(), pods["namespaced"].as_bool()),
+        (Some("Pod"), Some(true))
+    );
+
+    // Writes are not served here (tests put pods with `set_pod`).
+    let (code, _) = json_of(
+        admin
+            .post(format!("{}/api/v1/namespaces/shop/pods", server.url()))
+            .json(&json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "app", "image": "x"}]}}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 405);
+    let (code, _) = json_of(
+        admin
+            .delete(format!("{}/api/v1/namespaces/shop/pods/a", server.url()))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 405);
+    assert!(server.node("n1").is_none(), "pods need no Node here");
+}

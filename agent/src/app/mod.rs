@@ -214,12 +214,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    // The pods still waiting for a pull after a CA change are listed with
+    // the node's identity (a node may list the pods bound to it), which the
+    // kubelet job keeps; without it they are not reported.
+    let waiting_pods = match (&reconciler, &kubelet) {
+        (Some(_), Some(manager)) => {
+            let identity = KubeletManager::new(
+                node.host.clone(),
+                DbusSystemd::new(node.bus.clone()),
+                manager.job(),
+            );
+            Some(daemon::waiting_pods::WaitingPodsCheck::new(
+                manager.node_name().to_string(),
+                Arc::new(move || identity.node_client()),
+            ))
+        }
+        (Some(_), None) => {
+            tracing::info!("pods waiting for an image pull after a CA change are not reported: listing them uses the node's identity, which the kubelet certificate job keeps, and the job is off");
+            None
+        }
+        (None, _) => None,
+    };
     let obs = daemon::Observability {
         metrics,
         listen: settings.ops.metrics_address,
         status_path: node.state_dir.join(DAEMON_STATUS_FILE),
         certificates: Some(certificates.inventory()),
         fleet,
+        waiting_pods,
     };
     if let Some(manager) = &kubelet {
         // Node Events need the node's API identity, which the kubelet job

@@ -11,10 +11,11 @@ use std::time::Duration;
 use notify::EventKind;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::publish_loop::Feed;
-use super::watch::{ensure_watches, watch_specs};
+use super::waiting_pods::WaitingPodsCheck;
+use super::watch::{ensure_watches, store_specs, watch_specs};
 use super::{DaemonError, DRAIN_TIMEOUT};
 use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
@@ -35,17 +36,33 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How long the first pass waits for the Secret's first list.
 pub const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 
-/// Runs until a stop request arrives on `stop` (a signal's name, for the log).
+/// Runs until a stop request arrives on `stop` (a signal's name, for the
+/// log). After a pass that made a CA effective for pulls, `waiting` (when
+/// the node has an identity source) looks for the pods still waiting.
 pub async fn run_until<S: Systemd>(
     reconciler: Reconciler<S>,
     debounce: Duration,
     mut stop: mpsc::Receiver<&'static str>,
     metrics: Arc<Recorder>,
     feed: Feed,
+    waiting: Option<WaitingPodsCheck>,
 ) -> Result<(), DaemonError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // The trust store's own events (drift), apart: those a pass causes by
+    // its own writes are dropped after it.
+    let (store_tx, mut store_rx) = mpsc::unbounded_channel::<()>();
     let specs = watch_specs(&reconciler.settings().sources);
-    let dirs: Vec<PathBuf> = specs.iter().map(|s| s.dir.clone()).collect();
+    let store = reconciler.store();
+    let drift = match (store.anchors_dir(), store.bundle_path()) {
+        (Ok(anchors), Ok(bundle)) => {
+            store_specs(&anchors, &bundle, crate::node::distro::ANCHOR_FILE_PREFIX)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("the trust store is not watched for drift: {e}; it is checked on every change of the inputs");
+            Vec::new()
+        }
+    };
+    let dirs: Vec<PathBuf> = specs.iter().chain(&drift).map(|s| s.dir.clone()).collect();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else {
             // An overflowed queue may hide a change: treat it as one.
@@ -55,13 +72,16 @@ pub async fn run_until<S: Systemd>(
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        if event.paths.is_empty()
-            || event
+        let concerns = |specs: &[super::watch::WatchSpec]| {
+            event
                 .paths
                 .iter()
                 .any(|p| specs.iter().any(|s| (s.relevant)(p)))
-        {
+        };
+        if event.paths.is_empty() || concerns(&specs) {
             let _ = tx.send(());
+        } else if concerns(&drift) {
+            let _ = store_tx.send(());
         }
     })
     .map_err(|source| DaemonError::Watcher { source })?;
@@ -105,6 +125,16 @@ pub async fn run_until<S: Systemd>(
                 let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
                 next_pass = Some((now + debounce).min(latest));
             }
+            ev = store_rx.recv() => {
+                if ev.is_none() {
+                    return Err(DaemonError::WatcherStopped);
+                }
+                info!("the trust store changed under the agent (an anchor or the bundle): checking it");
+                let now = Instant::now();
+                let started = *burst_started.get_or_insert(now);
+                let latest = started + debounce * MAX_DEBOUNCE_WINDOWS;
+                next_pass = Some((now + debounce).min(latest));
+            }
             _ = tokio::time::sleep_until(sleep_until), if next_pass.is_some() => {
                 burst_started = None;
                 next_pass = None;
@@ -121,6 +151,9 @@ pub async fn run_until<S: Systemd>(
                     Ok(()) => {
                         log_outcome(&outcome);
                         metrics.record_ca_pass(&outcome, now_unix());
+                        if let Some(w) = &waiting {
+                            w.after_pass(&outcome, &metrics);
+                        }
                         backoff.reset();
                         // A deferred restart: one more pass when it is due.
                         if let Some(at) = outcome.wake_at_us {
@@ -133,6 +166,17 @@ pub async fn run_until<S: Systemd>(
                         error!(retry_in_s = wait.as_secs(), "reconcile failed: {}", error_chain(&e));
                         next_pass = Some(Instant::now() + wait);
                     }
+                }
+                // Most store events during a pass are its own anchor writes
+                // and refresh; a change of someone else's at the same time
+                // is told apart by looking once at what the pass left.
+                let mut store_events = false;
+                while store_rx.try_recv().is_ok() {
+                    store_events = true;
+                }
+                if store_events && next_pass.is_none() && !reconciler.store_as_left(&outcome) {
+                    info!("the trust store changed during the pass: checking it again");
+                    next_pass = Some(Instant::now() + debounce);
                 }
                 ensure_watches(&mut watcher, &dirs, &mut watched);
             }
@@ -322,6 +366,7 @@ mod tests {
             stop_rx,
             test_metrics(),
             Feed::disabled(),
+            None,
         ));
         wait_for("the first pass", || state_path.exists()).await;
 
@@ -371,6 +416,7 @@ mod tests {
             stop_rx,
             test_metrics(),
             Feed::disabled(),
+            None,
         ));
         wait_for("the first pass", || state_path.exists()).await;
         for i in 0..3 {
@@ -414,6 +460,7 @@ mod tests {
             stop_rx,
             test_metrics(),
             Feed::disabled(),
+            None,
         ));
         wait_for("the refresh to start", || fake.commands().len() == 1).await;
         stop_tx.send("test").await.unwrap();

@@ -4,9 +4,12 @@
 //! `<state-dir>/daemon-status.json` (after every pass), and the fleet
 //! publisher (`publish_loop`: the node's state on its own Node, written
 //! only when it changed, with `node_watch` telling it when the Node was
-//! registered again). Any task that ends on its own is an error. The
-//! daemon holds `<state-dir>/daemon.lock` for its whole life, which is how
-//! `status` tells that it runs without any heartbeat.
+//! registered again). Any task that ends on its own is an error. After a
+//! CA pass that made a CA effective for image pulls, `waiting_pods` lists
+//! the node's pods once (a short task of its own) and names those still in
+//! kubelet's image-pull back-off. The daemon holds
+//! `<state-dir>/daemon.lock` for its whole life, which is how `status`
+//! tells that it runs without any heartbeat.
 //!
 //! Nothing here polls: when nothing changes and nothing failed, every task
 //! sleeps on its channel. Boundary: scheduling only; what a pass does is
@@ -18,6 +21,7 @@ mod node_watch;
 pub mod publish_loop;
 pub mod secret_watch;
 mod signals;
+pub mod waiting_pods;
 mod watch;
 
 use std::net::SocketAddr;
@@ -76,6 +80,10 @@ pub struct Observability {
     /// Publishing the node's state on its Node (`None`: `fleet-publish:
     /// false`, or no node identity source, as without the kubelet job).
     pub fleet: Option<FleetPublish>,
+    /// After a CA pass that made a CA effective for pulls, the one list of
+    /// this node's pods (`None`: no node identity source, as without the
+    /// kubelet job).
+    pub waiting_pods: Option<waiting_pods::WaitingPodsCheck>,
 }
 
 /// The publisher's node, identity and state file.
@@ -130,14 +138,22 @@ pub async fn run<S: Systemd, K: Systemd>(
         }
         None => (publish_loop::Feed::disabled(), None),
     };
+    let waiting = obs.waiting_pods.take();
     let loops = async move {
         let (reconciler, manager) = match (reconciler, kubelet) {
-            (Some(r), None) => return run_until(r, debounce, ca_rx, m, feed).await,
+            (Some(r), None) => return run_until(r, debounce, ca_rx, m, feed, waiting).await,
             (None, Some(k)) => return run_kubelet_until(k, kubelet_rx, m, feed).await,
             (None, None) => return Err(DaemonError::NothingToDo),
             (Some(r), Some(k)) => (r, k),
         };
-        let ca = run_until(reconciler, debounce, ca_rx, m.clone(), feed.clone());
+        let ca = run_until(
+            reconciler,
+            debounce,
+            ca_rx,
+            m.clone(),
+            feed.clone(),
+            waiting,
+        );
         let kubelet = run_kubelet_until(manager, kubelet_rx, m, feed);
         tokio::pin!(ca);
         tokio::pin!(kubelet);

@@ -49,6 +49,37 @@ pub fn watch_specs(sources: &[SourceSpec]) -> Vec<WatchSpec> {
     specs
 }
 
+/// What to watch of the node's trust store, so drift is repaired within
+/// seconds with no polling: the agent's own anchors in `anchors_dir` (one
+/// deleted by configuration management) and the bundle file (rebuilt
+/// without the agent's CAs by a distro upgrade or a `--fresh` run), both
+/// as this process sees them. The agent's own writes wake one more pass,
+/// which finds nothing to do.
+pub fn store_specs(
+    anchors_dir: &Path,
+    bundle: &Path,
+    anchor_prefix: &'static str,
+) -> Vec<WatchSpec> {
+    let mut specs = Vec::new();
+    let dir = anchors_dir.to_path_buf();
+    specs.push(WatchSpec {
+        dir: anchors_dir.to_path_buf(),
+        relevant: Box::new(move |p| {
+            p.parent() == Some(dir.as_path())
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(anchor_prefix))
+        }),
+    });
+    if let Some(parent) = bundle.parent() {
+        let b = bundle.to_path_buf();
+        specs.push(WatchSpec {
+            dir: parent.to_path_buf(),
+            relevant: Box::new(move |p| p == b),
+        });
+    }
+    specs
+}
+
 pub fn ensure_watches(
     watcher: &mut notify::RecommendedWatcher,
     dirs: &[PathBuf],

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::fsutil::{self, FsError};
 use crate::node::procfs::ProcessIdentity;
 use crate::trust::pull_trust::PullTrust;
+use crate::trust::waiting_pods::WaitingPods;
 
 /// The daemon's view, in the state directory.
 pub const DAEMON_STATUS_FILE: &str = "daemon-status.json";
@@ -109,6 +110,12 @@ pub struct DaemonStatus {
     /// (absent before the first pass, or without the CA job).
     #[serde(default)]
     pub pull_trust: Option<PullTrust>,
+    /// The pods on this node found waiting in image-pull back-off after an
+    /// x509 unknown-authority error by the one list after the last CA pass
+    /// that made a CA effective for pulls (absent before such a pass, or
+    /// without the node's identity).
+    #[serde(default)]
+    pub waiting_pods: Option<WaitingPods>,
 }
 
 /// The publisher of the fleet view (README "Fleet").

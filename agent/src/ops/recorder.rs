@@ -4,13 +4,14 @@
 //!
 //! Owns the meaning of an outcome: which counters a pass or a failure moves
 //! (through [`AgentMetrics`]), the last pass and error of each job,
-//! readiness, the wording of the Node Events, and the daemon's status
-//! ([`Recorder::daemon_status`]). Every update wakes the status writer
-//! ([`Recorder::changed`]).
+//! readiness, the wording of the Node Events (but for the pods waiting
+//! for a pull retry, whose words are `trust::waiting_pods`'), and the
+//! daemon's status ([`Recorder::daemon_status`]). Every update wakes the
+//! status writer ([`Recorder::changed`]).
 //!
-//! Boundary: it sees outcome types only (the trust job's [`Outcome`] and
-//! [`ReconcileError`], the kubelet job's [`PassOutcome`] and
-//! [`KubeletError`]), never the jobs themselves. Series names and the text
+//! Boundary: it sees outcome types only (the trust job's [`Outcome`],
+//! [`ReconcileError`] and [`WaitingPods`], the kubelet job's
+//! [`PassOutcome`] and [`KubeletError`]), never the jobs themselves. Series names and the text
 //! format are [`crate::ops::prometheus`]'s; posting events is
 //! [`crate::ops::events`]'; serving is [`crate::ops::http`]'s.
 
@@ -29,10 +30,11 @@ use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{
     AgentMode, DaemonStatus, PublishReport, SourceReport, SCHEMA_VERSION,
 };
-use crate::ops::events::{EventSink, NodeEvent};
+use crate::ops::events::{EventSink, NodeEvent, MAX_MESSAGE_BYTES};
 use crate::ops::prometheus::AgentMetrics;
 use crate::trust::pull_trust::PullTrust;
 use crate::trust::reconcile::{Outcome, ReconcileError};
+use crate::trust::waiting_pods::WaitingPods;
 use crate::x509::cert::CertInfo;
 use crate::x509::time::rfc3339_us;
 
@@ -68,6 +70,7 @@ struct Inner {
     ca_secret_source: Option<SourceReport>,
     fleet_publish: Option<PublishReport>,
     pull_trust: Option<PullTrust>,
+    waiting_pods: Option<WaitingPods>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -416,7 +419,18 @@ impl Recorder {
             ca_secret_source: i.ca_secret_source.clone(),
             fleet_publish: i.fleet_publish.clone(),
             pull_trust: i.pull_trust.clone(),
+            waiting_pods: i.waiting_pods.clone(),
         }
+    }
+
+    /// What the one list of the node's pods after a CA pass found: kept for
+    /// `status` (replacing the last), and one Event when pods wait.
+    pub fn record_waiting_pods(&self, found: WaitingPods) {
+        if let Some(message) = found.event_message(MAX_MESSAGE_BYTES) {
+            self.emit(NodeEvent::normal("PodsWaitingForImagePullRetry", message));
+        }
+        self.inner().waiting_pods = Some(found);
+        self.changed.notify_one();
     }
 
     /// How publishing on the Node stands (the publisher calls it after
@@ -573,6 +587,33 @@ mod tests {
         }
         let st = m.daemon_status(&ProcessIdentity::default(), 6_003, false);
         assert_eq!(st.last_ca_error, None, "recovered");
+    }
+
+    #[test]
+    fn the_last_look_at_waiting_pods_is_kept_for_status() {
+        use crate::trust::waiting_pods::{WaitingPod, WaitingPods};
+        let m = recorder();
+        let st = m.daemon_status(&ProcessIdentity::default(), 1, false);
+        assert_eq!(st.waiting_pods, None, "before any look");
+        let found = WaitingPods {
+            checked_at: 2_000,
+            pods: vec![WaitingPod {
+                namespace: "shop".into(),
+                name: "web-1".into(),
+                container: "app".into(),
+                image: "registry.example:5000/app:1".into(),
+            }],
+        };
+        m.record_waiting_pods(found.clone());
+        let st = m.daemon_status(&ProcessIdentity::default(), 2_001, false);
+        assert_eq!(st.waiting_pods, Some(found));
+        // The next look replaces it, also when it finds none.
+        m.record_waiting_pods(WaitingPods {
+            checked_at: 3_000,
+            pods: vec![],
+        });
+        let st = m.daemon_status(&ProcessIdentity::default(), 3_001, false);
+        assert_eq!(st.waiting_pods.map(|w| w.pods.len()), Some(0));
     }
 
     #[test]

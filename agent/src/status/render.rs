@@ -217,6 +217,25 @@ pub fn render_table(r: &StatusReport) -> String {
         }
         kv(&mut out, &[("image pulls", text)]);
     }
+    if !a.waiting_pods.is_empty() {
+        let pods: Vec<String> = a
+            .waiting_pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{} (container {}, image {})",
+                    p.namespace, p.name, p.container, p.image
+                )
+            })
+            .collect();
+        kv(
+            &mut out,
+            &[
+                ("pods in pull back-off", pods.join("; ")),
+                ("", a.waiting_pods_advice.clone().unwrap_or_default()),
+            ],
+        );
+    }
     if let Some(p) = &a.fleet_publish {
         let last = p
             .last_write

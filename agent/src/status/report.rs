@@ -124,6 +124,15 @@ pub struct AgentReport {
     /// (the file that forced restarts) and `hint` (what would avoid them);
     /// `null` without a running daemon that has made a CA pass.
     pub pull_trust: Option<crate::trust::pull_trust::PullTrust>,
+    /// The pods on this node that waited in image-pull back-off after
+    /// `x509: certificate signed by unknown authority` when the running
+    /// daemon's last CA pass made a CA effective for pulls (one list right
+    /// after that pass), one entry per container: `namespace`, `name`,
+    /// `container`, `image`. Shown only while kubelet's back-off (at most 5
+    /// minutes) may still hold them; empty otherwise.
+    pub waiting_pods: Vec<crate::trust::waiting_pods::WaitingPod>,
+    /// What the user can do about them, one line; `null` without pods.
+    pub waiting_pods_advice: Option<String>,
     pub state_dir: String,
     /// Why the state or daemon status file could not be read, if so.
     pub state_error: Option<String>,
@@ -870,6 +879,9 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         .flatten()
         .next()
         .cloned();
+    let waiting = running_daemon
+        .and_then(|d| d.waiting_pods.as_ref())
+        .filter(|w| w.is_current(facts.now));
     let agent = AgentReport {
         version: facts.version.clone(),
         running: live.running,
@@ -891,6 +903,8 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         ca_secret_source: running_daemon.and_then(|d| d.ca_secret_source.clone()),
         fleet_publish: running_daemon.and_then(|d| d.fleet_publish.clone()),
         pull_trust: running_daemon.and_then(|d| d.pull_trust.clone()),
+        waiting_pods: waiting.map(|w| w.pods.clone()).unwrap_or_default(),
+        waiting_pods_advice: waiting.and_then(|w| w.advice()),
         state_dir: facts.state_dir.display().to_string(),
         state_error,
     };
@@ -1291,6 +1305,67 @@ mod tests {
             t.contains("running (pid 42 in another pid namespace; it holds daemon.lock)"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn pods_waiting_for_a_pull_retry_are_listed_with_advice_until_the_back_off_is_over() {
+        use crate::trust::waiting_pods::{WaitingPod, WaitingPods};
+        let mut f = facts_with_ca(healthy_ca());
+        let pod = WaitingPod {
+            namespace: "shop".into(),
+            name: "web-1".into(),
+            container: "app".into(),
+            image: "registry.example:5000/app:1".into(),
+        };
+        let d = DaemonStatus {
+            schema_version: SCHEMA_VERSION,
+            version: "0.1.0".into(),
+            started_at: NOW - 600,
+            heartbeat_at: NOW - 5,
+            ca_job: true,
+            last_ca_pass: Some(NOW - 60),
+            waiting_pods: Some(WaitingPods {
+                checked_at: NOW - 60,
+                pods: vec![pod.clone()],
+            }),
+            ..Default::default()
+        };
+        f.liveness = Some(liveness(
+            &d,
+            &ProcessIdentity::default(),
+            None,
+            &DaemonLock::Held,
+        ));
+        f.daemon = Ok(Some(d));
+        let r = build_report(&f);
+        assert!(
+            r.healthy,
+            "waiting pods are not the node's problem: {:?}",
+            r.problems
+        );
+        assert_eq!(r.agent.waiting_pods, vec![pod]);
+        let advice = r.agent.waiting_pods_advice.clone().unwrap();
+        assert!(advice.contains("delete the pod"), "{advice}");
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::status::render_json(&r).unwrap()).unwrap();
+        assert_eq!(
+            json["agent"]["waitingPods"],
+            serde_json::json!([{"namespace": "shop", "name": "web-1", "container": "app", "image": "registry.example:5000/app:1"}])
+        );
+        assert_eq!(json["agent"]["waitingPodsAdvice"], advice.as_str());
+        let t = render_table(&r);
+        assert!(
+            t.contains("pods in pull back-off   shop/web-1 (container app, image registry.example:5000/app:1)"),
+            "{t}"
+        );
+        assert!(t.contains(&advice), "{t}");
+
+        // Past kubelet's longest back-off every pull has been retried.
+        f.now = NOW + 300;
+        let r = build_report(&f);
+        assert!(r.agent.waiting_pods.is_empty());
+        assert_eq!(r.agent.waiting_pods_advice, None);
+        assert!(!render_table(&r).contains("pull back-off"));
     }
 
     fn node_cert(path: &str, read: NodeCertRead) -> NodeCertFact {

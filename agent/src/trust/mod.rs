@@ -6,7 +6,10 @@
 //! containerd's registry host config without a restart where it reaches
 //! every registry ([`pull_trust`]) and run one pass end to end
 //! ([`reconcile`]: plan, write the live pull trust and the anchors,
-//! refresh, restart only where needed).
+//! refresh, restart only where needed). After a pass that made a CA
+//! effective for pulls, [`waiting_pods`] judges which of the node's pods
+//! still wait in kubelet's image-pull back-off after an x509 error (pure;
+//! the list is the daemon's).
 //!
 //! Boundary: depends only on the leaves (`x509`, `node`, `config`, `k8s`). It never
 //! touches the distro's own CAs, restarts only allowlisted units, and says
@@ -21,3 +24,4 @@ pub mod sources;
 pub mod state;
 pub mod store;
 pub mod validate;
+pub mod waiting_pods;

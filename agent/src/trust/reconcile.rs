@@ -279,6 +279,21 @@ impl<S: Systemd> Reconciler<S> {
             st.set_key_state(&plan.keys);
             self.save(&st)?;
         }
+        // Drift: the anchors are right but the bundle lacks some (rebuilt
+        // without them by a distro upgrade or a `--fresh` run of someone
+        // else's): refresh again.
+        if !anchors_changed && st.pending == Pending::Nothing {
+            let missing = self.missing_from_bundle(outcome)?;
+            if !missing.is_empty() {
+                warn!(
+                    bundle = %self.store.layout().bundle_path.display(),
+                    missing = %missing.join(","),
+                    "the trust bundle lost CAs of the agent (rebuilt without them); refreshing it"
+                );
+                st.pending = Pending::Refresh;
+                self.save(&st)?;
+            }
+        }
         self.refresh(&mut st, outcome).await?;
         self.restart_if_no_longer_live(&mut st, &facts)?;
         let already_current = self.restart(&mut st, outcome, &facts).await?;
@@ -521,14 +536,15 @@ impl<S: Systemd> Reconciler<S> {
                 .extend(outcome.trusted.iter().map(Fingerprint::hex));
             pacing::save(&history_path, &history)?;
         }
-        // A pass that removed an anchor rebuilds fully where the tool's
-        // incremental run would hand its hooks "0 removed" (Debian's
-        // update-ca-certificates: the Java keystore would keep the CA).
-        let removed = !outcome.removed.is_empty();
+        // The incremental run. (A full rebuild on removals would not help
+        // the hooks in /etc/ca-certificates/update.d: Debian's tool reports
+        // a removal to them only for a CA deselected with `!` in
+        // /etc/ca-certificates.conf, never for a deleted local anchor, with
+        // or without --fresh; README "Safety properties".)
         let t = Instant::now();
-        let mut result = self.run_refresh(removed).await?;
+        let mut result = self.run_refresh(false).await?;
         let mut missing = self.missing_from_bundle(outcome)?;
-        if !missing.is_empty() && !removed && self.full_refresh_command().is_some() {
+        if !missing.is_empty() && self.full_refresh_command().is_some() {
             warn!(
                 missing = missing.len(),
                 "the refresh left CAs of the agent out of the bundle; rebuilding it in full"
@@ -578,6 +594,20 @@ impl<S: Systemd> Reconciler<S> {
             Pending::Nothing
         };
         self.save(st)
+    }
+
+    /// Whether the trust store is as `outcome`'s pass left it: the agent's
+    /// anchors are exactly the pass's, and the bundle holds them all (one
+    /// directory listing and one read of the bundle; no D-Bus call).
+    pub fn store_as_left(&self, outcome: &Outcome) -> bool {
+        let anchors = match self.store.installed() {
+            Ok(i) => i.certs.keys().copied().collect::<BTreeSet<_>>(),
+            Err(_) => return false,
+        };
+        anchors == outcome.trusted
+            && self
+                .missing_from_bundle(outcome)
+                .is_ok_and(|missing| missing.is_empty())
     }
 
     /// The refresh tool, or its full rebuild (`full`, where the family has
@@ -1754,25 +1784,16 @@ mod tests {
     }
 
     #[test]
-    fn a_removal_rebuilds_the_bundle_in_full_so_hooks_see_it() {
+    fn a_removal_runs_the_incremental_tool_a_full_rebuild_would_not_tell_the_hooks_either() {
         let node = Node::new();
         let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         let r = node.reconciler(fake.clone());
         node.put("ca1.crt", &pem("A"));
         rt().block_on(r.reconcile()).unwrap();
-        assert_eq!(
-            fake.commands(),
-            vec![vec!["/usr/sbin/update-ca-certificates".to_string()]]
-        );
         fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
         rt().block_on(r.reconcile()).unwrap();
-        assert_eq!(
-            fake.commands()[1],
-            vec![
-                "/usr/sbin/update-ca-certificates".to_string(),
-                "--fresh".to_string()
-            ]
-        );
+        let tool = vec!["/usr/sbin/update-ca-certificates".to_string()];
+        assert_eq!(fake.commands(), vec![tool.clone(), tool]);
     }
 
     #[test]
@@ -1809,6 +1830,46 @@ mod tests {
         let out = rt().block_on(r.reconcile()).unwrap();
         assert!(out.refreshed);
         assert_eq!(fake.restarts(), vec![UNIT]);
+    }
+
+    #[test]
+    fn drift_is_repaired_by_the_next_pass_with_no_restart() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(fake.restarts().len(), 1);
+        let with_a = node.bundle();
+        // A bundle rebuilt without the agent's anchors (a `--fresh` run of
+        // someone else's that did not see them).
+        fs::write(
+            node.root.path().join("etc/ssl/certs/ca-certificates.crt"),
+            "distro\n",
+        )
+        .unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.refreshed, "refreshed again");
+        assert_eq!(node.bundle(), with_a);
+        assert_eq!(
+            fake.restarts().len(),
+            1,
+            "the units run with that bundle already"
+        );
+        // An anchor deleted by configuration management.
+        let anchors = node
+            .root
+            .path()
+            .join("usr/local/share/ca-certificates/node-cert-agent");
+        for e in fs::read_dir(&anchors).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.installed.len(), 1, "written again");
+        assert_eq!(node.bundle(), with_a);
+        // Nothing left to repair: a no-op.
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(!out.refreshed && out.installed.is_empty());
     }
 
     #[test]

@@ -12,8 +12,11 @@
 //! (`forbiddenMessage`, `Forbidden`).
 //!
 //! The Node authorizer's graph (pods bound to the node and what they
-//! reference) is empty here: this server stores no pods, so a node reads no
-//! Secret, ConfigMap, PVC or PV, as a node without pods could not.
+//! reference) is empty here: the pods tests put (`ApiServer::set_pod`) add
+//! no edges, so a node reads no Secret, ConfigMap, PVC or PV, and gets no
+//! pod by name, as a node without pods could not. Its pod list by
+//! `spec.nodeName=<node>` needs no graph, and is allowed as upstream allows
+//! it.
 
 use super::auth::UserInfo;
 use super::rbac::{node_rules, Rbac};
@@ -223,7 +226,8 @@ fn authorize_node(node: &str, a: &Attributes) -> Result<(), String> {
     }
 }
 
-/// `authorizePod` without pods in the graph.
+/// `authorizePod` without pods in the graph: a list or watch with the
+/// node's own `spec.nodeName=` selector, never a pod by name.
 fn authorize_pod(node: &str, a: &Attributes) -> Result<(), String> {
     match (a.subresource.as_str(), a.verb.as_str()) {
         ("", "get") => graph_get(a, node),

@@ -20,7 +20,8 @@
 //! - **APIs:** discovery (legacy and aggregated), `/openapi/v3` for the
 //!   custom resource, CSRs (`certificates.k8s.io/v1`), Nodes (and
 //!   `nodes/status`), Namespaces, Events (core/v1 and `events.k8s.io/v1`,
-//!   one storage), and the `RenewRevocation` custom resource of the shipped
+//!   one storage), Secrets, Pods (read only; tests put them with
+//!   [`ApiServer::set_pod`]), and the `RenewRevocation` custom resource of the shipped
 //!   CRD (`manifests/base/crd-renewrevocation.yaml`); get/list/watch with
 //!   kube-apiserver's resourceVersion, selector, pagination, bookmark and
 //!   410 semantics; create and PATCH with `dryRun` and `fieldValidation`.
@@ -619,6 +620,48 @@ impl ApiServer {
                 st.store.create(Kind::Secret, v);
             }
         }
+    }
+
+    /// Test-only: creates or replaces Pod `pod` (by its namespace and name;
+    /// the namespace must exist) in storage, spec and status as given, as
+    /// the scheduler's binding and kubelet's status updates would have left
+    /// it: for example a container waiting in `ImagePullBackOff`. A new
+    /// resourceVersion and an ADDED or MODIFIED event to watchers; a uid
+    /// and creationTimestamp are added when missing (kept on a
+    /// replacement). Returns the stored Pod.
+    pub fn set_pod(&self, pod: k8s_openapi::api::core::v1::Pod) -> k8s_openapi::api::core::v1::Pod {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        assert!(!name.is_empty(), "set_pod: the pod has no name");
+        let mut st = self.state();
+        assert!(
+            st.store.get(Kind::Namespace, "", &namespace).is_some(),
+            "set_pod: no namespace {namespace:?}"
+        );
+        let existing = st.store.get(Kind::Pod, &namespace, &name).cloned();
+        let mut v = serde_json::to_value(&pod).unwrap();
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        let stored = match existing {
+            Some(old) => {
+                v["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                v["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                st.store.update(Kind::Pod, v)
+            }
+            None => {
+                let fresh = obj_meta(&name);
+                if v["metadata"].get("uid").is_none() {
+                    v["metadata"]["uid"] = serde_json::to_value(fresh.uid).unwrap();
+                }
+                if v["metadata"].get("creationTimestamp").is_none() {
+                    v["metadata"]["creationTimestamp"] =
+                        serde_json::to_value(fresh.creation_timestamp).unwrap();
+                }
+                st.store.create(Kind::Pod, v)
+            }
+        };
+        serde_json::from_value(stored).unwrap()
     }
 
     /// Sets `condition` on Node `name` directly in storage (replacing the

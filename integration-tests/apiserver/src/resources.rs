@@ -55,6 +55,24 @@ impl ResourceDef {
     }
 }
 
+/// The Pod field labels of v1 (`pkg/apis/core/v1/conversion.go`), plus
+/// `spec.host`, which the conversion turns into `spec.nodeName` for old
+/// clients.
+const POD_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+    "status.nominatedNodeName",
+    "spec.host",
+];
+
 const EVENT_FIELDS: &[&str] = &[
     "metadata.name",
     "metadata.namespace",
@@ -203,6 +221,29 @@ static BUILTIN: &[ResourceDef] = &[
         field_labels: &["metadata.name", "metadata.namespace", "type"],
         builtin: true,
     },
+    ResourceDef {
+        kind: Kind::Pod,
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind_name: "Pod",
+        namespaced: true,
+        verbs: &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ],
+        short_names: &["po"],
+        categories: &["all"],
+        field_labels: POD_FIELDS,
+        builtin: true,
+    },
 ];
 
 /// Every served resource: the built-in ones and the shipped CRD's.
@@ -308,6 +349,41 @@ pub(crate) fn fields(def: &ResourceDef, v: &Value) -> BTreeMap<&'static str, Str
         }
         Kind::Secret => {
             f.insert("type", s(&["type"]));
+        }
+        Kind::Pod => {
+            // `ToSelectableFields` (pkg/registry/core/pod/strategy.go).
+            let node = s(&["spec", "nodeName"]);
+            f.insert("spec.host", node.clone());
+            f.insert("spec.nodeName", node);
+            f.insert("spec.restartPolicy", s(&["spec", "restartPolicy"]));
+            f.insert("spec.schedulerName", s(&["spec", "schedulerName"]));
+            f.insert(
+                "spec.serviceAccountName",
+                s(&["spec", "serviceAccountName"]),
+            );
+            let host_network = v
+                .get("spec")
+                .and_then(|s| s.get("hostNetwork"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            f.insert("spec.hostNetwork", host_network.to_string());
+            f.insert("status.phase", s(&["status", "phase"]));
+            // The first of `podIPs` (v1's `podIP` is the same address).
+            let ip = v
+                .get("status")
+                .and_then(|s| s.get("podIPs"))
+                .and_then(|ips| ips.get(0))
+                .and_then(|ip| ip.get("ip"))
+                .and_then(Value::as_str)
+                .map_or_else(|| s(&["status", "podIP"]), str::to_string);
+            f.insert("status.podIP", ip);
+            // Accepted as a label, but not a selectable field: it matches
+            // as the empty string, as upstream's does.
+            f.insert("status.podIPs", String::new());
+            f.insert(
+                "status.nominatedNodeName",
+                s(&["status", "nominatedNodeName"]),
+            );
         }
         Kind::Revocation => {}
     }
@@ -728,7 +804,8 @@ pub(crate) fn create(
         Kind::Revocation => super::custom::create(shared, def, r, dry),
         Kind::Node => super::nodes::create(shared, def, r, dry),
         Kind::Secret => super::secrets::create(shared, def, r, dry),
-        Kind::Namespace => Err(status::method_not_allowed()),
+        // Pods are put by tests (`ApiServer::set_pod`), not served for writes.
+        Kind::Namespace | Kind::Pod => Err(status::method_not_allowed()),
     }
 }
 
@@ -808,7 +885,9 @@ pub(crate) fn delete(
     def: &'static ResourceDef,
     r: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    if def.kind == Kind::Namespace {
+    // A pod's deletion is graceful upstream (kubelet finishes it); not
+    // served here.
+    if matches!(def.kind, Kind::Namespace | Kind::Pod) {
         return Err(status::method_not_allowed());
     }
     let dry = dry_run(r)?;
@@ -877,7 +956,7 @@ pub(crate) fn patch(
         Kind::Revocation => super::custom::patch(shared, def, r, pt, dry),
         Kind::Node => super::nodes::patch(shared, def, r, pt, dry),
         Kind::Secret => super::secrets::patch(shared, def, r, pt, dry),
-        Kind::Csr | Kind::Namespace => Err(status::method_not_allowed()),
+        Kind::Csr | Kind::Namespace | Kind::Pod => Err(status::method_not_allowed()),
     }
 }
 

@@ -20,6 +20,9 @@ pub(crate) enum Kind {
     /// core/v1 Secrets (`secrets.rs`); tests may also put them with
     /// `ApiServer::set_secret`.
     Secret,
+    /// core/v1 Pods, read only (get, list, watch); tests put them with
+    /// `ApiServer::set_pod`.
+    Pod,
 }
 
 /// One change, as the watch cache keeps it.

@@ -1,0 +1,154 @@
+//! Node edges, on real nodes: what the agent claims about runtime units and
+//! the trust store is checked, not assumed.
+//!
+//! - a restart unit that does not exist on the node (`crio.service` on a
+//!   containerd node), and a runtime unit that is masked: an error naming the
+//!   unit and the likely right one, never "reads the new CAs when it starts";
+//! - drift: an anchor deleted and the bundle rebuilt with
+//!   `update-ca-certificates --fresh` under the agent: repaired within
+//!   seconds, with no Secret change and no restart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed step must panic loudly"
+)]
+
+use std::time::Duration;
+
+use integration_tests::agent::{render_tail, PodModeAgent, PASS_TIMEOUT};
+use integration_tests::observe::{self, ContainerdState};
+use integration_tests::pki::TestCa;
+use integration_tests::{preflight, secret_data, wait_until, Node};
+
+/// The daemon-status file in the node.
+const DAEMON_STATUS: &str = "/var/lib/node-cert-agent/daemon-status.json";
+
+fn last_ca_error(node: &Node) -> Option<String> {
+    let bytes = std::fs::read(node.root().join(DAEMON_STATUS.trim_start_matches('/'))).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["lastCaError"].as_str().map(str::to_string)
+}
+
+#[test]
+fn a_restart_unit_the_node_does_not_have_is_an_error_naming_the_likely_one() {
+    preflight();
+    let node = Node::boot("edges-crio");
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(
+        &node,
+        &volume.path().join("secret"),
+        &["--restart-unit", "crio.service", "--kubelet", "off"],
+    );
+    let ca = TestCa::new("nca edges crio CA");
+    let before = ContainerdState::of(&node);
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    wait_until(
+        PASS_TIMEOUT,
+        "the pass's error in the daemon status",
+        || last_ca_error(&node).is_some_and(|e| e.contains("crio.service is not-found")),
+    );
+    let error = last_ca_error(&node).unwrap();
+    assert!(
+        error.contains("set restart-units to the unit that runs the container runtime here")
+            && error.contains("containerd.service"),
+        "{error}"
+    );
+    let logs = agent.logs();
+    assert!(
+        !logs
+            .iter()
+            .any(|e| e.message.contains("reads the new CAs when it starts")),
+        "a missing unit was reported as one that reads the CAs later:\n{}",
+        render_tail(&logs, 30)
+    );
+    assert!(
+        logs.iter()
+            .any(|e| e.error && e.message.contains("crio.service is not-found")),
+        "no error names the unit:\n{}",
+        render_tail(&logs, 30)
+    );
+    // The CA is in the OS store, and containerd was not touched.
+    observe::assert_trusted(&node, &ca, "the anchors are written");
+    before.assert_not_restarted(&node, "a missing unit restarts nothing");
+}
+
+#[test]
+fn a_masked_runtime_unit_is_an_error_too() {
+    preflight();
+    let node = Node::boot("edges-masked");
+    node.exec_ok(&["systemctl", "mask", "--runtime", observe::CONTAINERD_UNIT]);
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, &volume.path().join("secret"), &["--kubelet", "off"]);
+    let ca = TestCa::new("nca edges masked CA");
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    wait_until(PASS_TIMEOUT, "the masked unit named in the error", || {
+        last_ca_error(&node).is_some_and(|e| e.contains("containerd.service is masked"))
+    });
+}
+
+#[test]
+fn drift_of_the_trust_store_is_repaired_within_seconds_without_a_secret_change() {
+    preflight();
+    let node = Node::boot("edges-drift");
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let distro_only = node.read_file(bundle);
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, &volume.path().join("secret"), &["--kubelet", "off"]);
+    let ca = TestCa::new("nca edges drift CA");
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "the CA in the bundle", || {
+        observe::bundle_has(&node, ca.cert())
+    });
+    // Let the restart of the change settle before counting.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = ContainerdState::of(&node);
+
+    // The bundle rebuilt without the agent's CA (a distro upgrade's run).
+    node.write_file(bundle, &distro_only, 0o644);
+    assert!(!observe::bundle_has(&node, ca.cert()), "the drift happened");
+    let took = wait_until(
+        Duration::from_secs(15),
+        "the CA back in the rebuilt bundle with no Secret change",
+        || observe::bundle_has(&node, ca.cert()),
+    );
+    println!("bundle drift repaired in {} ms", took.as_millis());
+
+    // Configuration management deletes the agent's anchor.
+    let anchors = "/usr/local/share/ca-certificates/node-cert-agent";
+    let anchors_dir = node.root().join(anchors.trim_start_matches('/'));
+    let names: Vec<_> = std::fs::read_dir(&anchors_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    node.remove_file(&format!("{anchors}/{}", names[0].to_string_lossy()));
+    let took = wait_until(
+        Duration::from_secs(15),
+        "the anchor written again with no Secret change",
+        || anchors_dir.join(&names[0]).exists(),
+    );
+    println!("anchor drift repaired in {} ms", took.as_millis());
+    wait_until(PASS_TIMEOUT, "the CA in the bundle", || {
+        observe::bundle_has(&node, ca.cert())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    before.assert_not_restarted(&node, "the bundle is back to what containerd runs with");
+
+    // And then the agent is quiet: no pass without a change.
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        integration_tests::agent::count_passes(&agent.logs()),
+        passes,
+        "passes while nothing changed:\n{}",
+        render_tail(&agent.logs(), 20)
+    );
+}
