@@ -228,6 +228,47 @@ mod tests {
     }
 
     #[test]
+    fn uninstall_removes_the_agents_files_in_containerds_certs_d_and_restarts_once() {
+        let root = node();
+        let etc = root.path().join("etc/containerd");
+        fs::create_dir_all(etc.join("certs.d/registry.example_5000_")).unwrap();
+        fs::write(
+            etc.join("config.toml"),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/etc/containerd/certs.d\"\n",
+        )
+        .unwrap();
+        let theirs = etc.join("certs.d/registry.example_5000_/hosts.toml");
+        fs::write(&theirs, "server = \"https://registry.example:5000\"\n").unwrap();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
+        fake.set_active_since("containerd.service", node_cert_agent::x509::time::now_us());
+        install(root.path(), fake.clone(), &["A"]);
+        let default = etc.join("certs.d/_default");
+        assert!(
+            default.join("hosts.toml").exists() && default.join("node-cert-agent-ca.crt").exists()
+        );
+        let restarts = fake.restarts().len();
+
+        rt().block_on(remove_agent_trust(
+            store(root.path()),
+            fake.clone(),
+            vec!["containerd.service".into()],
+            &root.path().join(STATE),
+        ))
+        .unwrap();
+        assert!(!default.exists(), "the agent's _default goes");
+        assert_eq!(
+            fs::read_to_string(&theirs).unwrap(),
+            "server = \"https://registry.example:5000\"\n",
+            "another owner's host directory stays"
+        );
+        assert_eq!(
+            fake.restarts().len(),
+            restarts + 1,
+            "containerd may hold the CA"
+        );
+    }
+
+    #[test]
     fn uninstall_removes_every_agent_ca_refreshes_and_restarts_once() {
         let root = node();
         let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
