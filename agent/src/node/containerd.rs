@@ -73,8 +73,12 @@ pub struct RegistryConfig {
     /// The file and section that set `config_path` (the last one that
     /// defines the CRI plugin's section).
     pub set_in: Option<(PathBuf, String)>,
-    /// The config `version` of the file that decided it.
+    /// The config `version` in effect (the last one a file sets).
     pub version: i64,
+    /// Why the agent cannot be sure what containerd reads (an import form
+    /// whose meaning depends on containerd's version, a mix of sections
+    /// containerd 2.x migrates); the live path is then not used.
+    pub ambiguous: Option<String>,
     /// The newest modification time of the files read, microseconds since
     /// the epoch: a running containerd started before it may run another
     /// configuration.
@@ -95,16 +99,15 @@ impl RegistryConfig {
 }
 
 /// One parsed configuration file: what it imports and what it says of the
-/// CRI registry.
+/// CRI registry, under each section id it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigFile {
-    pub version: i64,
+    /// `version`, if the file sets it (containerd takes the last one set).
+    pub version: Option<i64>,
     pub imports: Vec<String>,
-    /// `None`: the file has no CRI plugin section (an earlier file's stays);
-    /// `Some(None)`: it has one without `registry.config_path`.
-    pub cri_config_path: Option<Option<String>>,
-    /// The section id that holds it.
-    pub section: String,
+    /// By CRI section id present in the file: `None` when the section has
+    /// no `registry.config_path`, else its value.
+    pub sections: BTreeMap<&'static str, Option<String>>,
 }
 
 /// Parses one containerd configuration file. Pure.
@@ -119,8 +122,8 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<ConfigFile, Containe
         expected,
     };
     let version = match table.get("version") {
-        None => 1,
-        Some(toml::Value::Integer(v)) => *v,
+        None => None,
+        Some(toml::Value::Integer(v)) => Some(*v),
         Some(_) => return Err(field("version", "an integer")),
     };
     let imports = match table.get("imports") {
@@ -132,62 +135,79 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<ConfigFile, Containe
             .ok_or_else(|| field("imports", "a list of strings"))?,
         Some(_) => return Err(field("imports", "a list of strings")),
     };
-    let section = match version {
-        3.. => CRI_PLUGIN_V3,
-        2 => CRI_PLUGIN_V2,
-        _ => CRI_PLUGIN_V1,
-    };
-    let plugin = table
-        .get("plugins")
-        .and_then(toml::Value::as_table)
-        .and_then(|p| p.get(section));
-    let cri_config_path = match plugin {
-        None => None,
-        Some(toml::Value::Table(plugin)) => {
-            let value = plugin
+    let plugins = table.get("plugins").and_then(toml::Value::as_table);
+    let mut sections = BTreeMap::new();
+    for section in [CRI_PLUGIN_V1, CRI_PLUGIN_V2, CRI_PLUGIN_V3] {
+        let value = match plugins.and_then(|p| p.get(section)) {
+            None => continue,
+            Some(toml::Value::Table(plugin)) => plugin
                 .get("registry")
                 .and_then(toml::Value::as_table)
-                .and_then(|r| r.get("config_path"));
-            match value {
-                None => Some(None),
-                Some(toml::Value::String(s)) => Some(Some(s.clone())),
-                Some(_) => {
-                    return Err(field(
-                        &format!("plugins.{section:?}.registry.config_path"),
-                        "a string",
-                    ))
-                }
+                .and_then(|r| r.get("config_path")),
+            Some(_) => return Err(field(&format!("plugins.{section:?}"), "a table")),
+        };
+        let value = match value {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(field(
+                    &format!("plugins.{section:?}.registry.config_path"),
+                    "a string",
+                ))
             }
-        }
-        Some(_) => return Err(field(&format!("plugins.{section:?}"), "a table")),
-    };
+        };
+        sections.insert(section, value);
+    }
     Ok(ConfigFile {
         version,
         imports,
-        cri_config_path,
-        section: section.to_string(),
+        sections,
     })
 }
 
 /// The registry configuration of a set of parsed files, in the order
 /// containerd merged them. Pure.
+///
+/// As containerd: the version is the last one a file sets (1 if none),
+/// and it decides the CRI section's id for every file, a drop-in without
+/// a `version` line included. containerd 1.x (versions 1 and 2) replaces
+/// an earlier file's whole section, so a later section without the key
+/// resets it; containerd 2.x (version 3) merges key by key. A version 3
+/// config whose files also hold the version 2 section (migrated by
+/// containerd 2.x, overwriting) is not one the agent can read for sure:
+/// it is reported [`RegistryConfig::ambiguous`].
 pub fn parse_registry_config(files: &[(PathBuf, ConfigFile)]) -> RegistryConfig {
+    let version = files
+        .iter()
+        .filter_map(|(_, f)| f.version.filter(|v| *v != 0))
+        .next_back()
+        .unwrap_or(1);
+    let section = match version {
+        3.. => CRI_PLUGIN_V3,
+        2 => CRI_PLUGIN_V2,
+        _ => CRI_PLUGIN_V1,
+    };
     let mut out = RegistryConfig {
         files: files.iter().map(|(p, _)| p.clone()).collect(),
-        version: files.first().map_or(2, |(_, f)| f.version),
+        version,
         ..RegistryConfig::default()
     };
     for (path, file) in files {
-        match &file.cri_config_path {
+        if version >= 3 && file.sections.contains_key(CRI_PLUGIN_V2) {
+            out.ambiguous = Some(format!(
+                "{} has the version 2 section [plugins.\"{CRI_PLUGIN_V2}\"], which containerd 2.x migrates over the version 3 one",
+                path.display()
+            ));
+        }
+        match file.sections.get(section) {
             None => {}
-            // containerd 2.x (version 3) merges plugin sections key by key.
-            Some(None) if file.version >= 3 => {}
+            // containerd 2.x merges plugin sections key by key.
+            Some(None) if version >= 3 => {}
             // containerd 1.x replaces an earlier file's whole section, so a
             // section without the key resets it to the default (empty).
             Some(value) => {
                 out.dirs = value.as_deref().map(split_config_path).unwrap_or_default();
-                out.set_in = Some((path.clone(), file.section.clone()));
-                out.version = file.version;
+                out.set_in = Some((path.clone(), section.to_string()));
             }
         }
     }
@@ -211,6 +231,7 @@ pub fn read_registry_config(host: &HostRoot) -> Result<RegistryConfig, Container
     let mut seen = BTreeSet::new();
     let mut pending = VecDeque::from([PathBuf::from(CONFIG_FILE)]);
     let mut newest = None;
+    let mut ambiguous = None;
     while let Some(path) = pending.pop_front() {
         if !seen.insert(path.clone()) {
             continue;
@@ -234,21 +255,27 @@ pub fn read_registry_config(host: &HostRoot) -> Result<RegistryConfig, Container
             }
             Err(source) => return Err(ContainerdConfigError::Read { path, source }),
         };
-        let modified = std::fs::metadata(&local)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_micros() as u64);
+        // The change time, not the modification time: a file copied with
+        // its old mtime (cp -p, rsync -a, an image build) still changed.
+        let modified = std::fs::metadata(&local).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            u64::try_from(m.ctime())
+                .ok()
+                .map(|s| s * 1_000_000 + u64::try_from(m.ctime_nsec()).unwrap_or(0) / 1000)
+        });
         newest = newest.max(modified);
         let text = String::from_utf8_lossy(&bytes);
         let file = parse_config_file(&path, &text)?;
-        for import in resolve_imports(host, &path, &file.imports)? {
+        for import in resolve_imports(host, &path, &file.imports, &mut ambiguous)? {
             pending.push_back(import);
         }
         files.push((path, file));
     }
     let mut config = parse_registry_config(&files);
     config.newest_file_us = newest;
+    if config.ambiguous.is_none() {
+        config.ambiguous = ambiguous;
+    }
     Ok(config)
 }
 
@@ -259,15 +286,17 @@ fn resolve_imports(
     host: &HostRoot,
     parent: &Path,
     imports: &[String],
+    ambiguous: &mut Option<String>,
 ) -> Result<Vec<PathBuf>, ContainerdConfigError> {
     let base = parent.parent().unwrap_or(Path::new("/"));
     let mut out = Vec::new();
     for import in imports {
         let path = Path::new(import);
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
+        let relative = !path.is_absolute();
+        let path = if relative {
             base.join(path)
+        } else {
+            path.to_path_buf()
         };
         if !import.contains('*') {
             out.push(path);
@@ -276,6 +305,20 @@ fn resolve_imports(
         let (Some(dir), Some(pattern)) = (path.parent(), path.file_name()) else {
             continue;
         };
+        // containerd before 1.6.29 and 1.7.16 matched a relative glob
+        // against its working directory, later ones against the importing
+        // file's; a pattern outside the last component, or a class, is Go
+        // glob syntax the agent does not follow. Either way: not sure.
+        let odd = dir.to_string_lossy().contains(['*', '?', '['])
+            || pattern.to_string_lossy().contains('[');
+        if relative || odd {
+            ambiguous.get_or_insert_with(|| {
+                format!(
+                    "{} imports {import:?}, which containerd versions resolve differently",
+                    parent.display()
+                )
+            });
+        }
         let local = host.resolve(dir)?;
         let mut matches: Vec<PathBuf> = match std::fs::read_dir(&local) {
             Ok(entries) => entries
@@ -305,10 +348,7 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Hidden files do not match a leading wildcard, as in Go.
-    if n.first() == Some(&'.') && p.first() != Some(&'.') {
-        return false;
-    }
+    // Go's filepath.Glob, unlike a shell, matches hidden files too.
     go(&p, &n)
 }
 
@@ -495,10 +535,42 @@ mod tests {
     }
 
     #[test]
-    fn globs_match_one_component_and_skip_hidden_files() {
+    fn a_drop_in_without_a_version_line_replaces_the_section_under_the_merged_version() {
+        let main = "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/etc/containerd/certs.d\"\n";
+        // No version line: containerd 1.x reads it with the merged version 2.
+        let drop_in =
+            "[plugins.\"io.containerd.grpc.v1.cri\".containerd]\nsnapshotter = \"native\"\n";
+        let c = config(&[
+            (CONFIG_FILE, main),
+            ("/etc/containerd/conf.d/a.toml", drop_in),
+        ]);
+        assert_eq!(c.version, 2);
+        assert!(c.dirs.is_empty(), "the whole section was replaced: {c:?}");
+    }
+
+    #[test]
+    fn a_version_3_config_with_a_version_2_section_is_ambiguous() {
+        let main = "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\nconfig_path = '/etc/containerd/certs.d'\n";
+        let old =
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/x\"\n";
+        let c = config(&[
+            (CONFIG_FILE, main),
+            ("/etc/containerd/conf.d/old.toml", old),
+        ]);
+        assert_eq!(c.version, 2, "the last version set wins");
+        let c = config(&[
+            ("/etc/containerd/conf.d/old.toml", old),
+            (CONFIG_FILE, main),
+        ]);
+        assert_eq!(c.version, 3);
+        assert!(c.ambiguous.is_some(), "{c:?}");
+    }
+
+    #[test]
+    fn globs_match_one_component_and_hidden_files_as_go_does() {
         assert!(glob_match("*.toml", "a.toml"));
         assert!(!glob_match("*.toml", "a.toml.bak"));
-        assert!(!glob_match("*.toml", ".a.toml"));
+        assert!(glob_match("*.toml", ".a.toml"));
         assert!(glob_match("?.toml", "b.toml"));
     }
 
@@ -510,7 +582,7 @@ mod tests {
         std::fs::create_dir_all(etc.join("conf.d")).unwrap();
         std::fs::write(
             etc.join("config.toml"),
-            "version = 2\nimports = [\"conf.d/*.toml\"]\n",
+            "version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n",
         )
         .unwrap();
         std::fs::write(
@@ -521,6 +593,16 @@ mod tests {
         let c = read_registry_config(&host).unwrap();
         assert_eq!(c.dirs, [PathBuf::from("/etc/containerd/certs.d")]);
         assert_eq!(c.files.len(), 2);
+        assert_eq!(c.ambiguous, None);
+        // A relative glob: containerd 1.6 before 1.6.29 matched it against
+        // its working directory, so the agent cannot be sure.
+        std::fs::write(
+            etc.join("config.toml"),
+            "version = 2\nimports = [\"conf.d/*.toml\"]\n",
+        )
+        .unwrap();
+        let c = read_registry_config(&host).unwrap();
+        assert!(c.ambiguous.unwrap().contains("conf.d/*.toml"));
         // No config at all: containerd's defaults.
         let empty = tempfile::tempdir().unwrap();
         let c = read_registry_config(&HostRoot::new(empty.path()).unwrap()).unwrap();

@@ -41,6 +41,9 @@ use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::x509::cert::CertInfo;
 
+/// The registry host directory AKS configures (and the agent's files are
+/// looked for there when containerd's config cannot be read).
+pub const DEFAULT_CERTS_D: &str = "/etc/containerd/certs.d";
 /// The only unit whose restarts the live path can replace.
 pub const RUNTIME_UNIT: &str = "containerd.service";
 /// containerd's registry host file.
@@ -165,14 +168,16 @@ pub fn assess(
             hint,
         ));
     };
-    if config.version >= 3 && config.dirs.len() > 1 {
+    if let Some(why) = &config.ambiguous {
         return none(PullTrust::restart(
             format!(
-                "containerd 2.1 and later pull through the transfer service, which reads a config_path of several directories ({}) as one path and so none of them",
-                config.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+                "the agent cannot be sure which registry host directory containerd reads: {why}"
             ),
             config.set_in.as_ref().map(|(p, _)| p.clone()),
-            Some(format!("set config_path to the one directory {}", first.display())),
+            Some(
+                "use absolute import paths, and one CRI registry section of the config's version"
+                    .into(),
+            ),
         ));
     }
     // Writing <first>/_default would hide every entry of a later root.
@@ -192,6 +197,18 @@ pub fn assess(
                 )),
             ));
         }
+    }
+    if config.dirs.len() > 1 {
+        // Whatever the config's version: containerd 2.x migrates a version
+        // 2 file, and the agent cannot tell which containerd runs.
+        return none(PullTrust::restart(
+            format!(
+                "containerd 2.1 and later pull through the transfer service, which reads a config_path of several directories ({}) as one path and so none of them",
+                config.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+            ),
+            config.set_in.as_ref().map(|(p, _)| p.clone()),
+            Some(format!("set config_path to the one directory {}", first.display())),
+        ));
     }
     let default = first.join(DEFAULT_HOST_DIR);
     if let Some(path) = default_dir_facts.foreign.first() {
@@ -245,8 +262,7 @@ pub fn assess(
             ),
             path: Some(path.clone()),
             hint: Some(format!(
-                "add `ca = \"{}\"` to {}'s hosts.toml, or remove that directory",
-                default.join(BUNDLE_FILE).display(),
+                "put the CAs that registry needs in {}'s own hosts.toml (`ca = ` a file you own, not the agent's bundle, which it removes when the set empties), or remove that directory",
                 path.display()
             )),
         },
@@ -322,8 +338,11 @@ impl RegistryHosts {
                         None,
                     ),
                     config_modified_us: None,
-                    default_dir: None,
-                }
+                    // Where the agent's files are on the nodes it knows
+                    // (AKS's config_path): withdrawn, so no CA it no longer
+                    // wants stays live while it cannot tell where to look.
+                    default_dir: Some(PathBuf::from(DEFAULT_CERTS_D).join(DEFAULT_HOST_DIR)),
+                };
             }
         };
         self.assess_config(&config)
@@ -338,7 +357,7 @@ impl RegistryHosts {
                     write_to: None,
                     trust: PullTrust::restart(e.to_string(), config.dirs.first().cloned(), None),
                     config_modified_us: config.newest_file_us,
-                    default_dir: None,
+                    default_dir: config.dirs.first().map(|d| d.join(DEFAULT_HOST_DIR)),
                 }
             }
         };
@@ -519,6 +538,7 @@ mod tests {
             dirs: dirs.iter().map(PathBuf::from).collect(),
             set_in: Some((PathBuf::from(containerd::CONFIG_FILE), "x".into())),
             version,
+            ambiguous: None,
             newest_file_us: None,
         }
     }
@@ -612,24 +632,36 @@ mod tests {
             a.trust.path,
             Some(PathBuf::from("/etc/docker/certs.d/mirror.example"))
         );
-        // An empty or missing later root hides nothing.
+        // An empty or missing later root hides nothing, but several roots
+        // are not read on containerd 2.1 and later: still not live.
         let a = assess(
             &config(&[CERTS_D, "/etc/docker/certs.d"], 2),
             &[(CERTS_D.into(), None), ("/etc/docker/certs.d".into(), None)],
             &DefaultDir::default(),
         );
-        assert!(a.trust.is_live());
+        assert!(!a.trust.is_live());
     }
 
     #[test]
-    fn several_dirs_on_containerd_2_are_not_live() {
-        let a = assess(
-            &config(&[CERTS_D, "/etc/docker/certs.d"], 3),
-            &[(CERTS_D.into(), None), ("/etc/docker/certs.d".into(), None)],
-            &DefaultDir::default(),
-        );
+    fn several_dirs_are_not_live_whatever_the_config_version() {
+        for version in [2, 3] {
+            let a = assess(
+                &config(&[CERTS_D, "/etc/docker/certs.d"], version),
+                &[(CERTS_D.into(), None), ("/etc/docker/certs.d".into(), None)],
+                &DefaultDir::default(),
+            );
+            assert_eq!(a.write_to, None);
+            assert!(a.trust.reason.unwrap().contains("transfer service"));
+        }
+    }
+
+    #[test]
+    fn a_config_the_agent_cannot_be_sure_of_is_not_live() {
+        let mut c = config(&[CERTS_D], 2);
+        c.ambiguous = Some("x imports \"conf.d/*.toml\"".into());
+        let a = assess(&c, &[(CERTS_D.into(), None)], &DefaultDir::default());
         assert_eq!(a.write_to, None);
-        assert!(a.trust.reason.unwrap().contains("transfer service"));
+        assert!(a.trust.reason.unwrap().contains("cannot be sure"));
     }
 
     #[test]

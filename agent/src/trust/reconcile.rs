@@ -195,6 +195,8 @@ struct PassFacts {
     settled_before: bool,
     /// What the node should trust after the pass.
     desired: BTreeSet<String>,
+    /// A desired CA has a negative serial, which Go refuses to parse.
+    desired_negative_serial: bool,
     assessment: Assessment,
 }
 
@@ -264,6 +266,7 @@ impl<S: Systemd> Reconciler<S> {
             installed_before: installed.certs.keys().map(Fingerprint::hex).collect(),
             settled_before: st.pending == Pending::Nothing,
             desired: plan.desired.keys().map(Fingerprint::hex).collect(),
+            desired_negative_serial: plan.desired.values().any(|d| d.cert.serial_negative),
             assessment: self.sync_pull_trust(&plan, outcome)?,
         };
         let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)?;
@@ -981,6 +984,16 @@ fn runtime_restart_needed(
             BTreeSet::new()
         };
         rt.may_cache = before.union(&facts.desired).cloned().collect();
+        if !facts.settled_before {
+            // No record of this containerd, and an earlier pass left a
+            // change unfinished (a deferred restart, a crash, a history an
+            // older agent wrote): a CA removed then is in no set here, yet
+            // may be in its roots. Only a restart is sure.
+            return Some(
+                "the agent has no record of which CAs this containerd loaded, and an earlier change is not finished"
+                    .to_string(),
+            );
+        }
     }
     let trust = &facts.assessment.trust;
     // A config changed since containerd started may not be the one it runs.
@@ -989,7 +1002,16 @@ fn runtime_restart_needed(
         (None, _) => true,
         (Some(_), None) => false,
     };
-    let live = trust.is_live() && config_current;
+    // Go drops a certificate it cannot parse from a `ca` file without a
+    // word (a negative serial since Go 1.23): only the system roots, after
+    // a restart, can be relied on for it.
+    let go_refuses = facts.desired_negative_serial;
+    let live = trust.is_live() && config_current && !go_refuses;
+    if go_refuses && trust.is_live() {
+        if let Some(why) = pull_trust::restart_needed(rt, &facts.desired, false) {
+            return Some(format!("{why}; a desired CA has a negative serial number, which Go (containerd) drops from a registry's `ca` file"));
+        }
+    }
     let why = pull_trust::restart_needed(rt, &facts.desired, live)?;
     Some(if trust.is_live() && !config_current {
         format!("{why}; containerd's config changed since it started, so the running process may not read its registry host directory")
@@ -1527,6 +1549,29 @@ mod tests {
         assert_eq!(out.restarted, vec![UNIT]);
         assert!(!certs_d.join("_default").exists());
         assert_eq!(fake.restarts().len(), 2);
+    }
+
+    #[test]
+    fn a_deferred_removal_restart_is_kept_when_the_history_is_lost() {
+        let node = Node::new();
+        with_certs_d(&node);
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        fake.set_active_since(UNIT, now_us());
+        let mut r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        rt().block_on(r.reconcile()).unwrap();
+        assert!(fake.restarts().is_empty(), "added live");
+        // The removal's restart waits for the node's share of the spread.
+        r.settings.restart_delay = std::time::Duration::from_millis(800);
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        let wake = out.wake_at_us.expect("deferred");
+        // The restart history is lost (unreadable, or an older agent's).
+        fs::remove_file(crate::trust::pacing::history_path(&r.settings().state_path)).unwrap();
+        sleep_until_us(wake);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT], "containerd may still hold A");
+        assert!(out.restarts_avoided.is_empty());
     }
 
     #[test]
