@@ -76,8 +76,20 @@ pub enum CsrError {
     },
     #[error("CertificateSigningRequest {name} got no certificate within {timeout:?}; is the kubelet CSR approver running? (kube-controller-manager approves kubelet client CSRs only with kubeadm's auto-approve bindings, and never serving CSRs: approve it with `kubectl certificate approve {name}`)")]
     Timeout { name: String, timeout: Duration },
-    #[error("CertificateSigningRequest {name} was deleted while the agent waited for its certificate; the next attempt files a new one")]
-    Deleted { name: String },
+    #[error("CertificateSigningRequest {name} was deleted while the agent waited for its certificate ({noticed}); the next attempt files a new one")]
+    Deleted {
+        name: String,
+        /// How the agent learnt it: a watch event, or a relist without it.
+        noticed: &'static str,
+    },
+    #[error("CertificateSigningRequest {name} was deleted and created again while the agent waited for its certificate (uid {found}, not {filed}): it is not the agent's request, and the next attempt files a new one with a new key")]
+    Replaced {
+        name: String,
+        /// The uid of the CSR the agent filed (or found as its own).
+        filed: String,
+        /// The uid of the CSR now under that name.
+        found: String,
+    },
     #[error("CertificateSigningRequest {name} exists but is not the agent's request for this key ({reason}); delete it with `kubectl delete csr {name}`")]
     Incompatible { name: String, reason: String },
     #[error("reading CertificateSigningRequest {name}: {source}")]
@@ -113,6 +125,7 @@ impl CsrError {
             Self::Denied { .. }
                 | Self::Failed { .. }
                 | Self::Deleted { .. }
+                | Self::Replaced { .. }
                 | Self::Incompatible { .. }
                 | Self::Rejected { .. }
         )
@@ -254,12 +267,15 @@ pub fn csr_object(
 }
 
 /// Files the CSR (each API request bounded by `api_timeout`) and waits until
-/// it holds a certificate (PEM), is denied, failed or deleted, or `timeout`
+/// it holds a certificate (PEM), is denied, failed or gone, or `timeout`
 /// passes. A CSR of that name that exists already is this key's own pending
 /// request (see [`csr_name`]): it is checked to be compatible and waited on,
 /// so retries never pile up CSRs. The wait survives what client-go's
 /// `WaitForCertificate` survives: a 410 or a dropped connection relists.
-/// Returns the CSR's name with the PEM.
+/// The CSR is followed by the uid the API gave it at create (or get): a
+/// Deleted event, a relist without it, or a CSR of another uid under its
+/// name ends the wait at once (see [`Followed`]). Returns the CSR's name
+/// with the PEM.
 pub async fn submit_and_wait(
     client: &kube::Client,
     csr: &CertificateSigningRequest,
@@ -309,33 +325,34 @@ pub async fn submit_and_wait(
     if let Some(result) = outcome(&name, &created) {
         return result.map(|pem| (name, pem));
     }
-    match tokio::time::timeout(timeout, wait_for(api, &name)).await {
+    let followed = Followed::new(&name, created.metadata.uid.clone());
+    match tokio::time::timeout(timeout, wait_for(api, followed)).await {
         Ok(r) => r.map(|pem| (name, pem)),
         Err(_) => Err(CsrError::Timeout { name, timeout }),
     }
 }
 
-/// Watches the CSR `name` until it is finished. Watch errors (410 Gone, a
+/// Watches the CSR until it is finished or gone. Watch errors (410 Gone, a
 /// dropped connection, a restarting API server) are waited out: the watcher
 /// relists on its next poll, after a short backoff.
-async fn wait_for(api: Api<CertificateSigningRequest>, name: &str) -> Result<Vec<u8>, CsrError> {
+async fn wait_for(
+    api: Api<CertificateSigningRequest>,
+    mut followed: Followed,
+) -> Result<Vec<u8>, CsrError> {
+    let name = followed.name.clone();
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut stream = watcher(api, config).boxed();
     let mut backoff = Backoff::new(WAIT_RETRY_FIRST, WAIT_RETRY_MAX, WAIT_RETRY_JITTER);
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                backoff.reset();
-                if let Some(result) = outcome(name, &obj) {
+            Ok(event) => {
+                if matches!(event, watcher::Event::InitDone | watcher::Event::Apply(_)) {
+                    backoff.reset();
+                }
+                if let Some(result) = followed.on(event) {
                     return result;
                 }
             }
-            Ok(watcher::Event::Delete(_)) => {
-                return Err(CsrError::Deleted {
-                    name: name.to_string(),
-                })
-            }
-            Ok(_) => {}
             Err(e) => {
                 let wait = backoff.next_delay(None);
                 debug!(csr = %name, retry_in_ms = wait.as_millis() as u64, "watching CertificateSigningRequest {name}: {e}; relisting");
@@ -344,9 +361,72 @@ async fn wait_for(api: Api<CertificateSigningRequest>, name: &str) -> Result<Vec
         }
     }
     Err(CsrError::Watch {
-        name: name.to_string(),
+        name,
         reason: "the watch ended".into(),
     })
+}
+
+/// The one CSR a wait follows: its name and the uid the API gave it. Judges
+/// each watcher event (pure): `Some` once the CSR is finished or gone.
+/// A CSR is gone when a Deleted event comes, when a (re)list does not hold
+/// it (it was deleted while the watch was down), or when the object under
+/// its name has another uid (deleted and created again, say by someone
+/// filing the same name): such an object is never taken for it.
+#[derive(Debug)]
+struct Followed {
+    name: String,
+    /// `None` when the API gave none (a real API server always does): then
+    /// the uid is not compared.
+    uid: Option<String>,
+    /// During a (re)list: whether it held the CSR so far.
+    listed: bool,
+}
+
+impl Followed {
+    fn new(name: &str, uid: Option<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            uid,
+            listed: false,
+        }
+    }
+
+    fn on(
+        &mut self,
+        event: watcher::Event<CertificateSigningRequest>,
+    ) -> Option<Result<Vec<u8>, CsrError>> {
+        match event {
+            watcher::Event::Init => {
+                self.listed = false;
+                None
+            }
+            watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                if obj.metadata.name.as_deref() != Some(self.name.as_str()) {
+                    return None;
+                }
+                if let (Some(filed), Some(found)) = (&self.uid, &obj.metadata.uid) {
+                    if filed != found {
+                        return Some(Err(CsrError::Replaced {
+                            name: self.name.clone(),
+                            filed: filed.clone(),
+                            found: found.clone(),
+                        }));
+                    }
+                }
+                self.listed = true;
+                outcome(&self.name, &obj)
+            }
+            watcher::Event::InitDone if !self.listed => Some(Err(CsrError::Deleted {
+                name: self.name.clone(),
+                noticed: "a relist of it found none",
+            })),
+            watcher::Event::InitDone => None,
+            watcher::Event::Delete(_) => Some(Err(CsrError::Deleted {
+                name: self.name.clone(),
+                noticed: "the watch said so",
+            })),
+        }
+    }
 }
 
 /// Retries of a CSR watch that failed: soon, and never faster than this.
@@ -587,6 +667,130 @@ mod tests {
             .unwrap();
         b.sign(&ca.key, MessageDigest::sha256()).unwrap();
         b.build().to_pem().unwrap()
+    }
+
+    /// Files a client CSR for a new key with the fake answering `answer`,
+    /// and waits at most `timeout` for it.
+    async fn file_and_wait(
+        answer: crate::kubelet::fake_api::CsrAnswer,
+        timeout: Duration,
+    ) -> Result<(String, Vec<u8>), CsrError> {
+        use crate::kubelet::fake_api::{FakeApi, NODE};
+        let api = FakeApi::start(3600);
+        api.set_csr_answer(answer);
+        let mut config = kube::Config::new(api.server().parse().unwrap());
+        config.accept_invalid_certs = true;
+        let client = kube::Client::try_from(config).unwrap();
+        let key = generate_key(KeyType::EcdsaP256).unwrap();
+        let usages = usages_of(&Purpose::Client, KeyType::EcdsaP256);
+        let name = csr_name(&key, NODE, &usages).unwrap();
+        let request = build_request(&key, NODE, &Purpose::Client).unwrap();
+        let csr = csr_object(&name, request, &Purpose::Client, KeyType::EcdsaP256, None);
+        submit_and_wait(&client, &csr, &key, Duration::from_secs(5), timeout).await
+    }
+
+    #[tokio::test]
+    async fn a_csr_deleted_before_the_watch_lists_it_ends_the_wait_at_once_not_at_the_timeout() {
+        let started = std::time::Instant::now();
+        let timeout = Duration::from_secs(6);
+        let e = file_and_wait(
+            crate::kubelet::fake_api::CsrAnswer::DeletedWhilePending,
+            timeout,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, CsrError::Deleted { noticed, .. } if noticed.contains("relist")),
+            "{e}"
+        );
+        assert!(e.ends_the_request());
+        assert!(started.elapsed() < timeout, "{:?}", started.elapsed());
+        assert!(
+            e.to_string().contains("the next attempt files a new one"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_csr_deleted_and_filed_again_under_its_name_is_not_taken_for_ours() {
+        use crate::kubelet::fake_api::{CsrAnswer, FILED_UID, REFILED_UID};
+        let e = file_and_wait(CsrAnswer::RecreatedAndSigned, Duration::from_secs(6))
+            .await
+            .map(|(name, _)| name)
+            .expect_err("the certificate of another CSR of the same name was taken");
+        assert!(
+            matches!(&e, CsrError::Replaced { filed, found, .. }
+                if filed == FILED_UID && found == REFILED_UID),
+            "{e}"
+        );
+        assert!(e.ends_the_request());
+        let text = e.to_string();
+        assert!(
+            text.contains("deleted and created again") && text.contains(REFILED_UID),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_csr_of_our_uid_is_waited_for_until_the_timeout() {
+        let e = file_and_wait(
+            crate::kubelet::fake_api::CsrAnswer::Pending,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, CsrError::Timeout { .. }), "{e}");
+    }
+
+    fn with_uid(uid: &str, signed: bool) -> CertificateSigningRequest {
+        let mut csr = csr_object(
+            "node-csr-a",
+            vec![],
+            &Purpose::Client,
+            KeyType::EcdsaP256,
+            None,
+        );
+        csr.metadata.uid = Some(uid.into());
+        if signed {
+            csr.status = Some(
+                k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus {
+                    certificate: Some(ByteString(b"PEM".to_vec())),
+                    conditions: None,
+                },
+            );
+        }
+        csr
+    }
+
+    #[test]
+    fn the_followed_csr_is_gone_on_a_delete_a_relist_without_it_or_another_uid() {
+        use watcher::Event as W;
+        let followed = || Followed::new("node-csr-a", Some("u1".into()));
+        // A watch event of another uid under the name.
+        let mut f = followed();
+        let r = f.on(W::Apply(with_uid("u2", true))).unwrap();
+        assert!(matches!(r, Err(CsrError::Replaced { .. })), "{r:?}");
+        // A Deleted event.
+        let mut f = followed();
+        let r = f.on(W::Delete(with_uid("u1", false))).unwrap();
+        assert!(matches!(r, Err(CsrError::Deleted { .. })), "{r:?}");
+        // A relist: with it, the wait goes on; without it, it is gone.
+        let mut f = followed();
+        assert!(f.on(W::Init).is_none());
+        assert!(f.on(W::InitApply(with_uid("u1", false))).is_none());
+        assert!(f.on(W::InitDone).is_none());
+        assert!(f.on(W::Init).is_none());
+        let r = f.on(W::InitDone).unwrap();
+        assert!(matches!(r, Err(CsrError::Deleted { .. })), "{r:?}");
+        // Ours, signed: its certificate.
+        let mut f = followed();
+        assert_eq!(
+            f.on(W::Apply(with_uid("u1", true))).unwrap().unwrap(),
+            b"PEM"
+        );
+        // No uid known: not compared.
+        let mut f = Followed::new("node-csr-a", None);
+        assert!(f.on(W::Apply(with_uid("u2", true))).unwrap().is_ok());
     }
 
     #[test]

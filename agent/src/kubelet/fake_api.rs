@@ -5,8 +5,11 @@
 //! kube-controller-manager would (backdated by its 5 minutes, for a lifetime
 //! the test chooses), and the RenewRevocations of kube-system, listed and
 //! watched (a watch stays open and silent). It records every certificate it
-//! issues. Blocking threads, one per connection; every answer closes its
-//! connection.
+//! issues. For the CSR wait, [`FakeApi::set_csr_answer`] makes it leave a
+//! CSR pending instead, and lists (and silently watches) CSRs: pending,
+//! deleted, or deleted and filed again under the same name with a new uid
+//! ([`CsrAnswer`]). Blocking threads, one per connection; every answer
+//! closes its connection.
 //!
 //! [`TestNode`] is a host root in a tempdir with kubelet's kubeconfig
 //! pointing at the fake, a client certificate of the fake's signer, and a
@@ -85,6 +88,29 @@ pub struct FakeApi {
     shared: Arc<Shared>,
 }
 
+/// What the fake does with a CSR it is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CsrAnswer {
+    /// Approves and signs it at once, as an auto-approving
+    /// kube-controller-manager would.
+    #[default]
+    SignAtOnce,
+    /// Leaves it pending (uid [`FILED_UID`]); lists show it pending.
+    Pending,
+    /// Leaves it pending, and it is deleted before the agent's watch lists
+    /// it: lists show none.
+    DeletedWhilePending,
+    /// Leaves it pending, and it is deleted and filed again under its name
+    /// (uid [`REFILED_UID`]), and that one is approved and signed: lists show
+    /// the new one.
+    RecreatedAndSigned,
+}
+
+/// The uid of the CSR as the agent filed it, when it is left pending.
+pub const FILED_UID: &str = "uid-filed";
+/// The uid of a CSR filed again under the same name.
+pub const REFILED_UID: &str = "uid-refiled";
+
 struct Shared {
     signer: TestCa,
     /// Seconds from issue to notAfter.
@@ -92,6 +118,9 @@ struct Shared {
     /// RenewRevocation objects in kube-system.
     revocations: Mutex<Vec<serde_json::Value>>,
     issued: Mutex<Vec<Issued>>,
+    csr_answer: Mutex<CsrAnswer>,
+    /// The CSRs a list shows (with [`CsrAnswer`] other than `SignAtOnce`).
+    csrs: Mutex<Vec<serde_json::Value>>,
     stop: AtomicBool,
 }
 
@@ -106,6 +135,8 @@ impl FakeApi {
             lifetime: Mutex::new(lifetime),
             revocations: Mutex::new(Vec::new()),
             issued: Mutex::new(Vec::new()),
+            csr_answer: Mutex::new(CsrAnswer::default()),
+            csrs: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let acceptor = {
@@ -143,6 +174,11 @@ impl FakeApi {
 
     pub fn set_revocations(&self, objects: Vec<serde_json::Value>) {
         *self.shared.revocations.lock().unwrap() = objects;
+    }
+
+    /// How CSRs filed from now on are answered.
+    pub fn set_csr_answer(&self, answer: CsrAnswer) {
+        *self.shared.csr_answer.lock().unwrap() = answer;
     }
 
     /// Every certificate issued so far, oldest first.
@@ -193,15 +229,33 @@ fn serve(shared: &Shared, tls: SslStream<TcpStream>) {
         return;
     }
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let watch = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
     let (status, answer) = match (method.as_str(), path) {
         ("POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests") => {
-            ("201 Created", sign(shared, &body))
+            ("201 Created", file_csr(shared, &body))
+        }
+        ("GET", "/apis/certificates.k8s.io/v1/certificatesigningrequests") => {
+            if watch {
+                while !shared.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+            let items = shared.csrs.lock().unwrap().clone();
+            (
+                "200 OK",
+                json!({
+                    "apiVersion": "certificates.k8s.io/v1",
+                    "kind": "CertificateSigningRequestList",
+                    "metadata": {"resourceVersion": "9"},
+                    "items": items,
+                }),
+            )
         }
         ("GET", "/apis/certificates.microsoft.com/v1/namespaces/kube-system/renewrevocations") => {
-            if query
-                .split('&')
-                .any(|p| p == "watch=true" || p == "watch=1")
-            {
+            if watch {
                 while !shared.stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -234,6 +288,31 @@ fn serve(shared: &Shared, tls: SslStream<TcpStream>) {
     let _ = tls.write_all(&body);
     let _ = tls.flush();
     let _ = tls.shutdown();
+}
+
+/// The CSR in `body` as [`CsrAnswer`] says: signed, or left pending (and
+/// what lists show then).
+fn file_csr(shared: &Shared, body: &[u8]) -> serde_json::Value {
+    let answer = *shared.csr_answer.lock().unwrap();
+    if answer == CsrAnswer::SignAtOnce {
+        return sign(shared, body);
+    }
+    let mut pending: serde_json::Value = serde_json::from_slice(body).unwrap();
+    pending["metadata"]["uid"] = json!(FILED_UID);
+    pending["metadata"]["resourceVersion"] = json!("8");
+    let listed = match answer {
+        CsrAnswer::Pending => vec![pending.clone()],
+        CsrAnswer::DeletedWhilePending => vec![],
+        CsrAnswer::RecreatedAndSigned => {
+            let mut refiled = sign(shared, body);
+            refiled["metadata"]["uid"] = json!(REFILED_UID);
+            refiled["metadata"]["resourceVersion"] = json!("9");
+            vec![refiled]
+        }
+        CsrAnswer::SignAtOnce => unreachable!("answered above"),
+    };
+    *shared.csrs.lock().unwrap() = listed;
+    pending
 }
 
 /// The CSR in `body`, approved and signed.

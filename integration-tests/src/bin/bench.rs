@@ -8,7 +8,8 @@
 //! part, for an older agent), `--skip-live` (no live pull trust part: a
 //! node whose containerd reads `/etc/containerd/certs.d`, for an older
 //! agent), `--simulations` (only the fleet simulations, which need no node:
-//! renewal deadlines, and CSRs after a fleet-wide RenewRevocation).
+//! renewal deadlines, CSRs after a fleet-wide RenewRevocation, and the
+//! Events of a fleet whose renewals all fail).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -255,6 +256,84 @@ fn revocation_peak(spread_s: u64) -> (usize, i64) {
     (per_second.values().copied().max().unwrap(), last)
 }
 
+/// The kubelet loop's retry schedule after a failed pass
+/// (`agent/src/daemon/kubelet_loop.rs`, `KUBELET_RETRY_*`, private there):
+/// 2 s, doubling up to 300 s, each with up to 10 % added.
+const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);
+const KUBELET_RETRY_MAX: Duration = Duration::from_secs(300);
+const KUBELET_RETRY_JITTER: f64 = 0.1;
+
+/// Events about their Nodes from 5,000 nodes whose kubelet renewals fail at
+/// every retry, from the same moment on, for `hours`: each node fails a pass
+/// at the kubelet loop's retry schedule and raises one
+/// `KubeletCertificateRenewalFailed` Event per failed pass. `varying`: each
+/// failure's message differs (a denied CSR is named after its new key);
+/// otherwise it is the same each time (a 403, an unreachable signer). The
+/// agent writes through its own correlator (`ops::events::EventCorrelator`);
+/// before it, every Event was created. Returns, per hour: Events created
+/// before, Events created now, and the API writes now (creates + count
+/// PATCHes).
+fn failing_fleet_events(varying: bool, hours: usize) -> Vec<(usize, usize, usize)> {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use node_cert_agent::ops::events::{event_object, EventCorrelator, NodeEvent, Write};
+    use node_cert_agent::retry::Backoff;
+    let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+    let end = hours as u64 * 3_600;
+    let mut per_hour = vec![(0, 0, 0); hours];
+    for i in 0..5_000 {
+        let name = format!("ip-10-0-{}-{}.ec2.internal", i / 250, i % 250);
+        let uid = format!("uid-{i}");
+        let mut backoff =
+            Backoff::new(KUBELET_RETRY_FIRST, KUBELET_RETRY_MAX, KUBELET_RETRY_JITTER);
+        let mut correlator = EventCorrelator::default();
+        let mut at = Duration::ZERO;
+        let mut pass = 0;
+        while at.as_secs() < end {
+            let now = t0 + SignedDuration::try_from(at).unwrap();
+            let message = if varying {
+                format!("CertificateSigningRequest node-csr-{name}-{pass} was denied (Denied): not approved")
+            } else {
+                "creating the CertificateSigningRequest: forbidden (403)".to_string()
+            };
+            let event = NodeEvent::warning("KubeletCertificateRenewalFailed", message);
+            let hour = &mut per_hour[(at.as_secs() / 3_600) as usize];
+            hour.0 += 1;
+            match correlator.correlate(event_object(&name, Some(&uid), &event, now), now) {
+                Write::Create(_) => {
+                    hour.1 += 1;
+                    hour.2 += 1;
+                }
+                Write::Patch { .. } => hour.2 += 1,
+                Write::Skip => {}
+            }
+            at += backoff.next_delay(None);
+            pass += 1;
+        }
+    }
+    per_hour
+}
+
+/// The row of [`failing_fleet_events`] for one kind of failure.
+fn failing_fleet_row(varying: bool) -> String {
+    const HOURS: usize = 4;
+    let hours = failing_fleet_events(varying, HOURS);
+    let later = |f: fn(&(usize, usize, usize)) -> usize| {
+        hours[1..].iter().map(f).sum::<usize>() / (HOURS - 1)
+    };
+    let (before, created, writes) = (later(|h| h.0), later(|h| h.1), later(|h| h.2));
+    format!(
+        "| fleet: Node Events created per hour, 5,000 nodes whose kubelet renewals fail at every retry ({}) | first hour: {} (before: {}); hours 2-{HOURS}: {created}/h (before: {before}/h), and {writes} API writes/h (creates + count PATCHes) | < 10,000/h after the first hour ({}) |",
+        if varying {
+            "a new message each time"
+        } else {
+            "the same message each time"
+        },
+        hours[0].1,
+        hours[0].0,
+        if created < 10_000 { "met" } else { "MISSED" }
+    )
+}
+
 /// The fleet simulations' rows.
 fn simulation_rows() -> Vec<String> {
     let (peak, naive_peak) = fleet();
@@ -271,6 +350,8 @@ fn simulation_rows() -> Vec<String> {
             "| fleet: peak CSRs/second after one fleet-wide RenewRevocation, 5,000 nodes woken in the same second | revocation-spread-seconds {default_spread} (default): {spread}, the last after {last} s; 0 (no spread): {none} | <= 50/s ({}) |",
             if spread <= 50 { "met" } else { "MISSED" }
         ),
+        failing_fleet_row(false),
+        failing_fleet_row(true),
     ]
 }
 
