@@ -352,6 +352,12 @@ fn simulation_rows() -> Vec<String> {
         ),
         failing_fleet_row(false),
         failing_fleet_row(true),
+        format!(
+            "| fleet: peak containerd restarts per second, 5,000 nodes seeing one added CA in the same second (restart-spread-seconds 60) | live path: {}; restart path: {} | 0 where the live path applies ({}) |",
+            added_ca_restart_peak(true, 60),
+            added_ca_restart_peak(false, 60),
+            if added_ca_restart_peak(true, 60) == 0 { "met" } else { "MISSED" }
+        ),
     ]
 }
 
@@ -523,11 +529,6 @@ fn live_bench(args: &Args) -> (Vec<String>, Vec<String>) {
             "| live path: containerd restarts caused by {} added-CA publishes | {add_restarts} | 0 ({}) |",
             if args.skip_api { args.runs } else { 2 * args.runs },
             if add_restarts == 0 { "met" } else { "MISSED" }
-        ),
-        format!(
-            "| peak containerd restarts per second, 5,000 nodes, one added CA (restart-spread-seconds 60) | live path: {}, restart path: {} | 0 where the live path applies |",
-            added_ca_restart_peak(true, 60),
-            added_ca_restart_peak(false, 60)
         ),
     ];
     drop(registry);
