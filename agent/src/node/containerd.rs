@@ -108,6 +108,8 @@ pub struct ConfigFile {
     /// By CRI section id present in the file: `None` when the section has
     /// no `registry.config_path`, else its value.
     pub sections: BTreeMap<&'static str, Option<String>>,
+    /// The section ids of the file that have a `registry` table.
+    pub registry_tables: BTreeSet<&'static str>,
 }
 
 /// Parses one containerd configuration file. Pure.
@@ -137,13 +139,17 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<ConfigFile, Containe
     };
     let plugins = table.get("plugins").and_then(toml::Value::as_table);
     let mut sections = BTreeMap::new();
+    let mut registry_tables = BTreeSet::new();
     for section in [CRI_PLUGIN_V1, CRI_PLUGIN_V2, CRI_PLUGIN_V3] {
         let value = match plugins.and_then(|p| p.get(section)) {
             None => continue,
-            Some(toml::Value::Table(plugin)) => plugin
-                .get("registry")
-                .and_then(toml::Value::as_table)
-                .and_then(|r| r.get("config_path")),
+            Some(toml::Value::Table(plugin)) => {
+                let registry = plugin.get("registry").and_then(toml::Value::as_table);
+                if registry.is_some() {
+                    registry_tables.insert(section);
+                }
+                registry.and_then(|r| r.get("config_path"))
+            }
             Some(_) => return Err(field(&format!("plugins.{section:?}"), "a table")),
         };
         let value = match value {
@@ -162,6 +168,7 @@ pub fn parse_config_file(path: &Path, text: &str) -> Result<ConfigFile, Containe
         version,
         imports,
         sections,
+        registry_tables,
     })
 }
 
@@ -193,9 +200,12 @@ pub fn parse_registry_config(files: &[(PathBuf, ConfigFile)]) -> RegistryConfig 
         ..RegistryConfig::default()
     };
     for (path, file) in files {
-        if version >= 3 && file.sections.contains_key(CRI_PLUGIN_V2) {
+        // containerd 2.x still has the version 2 CRI section (its CRI
+        // service), but migrates a `registry` table in it over the images
+        // plugin's.
+        if version >= 3 && file.registry_tables.contains(CRI_PLUGIN_V2) {
             out.ambiguous = Some(format!(
-                "{} has the version 2 section [plugins.\"{CRI_PLUGIN_V2}\"], which containerd 2.x migrates over the version 3 one",
+                "{} has a [plugins.\"{CRI_PLUGIN_V2}\".registry] table, which containerd 2.x migrates over the version 3 one",
                 path.display()
             ));
         }
@@ -520,6 +530,11 @@ mod tests {
             [PathBuf::from("/etc/containerd/certs.d")]
         );
         assert_eq!(read("v3-two-dirs.toml").dirs.len(), 2);
+        assert_eq!(
+            read("forky-default.toml").ambiguous,
+            None,
+            "its CRI service section has no registry"
+        );
     }
 
     #[test]
