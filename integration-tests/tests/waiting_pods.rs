@@ -175,7 +175,8 @@ fn switchable(client: kube::Client) -> (Arc<Mutex<kube::Client>>, WaitingPodsChe
     let check = WaitingPodsCheck::new(
         NODE.into(),
         Arc::new(move || Some(source.lock().unwrap().clone())),
-    );
+    )
+    .without_spread();
     (current, check)
 }
 

@@ -62,16 +62,33 @@ pub struct WaitingPodsCheck {
     /// effective (in memory: after an agent restart, the restart pass does
     /// not look).
     awaiting_restart: Arc<AtomicBool>,
+    /// This node's wait before its list: its stable share of
+    /// [`LIST_SPREAD`], so 5,000 nodes that take one Secret change in the
+    /// same second do not list their pods in the same second.
+    delay: std::time::Duration,
 }
+
+/// The window over which a fleet's lists after one CA change are spread.
+/// Kubelet's image-pull back-off is up to 5 minutes, so half a minute
+/// changes little for the user.
+pub const LIST_SPREAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WaitingPodsCheck {
     pub fn new(node: String, client: NodeClientSource) -> Self {
+        let delay = LIST_SPREAD.mul_f64(crate::retry::stable_fraction(&node));
         Self {
             node,
             client,
             last_error: Arc::new(Mutex::new(None)),
             awaiting_restart: Arc::new(AtomicBool::new(false)),
+            delay,
         }
+    }
+
+    /// The same check with no wait before its list (tests).
+    pub fn without_spread(mut self) -> Self {
+        self.delay = std::time::Duration::ZERO;
+        self
     }
 
     /// After a CA pass that succeeded: when it made an installed CA
@@ -90,6 +107,7 @@ impl WaitingPodsCheck {
         let check = self.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(check.delay).await;
             let _ = check.run(&metrics).await;
         });
     }
@@ -216,7 +234,8 @@ mod tests {
         let logged = Logged::default();
         let _guard = logged.capture();
         let metrics = test_metrics();
-        let check = WaitingPodsCheck::new("n1".into(), Arc::new(|| Some(unreachable_client())));
+        let check = WaitingPodsCheck::new("n1".into(), Arc::new(|| Some(unreachable_client())))
+            .without_spread();
         for _ in 0..2 {
             let err = check.run(&metrics).await.unwrap_err();
             assert!(
@@ -251,7 +270,7 @@ mod tests {
         let logged = Logged::default();
         let _guard = logged.capture();
         let metrics = test_metrics();
-        let check = WaitingPodsCheck::new("n1".into(), Arc::new(|| None));
+        let check = WaitingPodsCheck::new("n1".into(), Arc::new(|| None)).without_spread();
         assert_eq!(
             check.run(&metrics).await.unwrap_err(),
             ListPodsError::NoIdentity
@@ -262,5 +281,22 @@ mod tests {
         assert!(info[0].contains("no node identity yet"), "{info:?}");
         let st = metrics.daemon_status(&ProcessIdentity::default(), 0, false);
         assert_eq!(st.waiting_pods, None);
+    }
+
+    #[test]
+    fn each_node_lists_at_its_own_point_of_the_spread() {
+        let delays: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| WaitingPodsCheck::new(format!("node-{i}"), Arc::new(|| None)).delay)
+            .collect();
+        assert!(delays.iter().all(|d| *d < LIST_SPREAD));
+        assert!(
+            delays.len() > 40,
+            "spread, not one second for all: {delays:?}"
+        );
+        let again = WaitingPodsCheck::new("node-1".into(), Arc::new(|| None)).delay;
+        assert_eq!(
+            again,
+            WaitingPodsCheck::new("node-1".into(), Arc::new(|| None)).delay
+        );
     }
 }
