@@ -430,16 +430,7 @@ fn live_bench(args: &Args) -> (Vec<String>, Vec<String>) {
         let passes = agent.passes();
         let starts = observe::containerd_starts(&node);
         let swapped = agent.secret().publish(&with_ca);
-        loop {
-            if cri_try_pull(&node, &image).is_ok() {
-                break;
-            }
-            assert!(
-                swapped.elapsed() < Duration::from_secs(30),
-                "live run {run}: pull never worked"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        pull_until_ok(&node, &image, swapped, &format!("live run {run}"));
         swap_ms.push(swapped.elapsed().as_secs_f64() * 1000.0);
         agent.wait_for_passes(passes + 1);
         add_restarts += observe::containerd_starts(&node) - starts;
@@ -497,16 +488,7 @@ fn live_bench(args: &Args) -> (Vec<String>, Vec<String>) {
             let starts = observe::containerd_starts(&node);
             let written = Instant::now();
             apply_secret(&http, &server, &with_ca);
-            loop {
-                if cri_try_pull(&node, &image).is_ok() {
-                    break;
-                }
-                assert!(
-                    written.elapsed() < Duration::from_secs(30),
-                    "live API run {run}: pull never worked"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            pull_until_ok(&node, &image, written, &format!("live API run {run}"));
             api_ms.push(written.elapsed().as_secs_f64() * 1000.0);
             agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
             add_restarts += observe::containerd_starts(&node) - starts;
@@ -533,6 +515,18 @@ fn live_bench(args: &Args) -> (Vec<String>, Vec<String>) {
     ];
     drop(registry);
     (rows, values)
+}
+
+/// Pulls `image` on `node` until it works (at most 30 s after `since`,
+/// every 10 ms); `what` names the run in the panic.
+fn pull_until_ok(node: &Node, image: &str, since: Instant, what: &str) {
+    while cri_try_pull(node, image).is_err() {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{what}: pull never worked"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// An HTTP client of the test API server as cluster-admin.
@@ -653,16 +647,7 @@ fn api_secret_bench(args: &Args) -> (Vec<String>, Vec<String>) {
         let passes = count_passes(&agent.logs());
         let written = Instant::now();
         apply_secret(&http, &server, &with_ca);
-        loop {
-            if cri_try_pull(&node, &image).is_ok() {
-                break;
-            }
-            assert!(
-                written.elapsed() < Duration::from_secs(30),
-                "API run {run}: pull never worked"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        pull_until_ok(&node, &image, written, &format!("API run {run}"));
         let total = written.elapsed().as_secs_f64() * 1000.0;
         agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
         let pass = agent
@@ -771,16 +756,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
         bundle_ms.push(swapped.elapsed().as_secs_f64() * 1000.0);
-        loop {
-            if cri_try_pull(&node, &image).is_ok() {
-                break;
-            }
-            assert!(
-                swapped.elapsed() < Duration::from_secs(30),
-                "run {run}: pull never worked"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        pull_until_ok(&node, &image, swapped, &format!("run {run}"));
         pull_ms.push(swapped.elapsed().as_secs_f64() * 1000.0);
         agent.wait_for_passes(passes + 1);
         let pass = agent
