@@ -8,7 +8,7 @@
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "$0")"
-targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text api_secret fleet_node fleet_timeout node_object containerd_config)
+targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text api_secret fleet_node fleet_timeout node_object containerd_config kubelet_command_line)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -46,6 +46,7 @@ seed fleet_node "$data"/fuzz/fleet_node/*
 seed fleet_timeout "$data"/fuzz/fleet_timeout/*
 seed node_object "$data"/fuzz/node_object/*
 seed containerd_config "$data"/fuzz/containerd_config/*
+seed kubelet_command_line "$data"/fuzz/kubelet_command_line/*
 
 cargo_fuzz build -O
 for t in "${targets[@]}"; do

@@ -482,3 +482,134 @@ fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_ret
         render_tail(&agent.logs(), 30)
     );
 }
+
+/// `renew --force` from a node shell, as in `kubelet.rs`; its stdout.
+fn renew_force(fx: &KubeletFixture) -> String {
+    let out = Command::new(agent_binary())
+        .args(["renew", "--force", "--log-target", "stdout", "--config"])
+        .arg(fx.config_path(""))
+        .arg("--host-root")
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "renew --force failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// kubelet's API client (client-go) re-reads its kubeconfig's certificate
+/// file every 5 minutes: a renewal of a healthy certificate that kubelet's
+/// kubeconfig names restarts nothing, while the bootstrap (no usable
+/// certificate before) restarts kubelet once.
+#[test]
+fn a_renewal_kubelet_rereads_by_itself_leaves_kubelet_running() {
+    let fx = KubeletFixture::new("kbc-reread");
+    let kubelet_before = fx.kubelet_pid();
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    wait_until(
+        Duration::from_secs(10),
+        "kubelet's restart for the bootstrap",
+        || fx.kubelet_pid() != kubelet_before,
+    );
+    drop(agent);
+    // kubelet's kubeconfig, as kubelet writes it after its bootstrap.
+    fx.node.write_file(
+        "/var/lib/kubelet/kubeconfig",
+        fx.server
+            .client_kubeconfig(
+                std::path::Path::new(CLIENT_LINK),
+                std::path::Path::new(CLIENT_LINK),
+            )
+            .as_bytes(),
+        0o600,
+    );
+    let kubelet = fx.kubelet_pid();
+    let stdout = renew_force(&fx);
+    assert!(
+        stdout.contains("no kubelet restart for the new client certificate"),
+        "{stdout}"
+    );
+    let second = fx.client_cert().unwrap();
+    assert_ne!(serial(&second), serial(&first));
+    assert_eq!(fx.kubelet_pid(), kubelet, "kubelet was restarted: {stdout}");
+
+    // A kubeconfig that names another credential: kubelet never re-reads
+    // the renewed file, so the renewal restarts it.
+    fx.node.write_file(
+        "/var/lib/kubelet/kubeconfig",
+        fx.server.token_kubeconfig("someone-else").as_bytes(),
+        0o600,
+    );
+    let stdout = renew_force(&fx);
+    assert!(
+        stdout.contains("kubelet is restarted for the new client certificate"),
+        "{stdout}"
+    );
+    assert_ne!(
+        fx.kubelet_pid(),
+        kubelet,
+        "kubelet was not restarted: {stdout}"
+    );
+}
+
+/// kubelet's own rotation, as its unit runs it: `--rotate-server-certificates`
+/// in an environment file named by the unit (not in its config file). The
+/// agent reads the command line over D-Bus, leaves the serving certificate
+/// to kubelet (no serving CSR) and says so in `status`.
+#[test]
+fn kubelets_own_serving_rotation_on_its_command_line_is_left_to_kubelet() {
+    let fx = KubeletFixture::new("kbc-cmdline");
+    fx.node.write_file(
+        "/etc/default/kubelet",
+        b"KUBELET_EXTRA_ARGS=\"--v=2 --rotate-server-certificates\"\n",
+        0o644,
+    );
+    fx.node.write_file(
+        "/etc/systemd/system/kubelet.service",
+        b"[Unit]\nDescription=stand-in kubelet for node-cert-agent tests\n[Service]\nEnvironmentFile=-/etc/default/kubelet\nExecStart=/bin/sh -c 'exec sleep infinity' kubelet $KUBELET_EXTRA_ARGS\n",
+        0o644,
+    );
+    fx.node.systemctl(&["daemon-reload"]);
+    fx.node.exec_ok(&[
+        "systemctl",
+        "restart",
+        integration_tests::kubelet_node::KUBELET_UNIT,
+    ]);
+    let extra = "  serving:\n    enabled: true\n    dns: [n1.nodes.test]\n";
+    let agent = fx.start_agent(extra);
+    fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    wait_until(
+        Duration::from_secs(30),
+        "the serving certificate left to kubelet",
+        || {
+            agent.logs().iter().any(|e| {
+                e.message
+                    .contains("kubelet rotates its own serving certificate")
+            })
+        },
+    );
+    let serving_csrs = fx
+        .server
+        .csrs()
+        .iter()
+        .filter(|c| c.spec.signer_name == "kubernetes.io/kubelet-serving")
+        .count();
+    assert_eq!(serving_csrs, 0, "{}", render_tail(&agent.logs(), 30));
+    let status = Command::new(agent_binary())
+        .args(["status", "-o", "json", "--host-root"])
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["kubelet"]["serverTlsBootstrap"], true, "{report}");
+    assert_eq!(report["kubelet"]["commandLineRead"], true, "{report}");
+    assert_eq!(
+        report["kubelet"]["serving"]["renewedBy"], "kubelet",
+        "{report}"
+    );
+}

@@ -10,7 +10,7 @@ mod check;
 mod fleet;
 mod uninstall;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use node_cert_agent::node::distro::TrustStoreLayout;
 use node_cert_agent::node::fsutil;
 use node_cert_agent::node::hostroot::HostRoot;
 use node_cert_agent::node::identity::{local_addresses, NodeIdentity};
-use node_cert_agent::node::systemd::{bus_address, DbusSystemd};
+use node_cert_agent::node::systemd::{bus_address, DbusSystemd, Systemd, UnitExec};
 use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
 use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
@@ -418,6 +418,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         &node.identity,
         node.kubelet_job_enabled(&settings),
     );
+    let mut units = vec![settings.kubelet.kubelet_unit().to_string()];
+    units.extend(settings.trust.restart_units.iter().cloned());
+    sources.unit_execs = unit_execs(&node.bus, &units);
     if node_config && settings.host_root != Path::new("/") {
         // The node's config names its inputs as node paths.
         for spec in &mut sources.sources {
@@ -434,6 +437,32 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => print!("{}", status::render_json(&report)?),
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// How `units` start their process, as systemd says over D-Bus (at most
+/// 2 s per unit); a unit it cannot tell is left out, and `status` then
+/// says the command line was not read.
+fn unit_execs(bus: &str, units: &[String]) -> BTreeMap<String, UnitExec> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return BTreeMap::new();
+    };
+    rt.block_on(async {
+        let systemd = DbusSystemd::new(bus.to_string());
+        let mut out = BTreeMap::new();
+        for unit in units {
+            if out.contains_key(unit) {
+                continue;
+            }
+            let asked = tokio::time::timeout(Duration::from_secs(2), systemd.unit_exec(unit));
+            if let Ok(Ok(exec)) = asked.await {
+                out.insert(unit.clone(), exec);
+            }
+        }
+        out
+    })
 }
 
 /// How `main` prints an error chain: one line, escaped (it may name a

@@ -186,6 +186,14 @@ impl KubeletSettings {
         }
     }
 
+    /// kubelet's unit, whose command line says how kubelet runs: the
+    /// first of `restart-unit`.
+    pub fn kubelet_unit(&self) -> &str {
+        self.restart_units
+            .first()
+            .map_or(DEFAULT_KUBELET_UNIT, String::as_str)
+    }
+
     /// Whether the job runs: `on`, or `auto` where kubelet bootstraps or
     /// holds a client certificate (`node`). Elsewhere there is nothing to
     /// renew, and a job that could only fail would keep `status` at exit 1.

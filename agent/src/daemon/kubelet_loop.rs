@@ -356,7 +356,9 @@ mod tests {
             issued[1].at >= first_deadline && issued[1].at < issued[0].not_after,
             "renewed at its deadline {first_deadline}, before it expired: {issued:?}"
         );
-        assert_eq!(node.systemd.restarts().len(), 2);
+        // The renewal for the revocation left an hour-long certificate that
+        // kubelet re-reads; the one at the deadline restarts it.
+        assert_eq!(node.systemd.restarts().len(), 1);
         let passes = passes.load(Ordering::SeqCst);
         assert!((3..=6).contains(&passes), "{passes} passes in about 3 s");
         let status = metrics.daemon_status(&ProcessIdentity::current(), now_unix(), false);

@@ -30,10 +30,11 @@ use crate::kubelet::csr::{self, CsrError, Purpose};
 use crate::kubelet::facts::facts_of;
 use crate::kubelet::facts::CertFacts;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
-use crate::kubelet::kubelet_config::SelfRotation;
+use crate::kubelet::kubelet_config::EffectiveKubelet;
 use crate::kubelet::renewal::{
     self, Decision, FirstSeen, RenewReason, RevocationContext, Unsatisfiable,
 };
+use crate::kubelet::restart_rule;
 use crate::kubelet::revocation::{self, Revocation, RevocationCache, SourceState};
 use crate::kubelet::scope::{self, NodeNameError};
 use crate::kubelet::state::{
@@ -44,7 +45,7 @@ use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
-use crate::node::systemd::{Systemd, SystemdError};
+use crate::node::systemd::{Systemd, SystemdError, UnitExec};
 use crate::x509::cert::CertInfo;
 use crate::x509::time::{now_unix, parse_rfc3339, rfc3339};
 
@@ -177,6 +178,22 @@ pub struct PassOutcome {
     /// never reads the renewed one; `None` when it matches, is absent, or
     /// kubelet renews its own certificate.
     pub kubeconfig_mismatch: Option<KubeconfigMismatch>,
+    /// The serving certificate the agent renews is not the one kubelet
+    /// serves; `None` when it is, or the serving certificate is off.
+    pub serving_unused: Option<ServingUnused>,
+}
+
+/// The opt-in serving certificate is renewed, but kubelet does not serve
+/// it: its `tlsCertFile` names another file, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingUnused {
+    /// Node path of `kubelet-server-current.pem`.
+    pub renewed: PathBuf,
+    /// What kubelet serves instead (`None`: its own, self-signed or
+    /// bootstrapped, from its cert directory).
+    pub kubelet_serves: Option<PathBuf>,
+    /// kubelet requests its serving certificate itself.
+    pub kubelet_rotates: bool,
 }
 
 /// What kubelet's kubeconfig presents, and the link the agent renews.
@@ -216,6 +233,9 @@ pub struct KubeletManager<S: Systemd> {
     /// `<state-dir>/kubelet-revocations.json` so a restart of the agent
     /// renews nothing again.
     revocation_memory: std::sync::Mutex<RevocationMemory>,
+    /// The kubelet unit's command line and environment as systemd last
+    /// told them: kept, so a D-Bus outage changes no decision.
+    kubelet_exec: std::sync::Mutex<Option<UnitExec>>,
 }
 
 /// What the job learned of the RenewRevocation entries, each kept while it
@@ -328,6 +348,7 @@ impl<S: Systemd> KubeletManager<S> {
             write_kubeconfig: job.write_kubeconfig,
             revocation_cache: None,
             revocation_memory: std::sync::Mutex::new(RevocationMemory::default()),
+            kubelet_exec: std::sync::Mutex::new(None),
         }
     }
 
@@ -359,9 +380,33 @@ impl<S: Systemd> KubeletManager<S> {
         self
     }
 
-    /// Whether kubelet's own config turns on client certificate rotation.
-    pub fn kubelet_rotates_itself(&self) -> bool {
-        SelfRotation::read(&self.host, &self.settings.kubelet_config).client
+    /// kubelet's effective settings: its unit's command line (over
+    /// D-Bus; the last answer if systemd cannot be asked now), its config
+    /// file and drop-ins.
+    pub async fn effective_kubelet(&self) -> EffectiveKubelet {
+        let unit = self.settings.kubelet_unit();
+        let exec = match self.systemd.unit_exec(unit).await {
+            Ok(exec) => {
+                if let Ok(mut kept) = self.kubelet_exec.lock() {
+                    *kept = Some(exec.clone());
+                }
+                Some(exec)
+            }
+            Err(e) => {
+                let kept = self.kubelet_exec.lock().ok().and_then(|k| k.clone());
+                warn!(
+                    unit,
+                    "cannot read {unit}'s command line over D-Bus ({e}); {}",
+                    if kept.is_some() {
+                        "kubelet's flags as last read count"
+                    } else {
+                        "only kubelet's config file counts until it can"
+                    }
+                );
+                kept
+            }
+        };
+        EffectiveKubelet::read(&self.host, exec.as_ref(), &self.settings.kubelet_config)
     }
 
     fn lock(&self) -> Result<Flock<File>, KubeletError> {
@@ -393,6 +438,7 @@ impl<S: Systemd> KubeletManager<S> {
             outcome.failures.push(e);
         }
         let revocations = self.revocations(now, &mut outcome).await;
+        let kubelet = self.effective_kubelet().await;
         // What another process (`renew`, or this agent before a restart)
         // learned, joined with what this one knows.
         let kept = self.recall_revocations();
@@ -421,6 +467,7 @@ impl<S: Systemd> KubeletManager<S> {
             };
             let Some(reason) = self.due(
                 kind,
+                &kubelet,
                 current.as_ref(),
                 force,
                 now,
@@ -442,7 +489,10 @@ impl<S: Systemd> KubeletManager<S> {
             let usable_client = client_current
                 .as_ref()
                 .filter(|c| identity::is_usable(c, now));
-            if let Err(e) = self.renew(kind, &purpose, usable_client, now).await {
+            if let Err(e) = self
+                .renew(kind, &purpose, usable_client, now, &kubelet)
+                .await
+            {
                 error!(
                     cert = kind.name(),
                     "renewing the kubelet {} certificate failed: {}",
@@ -476,8 +526,15 @@ impl<S: Systemd> KubeletManager<S> {
             .collect();
         self.with_memory(|m| m.first_seen.retain_matching(&current));
         self.keep_revocations(kept.as_ref());
-        let kubelet_rotates =
-            self.settings.defer_to_kubelet_rotation && self.kubelet_rotates_itself();
+        let kubelet_rotates = self.settings.defer_to_kubelet_rotation && kubelet.rotation.client;
+        outcome.serving_unused = self.serving.as_ref().and_then(|_| {
+            let link = self.store.current_link(CertKind::Serving);
+            (kubelet.tls_cert_file.as_deref() != Some(link.as_path())).then(|| ServingUnused {
+                renewed: link,
+                kubelet_serves: kubelet.tls_cert_file.clone(),
+                kubelet_rotates: kubelet.rotation.serving,
+            })
+        });
         if !kubelet_rotates {
             outcome.kubeconfig_mismatch = self.kubeconfig_mismatch();
         }
@@ -501,9 +558,11 @@ impl<S: Systemd> KubeletManager<S> {
 
     /// Why the certificate `kind` is to be renewed now, if it is; else its
     /// deadline joins `outcome.next_deadline`.
+    #[allow(clippy::too_many_arguments, reason = "one pass's inputs")]
     fn due(
         &self,
         kind: CertKind,
+        kubelet: &EffectiveKubelet,
         current: Option<&CurrentCert>,
         force: bool,
         now: i64,
@@ -592,17 +651,22 @@ impl<S: Systemd> KubeletManager<S> {
                 return None;
             }
         };
-        if kind == CertKind::Client
-            && !force
-            && self.settings.defer_to_kubelet_rotation
-            && self.kubelet_rotates_itself()
-        {
+        let kubelet_owns = match kind {
+            CertKind::Client => kubelet.rotation.client,
+            CertKind::Serving => kubelet.rotation.serving,
+        };
+        if !force && self.settings.defer_to_kubelet_rotation && kubelet_owns {
             outcome.monitoring_only = true;
+            let setting = match kind {
+                CertKind::Client => "rotateCertificates / --rotate-certificates",
+                CertKind::Serving => "serverTLSBootstrap / --rotate-server-certificates",
+            };
             warn!(
                 cert = kind.name(),
                 reason = %reason,
-                kubelet_config = %self.settings.kubelet_config.display(),
-                "kubelet rotates its own client certificate (rotateCertificates: true); node-cert-agent only monitors it and does not renew: {reason}"
+                kubelet_config = %kubelet.config_file.display(),
+                "kubelet rotates its own {} certificate ({setting}); node-cert-agent only monitors it and does not renew: {reason}",
+                kind.name()
             );
             return None;
         }
@@ -772,6 +836,7 @@ impl<S: Systemd> KubeletManager<S> {
         purpose: &Purpose,
         usable_client: Option<&CurrentCert>,
         now: i64,
+        kubelet: &EffectiveKubelet,
     ) -> Result<(), KubeletError> {
         let (kc, identity) = self.identity.choose(usable_client)?;
         let client = build_client(&kc)?;
@@ -845,17 +910,41 @@ impl<S: Systemd> KubeletManager<S> {
                 name: csr_name.clone(),
                 reason: crate::x509::openssl_reason(&e),
             })?;
+        // Whether kubelet picks the new file up itself (restart_rule.rs).
+        let facts = self
+            .restart_facts(kind, identity, usable_client, kubelet, &client)
+            .await;
+        let restart_reason = restart_rule::restart_reason(kind, &facts, now_unix());
+        match &restart_reason {
+            Some(why) => info!(
+                cert = kind.name(),
+                units = %self.settings.restart_units.join(", "),
+                "kubelet is restarted for the new {} certificate: {why}",
+                kind.name()
+            ),
+            None => info!(
+                cert = kind.name(),
+                "no kubelet restart for the new {} certificate: kubelet re-reads the file itself ({})",
+                kind.name(),
+                match kind {
+                    CertKind::Client => "client-go re-reads its kubeconfig's certificate files every 5 minutes",
+                    CertKind::Serving => "kubelet 1.31 and later reload tlsCertFile",
+                }
+            ),
+        }
         // Recorded before the certificate becomes current: whatever stops
         // the agent now, the next pass restarts kubelet for it. A failed
         // install takes it back: kubelet has nothing new to read, and every
         // retry would otherwise restart it again.
         let state_path = self.state_path();
         let before = kubelet_state::load(&state_path)?;
-        let mut state = before.clone();
-        state
-            .restart_pending
-            .extend(self.settings.restart_units.iter().cloned());
-        kubelet_state::save(&state_path, &state)?;
+        if restart_reason.is_some() {
+            let mut state = before.clone();
+            state
+                .restart_pending
+                .extend(self.settings.restart_units.iter().cloned());
+            kubelet_state::save(&state_path, &state)?;
+        }
         let path = match self.store.install(kind, &chain_pem, &key_pem, now) {
             Ok(path) => path,
             Err(e) => {
@@ -893,6 +982,69 @@ impl<S: Systemd> KubeletManager<S> {
             );
         }
         Ok(())
+    }
+
+    /// What [`restart_rule::restart_reason`] looks at for a new
+    /// certificate of `kind`.
+    async fn restart_facts(
+        &self,
+        kind: CertKind,
+        identity: &str,
+        usable_client: Option<&CurrentCert>,
+        kubelet: &EffectiveKubelet,
+        client: &kube::Client,
+    ) -> restart_rule::RestartFacts {
+        match kind {
+            CertKind::Client => {
+                let bootstrapped = identity == identity::BOOTSTRAP;
+                let kubeconfig_absent = self
+                    .host
+                    .resolve(&self.settings.kubeconfig)
+                    .map_or(true, |p| std::fs::symlink_metadata(p).is_err());
+                restart_rule::RestartFacts {
+                    bootstrapped,
+                    kubeconfig_written: bootstrapped && self.write_kubeconfig && kubeconfig_absent,
+                    kubelet_reads_the_file: !kubeconfig_absent
+                        && self.kubeconfig_mismatch().is_none(),
+                    old_not_after: usable_client.map(|c| facts_of(c).not_after),
+                    ..Default::default()
+                }
+            }
+            CertKind::Serving => {
+                let link = self.store.current_link(CertKind::Serving);
+                restart_rule::RestartFacts {
+                    kubelet_reads_the_file: kubelet.tls_cert_file.as_deref()
+                        == Some(link.as_path()),
+                    old_not_after: self
+                        .read_current(CertKind::Serving)
+                        .as_ref()
+                        .map(|c| facts_of(c).not_after),
+                    kubelet_version: self.kubelet_version(client).await,
+                    serving_reload_gate: kubelet.serving_reload_gate,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    /// kubelet's version as its Node reports it (`nodeInfo.kubeletVersion`),
+    /// read as the node; `None` if it cannot be read.
+    async fn kubelet_version(&self, client: &kube::Client) -> Option<(u32, u32)> {
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        let got =
+            tokio::time::timeout(self.settings.api_timeout, api.get_opt(&self.node_name)).await;
+        match got {
+            Ok(Ok(Some(node))) => {
+                let v = node.status?.node_info?.kubelet_version;
+                restart_rule::parse_kubelet_version(&v)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                warn!(node = %self.node_name, "cannot read Node {} for kubelet's version: {e}", self.node_name);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// After a failed install of `issued`: the kubelet state as it was
@@ -1170,7 +1322,9 @@ mod tests {
         assert!(third.failures.is_empty(), "{:?}", third.failures);
         assert!(third.renewed.is_empty(), "{:?}", third.reasons);
         assert_eq!(api.issued().len(), 1);
-        assert_eq!(node.systemd.restarts().len(), 1);
+        // kubelet's kubeconfig names the renewed file and the old
+        // certificate outlives client-go's re-read: no restart.
+        assert!(node.systemd.restarts().is_empty());
     }
 
     /// The documentation's example can never be satisfied (its Group entry
@@ -1339,7 +1493,9 @@ mod tests {
             "still reported while it stands"
         );
         assert_eq!(api.issued().len(), 2);
-        assert_eq!(node.systemd.restarts().len(), 2);
+        // The first renewal left a certificate of an hour: kubelet re-reads
+        // it; the second came at the end of the short one: restarted.
+        assert_eq!(node.systemd.restarts().len(), 1);
     }
 
     #[tokio::test]
@@ -1380,6 +1536,69 @@ mod tests {
         assert_eq!(api.issued().len(), 2);
     }
 
+    /// kubelet's own rotation as its unit runs it: a flag in an
+    /// environment file counts, and a flag wins over the config file.
+    #[tokio::test]
+    async fn a_certificate_kubelet_rotates_by_its_command_line_is_left_to_kubelet() {
+        let api = FakeApi::start(3600);
+        let now = now_unix();
+        // Past its deadline: due.
+        let node = TestNode::new(&api, now - 3000, now + 300);
+        std::fs::create_dir_all(node.host_path(Path::new("/etc/default"))).unwrap();
+        std::fs::write(
+            node.host_path(Path::new("/etc/default/kubelet")),
+            "KUBELET_EXTRA_ARGS=\"--v=2 --rotate-certificates\"\n",
+        )
+        .unwrap();
+        node.systemd.with_unit("kubelet.service", |u| {
+            u.exec = UnitExec {
+                argv: ["/usr/bin/kubelet", "$KUBELET_EXTRA_ARGS"]
+                    .map(String::from)
+                    .to_vec(),
+                environment: Vec::new(),
+                environment_files: vec![("/etc/default/kubelet".into(), true)],
+            };
+        });
+        let manager = node.manager();
+        let out = manager.pass(false).await.unwrap();
+        assert!(out.renewed.is_empty(), "{:?}", out.reasons);
+        assert!(out.monitoring_only);
+        assert!(out.client.is_some_and(|c| c.kubelet_rotates));
+
+        // `--rotate-certificates=false` wins over the config file's true.
+        let config = node.host_path(&node.settings().kubelet_config);
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(&config, "rotateCertificates: true\n").unwrap();
+        std::fs::write(
+            node.host_path(Path::new("/etc/default/kubelet")),
+            "KUBELET_EXTRA_ARGS=--rotate-certificates=false\n",
+        )
+        .unwrap();
+        let out = manager.pass(false).await.unwrap();
+        assert_eq!(out.renewed, [CertKind::Client]);
+    }
+
+    /// The restart rule in a pass: a renewal kubelet re-reads by itself
+    /// restarts nothing; one at the end of the old certificate's life
+    /// restarts kubelet once (restart_rule.rs's tests cover the others).
+    #[tokio::test]
+    async fn kubelet_is_restarted_only_when_it_cannot_reread_the_new_client_certificate() {
+        let api = FakeApi::start(3600);
+        let now = now_unix();
+        let node = TestNode::new(&api, now - 60, now + 3600);
+        let manager = node.manager();
+        let out = manager.pass(true).await.unwrap();
+        assert_eq!(out.renewed, [CertKind::Client]);
+        assert!(out.restarted.is_empty());
+        assert!(node.systemd.restarts().is_empty());
+
+        // An old certificate that ends before the next re-read.
+        node.install_client(&api, now - 3000, now + 120);
+        let out = manager.pass(true).await.unwrap();
+        assert_eq!(out.restarted, ["kubelet.service"]);
+        assert_eq!(node.systemd.restarts().len(), 1);
+    }
+
     /// Every name the next install could take (`kubelet-client-<now..>.pem`)
     /// is taken by a directory: the install fails whatever the user.
     fn block_installs(node: &TestNode) -> Vec<PathBuf> {
@@ -1403,8 +1622,10 @@ mod tests {
     async fn a_failed_install_never_restarts_kubelet() {
         let api = FakeApi::start(3600);
         let now = now_unix();
-        // Past its deadline (at most 80 % of its life), so every pass renews.
-        let node = TestNode::new(&api, now - 3000, now + 600);
+        // Past its deadline (at most 80 % of its life), so every pass
+        // renews, and so near its end that the renewal restarts kubelet
+        // (before client-go's next re-read of the file).
+        let node = TestNode::new(&api, now - 3000, now + 300);
         let manager = node.manager();
         let blocked = block_installs(&node);
 

@@ -3,8 +3,9 @@
 //! to get a certificate through the CSR API ([`csr`]) and with which
 //! identity ([`identity`]), kubelet's files ([`store`],
 //! [`kubelet_config`]; kubeconfigs are `k8s`'), what the job covers on
-//! this node and for which node name ([`scope`]), and one pass over the
-//! client (and opt-in serving) certificate ([`manager`]).
+//! this node and for which node name ([`scope`]), when a new certificate
+//! needs a restart of kubelet ([`restart_rule`], pure), and one pass over
+//! the client (and opt-in serving) certificate ([`manager`]).
 //!
 //! Boundary: depends only on the leaves (`x509`, `node`, `config`). It
 //! writes only kubelet's certificate files in kubelet's own layout, and
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod kubelet_config;
 pub mod manager;
 pub mod renewal;
+pub mod restart_rule;
 pub mod revocation;
 pub mod scope;
 pub mod state;

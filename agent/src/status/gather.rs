@@ -2,13 +2,13 @@
 //! state directory into [`Facts`]. It never fails as a whole: every part
 //! that cannot be read is recorded as such.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{KubeletSettings, Settings};
 use crate::k8s::kubeconfig::{self, Credential};
-use crate::kubelet::kubelet_config::SelfRotation;
+use crate::kubelet::kubelet_config::{unit_environment, EffectiveKubelet};
 use crate::kubelet::store::{is_timestamped_file, CertKind};
 use crate::node::distro::TrustStoreLayout;
 use crate::node::fsutil;
@@ -16,6 +16,7 @@ use crate::node::hostroot::HostRoot;
 use crate::node::identity::NodeIdentity;
 use crate::node::lock::{probe_daemon_lock, DaemonLock};
 use crate::node::procfs::{start_ticks_of, ProcessIdentity};
+use crate::node::systemd::UnitExec;
 use crate::ops::daemon_status::{
     read_daemon_status, DaemonStatus, DAEMON_LOCK_FILE, DAEMON_STATUS_FILE,
 };
@@ -56,6 +57,12 @@ pub struct StatusSources {
     pub node_name: Option<String>,
     /// The agent's kubelet job is on (configured, or `auto` with a kubeconfig).
     pub kubelet_job: bool,
+    /// How units start their process, as systemd said (kubelet's unit and
+    /// the trust job's restart allowlist); a unit systemd could not be
+    /// asked about is absent.
+    pub unit_execs: BTreeMap<String, UnitExec>,
+    /// The trust job's restart allowlist.
+    pub runtime_units: Vec<String>,
 }
 
 impl StatusSources {
@@ -77,6 +84,8 @@ impl StatusSources {
             node_name: node.name.clone(),
             kubelet_job,
             host,
+            unit_execs: BTreeMap::new(),
+            runtime_units: settings.trust.restart_units.clone(),
         }
     }
 
@@ -136,6 +145,11 @@ pub struct KubeletFacts {
     pub defer_to_kubelet_rotation: bool,
     pub client: KubeletCertFact,
     pub serving: KubeletCertFact,
+    /// The serving certificate file kubelet serves (`tlsCertFile`,
+    /// `--tls-cert-file`), if it names one.
+    pub tls_cert_file: Option<PathBuf>,
+    /// kubelet's command line was read (else its config file alone counted).
+    pub command_line_known: bool,
     /// The credential kubelet's kubeconfig presents, or why it cannot be
     /// told; `None` without a kubeconfig.
     pub kubeconfig_credential: Option<Result<Credential, String>>,
@@ -160,6 +174,9 @@ pub struct Facts {
     pub bundle: Result<BTreeSet<Fingerprint>, String>,
     pub inventory: CertInventory,
     pub kubelet: KubeletFacts,
+    /// Units on the restart allowlist whose environment points Go's (or
+    /// OpenSSL's) root CAs elsewhere: unit, variable, value.
+    pub runtime_roots: Vec<(String, String, String)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -213,7 +230,34 @@ pub fn gather(src: &StatusSources, now: i64) -> Facts {
         bundle,
         inventory: gather_certificates(&src.inventory()),
         kubelet: gather_kubelet(src),
+        runtime_roots: gather_runtime_roots(src),
     }
+}
+
+/// The variables with which a process takes its root CAs from elsewhere
+/// than the OS bundle (Go's crypto/x509 and OpenSSL read both).
+const ROOT_CA_VARIABLES: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
+
+fn gather_runtime_roots(src: &StatusSources) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for unit in &src.runtime_units {
+        let Some(exec) = src.unit_execs.get(unit) else {
+            continue;
+        };
+        let env = unit_environment(exec, |p| {
+            src.host
+                .resolve(p)
+                .ok()
+                .and_then(|h| fsutil::read_limited(&h, MAX_FILE_BYTES).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        });
+        for var in ROOT_CA_VARIABLES {
+            if let Some(v) = env.get(var).filter(|v| !v.is_empty()) {
+                out.push((unit.clone(), var.to_string(), v.clone()));
+            }
+        }
+    }
+    out
 }
 
 fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
@@ -221,7 +265,12 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
     let first_existing =
         |paths: &[&Path]| paths.iter().find(|p| exists(p)).map(|p| p.to_path_buf());
     let k = &src.kubelet;
-    let rotation = SelfRotation::read(&src.host, &k.kubelet_config);
+    let effective = EffectiveKubelet::read(
+        &src.host,
+        src.unit_execs.get(k.kubelet_unit()),
+        &k.kubelet_config,
+    );
+    let rotation = effective.rotation;
     let cert = |kind: CertKind| {
         let store = crate::kubelet::store::KubeletStore::new(src.host.clone(), k.pki_dir.clone());
         KubeletCertFact {
@@ -252,7 +301,9 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
         ]),
         kubeconfig,
         kubeconfig_credential,
-        kubelet_config: k.kubelet_config.clone(),
+        kubelet_config: effective.config_file.clone(),
+        tls_cert_file: effective.tls_cert_file.clone(),
+        command_line_known: effective.command_line_known,
         rotate_certificates: rotation.client,
         server_tls_bootstrap: rotation.serving,
         agent_job: src.kubelet_job,

@@ -337,11 +337,22 @@ pub fn render_table(r: &StatusReport) -> String {
             (
                 "kubelet self-rotation",
                 format!(
-                    "client {} (rotateCertificates), serving {} (serverTLSBootstrap) in {}",
+                    "client {} (rotateCertificates), serving {} (serverTLSBootstrap) in {}{}",
                     yes_no(k.rotate_certificates),
                     yes_no(k.server_tls_bootstrap),
-                    k.kubelet_config
+                    k.kubelet_config,
+                    if k.command_line_read {
+                        " and kubelet's command line"
+                    } else {
+                        " (kubelet's command line not read)"
+                    }
                 ),
+            ),
+            (
+                "kubelet serves",
+                k.tls_cert_file
+                    .clone()
+                    .unwrap_or_else(|| "its own serving certificate (no tlsCertFile)".into()),
             ),
             (
                 "node-cert-agent job",

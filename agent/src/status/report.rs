@@ -181,7 +181,19 @@ pub struct TrustStoreReport {
     pub agent_cas_in_bundle: usize,
     /// Unit restarts the trust job still has to do.
     pub pending_restarts: Vec<PendingRestartReport>,
+    /// Units on the restart allowlist that take their root CAs from
+    /// elsewhere (`SSL_CERT_FILE`, `SSL_CERT_DIR` in their environment).
+    pub runtime_roots: Vec<RuntimeRootsReport>,
     pub error: Option<String>,
+}
+
+/// A unit whose environment points its root CAs away from the OS bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeRootsReport {
+    pub unit: String,
+    pub variable: String,
+    pub value: String,
 }
 
 /// A unit restart the trust job still has to do.
@@ -254,6 +266,13 @@ pub struct KubeletReport {
     pub rotate_certificates: bool,
     /// kubelet's config says `serverTLSBootstrap: true`.
     pub server_tls_bootstrap: bool,
+    /// The serving certificate file kubelet serves (`tlsCertFile` or
+    /// `--tls-cert-file`); `null` when it serves its own.
+    pub tls_cert_file: Option<String>,
+    /// kubelet's unit command line was read over D-Bus (its flags,
+    /// `--config` and `--config-dir` counted); `false`: the config file
+    /// alone.
+    pub command_line_read: bool,
     /// node-cert-agent's kubelet job is on.
     pub agent_job: bool,
     /// What kubelet's kubeconfig presents as its client credential
@@ -636,6 +655,8 @@ fn kubelet_report(
             kubelet_config: k.kubelet_config.display().to_string(),
             rotate_certificates: k.rotate_certificates,
             server_tls_bootstrap: k.server_tls_bootstrap,
+            tls_cert_file: k.tls_cert_file.as_ref().map(|p| p.display().to_string()),
+            command_line_read: k.command_line_known,
             agent_job,
             kubeconfig_credential: match &k.kubeconfig_credential {
                 Some(Ok(Credential::CertificateFile(p))) => Some(format!("file {}", p.display())),
@@ -688,6 +709,64 @@ fn kubeconfig_mismatch(facts: &Facts, client_by: RenewedBy) -> Option<Problem> {
             renewed.display()
         ),
     })
+}
+
+/// The serving certificate node-cert-agent renews is not the file kubelet
+/// serves: renewing it changes nothing kubelet presents.
+fn serving_unused(facts: &Facts, serving_by: RenewedBy) -> Option<Problem> {
+    if serving_by != RenewedBy::NodeCertAgent {
+        return None;
+    }
+    let k = &facts.kubelet;
+    let renewed = &k.serving.link;
+    if k.tls_cert_file.as_ref() == Some(renewed) {
+        return None;
+    }
+    let serves = match &k.tls_cert_file {
+        Some(p) => format!("serves {}", p.display()),
+        None => "sets no tlsCertFile, so it serves a certificate of its own".to_string(),
+    };
+    Some(Problem {
+        kind: ProblemKind::Mismatch,
+        subject: renewed.display().to_string(),
+        message: format!(
+            "kubelet {serves} (config {}{}), not {}, which node-cert-agent renews: the renewed serving certificate is never served. Fix: set kubelet's tlsCertFile and tlsPrivateKeyFile to {}, or turn kubelet.serving off",
+            k.kubelet_config.display(),
+            if k.command_line_known { " and its command line" } else { "; its command line could not be read" },
+            renewed.display(),
+            renewed.display()
+        ),
+    })
+}
+
+/// Units on the restart allowlist whose environment sets `SSL_CERT_FILE`
+/// or `SSL_CERT_DIR`: their TLS takes its roots from there, not from the
+/// OS bundle the agent writes, so a restart does not make a CA effective.
+fn runtime_roots(facts: &Facts, problems: &mut Vec<Problem>) -> Vec<RuntimeRootsReport> {
+    let bundle = facts.layout.as_ref().ok().map(|l| l.bundle_path.clone());
+    let mut out = Vec::new();
+    for (unit, variable, value) in &facts.runtime_roots {
+        let path = Path::new(value);
+        let reads_the_bundle = bundle
+            .as_ref()
+            .is_some_and(|b| b == path || b.parent() == Some(path));
+        if !reads_the_bundle {
+            problems.push(Problem {
+                kind: ProblemKind::Mismatch,
+                subject: unit.clone(),
+                message: format!(
+                    "{unit} sets {variable}={value}: its TLS takes root CAs from there, not from the OS bundle {}, so the CAs node-cert-agent installs reach it only through containerd's certs.d (image pulls), and restarting it does not help. Fix: remove {variable} from the unit's environment, or point it at the OS bundle",
+                    bundle.as_ref().map_or_else(|| "(unknown)".to_string(), |b| b.display().to_string())
+                ),
+            });
+        }
+        out.push(RuntimeRootsReport {
+            unit: unit.clone(),
+            variable: variable.clone(),
+            value: value.clone(),
+        });
+    }
+    out
 }
 
 fn node_cert_rows(
@@ -855,10 +934,14 @@ pub fn build_report(facts: &Facts) -> StatusReport {
         });
     }
     let custom_cas = ca_rows(facts, &mut problems);
-    let (kubelet, client_by, _) = kubelet_report(facts, running_daemon);
+    let (kubelet, client_by, serving_by) = kubelet_report(facts, running_daemon);
     if let Some(p) = kubeconfig_mismatch(facts, client_by) {
         problems.push(p);
     }
+    if let Some(p) = serving_unused(facts, serving_by) {
+        problems.push(p);
+    }
+    let runtime_roots = runtime_roots(facts, &mut problems);
     let node_certificates = node_cert_rows(facts, &kubelet, &mut problems);
 
     let state = facts.ca_state.as_ref().ok();
@@ -935,6 +1018,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
                 agent_cas: count,
                 agent_cas_in_bundle: in_bundle,
                 pending_restarts,
+                runtime_roots: runtime_roots.clone(),
                 error: facts
                     .inventory
                     .anchors
@@ -951,6 +1035,7 @@ pub fn build_report(facts: &Facts) -> StatusReport {
             agent_cas: 0,
             agent_cas_in_bundle: 0,
             pending_restarts,
+            runtime_roots: runtime_roots.clone(),
             error: Some(e.clone()),
         },
     };
@@ -1031,6 +1116,8 @@ mod tests {
                 current: Ok(None),
             },
             kubeconfig_credential: None,
+            tls_cert_file: None,
+            command_line_known: true,
         }
     }
 
@@ -1056,6 +1143,7 @@ mod tests {
             inputs: Vec::new(),
             max_certificates: 10,
             layout: Ok(Family::Debian.layout()),
+            runtime_roots: Vec::new(),
             bundle: Ok(BTreeSet::from([fp])),
             inventory: CertInventory {
                 anchors: Ok(BTreeMap::from([(
@@ -1465,6 +1553,62 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("by kubelet (70-90 % of lifetime)"), "{t}");
+    }
+
+    #[test]
+    fn a_serving_certificate_kubelet_does_not_serve_is_a_problem_and_kubelets_own_is_not() {
+        let mut f = facts_with_ca(healthy_ca());
+        f.kubelet.agent_job = true;
+        f.kubelet.serving_job = true;
+        let r = build_report(&f);
+        let p = r
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::Mismatch)
+            .expect("a mismatch for the unserved serving certificate");
+        assert!(p.message.contains("sets no tlsCertFile"), "{}", p.message);
+        assert!(
+            p.message.contains("kubelet-server-current.pem"),
+            "{}",
+            p.message
+        );
+        f.kubelet.tls_cert_file = Some("/var/lib/kubelet/pki/kubelet-server-current.pem".into());
+        assert!(build_report(&f).healthy);
+        // kubelet requesting its own serving certificate is not the agent's.
+        f.kubelet.tls_cert_file = None;
+        f.kubelet.serving_job = false;
+        f.kubelet.server_tls_bootstrap = true;
+        let r = build_report(&f);
+        assert!(r.healthy, "{:?}", r.problems);
+        assert_eq!(r.kubelet.serving.renewed_by, RenewedBy::Kubelet);
+    }
+
+    #[test]
+    fn a_runtime_whose_environment_points_its_roots_elsewhere_is_a_problem() {
+        let mut f = facts_with_ca(healthy_ca());
+        f.runtime_roots = vec![
+            (
+                "containerd.service".into(),
+                "SSL_CERT_DIR".into(),
+                "/etc/ssl/certs".into(),
+            ),
+            (
+                "containerd.service".into(),
+                "SSL_CERT_FILE".into(),
+                "/opt/roots.pem".into(),
+            ),
+        ];
+        let r = build_report(&f);
+        assert_eq!(r.trust_store.runtime_roots.len(), 2);
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert_eq!(r.problems[0].subject, "containerd.service");
+        assert!(
+            r.problems[0]
+                .message
+                .contains("SSL_CERT_FILE=/opt/roots.pem"),
+            "{}",
+            r.problems[0].message
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use zbus::zvariant::{OwnedObjectPath, Value};
 use zbus::Connection;
 
 use super::{
-    CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitStatus, COMMAND_TIMEOUT,
-    RESTART_TIMEOUT,
+    CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitExec, UnitStatus,
+    COMMAND_TIMEOUT, RESTART_TIMEOUT,
 };
 
 const DEST: &str = "org.freedesktop.systemd1";
@@ -325,6 +325,55 @@ impl DbusSystemd {
         })
     }
 
+    async fn unit_exec_inner(&self, unit: &str) -> Result<UnitExec, SystemdError> {
+        let conn = self.connection().await?;
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?;
+        let path = manager
+            .load_unit(unit)
+            .await
+            .map_err(|e| call_err("LoadUnit", e))?;
+        let u = Self::unit_proxy(&conn, path.clone(), "org.freedesktop.systemd1.Unit")
+            .await
+            .map_err(|e| call_err("Unit", e))?;
+        let load_state: String = u
+            .get_property("LoadState")
+            .await
+            .map_err(|e| call_err("Get LoadState", e))?;
+        if load_state != "loaded" || !unit.ends_with(".service") {
+            return Ok(UnitExec::default());
+        }
+        let service = Self::unit_proxy(&conn, path, "org.freedesktop.systemd1.Service")
+            .await
+            .map_err(|e| call_err("Service", e))?;
+        // a(sasbttttuii): path, argv, ignore-failure, then timestamps,
+        // pid and status of the last run.
+        type ExecEntry = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
+        let exec: Vec<ExecEntry> = service
+            .get_property("ExecStart")
+            .await
+            .map_err(|e| call_err("Get ExecStart", e))?;
+        let environment: Vec<String> = service
+            .get_property("Environment")
+            .await
+            .map_err(|e| call_err("Get Environment", e))?;
+        let environment_files: Vec<(String, bool)> = service
+            .get_property("EnvironmentFiles")
+            .await
+            .map_err(|e| call_err("Get EnvironmentFiles", e))?;
+        Ok(UnitExec {
+            argv: exec.into_iter().next().map(|e| e.1).unwrap_or_default(),
+            environment,
+            environment_files,
+        })
+    }
+
     async fn start_inner(&self, unit: &str) -> Result<JobResult, SystemdError> {
         let conn = self.connection().await?;
         let call_err = |call, source| SystemdError::Call {
@@ -473,6 +522,11 @@ impl Systemd for DbusSystemd {
 
     async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
         let r = self.start_inner(unit).await;
+        self.after_error(r).await
+    }
+
+    async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
+        let r = self.unit_exec_inner(unit).await;
         self.after_error(r).await
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
-use super::{CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitStatus};
+use super::{CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitExec, UnitStatus};
 use crate::x509::time::now_us;
 
 /// One unit as the fake keeps it.
@@ -24,6 +24,8 @@ pub struct FakeUnit {
     pub start_limit: StartLimit,
     /// `loaded` unless a test says otherwise (`not-found`, `masked`).
     pub load_state: String,
+    /// How it starts its process (empty unless a test sets it).
+    pub exec: UnitExec,
     /// systemd's rate limiter: when the current window began, and the
     /// starts in it.
     window: Option<(u64, u32)>,
@@ -42,6 +44,7 @@ impl Default for FakeUnit {
                 interval_us: 0,
             },
             load_state: "loaded".into(),
+            exec: UnitExec::default(),
             window: None,
         }
     }
@@ -269,6 +272,10 @@ impl Systemd for RecordingSystemd {
 
     async fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         Ok(self.unit(unit).status())
+    }
+
+    async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
+        Ok(self.unit(unit).exec)
     }
 
     async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {

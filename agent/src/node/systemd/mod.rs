@@ -132,6 +132,21 @@ impl UnitStatus {
     }
 }
 
+/// How a service unit starts its process, as systemd holds it: the
+/// unexpanded command line of its first `ExecStart=` (the `$VAR` and
+/// `${VAR}` references are expanded by systemd at exec time, and by
+/// `kubelet::kubelet_config` for the agent) and its environment settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitExec {
+    /// `ExecStart`'s first entry: argv, program name first. Empty when the
+    /// unit has none (not a service, or not loaded).
+    pub argv: Vec<String>,
+    /// `Environment`: `NAME=value` assignments, in order.
+    pub environment: Vec<String>,
+    /// `EnvironmentFiles`: each file, and whether it may be missing (`-`).
+    pub environment_files: Vec<(String, bool)>,
+}
+
 /// How a command run on the node ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandOutcome {
@@ -211,6 +226,10 @@ pub trait Systemd: Send + Sync {
         &self,
         unit: &str,
     ) -> impl Future<Output = Result<JobResult, SystemdError>> + Send;
+
+    /// How service `unit` starts its process (`ExecStart`, `Environment`,
+    /// `EnvironmentFiles`); empty for a unit that is not loaded.
+    fn unit_exec(&self, unit: &str) -> impl Future<Output = Result<UnitExec, SystemdError>> + Send;
 }
 
 /// The bus address: `DBUS_SYSTEM_BUS_ADDRESS` if set, else the node's socket
@@ -237,6 +256,10 @@ impl<T: Systemd> Systemd for std::sync::Arc<T> {
 
     async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {
         self.as_ref().reset_failed_unit(unit).await
+    }
+
+    async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
+        self.as_ref().unit_exec(unit).await
     }
 
     async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
