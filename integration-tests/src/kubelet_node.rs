@@ -92,8 +92,8 @@ impl KubeletFixture {
         }
     }
 
-    /// Writes the agent's config (kubelet job on, node [`NODE_NAME`], a
-    /// 60 s CSR timeout unless `extra_kubelet_yaml` sets one, then
+    /// Writes the agent's config (Node publications unspread, kubelet job
+    /// on, node [`NODE_NAME`], a 60 s CSR timeout unless `extra_kubelet_yaml` sets one, then
     /// `extra_kubelet_yaml` inside `kubelet:`) and
     /// returns its path.
     pub fn config_path(&self, extra_kubelet_yaml: &str) -> PathBuf {
@@ -111,8 +111,10 @@ impl KubeletFixture {
         } else {
             "  revocation-spread-seconds: 0\n"
         };
+        // Node publications at once (the default spreads them over 30 s;
+        // the publisher's unit test covers that).
         let yaml = format!(
-            "kubelet:\n  mode: on\n  node-name: {NODE_NAME}\n{timeout}{spread}{extra_kubelet_yaml}"
+            "fleet-publish-spread-seconds: 0\nkubelet:\n  mode: on\n  node-name: {NODE_NAME}\n{timeout}{spread}{extra_kubelet_yaml}"
         );
         std::fs::write(&path, yaml)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

@@ -987,7 +987,7 @@ fn the_shipped_rbac_grants_each_identity_exactly_the_calls_it_makes() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(
         &cfg,
-        "metrics-address: \"off\"\nkubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n",
+        "metrics-address: \"off\"\nfleet-publish-spread-seconds: 0\nkubelet:\n  mode: on\n  node-name: n1\n  csr-timeout-seconds: 60\n",
     )
     .unwrap();
     // The Secret through the API, as the agent's ServiceAccount.

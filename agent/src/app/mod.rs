@@ -201,6 +201,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 node: manager.node_name().to_string(),
                 client: Arc::new(move || identity.node_client()),
                 state_path: node.state_dir.join(daemon::publish_loop::PUBLISHED_FILE),
+                spread: settings.ops.fleet_publish_spread,
             })
         }
         Some(_) => {

@@ -34,6 +34,11 @@ pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// The agent publishes its state on its own Node (README "Fleet") unless
 /// `fleet-publish: false`: it costs no API write while nothing changes.
 pub const DEFAULT_FLEET_PUBLISH: bool = true;
+/// A change is published on the Node at the node's stable share of this
+/// many seconds after it was first seen (`fleet-publish-spread-seconds`),
+/// so a fleet that sees one Secret change in the same second does not
+/// PATCH its Nodes in that second.
+pub const DEFAULT_FLEET_PUBLISH_SPREAD_SECONDS: u64 = 30;
 /// Node path of the host-mode config file, which `status` reads by default.
 pub const HOST_CONFIG_FILE: &str = "/etc/node-cert-agent/config.yaml";
 
@@ -57,6 +62,7 @@ pub struct FileConfig {
     pub trust_store: Option<TrustStoreOverride>,
     pub kubelet: Option<KubeletConfig>,
     pub fleet_publish: Option<bool>,
+    pub fleet_publish_spread_seconds: Option<u64>,
 }
 
 /// The `run` flags, as clap parsed them (absent = not given).
@@ -100,6 +106,8 @@ pub struct OpsSettings {
     pub metrics_address: Option<SocketAddr>,
     /// Publish the node's state on its Node object (`fleet-publish`).
     pub fleet_publish: bool,
+    /// `fleet-publish-spread-seconds`.
+    pub fleet_publish_spread: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +232,10 @@ fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
                     .unwrap_or(DEFAULT_METRICS_ADDRESS),
             )?,
             fleet_publish: file.fleet_publish.unwrap_or(DEFAULT_FLEET_PUBLISH),
+            fleet_publish_spread: Duration::from_secs(
+                file.fleet_publish_spread_seconds
+                    .unwrap_or(DEFAULT_FLEET_PUBLISH_SPREAD_SECONDS),
+            ),
         },
     })
     .and_then(|s| validate_kubelet_file(&kubelet_file).map(|()| s))
@@ -288,6 +300,13 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid {
             key: "restart-spread-seconds",
             value: s.trust.restart_spread.as_secs().to_string(),
+            reason: format!("must be at most {MAX_RESTART_SPREAD_SECONDS} (an hour)"),
+        });
+    }
+    if s.ops.fleet_publish_spread.as_secs() > MAX_RESTART_SPREAD_SECONDS {
+        return Err(ConfigError::Invalid {
+            key: "fleet-publish-spread-seconds",
+            value: s.ops.fleet_publish_spread.as_secs().to_string(),
             reason: format!("must be at most {MAX_RESTART_SPREAD_SECONDS} (an hour)"),
         });
     }

@@ -94,6 +94,8 @@ pub struct FleetPublish {
     pub client: NodeClientSource,
     /// `<state-dir>/fleet-published.json`, as this process sees it.
     pub state_path: PathBuf,
+    /// `fleet-publish-spread-seconds`.
+    pub spread: Duration,
 }
 
 /// Runs the CA trust loop, and the kubelet certificate loop when given,
@@ -123,6 +125,7 @@ pub async fn run<S: Systemd, K: Systemd>(
                 writer: ApiNodeWriter::new(f.client),
                 state_path: f.state_path,
                 metrics: m.clone(),
+                spread: f.spread,
             };
             let link = publish_loop::NodeWatchLink { uid, readable };
             let publish = publish_loop::run_publisher(publisher, rx.with_node_watch(link));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::fleet::publish::{self, KubeletView, Published, TrustView};
 use crate::fleet::writer::{NodeWriter, Part, WriteError};
@@ -27,6 +27,7 @@ use crate::node::fsutil;
 use crate::ops::daemon_status::PublishReport;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
+use crate::trust::reconcile::spread_offset;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::x509::time::now_unix;
 
@@ -138,6 +139,9 @@ pub struct Publisher<W: NodeWriter> {
     /// `<state-dir>/fleet-published.json`, as this process sees it.
     pub state_path: PathBuf,
     pub metrics: Arc<Recorder>,
+    /// `fleet-publish-spread-seconds`: a change is written at the node's
+    /// stable share of this after it was first seen.
+    pub spread: Duration,
 }
 
 /// Publishes until the feed's senders are gone (the loops ended), then
@@ -156,6 +160,10 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
     // already shows the state costs no write.
     let mut checked = false;
     let mut known_uid: Option<String> = None;
+    // When the unpublished change was first seen: it is written at the
+    // node's share of the spread after that, however many changes join it.
+    let mut unpublished_since: Option<tokio::time::Instant> = None;
+    let offset = spread_offset(&p.node, p.spread);
     loop {
         let trust = rx.trust.borrow_and_update().clone();
         let kubelet = rx.kubelet.borrow_and_update().clone();
@@ -184,65 +192,49 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
             );
             let now = now_unix();
             let plan = publish::plan(&last, &desired, now);
-            let result = match read {
-                Ok(()) => apply(&p, &plan, &mut last, &mut writes).await,
-                Err(e) => Err(e),
+            if plan.is_empty() {
+                unpublished_since = None;
+            }
+            // A change waits for the node's share of the spread after it
+            // was first seen; one whose time has come is written at once.
+            let hold = if plan.is_empty() || read.is_err() {
+                None
+            } else {
+                let since = *unpublished_since.get_or_insert_with(tokio::time::Instant::now);
+                (since + offset)
+                    .checked_duration_since(tokio::time::Instant::now())
+                    .filter(|w| !w.is_zero())
             };
-            match result {
-                Ok(wrote) => {
-                    backoff.reset();
-                    auth_backoff.reset();
-                    if wrote {
-                        last_write = Some(now);
-                        info!(
-                            node = %p.node,
-                            trust_set = %last.labels.get(crate::fleet::schema::TRUST_SET_LABEL).map_or("-", String::as_str),
-                            "published the node's state on Node {}", p.node
-                        );
-                    }
-                    if logged.take().is_some() {
-                        info!(node = %p.node, "publishing on Node {} works again", p.node);
-                    }
-                    p.metrics.record_publish(PublishReport {
-                        state: "published".into(),
-                        last_write,
-                        writes,
-                        error: None,
-                    });
-                    None
-                }
-                Err(WriteError::NoIdentity) => {
-                    p.metrics.record_publish(PublishReport {
-                        state: "pending".into(),
-                        last_write,
-                        writes,
-                        error: Some(WriteError::NoIdentity.to_string()),
-                    });
-                    None
-                }
-                Err(e) => {
-                    let auth = matches!(&e, WriteError::Api { failure, .. } if failure.is_auth());
-                    let wait = if auth {
-                        auth_backoff.next_delay(None)
-                    } else {
-                        backoff.next_delay(e.retry_after())
-                    };
-                    if logged.as_ref() != Some(&e) {
-                        warn!(
-                            node = %p.node,
-                            retry_in_s = wait.as_secs(),
-                            "cannot publish the node's state on Node {}: {e}; nothing on the node changes, the agent retries",
-                            p.node
-                        );
-                    }
-                    p.metrics.record_publish(PublishReport {
-                        state: "failing".into(),
-                        last_write,
-                        writes,
-                        error: Some(e.to_string()),
-                    });
-                    logged = Some(e);
+            match hold {
+                Some(wait) => {
+                    debug!(
+                        node = %p.node,
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "the node's change is published on Node {} at its share of the {} s spread (fleet-publish-spread-seconds)",
+                        p.node,
+                        p.spread.as_secs()
+                    );
                     Some(wait)
+                }
+                None => {
+                    let result = match read {
+                        Ok(()) => apply(&p, &plan, &mut last, &mut writes).await,
+                        Err(e) => Err(e),
+                    };
+                    report(
+                        &p,
+                        result,
+                        &mut Reporting {
+                            backoff: &mut backoff,
+                            auth_backoff: &mut auth_backoff,
+                            writes,
+                            last_write: &mut last_write,
+                            logged: &mut logged,
+                            unpublished_since: &mut unpublished_since,
+                            last: &last,
+                            now,
+                        },
+                    )
                 }
             }
         };
@@ -266,6 +258,85 @@ pub async fn run_publisher<W: NodeWriter>(p: Publisher<W>, mut rx: FeedReceivers
         };
         if !open {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What [`report`] updates of the publisher's loop.
+struct Reporting<'a> {
+    backoff: &'a mut Backoff,
+    auth_backoff: &'a mut Backoff,
+    writes: u64,
+    last_write: &'a mut Option<i64>,
+    logged: &'a mut Option<WriteError>,
+    unpublished_since: &'a mut Option<tokio::time::Instant>,
+    last: &'a Published,
+    now: i64,
+}
+
+/// Logs and records the result of one publication; when to retry, if it
+/// failed.
+fn report<W: NodeWriter>(
+    p: &Publisher<W>,
+    result: Result<bool, WriteError>,
+    r: &mut Reporting<'_>,
+) -> Option<Duration> {
+    match result {
+        Ok(wrote) => {
+            r.backoff.reset();
+            r.auth_backoff.reset();
+            *r.unpublished_since = None;
+            if wrote {
+                *r.last_write = Some(r.now);
+                info!(
+                    node = %p.node,
+                    trust_set = %r.last.labels.get(crate::fleet::schema::TRUST_SET_LABEL).map_or("-", String::as_str),
+                    "published the node's state on Node {}", p.node
+                );
+            }
+            if r.logged.take().is_some() {
+                info!(node = %p.node, "publishing on Node {} works again", p.node);
+            }
+            p.metrics.record_publish(PublishReport {
+                state: "published".into(),
+                last_write: *r.last_write,
+                writes: r.writes,
+                error: None,
+            });
+            None
+        }
+        Err(WriteError::NoIdentity) => {
+            p.metrics.record_publish(PublishReport {
+                state: "pending".into(),
+                last_write: *r.last_write,
+                writes: r.writes,
+                error: Some(WriteError::NoIdentity.to_string()),
+            });
+            None
+        }
+        Err(e) => {
+            let auth = matches!(&e, WriteError::Api { failure, .. } if failure.is_auth());
+            let wait = if auth {
+                r.auth_backoff.next_delay(None)
+            } else {
+                r.backoff.next_delay(e.retry_after())
+            };
+            if r.logged.as_ref() != Some(&e) {
+                warn!(
+                    node = %p.node,
+                    retry_in_s = wait.as_secs(),
+                    "cannot publish the node's state on Node {}: {e}; nothing on the node changes, the agent retries",
+                    p.node
+                );
+            }
+            p.metrics.record_publish(PublishReport {
+                state: "failing".into(),
+                last_write: *r.last_write,
+                writes: r.writes,
+                error: Some(e.to_string()),
+            });
+            *r.logged = Some(e);
+            Some(wait)
         }
     }
 }
@@ -362,6 +433,7 @@ mod tests {
         node: Arc<Mutex<Value>>,
         fail: Arc<Mutex<u32>>,
         no_identity: Arc<Mutex<bool>>,
+        reads: Arc<Mutex<u32>>,
     }
 
     impl NodeWriter for Recording {
@@ -412,6 +484,7 @@ mod tests {
         }
 
         async fn get(&self, _node: &str) -> Result<k8s_openapi::api::core::v1::Node, WriteError> {
+            *self.reads.lock().unwrap() += 1;
             if *self.no_identity.lock().unwrap() {
                 return Err(WriteError::NoIdentity);
             }
@@ -446,6 +519,15 @@ mod tests {
         state: &Path,
         kubelet_job: bool,
     ) -> (Feed, tokio::task::JoinHandle<()>, Arc<Recorder>) {
+        start_spread(writer, state, kubelet_job, Duration::ZERO)
+    }
+
+    fn start_spread(
+        writer: Recording,
+        state: &Path,
+        kubelet_job: bool,
+        spread: Duration,
+    ) -> (Feed, tokio::task::JoinHandle<()>, Arc<Recorder>) {
         let (feed, rx) = Feed::new(true, kubelet_job);
         let metrics = test_metrics();
         let task = tokio::spawn(run_publisher(
@@ -454,10 +536,54 @@ mod tests {
                 writer,
                 state_path: state.to_path_buf(),
                 metrics: metrics.clone(),
+                spread,
             },
             rx,
         ));
         (feed, task, metrics)
+    }
+
+    /// A change waits for the node's share of the spread after it was
+    /// first seen; changes in between join it (one write of each part),
+    /// and the waiting makes no request.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_published_at_the_nodes_share_of_the_spread_and_changes_in_between_join_it()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Recording::default();
+        let spread = Duration::from_secs(3600);
+        let offset = spread_offset("n1", spread);
+        assert!(offset > Duration::from_secs(60), "{offset:?}");
+        let (feed, task, _) =
+            start_spread(w.clone(), &dir.path().join(PUBLISHED_FILE), false, spread);
+        feed.trust(&outcome(1), None);
+        tokio::time::sleep(offset / 2).await;
+        feed.trust(&outcome(2), None);
+        tokio::time::sleep(offset / 2 - Duration::from_secs(1)).await;
+        assert_eq!(
+            w.count(),
+            0,
+            "written before the node's share of the spread"
+        );
+        assert_eq!(*w.reads.lock().unwrap(), 1, "the wait made requests");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            w.count(),
+            2,
+            "one write of each part, with the newest state"
+        );
+        let writes = w.writes.lock().unwrap().clone();
+        let newest = publish::desired(
+            Some(&TrustView::of(&outcome(2), None)),
+            None,
+            &Published::default(),
+            env!("CARGO_PKG_VERSION"),
+        );
+        assert_eq!(
+            writes[0].1["metadata"]["labels"][TRUST_SET_LABEL],
+            newest.labels[TRUST_SET_LABEL].as_str()
+        );
+        task.abort();
     }
 
     #[tokio::test]
@@ -475,6 +601,7 @@ mod tests {
                 writer: w.clone(),
                 state_path: state.clone(),
                 metrics: test_metrics(),
+                spread: Duration::ZERO,
             },
             rx.with_node_watch(NodeWatchLink {
                 uid: uid_rx,
