@@ -613,3 +613,153 @@ fn kubelets_own_serving_rotation_on_its_command_line_is_left_to_kubelet() {
         "{report}"
     );
 }
+
+/// The SANs of the serving certificate at `link`: DNS names, then IPs.
+fn serving_sans(fx: &KubeletFixture) -> (Vec<String>, Vec<String>) {
+    let pem = fx
+        .node
+        .read_file("/var/lib/kubelet/pki/kubelet-server-current.pem");
+    let cert = openssl::x509::X509::stack_from_pem(&pem).unwrap().remove(0);
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for n in cert.subject_alt_names().into_iter().flatten() {
+        if let Some(d) = n.dnsname() {
+            dns.push(d.to_string());
+        }
+        if let Some(ip) = n.ipaddress() {
+            ips.push(
+                <[u8; 4]>::try_from(ip)
+                    .map(|b| std::net::Ipv4Addr::from(b).to_string())
+                    .unwrap_or_else(|_| format!("{ip:?}")),
+            );
+        }
+    }
+    (dns, ips)
+}
+
+/// Sets Node n1's addresses and kubelet version, as kubelet reports them.
+fn set_node_addresses(fx: &KubeletFixture, internal_ip: &str) {
+    fx.server.update_node(NODE_NAME, |n| {
+        let status = n.status.get_or_insert_with(Default::default);
+        status.addresses = Some(vec![
+            k8s_openapi::api::core::v1::NodeAddress {
+                type_: "InternalIP".into(),
+                address: internal_ip.into(),
+            },
+            k8s_openapi::api::core::v1::NodeAddress {
+                type_: "Hostname".into(),
+                address: NODE_NAME.into(),
+            },
+        ]);
+        status.node_info = Some(k8s_openapi::api::core::v1::NodeSystemInfo {
+            kubelet_version: "v1.31.4".into(),
+            ..Default::default()
+        });
+    });
+}
+
+/// `renew` (not forced) from a node shell; its stdout.
+fn renew(fx: &KubeletFixture, extra: &str) -> String {
+    let out = Command::new(agent_binary())
+        .args(["renew", "--log-target", "stdout", "--config"])
+        .arg(fx.config_path(extra))
+        .arg("--host-root")
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "renew failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// With no names configured, the serving certificate names the Node's
+/// `status.addresses` as kubelet does (never the agent's own interfaces),
+/// and follows them when they change; kubelet 1.31, serving that file,
+/// reloads it: no restart for the serving renewal.
+#[test]
+fn the_serving_certificate_names_the_nodes_addresses_and_follows_them() {
+    let fx = KubeletFixture::new("kbc-addresses");
+    set_node_addresses(&fx, "10.0.0.9");
+    fx.node.write_file(
+        "/var/lib/kubelet/config.yaml",
+        b"apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ntlsCertFile: /var/lib/kubelet/pki/kubelet-server-current.pem\ntlsPrivateKeyFile: /var/lib/kubelet/pki/kubelet-server-current.pem\n",
+        0o644,
+    );
+    let extra = "  serving:\n    enabled: true\n";
+    // kubelet-serving CSRs are never approved by the cluster: an admin (this
+    // thread) approves each one filed, until the test ends.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for c in fx.server.csrs() {
+                    let pending = c
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_none();
+                    if c.spec.signer_name == "kubernetes.io/kubelet-serving" && pending {
+                        fx.server
+                            .approve(c.metadata.name.as_deref().unwrap_or_default());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        // Stops the approver however the scenario ends (a failed assertion
+        // too: the scope joins it before the panic goes on).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&done);
+        serving_follows_the_node(&fx, extra);
+    });
+}
+
+fn serving_follows_the_node(fx: &KubeletFixture, extra: &str) {
+    let agent = fx.start_agent(extra);
+    fx.wait_for_client_cert(&agent, "the bootstrap", |_| true);
+    let issued = integration_tests::wait::wait_until_or_timeout(Duration::from_secs(30), || {
+        fx.node
+            .exists("/var/lib/kubelet/pki/kubelet-server-current.pem")
+    });
+    assert!(
+        issued,
+        "no serving certificate:\n{}",
+        render_tail(&agent.logs(), 30)
+    );
+    assert_eq!(
+        serving_sans(fx),
+        (vec![NODE_NAME.to_string()], vec!["10.0.0.9".to_string()])
+    );
+    drop(agent);
+
+    // The address changes: the next pass renews to the new one, and
+    // kubelet 1.31 re-reads the file it serves.
+    set_node_addresses(fx, "10.0.0.10");
+    let kubelet = fx.kubelet_pid();
+    let stdout = renew(fx, extra);
+    assert!(
+        stdout.contains("status.addresses are now [n1, 10.0.0.10]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no kubelet restart for the new serving certificate"),
+        "{stdout}"
+    );
+    assert_eq!(
+        serving_sans(fx),
+        (vec![NODE_NAME.to_string()], vec!["10.0.0.10".to_string()])
+    );
+    assert_eq!(fx.kubelet_pid(), kubelet, "kubelet was restarted: {stdout}");
+    // Nothing changed since: no renewal.
+    let stdout = renew(fx, extra);
+    assert!(!stdout.contains("renewing the kubelet serving"), "{stdout}");
+}

@@ -26,7 +26,7 @@ use node_cert_agent::kubelet::scope;
 use node_cert_agent::node::distro::TrustStoreLayout;
 use node_cert_agent::node::fsutil;
 use node_cert_agent::node::hostroot::HostRoot;
-use node_cert_agent::node::identity::{local_addresses, NodeIdentity};
+use node_cert_agent::node::identity::NodeIdentity;
 use node_cert_agent::node::systemd::{bus_address, DbusSystemd, Systemd, UnitExec};
 use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
@@ -81,11 +81,7 @@ impl NodeView {
             return Ok(None);
         }
         let node_name = scope::job_node_name(&self.identity, &settings.kubelet)?;
-        let serving = settings.kubelet.serving_names(
-            &node_name,
-            self.identity.hostname.as_deref(),
-            &local_addresses(),
-        );
+        let serving = settings.kubelet.serving_names();
         let job = KubeletJob {
             settings: settings.kubelet.clone(),
             node_name,

@@ -206,33 +206,11 @@ impl KubeletSettings {
     }
 
     /// The names of the serving certificate, if it is on: the configured
-    /// ones, or by default the node name and the hostname as DNS names and
-    /// the node's `addresses` (non-loopback, non-link-local) as IPs.
-    pub fn serving_names(
-        &self,
-        node_name: &str,
-        hostname: Option<&str>,
-        addresses: &[IpAddr],
-    ) -> Option<(Vec<String>, Vec<IpAddr>)> {
+    /// ones, or none, which means the Node's `status.addresses`, read at
+    /// each pass as kubelet takes them (`kubelet::node_facts`).
+    pub fn serving_names(&self) -> Option<(Vec<String>, Vec<IpAddr>)> {
         let s = self.serving.as_ref()?;
-        if !s.dns.is_empty() || !s.ips.is_empty() {
-            return Some((s.dns.clone(), s.ips.clone()));
-        }
-        let mut dns = vec![node_name.to_string()];
-        if let Some(h) = hostname.filter(|h| !h.is_empty() && *h != node_name) {
-            dns.push(h.to_string());
-        }
-        let mut ips: Vec<IpAddr> = addresses
-            .iter()
-            .copied()
-            .filter(|ip| match ip {
-                IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
-                IpAddr::V6(v6) => !v6.is_loopback() && (v6.segments()[0] & 0xffc0) != 0xfe80,
-            })
-            .collect();
-        ips.sort();
-        ips.dedup();
-        Some((dns, ips))
+        Some((s.dns.clone(), s.ips.clone()))
     }
 }
 
@@ -256,18 +234,11 @@ mod tests {
     }
 
     #[test]
-    fn serving_defaults_name_the_node_and_its_routable_addresses() {
-        let addrs: Vec<IpAddr> = ["127.0.0.1", "10.0.0.5", "169.254.1.1", "fe80::1", "::1"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
-        let (dns, ips) = serving_on()
-            .serving_names("n1", Some("n1.example.com"), &addrs)
-            .unwrap();
-        assert_eq!(dns, ["n1", "n1.example.com"]);
-        assert_eq!(ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
-        let (dns, _) = serving_on().serving_names("n1", Some("n1"), &[]).unwrap();
-        assert_eq!(dns, ["n1"]);
+    fn serving_names_are_the_configured_ones_or_none_for_the_nodes_addresses() {
+        let (dns, ips) = serving_on().serving_names().unwrap();
+        assert!(dns.is_empty() && ips.is_empty());
+        let off = KubeletSettings::from_file(KubeletConfig::default(), KubeletMode::Auto, None);
+        assert_eq!(off.serving_names(), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::kubelet::facts::facts_of;
 use crate::kubelet::facts::CertFacts;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::EffectiveKubelet;
+use crate::kubelet::node_facts::NodeFacts;
 use crate::kubelet::renewal::{
     self, Decision, FirstSeen, RenewReason, RevocationContext, Unsatisfiable,
 };
@@ -92,6 +93,8 @@ pub enum KubeletError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("building an API client for {server}: {reason}")]
     Client { server: String, reason: String },
+    #[error("cannot take the serving certificate's names from Node {node}: {reason}; the serving certificate is not renewed until it can (or set kubelet.serving.dns/ips)")]
+    NodeAddresses { node: String, reason: String },
     #[error("restart of {unit} after installing the new certificate: {source}")]
     Restart { unit: String, source: SystemdError },
     #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
@@ -446,17 +449,27 @@ impl<S: Systemd> KubeletManager<S> {
             self.with_memory(|m| m.retain_listed(&revocations));
         }
 
-        let mut kinds = vec![(CertKind::Client, Purpose::Client)];
-        if let Some((dns, ips)) = &self.serving {
-            kinds.push((
-                CertKind::Serving,
-                Purpose::Serving {
-                    dns: dns.clone(),
-                    ips: ips.clone(),
-                },
-            ));
+        // The Node's addresses (the serving certificate's names, unless
+        // configured) and kubelet's version: one GET per pass, only with
+        // the serving certificate on.
+        let mut kinds = vec![CertKind::Client];
+        if self.serving.is_some() {
+            kinds.push(CertKind::Serving);
         }
-        for (kind, purpose) in kinds {
+        for kind in kinds {
+            // The serving certificate's names: configured, or the Node's
+            // addresses, read (with kubelet's version) after the client
+            // certificate is settled, so a bootstrap in this pass can read.
+            let (purpose, follow, kubelet_version) = match kind {
+                CertKind::Client => (Purpose::Client, None, None),
+                CertKind::Serving => match self.serving_purpose().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        outcome.failures.push(e);
+                        continue;
+                    }
+                },
+            };
             // The newest client certificate: one renewed a moment ago is
             // the serving CSR's identity.
             let client_current = self.read_current(CertKind::Client);
@@ -468,6 +481,7 @@ impl<S: Systemd> KubeletManager<S> {
             let Some(reason) = self.due(
                 kind,
                 &kubelet,
+                follow.as_ref(),
                 current.as_ref(),
                 force,
                 now,
@@ -490,7 +504,14 @@ impl<S: Systemd> KubeletManager<S> {
                 .as_ref()
                 .filter(|c| identity::is_usable(c, now));
             if let Err(e) = self
-                .renew(kind, &purpose, usable_client, now, &kubelet)
+                .renew(
+                    kind,
+                    &purpose,
+                    usable_client,
+                    now,
+                    &kubelet,
+                    kubelet_version,
+                )
                 .await
             {
                 error!(
@@ -563,6 +584,7 @@ impl<S: Systemd> KubeletManager<S> {
         &self,
         kind: CertKind,
         kubelet: &EffectiveKubelet,
+        names: Option<&NodeFacts>,
         current: Option<&CurrentCert>,
         force: bool,
         now: i64,
@@ -589,15 +611,27 @@ impl<S: Systemd> KubeletManager<S> {
             outcome.next_deadline =
                 Some(outcome.next_deadline.map_or(deadline, |d| d.min(deadline)));
         };
-        let reason = match decision {
+        // A serving certificate named after the Node's addresses follows
+        // them, as kubelet's certificate manager does.
+        let names_changed = names
+            .zip(facts.as_ref())
+            .and_then(|(n, f)| n.differs_from(f))
+            .map(|(has, wants)| RenewReason::NamesChanged { has, wants });
+        let reason = match (decision, names_changed) {
             _ if force => RenewReason::Forced,
-            Decision::RenewNow(reason) => reason,
-            Decision::RenewAt { deadline, .. } if deadline <= now => RenewReason::Due { deadline },
-            Decision::RenewRevokedAt {
-                at,
-                label,
-                deadline,
-            } => {
+            (Decision::RenewNow(reason), _) => reason,
+            (_, Some(changed)) => changed,
+            (Decision::RenewAt { deadline, .. }, None) if deadline <= now => {
+                RenewReason::Due { deadline }
+            }
+            (
+                Decision::RenewRevokedAt {
+                    at,
+                    label,
+                    deadline,
+                },
+                None,
+            ) => {
                 let spread_s = self.settings.revocation_spread.as_secs();
                 info!(
                     cert = kind.name(),
@@ -613,7 +647,7 @@ impl<S: Systemd> KubeletManager<S> {
                 schedule(at);
                 return None;
             }
-            Decision::RenewAt { deadline, fraction } => {
+            (Decision::RenewAt { deadline, fraction }, None) => {
                 let standing: Vec<String> = facts
                     .as_ref()
                     .map(|f| known.matching(f).map(Revocation::label).collect())
@@ -837,6 +871,7 @@ impl<S: Systemd> KubeletManager<S> {
         usable_client: Option<&CurrentCert>,
         now: i64,
         kubelet: &EffectiveKubelet,
+        kubelet_version: Option<(u32, u32)>,
     ) -> Result<(), KubeletError> {
         let (kc, identity) = self.identity.choose(usable_client)?;
         let client = build_client(&kc)?;
@@ -911,9 +946,7 @@ impl<S: Systemd> KubeletManager<S> {
                 reason: crate::x509::openssl_reason(&e),
             })?;
         // Whether kubelet picks the new file up itself (restart_rule.rs).
-        let facts = self
-            .restart_facts(kind, identity, usable_client, kubelet, &client)
-            .await;
+        let facts = self.restart_facts(kind, identity, usable_client, kubelet, kubelet_version);
         let restart_reason = restart_rule::restart_reason(kind, &facts, now_unix());
         match &restart_reason {
             Some(why) => info!(
@@ -986,13 +1019,13 @@ impl<S: Systemd> KubeletManager<S> {
 
     /// What [`restart_rule::restart_reason`] looks at for a new
     /// certificate of `kind`.
-    async fn restart_facts(
+    fn restart_facts(
         &self,
         kind: CertKind,
         identity: &str,
         usable_client: Option<&CurrentCert>,
         kubelet: &EffectiveKubelet,
-        client: &kube::Client,
+        kubelet_version: Option<(u32, u32)>,
     ) -> restart_rule::RestartFacts {
         match kind {
             CertKind::Client => {
@@ -1019,7 +1052,7 @@ impl<S: Systemd> KubeletManager<S> {
                         .read_current(CertKind::Serving)
                         .as_ref()
                         .map(|c| facts_of(c).not_after),
-                    kubelet_version: self.kubelet_version(client).await,
+                    kubelet_version,
                     serving_reload_gate: kubelet.serving_reload_gate,
                     ..Default::default()
                 }
@@ -1027,23 +1060,50 @@ impl<S: Systemd> KubeletManager<S> {
         }
     }
 
-    /// kubelet's version as its Node reports it (`nodeInfo.kubeletVersion`),
-    /// read as the node; `None` if it cannot be read.
-    async fn kubelet_version(&self, client: &kube::Client) -> Option<(u32, u32)> {
-        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-        let got =
-            tokio::time::timeout(self.settings.api_timeout, api.get_opt(&self.node_name)).await;
-        match got {
-            Ok(Ok(Some(node))) => {
-                let v = node.status?.node_info?.kubelet_version;
-                restart_rule::parse_kubelet_version(&v)
+    /// The serving certificate's purpose: its names (configured, or the
+    /// Node's addresses, which it then follows), and kubelet's version from
+    /// the Node (one GET per pass with the serving certificate on).
+    async fn serving_purpose(
+        &self,
+    ) -> Result<(Purpose, Option<NodeFacts>, Option<(u32, u32)>), KubeletError> {
+        let (dns, ips) = self.serving.clone().unwrap_or_default();
+        let node = self.read_node().await;
+        let version = node.as_ref().ok().and_then(|n| n.kubelet_version);
+        if !dns.is_empty() || !ips.is_empty() {
+            return Ok((Purpose::Serving { dns, ips }, None, version));
+        }
+        let reason = match node {
+            Ok(n) if !n.has_no_names() => {
+                let purpose = Purpose::Serving {
+                    dns: n.dns.clone(),
+                    ips: n.ips.clone(),
+                };
+                return Ok((purpose, Some(n), version));
             }
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => {
-                warn!(node = %self.node_name, "cannot read Node {} for kubelet's version: {e}", self.node_name);
-                None
-            }
-            Err(_) => None,
+            Ok(_) => "its status.addresses hold no IP or DNS name".to_string(),
+            Err(reason) => reason,
+        };
+        Err(KubeletError::NodeAddresses {
+            node: self.node_name.clone(),
+            reason,
+        })
+    }
+
+    /// The node's own Node, read as the node (its current client
+    /// certificate): its addresses and kubelet's version, or why not.
+    async fn read_node(&self) -> Result<NodeFacts, String> {
+        let Some(client) = self.node_client() else {
+            return Err("the node has no usable client certificate to read it with".into());
+        };
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+        match tokio::time::timeout(self.settings.api_timeout, api.get(&self.node_name)).await {
+            Ok(Ok(node)) => Ok(NodeFacts::of(&node)),
+            Ok(Err(e)) => Err(format!("GET Node {}: {e}", self.node_name)),
+            Err(_) => Err(format!(
+                "GET Node {} took longer than {} s",
+                self.node_name,
+                self.settings.api_timeout.as_secs()
+            )),
         }
     }
 

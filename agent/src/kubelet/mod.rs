@@ -3,7 +3,8 @@
 //! to get a certificate through the CSR API ([`csr`]) and with which
 //! identity ([`identity`]), kubelet's files ([`store`],
 //! [`kubelet_config`]; kubeconfigs are `k8s`'), what the job covers on
-//! this node and for which node name ([`scope`]), when a new certificate
+//! this node and for which node name ([`scope`]), what it takes from its
+//! Node ([`node_facts`], pure: serving names, kubelet's version), when a new certificate
 //! needs a restart of kubelet ([`restart_rule`], pure), and one pass over
 //! the client (and opt-in serving) certificate ([`manager`]).
 //!
@@ -18,6 +19,7 @@ pub mod fake_api;
 pub mod identity;
 pub mod kubelet_config;
 pub mod manager;
+pub mod node_facts;
 pub mod renewal;
 pub mod restart_rule;
 pub mod revocation;

@@ -68,6 +68,12 @@ pub enum RenewReason {
         deadline: i64,
     },
     Forced,
+    /// The serving certificate's names are not the Node's addresses now.
+    NamesChanged {
+        /// What the certificate names, and what the Node's addresses ask.
+        has: String,
+        wants: String,
+    },
 }
 
 impl std::fmt::Display for RenewReason {
@@ -89,6 +95,10 @@ impl std::fmt::Display for RenewReason {
                 crate::x509::time::rfc3339(*deadline)
             ),
             Self::Forced => f.write_str("renewal was forced"),
+            Self::NamesChanged { has, wants } => write!(
+                f,
+                "the certificate names {has}, but the Node's status.addresses are now {wants}"
+            ),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Who this node is: its name and hostname, taken the way kubelet takes
-//! them, and its addresses. Read once at start and handed to every job that
+//! them. Read once at start and handed to every job that
 //! needs them.
 //!
 //! kubelet's node name is its `--hostname-override`, else the kernel
@@ -14,11 +14,10 @@
 //! not read for it.
 //!
 //! Boundary: reads the kernel hostname, `/etc/hostname` and the command
-//! lines of the node's `kubelet` processes through [`HostRoot`], and this
-//! process's network interfaces (a DaemonSet pod shares the node's network
-//! namespace).
+//! lines of the node's `kubelet` processes through [`HostRoot`]. The
+//! serving certificate's addresses are the Node's (`kubelet::node_facts`),
+//! never this process's interfaces.
 
-use std::net::IpAddr;
 use std::path::Path;
 
 use super::fsutil;
@@ -205,23 +204,6 @@ fn hostname_override_of(args: &[String]) -> Option<String> {
     value.and_then(normalise)
 }
 
-/// This process's interface addresses (the node's, in host mode or in a
-/// host-network pod).
-pub fn local_addresses() -> Vec<IpAddr> {
-    nix::ifaddrs::getifaddrs()
-        .map(|addrs| {
-            addrs
-                .filter_map(|a| a.address)
-                .filter_map(|sa| {
-                    sa.as_sockaddr_in()
-                        .map(|v4| IpAddr::from(v4.ip()))
-                        .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::from(v6.ip())))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
@@ -325,10 +307,5 @@ mod tests {
         assert_eq!(of(&["kubelet", "--hostname-overrides=a"]), None);
         assert_eq!(of(&["kubelet", "--hostname-override="]), None);
         assert_eq!(of(&["kubelet", "--hostname-override"]), None);
-    }
-
-    #[test]
-    fn local_addresses_include_loopback() {
-        assert!(local_addresses().iter().any(IpAddr::is_loopback));
     }
 }
