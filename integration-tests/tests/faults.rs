@@ -858,3 +858,53 @@ fn api_server_slow_during_kubelet_renewal() {
         "after the API server is fast again",
     );
 }
+
+/// kubelet's pki directory read-only (a read-only bind mount, as a
+/// read-only hostPath or a full disk leaves it) while the client
+/// certificate is due: every retry fails with the path and the errno, and
+/// kubelet is never restarted for a certificate that was not installed;
+/// writable again, the renewal lands with exactly one restart.
+#[test]
+fn read_only_pki_directory_never_restarts_kubelet() {
+    preflight();
+    let fx = KubeletFixture::new("ro-pki");
+    let (agent, first_serial) = first_certificate(&fx, "");
+    let (first_target, _) = assert_client_link_ok(&fx.node, "before the remount");
+    let starts = kubelet_starts(&fx.node);
+    let csrs = fx.server.csrs().len();
+    fx.server.set_cert_lifetime(LONG_LIFETIME);
+
+    let skip = agent.logs().len();
+    fx.node.exec_ok(&["mount", "--bind", PKI, PKI]);
+    fx.node.exec_ok(&["mount", "-o", "remount,bind,ro", PKI]);
+    let failures = wait_for_failed_attempts(
+        "kubelet's pki directory read-only",
+        || agent.logs(),
+        skip,
+        &[KUBELET_PASS_FAILED, PKI, "Read-only file system"],
+    );
+    println!("read-only pki: {}", failures[0].message);
+    // More retries, still no restart.
+    let skip = agent.logs().len();
+    wait_for_failed_attempts(
+        "kubelet's pki directory still read-only",
+        || agent.logs(),
+        skip,
+        &[KUBELET_PASS_FAILED, PKI, "Read-only file system"],
+    );
+    assert_kubelet_unchanged(
+        &fx,
+        (&first_target, &first_serial, starts, csrs),
+        "while kubelet's pki directory is read-only",
+    );
+
+    fx.node.exec_ok(&["umount", PKI]);
+    assert_kubelet_converged(
+        &fx,
+        &agent,
+        &first_serial,
+        starts,
+        csrs,
+        "after the pki directory is writable again",
+    );
+}

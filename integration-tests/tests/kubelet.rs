@@ -585,3 +585,146 @@ fn a_hostname_that_differs_from_the_node_name_only_in_case_renews_for_the_node_n
     assert_eq!(subject(&second), "O=system:nodes, CN=system:node:n1");
     assert_eq!(csr_requesters(&fx.server).last().unwrap(), "system:node:n1");
 }
+
+/// The AKS hybrid documentation's example RenewRevocation, verbatim (its
+/// `kind: Group, group: system:nodes` entry has no notBefore: it revokes
+/// every node certificate, present and future).
+const AKS_DOCUMENTATION_EXAMPLE: &str = r#"apiVersion: certificates.microsoft.com/v1
+kind: RenewRevocation
+metadata:
+  name: my-renew-revocation
+  namespace: kube-system
+spec:
+  description: My list of renew revocations
+  revocations:
+  - description: Revoked certificates by serial number
+    kind: serialnumber
+    notBefore: "2020-04-17T17:22:05Z"
+    serialNumber: 77fdf4b1033b387aaace6ce1c18710c2
+  - description: Revoked certificates by group
+    group: system:nodes
+    kind: Group
+  - description: Revoked certificates by DNS
+    dns: kubernetes.default.svc.
+    kind: DNS
+  - description: Revoked certificates by DNS Suffix
+    dns: .cluster.local
+    kind: DNS
+  - description: Revoked certificates by IP
+    ip: 170.63.128.124
+    kind: IP
+"#;
+
+/// utime + stime of process `pid`, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The issue's scenario: the documentation's example applied verbatim with
+/// kubectl, on a node whose client certificate lives 60 s and crosses its
+/// renewal point. The agent renews once for the revocation, finds that no
+/// certificate can satisfy it, says so once (log, `status`), and then
+/// renews only at each certificate's normal deadline, before it expires:
+/// no busy loop, one CSR per renewal.
+#[test]
+fn the_documented_example_on_a_short_lived_certificate_neither_spins_nor_storms() {
+    let fx = KubeletFixture::new("kb-docspin");
+    fx.server.set_cert_lifetime(Duration::from_secs(60));
+    fx.server.set_backdate(Duration::ZERO);
+    let agent = fx.start_agent("");
+    fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    wait_until(Duration::from_secs(30), "the revocation watch", || {
+        fx.server
+            .requests()
+            .iter()
+            .any(|r| r.resource == "renewrevocations" && r.verb == "watch")
+    });
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), AKS_DOCUMENTATION_EXAMPLE).unwrap();
+    let applied = fx.kubectl_admin(&["apply", "-f", file.path().to_str().unwrap()]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let pid = agent.pid().unwrap();
+    let ticks_before = cpu_ticks(pid);
+    let started = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "the unsatisfiable revocation",
+        || {
+            agent
+                .logs()
+                .iter()
+                .any(|e| e.message.contains("so renewing again cannot help"))
+        },
+    );
+    // Past the renewal point of the certificate the revocation renewal
+    // issued (70-80 % of 60 s), and of the next one.
+    let revoked_renewal = fx.client_cert().unwrap();
+    let after_deadline = fx.wait_for_client_cert(&agent, "the renewal at the deadline", |c| {
+        serial(c) != serial(&revoked_renewal)
+    });
+    let renewed_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).unwrap();
+    let not_after = {
+        let d = epoch.diff(revoked_renewal.not_after()).unwrap();
+        i64::from(d.days) * 86_400 + i64::from(d.secs)
+    };
+    assert!(
+        renewed_at < not_after,
+        "renewed at {renewed_at}, after the certificate expired at {not_after}"
+    );
+    assert_ne!(serial(&after_deadline), serial(&revoked_renewal));
+    std::thread::sleep(Duration::from_secs(10));
+    let elapsed = started.elapsed();
+    let cpu = Duration::from_millis((cpu_ticks(pid) - ticks_before) * 10);
+    // The busy loop this replaces burned a core (32 s of CPU in 164 s).
+    assert!(
+        cpu < elapsed / 10,
+        "the agent used {cpu:?} of CPU in {elapsed:?}:\n{}",
+        log_tail(&agent)
+    );
+    // One CSR per renewal: the bootstrap, the revocation, then one per
+    // deadline; every CSR gave a certificate.
+    let csrs = fx.server.csrs();
+    let signed = csrs
+        .iter()
+        .filter(|c| c.status.as_ref().is_some_and(|s| s.certificate.is_some()))
+        .count();
+    assert_eq!(signed, csrs.len(), "a CSR without its certificate");
+    let renewals = (elapsed.as_secs() / 40) as usize + 3;
+    assert!(
+        csrs.len() <= renewals,
+        "{} CSRs in {elapsed:?}: more than one per renewal",
+        csrs.len()
+    );
+    // Said once, not on every pass.
+    let said = agent
+        .logs()
+        .iter()
+        .filter(|e| e.message.contains("so renewing again cannot help"))
+        .count();
+    assert_eq!(said, 1, "{}", log_tail(&agent));
+    // `status` names the revocation no renewal can satisfy.
+    let out = Command::new(agent_binary())
+        .args(["status", "--output", "json", "--host-root"])
+        .arg(fx.node.root())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("my-renew-revocation") && text.contains("Group system:nodes"),
+        "{text}"
+    );
+}
