@@ -50,6 +50,10 @@ pub struct Removal {
     pub state_dir_removed: bool,
 }
 
+/// The agent's memory of its anchors directories (`trust::state`); the
+/// uninstall pass removes the anchors in every one of them.
+const ANCHOR_DIRS_FILE: &str = "anchor-dirs.json";
+
 /// Removes the agent's anchors from `store` (refresh, restarts of
 /// `restart_units`) and its state from `state_dir` (as this process sees
 /// it). Holds the daemon lock throughout, so no daemon starts meanwhile.
@@ -88,6 +92,7 @@ pub async fn remove_agent_trust<S: Systemd>(
     for name in [
         STATE_FILE,
         node_cert_agent::trust::pacing::HISTORY_FILE,
+        ANCHOR_DIRS_FILE,
         DAEMON_STATUS_FILE,
         KUBELET_LOCK_FILE,
     ] {

@@ -200,15 +200,30 @@ pub struct TrustStoreLayout {
 
 impl TrustStoreLayout {
     /// Whether `file_name` (a bare name in `anchors_dir`) is an anchor file the
-    /// agent owns and may replace or remove.
+    /// agent owns and may replace or remove: `node-cert-agent-<stem>.<ext>`,
+    /// whatever the extension, so an anchor written under an earlier
+    /// `trust-store.anchor-extension` is still the agent's to remove.
     pub fn is_owned_anchor(&self, file_name: &str) -> bool {
-        file_name
-            .strip_prefix(ANCHOR_FILE_PREFIX)
-            .and_then(|rest| rest.strip_suffix(&self.anchor_extension))
-            .and_then(|rest| rest.strip_suffix('.'))
-            .is_some_and(|stem| !stem.is_empty())
+        is_owned_anchor_name(file_name)
     }
 }
+
+/// `node-cert-agent-<stem>.<ext>`: a non-empty stem and extension, the
+/// extension without a dot (temp files of the agent's atomic writes end in
+/// their own suffix and are swept, not owned).
+pub fn is_owned_anchor_name(file_name: &str) -> bool {
+    file_name
+        .strip_prefix(ANCHOR_FILE_PREFIX)
+        .and_then(|rest| rest.rsplit_once('.'))
+        .is_some_and(|(stem, ext)| {
+            !stem.is_empty()
+                && !stem.contains('.')
+                && !ext.is_empty()
+                && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+}
+
+impl TrustStoreLayout {}
 
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_string()).collect()
@@ -489,7 +504,9 @@ mod tests {
     fn owned_anchor_names_are_recognised() {
         let debian = Family::Debian.layout();
         assert!(debian.is_owned_anchor("node-cert-agent-corp-root.crt"));
-        assert!(!debian.is_owned_anchor("node-cert-agent-corp-root.pem"));
+        // Whatever the extension: one written under an earlier
+        // anchor-extension is still the agent's.
+        assert!(debian.is_owned_anchor("node-cert-agent-corp-root.pem"));
         assert!(!debian.is_owned_anchor("node-cert-agent-.crt"));
         assert!(!debian.is_owned_anchor("corp-root.crt"));
         let flatcar = Family::Flatcar.layout();

@@ -269,7 +269,8 @@ impl<S: Systemd> Reconciler<S> {
             desired_negative_serial: plan.desired.values().any(|d| d.cert.serial_negative),
             assessment: self.sync_pull_trust(&plan, outcome)?,
         };
-        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)?;
+        let withdrew = self.withdraw_from_old_dirs(&mut st, outcome)?;
+        let anchors_changed = self.write_anchors(&plan, &installed, &mut st, outcome)? || withdrew;
         if anchors_changed {
             for fp in &plan.install {
                 outcome.trusted.insert(*fp);
@@ -472,6 +473,63 @@ impl<S: Systemd> Reconciler<S> {
             log_finding(f);
         }
         plan
+    }
+
+    /// Phase 2a: the agent's anchors in directories it wrote before and no
+    /// longer uses (`trust-store.anchors-dir` changed) are removed, after
+    /// recording that a refresh is pending; a directory left without any is
+    /// forgotten. The current directory is remembered before anything is
+    /// written to it. Whether anything was removed.
+    fn withdraw_from_old_dirs(
+        &self,
+        st: &mut CaState,
+        outcome: &mut Outcome,
+    ) -> Result<bool, ReconcileError> {
+        let path = state::anchor_dirs_path(&self.settings.state_path);
+        let mut known = state::load_anchor_dirs(&path)?;
+        let current = self.store.layout().anchors_dir.clone();
+        let before = known.clone();
+        known.dirs.insert(current.clone());
+        let mut removed_any = false;
+        let old: Vec<PathBuf> = known
+            .dirs
+            .iter()
+            .filter(|d| **d != current)
+            .cloned()
+            .collect();
+        for dir in old {
+            let owned = self.store.owned_in(&dir)?;
+            if !owned.is_empty() && !removed_any {
+                if st.bundle_sha256.is_none() {
+                    st.bundle_sha256 = self.store.bundle_digest()?;
+                }
+                st.pending = Pending::Refresh;
+                self.save(st)?;
+                removed_any = true;
+            }
+            for (file, cert) in &owned {
+                self.store.remove_path(file)?;
+                match cert {
+                    Some(cert) => {
+                        log_ca(
+                            "removed CA (an anchors directory the agent no longer uses)",
+                            "-",
+                            cert,
+                            file,
+                        );
+                        outcome.removed.push(cert.clone());
+                    }
+                    None => {
+                        warn!(path = %file.display(), "removed an anchor file of the agent's own from an anchors directory it no longer uses")
+                    }
+                }
+            }
+            known.dirs.remove(&dir);
+        }
+        if known != before {
+            state::save_anchor_dirs(&path, &known)?;
+        }
+        Ok(removed_any)
     }
 
     /// Phase 2: install and remove anchors (and the agent's own damaged
@@ -1258,6 +1316,60 @@ mod tests {
         assert!(node.bundle().contains(a.lines().nth(1).unwrap()));
         assert_eq!(fake.commands().len(), 1);
         assert_eq!(fake.restarts(), vec!["containerd.service"]);
+    }
+
+    /// `trust-store.anchors-dir` and `anchor-extension` changed: the
+    /// anchors written under the old ones are the agent's still, and are
+    /// removed (the old directory is remembered until it holds none).
+    #[test]
+    fn anchors_left_under_an_earlier_directory_or_extension_are_removed() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let a = pem("A");
+        node.put("ca1.crt", &a);
+        let host = HostRoot::new(node.root.path()).unwrap();
+        let mut old_layout = Family::Debian.layout();
+        old_layout.anchors_dir = "/usr/local/share/ca-certificates/old".into();
+        old_layout.anchor_extension = "pem".into();
+        // (The fake's refresh reads only the default directory: these
+        // passes write their anchors, then find the bundle without them.)
+        let mut r = node.reconciler(fake.clone());
+        r.store = TrustStore::new(host.clone(), old_layout);
+        let _ = rt().block_on(r.reconcile());
+        let old_dir = node.root.path().join("usr/local/share/ca-certificates/old");
+        assert_eq!(fs::read_dir(&old_dir).unwrap().count(), 1);
+
+        // Same directory, another extension: the .pem anchor is the agent's.
+        let mut pem_to_crt = Family::Debian.layout();
+        pem_to_crt.anchors_dir = "/usr/local/share/ca-certificates/old".into();
+        let mut r = node.reconciler(fake.clone());
+        r.store = TrustStore::new(host.clone(), pem_to_crt);
+        let _ = rt().block_on(r.reconcile());
+        let names: Vec<String> = fs::read_dir(&old_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].ends_with(".crt"), "{names:?}");
+
+        // Another directory: the old one is emptied and forgotten.
+        let r = node.reconciler(fake.clone());
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.installed.len(), 1);
+        assert_eq!(fs::read_dir(&old_dir).unwrap().count(), 0);
+        assert!(node.bundle().contains(a.lines().nth(1).unwrap()));
+        let dirs =
+            state::load_anchor_dirs(&state::anchor_dirs_path(&r.settings.state_path)).unwrap();
+        assert_eq!(
+            dirs.dirs.into_iter().collect::<Vec<_>>(),
+            [PathBuf::from(
+                "/usr/local/share/ca-certificates/node-cert-agent"
+            )]
+        );
+        // Settled: the next pass touches nothing.
+        let commands = fake.commands().len();
+        rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(fake.commands().len(), commands);
     }
 
     #[test]

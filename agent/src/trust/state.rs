@@ -6,8 +6,8 @@
 //! next start, and a clean restart does nothing). Written atomically, 0600.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::path::{Path, PathBuf};
+use std::{fs, io};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,51 @@ pub enum StateError {
     },
     #[error("state file {path} has version {found}, this agent understands {STATE_VERSION}; upgrade the agent")]
     Version { path: PathBuf, found: u32 },
+}
+
+/// Every anchors directory the agent has written, beside the state file
+/// (`anchor-dirs.json`), so anchors left in a directory it no longer uses
+/// (after `trust-store.anchors-dir` changed) are still removed. A file of
+/// its own, so agents older than it read their state file unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorDirs {
+    /// Node paths.
+    pub dirs: BTreeSet<PathBuf>,
+}
+
+/// The file of [`AnchorDirs`] beside the state file `state_path`.
+pub fn anchor_dirs_path(state_path: &Path) -> PathBuf {
+    state_path.with_file_name("anchor-dirs.json")
+}
+
+/// Reads [`AnchorDirs`]; absent is empty.
+pub fn load_anchor_dirs(path: &Path) -> Result<AnchorDirs, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AnchorDirs::default()),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes [`AnchorDirs`] atomically (0600).
+pub fn save_anchor_dirs(path: &Path, dirs: &AnchorDirs) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(dirs).unwrap_or_default();
+    if let Some(dir) = path.parent() {
+        fsutil::ensure_dir(dir, STATE_DIR_MODE).map_err(|source| StateError::Write {
+            path: path.into(),
+            source,
+        })?;
+    }
+    fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl CaState {

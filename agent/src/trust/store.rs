@@ -195,6 +195,38 @@ impl TrustStore {
         Ok(out)
     }
 
+    /// The agent's own anchor files (any extension) in `node_dir`, another
+    /// anchors directory the agent wrote in the past, with the CA each
+    /// holds if it parses. A missing directory has none.
+    pub fn owned_in(
+        &self,
+        node_dir: &Path,
+    ) -> Result<Vec<(PathBuf, Option<CertInfo>)>, TrustError> {
+        let dir = self.host.resolve(node_dir)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(TrustError::ListAnchors { path: dir, source }),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !distro::is_owned_anchor_name(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let cert = entry
+                .file_type()
+                .ok()
+                .filter(|t| t.is_file())
+                .and_then(|_| fsutil::read_limited(&path, MAX_ANCHOR_BYTES).ok())
+                .and_then(|bytes| CertInfo::from_pem(&bytes).ok());
+            out.push((path, cert));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     pub fn install(&self, cert: &CertInfo) -> Result<PathBuf, TrustError> {
         let dir = self.anchors_dir()?;
         fsutil::ensure_dir(&dir, ANCHORS_DIR_MODE).map_err(|source| TrustError::WriteAnchor {
