@@ -598,3 +598,60 @@ fn metrics_of_a_pod_mode_agent() {
         "{v:#}"
     );
 }
+
+/// The wrong overlay in a pod: the family's anchors directory is not
+/// mounted writable (here: bind-mounted read-only onto itself). The start's
+/// probe names the family and the overlay to apply, in the log and in
+/// `/readyz` (503), instead of a bare EROFS on every pass; fixed, the next
+/// pass succeeds and the agent is ready.
+#[test]
+fn a_read_only_anchors_directory_names_the_overlay_to_apply_in_readyz() {
+    preflight();
+    let node = Node::boot("ro-overlay");
+    let anchors = "/usr/local/share/ca-certificates/node-cert-agent";
+    node.exec_ok(&["mkdir", "-p", anchors]);
+    node.exec_ok(&["mount", "--bind", anchors, anchors]);
+    node.exec_ok(&["mount", "-o", "remount,bind,ro", anchors]);
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("custom-ca-trust-secret");
+    let agent = PodModeAgent::start(&node, &secret, &["--metrics-address", &address]);
+    let ca = TestCa::new("nca overlay CA");
+    agent
+        .secret()
+        .publish(&data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    integration_tests::wait_until(Duration::from_secs(30), "the failed pass", || {
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("Read-only file system"))
+    });
+    let (code, body) = http_get(port, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("this node is debian") && body.contains("manifests/overlays/debian"),
+        "{body}"
+    );
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.error && e.message.contains("manifests/overlays/debian")),
+        "{}",
+        agent::render_tail(&agent.logs(), 20)
+    );
+    // Mounted writable (the right overlay): the next pass installs the CA
+    // and the agent is ready.
+    node.exec_ok(&["umount", anchors]);
+    agent.secret().publish(&data(&[
+        ("ca1.crt", ca.cert_pem().as_bytes()),
+        (
+            "ca2.crt",
+            TestCa::new("nca overlay CA 2").cert_pem().as_bytes(),
+        ),
+    ]));
+    integration_tests::wait_until(Duration::from_secs(30), "/readyz 200", || {
+        http_get(port, "/readyz").0 == 200
+    });
+}

@@ -184,6 +184,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         kubelet_job: kubelet.is_some(),
         metrics_address: settings.ops.metrics_address,
     }));
+    // One probe at start: the wrong overlay (or a read-only /usr) is named
+    // with its fix in the log and /readyz, not as a bare EROFS per pass.
+    if let Some(r) = &reconciler {
+        if let Err(e) = r.store().probe_writable() {
+            tracing::error!("{e}");
+            metrics.set_store_unwritable(e.to_string());
+        }
+    }
     let fleet = match &kubelet {
         Some(manager) if settings.ops.fleet_publish => {
             // The node's own identity, read at each write (it changes when

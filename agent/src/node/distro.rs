@@ -272,6 +272,16 @@ impl Family {
     }
 
     /// Stable lowercase name for logs and metrics labels.
+    /// The directory of `manifests/overlays` for this family.
+    pub fn overlay(self) -> &'static str {
+        match self {
+            Family::Debian => "debian",
+            Family::RedHat => "rhel",
+            Family::Suse => "suse",
+            Family::Flatcar => "flatcar",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Debian => "debian",

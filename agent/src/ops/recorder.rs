@@ -71,6 +71,10 @@ struct Inner {
     fleet_publish: Option<PublishReport>,
     pull_trust: Option<PullTrust>,
     waiting_pods: Option<WaitingPods>,
+    /// Why the anchors directory cannot be written here, as probed at
+    /// start (the wrong overlay, a read-only `/usr`); cleared by the first
+    /// CA pass that writes anchors.
+    store_unwritable: Option<String>,
 }
 
 /// What the daemon runs, for [`Recorder::new`].
@@ -137,6 +141,9 @@ impl Recorder {
     /// Why `/readyz` says not ready: the first pass has not completed, or
     /// an input the agent must read (the RenewRevocations) cannot be read.
     pub fn not_ready_reason(&self) -> Option<String> {
+        if let Some(why) = self.inner().store_unwritable.clone() {
+            return Some(why);
+        }
         if !self.ready.load(Ordering::Relaxed) {
             return Some("the first pass has not completed".into());
         }
@@ -157,6 +164,13 @@ impl Recorder {
             )),
             _ => None,
         }
+    }
+
+    /// The anchors directory cannot be written here (the start's probe):
+    /// `/readyz` says why until a CA pass writes anchors.
+    pub fn set_store_unwritable(&self, why: String) {
+        self.inner().store_unwritable = Some(why);
+        self.changed.notify_one();
     }
 
     fn mark_ready(&self) {
@@ -256,6 +270,10 @@ impl Recorder {
             }
             i.last_ca_pass = Some(now);
             i.last_ca_error = None;
+            // Anchors written: the directory is writable after all.
+            if !o.installed.is_empty() || !o.removed.is_empty() {
+                i.store_unwritable = None;
+            }
         }
         self.metrics.set_last_reconcile(now);
         self.mark_ready();

@@ -47,6 +47,17 @@ pub enum TrustError {
     RemoveAnchor { path: PathBuf, source: FsError },
     #[error("cannot read the trust bundle {path}: {source}")]
     ReadBundle { path: PathBuf, source: io::Error },
+    #[error("this node is {family}, and its anchors directory {dir} cannot be written here ({at}: {errno}). In a pod: apply manifests/overlays/{overlay}, which mounts this family's anchors directory writable. On the host: the filesystem of {dir} is read-only; set trust-store.anchors-dir to a writable directory that {refresh} reads")]
+    AnchorsNotWritable {
+        family: &'static str,
+        overlay: &'static str,
+        dir: PathBuf,
+        /// The directory probed (the anchors directory, or its nearest
+        /// existing parent).
+        at: PathBuf,
+        errno: nix::errno::Errno,
+        refresh: String,
+    },
 }
 
 /// Picks the trust-store layout from `<host-root>/etc/os-release`.
@@ -193,6 +204,37 @@ impl TrustStore {
         }
         out.stray.sort();
         Ok(out)
+    }
+
+    /// Whether the anchors directory (or, before it exists, its nearest
+    /// existing parent, where it would be created) can be written by this
+    /// process: a read-only mount (the wrong overlay in a pod, a read-only
+    /// `/usr` on the host) fails with what to do.
+    pub fn probe_writable(&self) -> Result<(), TrustError> {
+        let dir = self.anchors_dir()?;
+        let mut at = dir.as_path();
+        while !at.exists() {
+            match at.parent() {
+                Some(p) => at = p,
+                None => return Ok(()),
+            }
+        }
+        match nix::unistd::access(at, nix::unistd::AccessFlags::W_OK) {
+            Ok(()) => Ok(()),
+            Err(errno) => Err(TrustError::AnchorsNotWritable {
+                family: self.layout.family.name(),
+                overlay: self.layout.family.overlay(),
+                dir: self.layout.anchors_dir.clone(),
+                at: at.to_path_buf(),
+                errno,
+                refresh: self
+                    .layout
+                    .refresh_command
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+            }),
+        }
     }
 
     /// The agent's own anchor files (any extension) in `node_dir`, another
