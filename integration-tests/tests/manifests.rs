@@ -4,8 +4,12 @@
 //! of every distro family, every path the agent's config uses is mounted in
 //! the DaemonSet, each family's overlay mounts exactly that family's anchors
 //! directory (as the README's trust-store table and the agent's own detection
-//! for that family's os-release say), and the ClusterRole grants exactly the
-//! API calls the agent makes against the test API server.
+//! for that family's os-release say), the families with SELinux-enforcing
+//! releases (rhel, suse) and no other run the pod as spc_t (rendered only:
+//! no SELinux node runs here), the mixed-pools example renders one DaemonSet
+//! per family on its AKS OS SKUs and the shared objects once, and the
+//! ClusterRole grants exactly the API calls the agent makes against the
+//! test API server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -112,6 +116,7 @@ struct Kustomization {
     images: Vec<KustomizeImage>,
     #[serde(default)]
     patches_strategic_merge: Vec<String>,
+    name_suffix: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -192,9 +197,48 @@ fn kustomize_dirs() -> Vec<String> {
 /// Overlays that are not a distro family's.
 const OTHER_OVERLAYS: &[&str] = &["secret-volume"];
 
+/// The family overlays whose pod runs as the SELinux type spc_t: families
+/// with SELinux-enforcing releases (RHEL, CentOS, Fedora; SLE Micro, Leap
+/// Micro). Not Debian (AppArmor) nor Flatcar (permissive by default; its
+/// kustomization says why). Rendered only: no SELinux node runs here.
+const SELINUX_SPC_OVERLAYS: &[&str] = &["rhel", "suse"];
+
+/// The mixed-pools example (manifests/examples/mixed-pools): per family
+/// directory, its overlay and the AKS OS SKUs
+/// (`kubernetes.azure.com/os-sku`) its DaemonSet runs on.
+const MIXED_POOLS: &str = "examples/mixed-pools";
+const MIXED_POOLS_FAMILIES: [(&str, &[&str]); 2] = [
+    ("debian", &["Ubuntu", "Ubuntu2204", "Ubuntu2404"]),
+    (
+        "rhel",
+        &["AzureLinux", "AzureLinux3", "CBLMariner", "Mariner"],
+    ),
+];
+const OS_SKU_LABEL: &str = "kubernetes.azure.com/os-sku";
+const FAMILY_LABEL: &str = "node-cert-agent.dev/family";
+
+/// The kustomization directories of the mixed-pools example: its own, the
+/// shared objects' and each family's.
+fn mixed_pools_dirs() -> Vec<String> {
+    let mut dirs = vec![MIXED_POOLS.to_owned(), format!("{MIXED_POOLS}/shared")];
+    dirs.extend(
+        MIXED_POOLS_FAMILIES
+            .iter()
+            .map(|(f, _)| format!("{MIXED_POOLS}/{f}")),
+    );
+    dirs
+}
+
+/// Every kustomization directory shipped, the mixed-pools example's included.
+fn all_kustomization_dirs() -> Vec<String> {
+    let mut dirs = kustomize_dirs();
+    dirs.extend(mixed_pools_dirs());
+    dirs
+}
+
 fn all_yaml_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for dir in kustomize_dirs() {
+    for dir in all_kustomization_dirs() {
         let d = manifests_dir().join(dir);
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -211,7 +255,7 @@ fn all_yaml_files() -> Vec<PathBuf> {
 /// checked through what `kubectl kustomize` renders from them.
 fn patch_files() -> BTreeSet<PathBuf> {
     let mut patches = BTreeSet::new();
-    for dir in kustomize_dirs() {
+    for dir in all_kustomization_dirs() {
         let d = manifests_dir().join(dir);
         for doc in yaml_docs(&d.join("kustomization.yaml")) {
             let k: Kustomization = serde_json::from_value(doc).unwrap();
@@ -268,7 +312,8 @@ fn every_manifest_parses_strictly_into_its_type() {
     let files = all_yaml_files();
     assert!(files.len() >= 17, "manifests missing: {files:?}");
     let patches = patch_files();
-    assert_eq!(patches.len(), 6, "{patches:?}");
+    // The overlays' 6, the mixed-pools example's 5.
+    assert_eq!(patches.len(), 11, "{patches:?}");
     for path in files {
         if patches.contains(&path) {
             continue;
@@ -398,6 +443,306 @@ fn kubectl_kustomize_renders_the_base_the_example_and_every_family_overlay() {
                 ds["spec"]["template"]["spec"]["containers"][0]["image"],
                 "registry.example.internal/node-cert-agent:0.1.0"
             );
+        }
+    }
+}
+
+/// The one DaemonSet of rendered `docs`, strictly typed.
+fn the_daemonset(docs: &[Value], what: &str) -> DaemonSet {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "DaemonSet").collect();
+    assert_eq!(found.len(), 1, "{what}: one DaemonSet expected");
+    strict(found[0], what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The pod's SELinux type. Only the type is set (user, role and level stay
+/// the runtime's) and no container overrides the pod's options.
+fn pod_selinux_type(ds: &DaemonSet, what: &str) -> Option<String> {
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    for c in &pod.containers {
+        assert!(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.se_linux_options.as_ref())
+                .is_none(),
+            "{what}: container {} sets its own seLinuxOptions",
+            c.name
+        );
+    }
+    let options = pod
+        .security_context
+        .as_ref()
+        .and_then(|s| s.se_linux_options.clone())?;
+    assert!(
+        options.user.is_none() && options.role.is_none() && options.level.is_none(),
+        "{what}: the type only: {options:?}"
+    );
+    options.type_
+}
+
+/// The family of a family overlay, as the agent detects it on the overlay's
+/// first os-release fixture.
+fn overlay_family(overlay: &str) -> Family {
+    let (_, fixtures) = FAMILY_OVERLAYS
+        .iter()
+        .find(|(o, _)| *o == overlay)
+        .unwrap_or_else(|| panic!("{overlay} is no family overlay"));
+    let text = std::fs::read_to_string(
+        workspace_dir()
+            .join("agent/tests/data/os-release")
+            .join(fixtures[0]),
+    )
+    .unwrap();
+    distro::detect_family(&distro::parse_os_release(&text)).unwrap()
+}
+
+/// The writable trust-store directories a DaemonSet mounts (its writable
+/// hostPath directories less the state, kubelet pki and containerd ones).
+fn writable_anchors_dirs(ds: &DaemonSet) -> Vec<PathBuf> {
+    let (settings, _) = pod_settings(&load::<DaemonSet>("base/daemonset.yaml"));
+    let shared: BTreeSet<PathBuf> = [
+        settings.state_dir,
+        settings.kubelet.pki_dir,
+        PathBuf::from(CONTAINERD_CERTS_D),
+    ]
+    .into();
+    writable_host_dirs(ds)
+        .into_iter()
+        .map(|(host, _, _)| host)
+        .filter(|host| !shared.contains(host))
+        .collect()
+}
+
+#[test]
+fn the_selinux_enforcing_families_overlays_run_the_pod_as_spc_t_and_no_other() {
+    let base = load::<DaemonSet>("base/daemonset.yaml");
+    let base_pod = base.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod_selinux_type(&base, "manifests/base"), None);
+    for (overlay, _) in FAMILY_OVERLAYS {
+        let dir = format!("overlays/{overlay}");
+        let ds = the_daemonset(&rendered_docs(&dir), &dir);
+        let want = SELINUX_SPC_OVERLAYS
+            .contains(&overlay)
+            .then(|| "spc_t".to_owned());
+        assert_eq!(
+            pod_selinux_type(&ds, &dir),
+            want,
+            "manifests/{dir}: the pod's SELinux type"
+        );
+        // spc_t lifts the SELinux confinement only: the pod's security
+        // context holds nothing else, and the container's is the base's
+        // (uid 0, no capabilities, not privileged, RuntimeDefault seccomp,
+        // read-only root).
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        if let Some(sc) = &pod.security_context {
+            let mut rest = sc.clone();
+            rest.se_linux_options = None;
+            assert_eq!(
+                rest,
+                Default::default(),
+                "manifests/{dir}: the pod's securityContext sets more than seLinuxOptions"
+            );
+        }
+        assert_eq!(
+            pod.containers[0].security_context, base_pod.containers[0].security_context,
+            "manifests/{dir}"
+        );
+        assert_eq!(pod.host_pid, None, "manifests/{dir}");
+    }
+    // Nor does any other shipped kustomization change the SELinux type.
+    let mut others = vec!["base".to_owned(), "examples".to_owned()];
+    others.extend(OTHER_OVERLAYS.iter().map(|o| format!("overlays/{o}")));
+    for dir in others {
+        let ds = the_daemonset(&rendered_docs(&dir), &dir);
+        assert_eq!(pod_selinux_type(&ds, &dir), None, "manifests/{dir}");
+    }
+}
+
+#[test]
+fn the_mixed_pools_example_renders_one_daemonset_per_family_and_the_shared_objects_once() {
+    let docs = rendered_docs(MIXED_POOLS);
+    for d in &docs {
+        check_object(d, &format!("rendered manifests/{MIXED_POOLS}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // No object twice: `kubectl apply` would have two of them fight.
+    let mut ids = BTreeSet::new();
+    for d in &docs {
+        let id = (
+            d["kind"].as_str().unwrap().to_owned(),
+            d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            d["metadata"]["name"].as_str().unwrap().to_owned(),
+        );
+        println!("{} {}/{}", id.0, id.1, id.2);
+        assert!(ids.insert(id.clone()), "rendered twice: {id:?}");
+    }
+    // The shared objects are exactly the base's, once: the same objects,
+    // then the same contents.
+    let base = rendered_docs("base");
+    let shared_ids = |docs: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> = docs
+            .iter()
+            .filter(|d| d["kind"] != "DaemonSet")
+            .map(|d| format!("{} {}", d["kind"], d["metadata"]["name"]))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        shared_ids(&docs),
+        shared_ids(&base),
+        "manifests/{MIXED_POOLS}: other shared objects than the base's"
+    );
+    let shared_of = |docs: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> = docs
+            .iter()
+            .filter(|d| d["kind"] != "DaemonSet")
+            .map(Value::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        shared_of(&docs),
+        shared_of(&base),
+        "manifests/{MIXED_POOLS}: the shared objects differ from the base's"
+    );
+    // Its directories: the shared objects and one per listed family.
+    let dir = manifests_dir().join(MIXED_POOLS);
+    let top: Kustomization =
+        serde_json::from_value(yaml_docs(&dir.join("kustomization.yaml")).remove(0)).unwrap();
+    let mut want_dirs = vec!["shared".to_owned()];
+    want_dirs.extend(MIXED_POOLS_FAMILIES.iter().map(|(f, _)| (*f).to_owned()));
+    assert_eq!(top.bases, want_dirs);
+    let mut subdirs: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    subdirs.sort();
+    want_dirs.sort();
+    assert_eq!(subdirs, want_dirs);
+
+    let daemonsets: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "DaemonSet").collect();
+    assert_eq!(
+        daemonsets.len(),
+        MIXED_POOLS_FAMILIES.len(),
+        "one DaemonSet per family"
+    );
+    let name_of = |kind: &str| -> String {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .and_then(|d| d["metadata"]["name"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (sa, cm) = (name_of("ServiceAccount"), name_of("ConfigMap"));
+    let mut skus_seen = BTreeSet::new();
+    // (selector, pod labels) per DaemonSet.
+    let mut selections = Vec::new();
+    for (family, skus) in MIXED_POOLS_FAMILIES {
+        let name = format!("node-cert-agent-{family}");
+        let what = format!("manifests/{MIXED_POOLS}: DaemonSet {name}");
+        let doc = daemonsets
+            .iter()
+            .find(|d| d["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{what}: not rendered"));
+        // That family's anchors directory and SELinux type, the base's node
+        // selector, the shared ServiceAccount and ConfigMap, its OS SKUs.
+        let ds: DaemonSet = strict(doc, &what).unwrap();
+        assert_eq!(
+            writable_anchors_dirs(&ds),
+            vec![overlay_family(family).layout().anchors_dir],
+            "{what}: mounts its family's anchors directory, and no other"
+        );
+        assert_eq!(
+            pod_selinux_type(&ds, &what),
+            SELINUX_SPC_OVERLAYS
+                .contains(&family)
+                .then(|| "spc_t".to_owned()),
+            "{what}"
+        );
+        let spec = ds.spec.as_ref().unwrap();
+        let pod = spec.template.spec.as_ref().unwrap();
+        let selector = pod.node_selector.clone().unwrap();
+        assert_eq!(
+            selector.get("kubernetes.io/os").map(String::as_str),
+            Some("linux")
+        );
+        assert_eq!(
+            selector
+                .get("node-cert-agent.dev/enabled")
+                .map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some(sa.as_str()));
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.config_map.as_ref().is_some_and(|c| c.name == cm)),
+            "{what}: the shared ConfigMap {cm}"
+        );
+        assert_eq!(
+            doc["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+                ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+            json!([{"matchExpressions": [
+                {"key": OS_SKU_LABEL, "operator": "In", "values": skus}
+            ]}]),
+            "{what}: required on its family's OS SKUs, and nothing else"
+        );
+        for sku in skus {
+            assert!(!sku.starts_with("Windows"), "{what}: {sku}");
+            assert!(
+                skus_seen.insert(*sku),
+                "{what}: OS SKU {sku} is another family's too"
+            );
+        }
+        // And all of it: the family overlay's DaemonSet with only its name,
+        // the family label, the node affinity on the OS SKU and the image
+        // changed.
+        let overlay = format!("overlays/{family}");
+        let overlay_docs = rendered_docs(&overlay);
+        let mut want = overlay_docs
+            .iter()
+            .find(|d| d["kind"] == "DaemonSet")
+            .unwrap()
+            .clone();
+        want["metadata"]["name"] = json!(name);
+        want["metadata"]["labels"][FAMILY_LABEL] = json!(family);
+        want["spec"]["selector"]["matchLabels"][FAMILY_LABEL] = json!(family);
+        want["spec"]["template"]["metadata"]["labels"][FAMILY_LABEL] = json!(family);
+        want["spec"]["template"]["spec"]["affinity"] = json!({
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": OS_SKU_LABEL, "operator": "In", "values": skus}
+                ]}]
+            }}
+        });
+        want["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("registry.example.internal/node-cert-agent:0.1.0");
+        assert_eq!(**doc, want, "{what}");
+
+        selections.push((
+            spec.selector.match_labels.clone().unwrap(),
+            spec.template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap(),
+        ));
+    }
+    // The DaemonSets' selectors do not overlap: none selects another's pods.
+    for (i, (selector, _)) in selections.iter().enumerate() {
+        for (j, (_, labels)) in selections.iter().enumerate() {
+            let selects = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+            assert_eq!(selects, i == j, "DaemonSet {i} selecting pods of {j}");
         }
     }
 }

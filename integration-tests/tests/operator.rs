@@ -655,3 +655,71 @@ fn a_read_only_anchors_directory_names_the_overlay_to_apply_in_readyz() {
         http_get(port, "/readyz").0 == 200
     });
 }
+
+/// `status --output json --host-root <node>` from the host, as in a pod
+/// (the node's bus through its socket under the root).
+fn status_from_host(node: &Node) -> (i32, Value) {
+    let out = std::process::Command::new(agent::agent_binary())
+        .args(["status", "--output", "json", "--host-root"])
+        .arg(node.root())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}):\n{}", describe(&out)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// containerd's own environment (issue 21, item 12): a unit that sets
+/// `SSL_CERT_FILE` takes its roots from there, not from the OS bundle the
+/// agent writes. `status`, run in the node, reads the unit's environment
+/// over D-Bus (a drop-in here) and says so: `trustStore.runtimeRoots` and a
+/// `mismatch` problem naming the unit, the variable and the fix.
+#[test]
+fn status_says_when_containerds_environment_points_its_roots_elsewhere() {
+    preflight();
+    let node = Node::boot("runtime-roots");
+    node.write_file(
+        "/etc/systemd/system/containerd.service.d/roots.conf",
+        b"[Service]\nEnvironment=SSL_CERT_FILE=/opt/corp/roots.pem\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    let (code, v) = status_from_host(&node);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(
+        v["trustStore"]["runtimeRoots"],
+        serde_json::json!([{"unit": "containerd.service", "variable": "SSL_CERT_FILE", "value": "/opt/corp/roots.pem"}]),
+        "{v}"
+    );
+    let problem = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["subject"] == "containerd.service")
+        .unwrap_or_else(|| panic!("no problem about containerd.service: {v}"));
+    assert_eq!(problem["kind"], "mismatch");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("SSL_CERT_FILE=/opt/corp/roots.pem"),
+        "{problem}"
+    );
+    // Pointed at the OS bundle: reported, no problem.
+    node.write_file(
+        "/etc/systemd/system/containerd.service.d/roots.conf",
+        b"[Service]\nEnvironment=SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    let (_, v) = status_from_host(&node);
+    assert_eq!(v["trustStore"]["runtimeRoots"].as_array().unwrap().len(), 1);
+    assert!(
+        !v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["subject"] == "containerd.service"),
+        "{v}"
+    );
+}
