@@ -6,7 +6,9 @@
 //!   unit and the likely right one, never "reads the new CAs when it starts";
 //! - drift: an anchor deleted and the bundle rebuilt with
 //!   `update-ca-certificates --fresh` under the agent: repaired within
-//!   seconds, with no Secret change and no restart.
+//!   seconds, with no Secret change and no restart;
+//! - a path unit that runs the distribution's refresh on every anchor
+//!   write: 50 passes, every desired CA in the bundle after each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -151,4 +153,96 @@ fn drift_of_the_trust_store_is_repaired_within_seconds_without_a_secret_change()
         "passes while nothing changed:\n{}",
         render_tail(&agent.logs(), 20)
     );
+}
+
+/// The distribution's own refresh on every anchor write: a path unit on the
+/// agent's anchors directory that starts `update_certs.service` (AKS's
+/// name) running `update-ca-certificates`, which writes the same fixed temp
+/// names as the agent's run. The agent never runs its refresh beside it and
+/// checks the bundle only once it is done: 50 changes, 50 passes, every
+/// desired CA in the bundle after each, and no pass failed.
+#[test]
+fn fifty_passes_beside_a_path_unit_that_refreshes_on_every_anchor_write() {
+    preflight();
+    let node = Node::boot("edges-pathunit");
+    let anchors = "/usr/local/share/ca-certificates/node-cert-agent";
+    node.exec_ok(&["mkdir", "-p", anchors]);
+    node.write_file(
+        "/etc/systemd/system/update_certs.path",
+        format!("[Unit]\nDescription=refresh the trust store on anchor changes (as AKS)\n[Path]\nPathChanged={anchors}\nUnit=update_certs.service\n[Install]\nWantedBy=multi-user.target\n").as_bytes(),
+        0o644,
+    );
+    node.write_file(
+        "/etc/systemd/system/update_certs.service",
+        b"[Unit]\nDescription=update-ca-certificates (as AKS's update_certs)\n[Service]\nType=oneshot\nExecStart=/usr/sbin/update-ca-certificates\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    node.exec_ok(&["systemctl", "start", "update_certs.path"]);
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, &volume.path().join("secret"), &["--kubelet", "off"]);
+    let cas: Vec<TestCa> = (0..4)
+        .map(|i| TestCa::new(&format!("nca path unit CA {i}")))
+        .collect();
+    let distro_runs_before = distro_runs(&node);
+    for round in 0..50 {
+        // Two or three of the four CAs, a different set each round.
+        let chosen: Vec<&TestCa> = cas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (round + i) % 4 != 0 && !(round % 3 == 0 && *i == (round % 4)))
+            .map(|(_, c)| c)
+            .collect();
+        let pems: Vec<(String, String)> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("ca{i}.crt"), c.cert_pem()))
+            .collect();
+        let data: Vec<(&str, &[u8])> = pems
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .collect();
+        let passes = integration_tests::agent::count_passes(&agent.logs());
+        agent.secret().publish(&secret_data(&data));
+        agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+        for (i, c) in cas.iter().enumerate() {
+            let wanted = chosen.iter().any(|x| std::ptr::eq(*x, c));
+            assert_eq!(
+                observe::bundle_has(&node, c.cert()),
+                wanted,
+                "round {round}: CA {i} {} the bundle\n{}",
+                if wanted { "missing from" } else { "still in" },
+                render_tail(&agent.logs(), 20)
+            );
+        }
+    }
+    let failed: Vec<_> = agent
+        .logs()
+        .into_iter()
+        .filter(|e| e.error && e.message.contains("pass failed"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed passes: {}",
+        render_tail(&failed, 10)
+    );
+    let runs = distro_runs(&node) - distro_runs_before;
+    println!("50 passes beside the path unit; the distribution's refresh ran {runs} times");
+    assert!(runs > 0, "the path unit never ran: the test proves nothing");
+}
+
+/// How often `update_certs.service` has finished so far (its journal).
+fn distro_runs(node: &Node) -> usize {
+    let out = node.exec_ok(&[
+        "journalctl",
+        "-u",
+        "update_certs.service",
+        "-o",
+        "cat",
+        "--no-pager",
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("Finished") || l.starts_with("Updating certificates"))
+        .count()
 }

@@ -199,17 +199,6 @@ pub fn earliest_start(ours: &[u64], latest: Option<u64>, limit: StartLimit, now:
     (oldest_counted + limit.interval_us + WINDOW_MARGIN_US).max(now)
 }
 
-/// When a unit that failed with `start-limit-hit` (seen at `hit`) may be
-/// started again: once systemd's window, which began before `hit`, is over.
-pub fn recovery_time(hit: u64, limit: StartLimit) -> u64 {
-    let interval = if limit.is_unlimited() {
-        StartLimit::SYSTEMD_DEFAULT.interval_us
-    } else {
-        limit.interval_us
-    };
-    hit + interval + WINDOW_MARGIN_US
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {

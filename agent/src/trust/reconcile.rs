@@ -64,7 +64,7 @@ pub enum ReconcileError {
     RestartCall { unit: String, source: SystemdError },
     #[error("restart job for {unit} ended with result \"{result}\"; see `journalctl -u {unit}` on the node")]
     RestartFailed { unit: String, result: String },
-    #[error("{unit} hit its start limit ({limit}) after the agent's restart and is stopped (Result=start-limit-hit); the agent resets it and starts it again at {}, when systemd's window is over; see `journalctl -u {unit}` on the node", rfc3339_us(*.recover_at_us))]
+    #[error("{unit} hit its start limit ({limit}) after the agent's restart and is stopped (Result=start-limit-hit); the agent resets it (ResetFailedUnit clears systemd's start counter) and starts it again at {}, with its next pass; see `journalctl -u {unit}` on the node", rfc3339_us(*.recover_at_us))]
     StartLimitHit {
         unit: String,
         limit: StartLimit,
@@ -74,7 +74,7 @@ pub enum ReconcileError {
     UnitMissing { unit: String, load_state: String },
     #[error("{unit} is failed (Result={result}) and was not running before the agent's restart, so the agent leaves it alone; it reads the new CAs when it starts: `systemctl reset-failed {unit} && systemctl start {unit}` on the node")]
     UnitFailed { unit: String, result: String },
-    #[error("{unit} is stopped since the agent's restart hit its start limit ({limit}); the agent resets it and starts it again at {}, when systemd's window is over", rfc3339_us(*.recover_at_us))]
+    #[error("{unit} is stopped since the agent's restart hit its start limit ({limit}); the agent resets it and starts it again at {}, when its restart pacing allows", rfc3339_us(*.recover_at_us))]
     AwaitingRecovery {
         unit: String,
         limit: StartLimit,
@@ -870,7 +870,15 @@ impl<S: Systemd> Reconciler<S> {
         }
         let now = now_us();
         let limit = status.start_limit;
-        let mut earliest = pacing::earliest_start(&h.starts_us, status.active_since(), limit, now);
+        // A unit the agent brings back from start-limit-hit is reset first
+        // (`ResetFailedUnit` clears systemd's start counter too), so it may
+        // start at once: waiting out the window would be outage for nothing.
+        let resetting = recovering && status.hit_start_limit();
+        let mut earliest = if resetting {
+            now
+        } else {
+            pacing::earliest_start(&h.starts_us, status.active_since(), limit, now)
+        };
         // This node's place in the fleet's restart window, counted from the
         // first change the unit has not taken (kept across passes and agent
         // restarts), so a Secret that changes faster than the offset cannot
@@ -885,13 +893,6 @@ impl<S: Systemd> Reconciler<S> {
         let spread = spread_until.is_some_and(|t| t > earliest);
         if let Some(t) = spread_until {
             earliest = earliest.max(t);
-        }
-        if recovering && status.hit_start_limit() {
-            let hit = h
-                .limit_hit_us
-                .or(h.starts_us.last().copied())
-                .unwrap_or(now);
-            earliest = earliest.max(pacing::recovery_time(hit, limit));
         }
         if earliest > now {
             h.not_before_us = Some(earliest);
@@ -931,6 +932,10 @@ impl<S: Systemd> Reconciler<S> {
         }
 
         // Recorded before the call: a crash in the middle still counts it.
+        // After a reset, systemd counts from nothing: so does the agent.
+        if resetting {
+            h.starts_us.clear();
+        }
         h.record_start(now);
         h.responsible = true;
         h.not_before_us = None;
@@ -967,7 +972,8 @@ impl<S: Systemd> Reconciler<S> {
         if after.hit_start_limit() {
             let hit = now_us();
             h.limit_hit_us = Some(hit);
-            let recover_at_us = pacing::recovery_time(hit, after.start_limit);
+            // The next pass resets it and starts it again at once.
+            let recover_at_us = hit;
             h.not_before_us = Some(recover_at_us);
             pacing::save(history_path, history)?;
             error!(unit = %unit, job_result = %job.0, unit_result = %after.result, "{unit} hit its start limit after the agent's restart");
@@ -1854,7 +1860,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_the_agent_drove_into_start_limit_hit_is_recovered_after_the_window() {
+    fn a_restart_the_agent_drove_into_start_limit_hit_is_recovered_at_once_by_a_reset() {
         let node = Node::new();
         let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
         limit(&fake, 3, 1000);
@@ -1871,17 +1877,9 @@ mod tests {
         assert!(recovering(&r), "the agent brings it back");
         assert!(fake.unit(UNIT).active_state == "failed");
         assert_eq!(fake.restarts(), vec![UNIT]);
-        // Before the window is over: it waits, and touches nothing.
-        let err = rt().block_on(r.reconcile()).unwrap_err();
-        assert!(
-            matches!(err, ReconcileError::AwaitingRecovery { .. }),
-            "{err}"
-        );
+        // ResetFailedUnit clears systemd's counter: no window to wait out.
+        assert!(recover_at_us <= now_us(), "{recover_at_us}");
         assert_eq!(err.retry_at_us(), Some(recover_at_us));
-        assert!(err.to_string().contains("starts it again at"), "{err}");
-        assert!(fake.starts().is_empty() && fake.resets().is_empty());
-
-        sleep_until_us(recover_at_us);
         let out = rt().block_on(r.reconcile()).unwrap();
         assert_eq!(out.restarted, vec![UNIT]);
         assert_eq!(out.recovered, vec![UNIT]);

@@ -17,6 +17,16 @@ use super::{
 const DEST: &str = "org.freedesktop.systemd1";
 /// Every refresh runs in a transient unit with this name pattern.
 const REFRESH_UNIT_PATTERN: &str = "node-cert-agent-refresh-*";
+/// The distributions' own units that rebuild the trust bundle, started by a
+/// path unit on every anchor write (openSUSE's `ca-certificates.path`,
+/// AKS's `update_certs.path`) or at boot (Flatcar): the agent's refresh
+/// never runs beside one of them (the tools write fixed temp names), and
+/// the bundle is checked only once they are done.
+pub const DISTRO_REFRESH_UNITS: [&str; 3] = [
+    "ca-certificates.service",
+    "update_certs.service",
+    "update-ca-certificates.service",
+];
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -222,6 +232,10 @@ impl DbusSystemd {
         } else {
             let _ = manager.reset_failed_unit(&unit).await;
         }
+        // A distribution unit our anchor or bundle write started (a path
+        // unit) rebuilds the bundle too: the caller checks it once that run
+        // is over.
+        Self::settle_refresh_units(&manager, &unit).await?;
         Ok(CommandOutcome {
             unit,
             result,
@@ -428,8 +442,10 @@ fn process_token() -> &'static str {
 }
 
 impl DbusSystemd {
-    /// Waits until no `node-cert-agent-refresh-*` unit is running, and clears
-    /// finished or failed ones, so the next refresh runs alone.
+    /// Waits until no `node-cert-agent-refresh-*` unit and none of the
+    /// distribution's own refresh units ([`DISTRO_REFRESH_UNITS`]) is
+    /// running or about to start, and clears the agent's finished or failed
+    /// ones, so the next refresh runs alone.
     async fn settle_refresh_units(
         manager: &ManagerProxy<'_>,
         unit: &str,
@@ -445,6 +461,25 @@ impl DbusSystemd {
                     source: Box::new(e),
                 })?;
             let mut running = false;
+            // The distribution's own refresh units: waited for (running, or
+            // with a start job queued by their path unit), never touched.
+            let distro = manager
+                .list_units_by_patterns(&[], &DISTRO_REFRESH_UNITS)
+                .await
+                .map_err(|e| SystemdError::Call {
+                    call: "ListUnitsByPatterns",
+                    unit: unit.to_string(),
+                    source: Box::new(e),
+                })?;
+            for (name, _, _, active, sub, _, _, job, ..) in distro {
+                let busy = job != 0
+                    || matches!(active.as_str(), "activating" | "deactivating" | "reloading")
+                    || (active == "active" && matches!(sub.as_str(), "running" | "start"));
+                if busy {
+                    tracing::info!(unit = %name, "the distribution's own trust-store refresh {name} is running on the node; waiting for it");
+                    running = true;
+                }
+            }
             for (name, _, _, active, sub, ..) in units {
                 match (active.as_str(), sub.as_str()) {
                     ("activating" | "deactivating" | "reloading", _)
