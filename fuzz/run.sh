@@ -8,7 +8,7 @@
 set -euo pipefail
 seconds="${1:-20}"
 cd "$(dirname "$0")"
-targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text api_secret fleet_node fleet_timeout node_object containerd_config kubelet_command_line)
+targets=(validate_key kubeconfig_parse os_release rfc3339 secret_manifest daemon_status renew_revocation secret_dir escape_text api_secret fleet_node fleet_timeout node_object containerd_config kubelet_command_line docker_daemon_json)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -47,6 +47,7 @@ seed fleet_timeout "$data"/fuzz/fleet_timeout/*
 seed node_object "$data"/fuzz/node_object/*
 seed containerd_config "$data"/fuzz/containerd_config/*
 seed kubelet_command_line "$data"/fuzz/kubelet_command_line/*
+seed docker_daemon_json "$data"/fuzz/docker_daemon_json/*
 
 cargo_fuzz build -O
 for t in "${targets[@]}"; do

@@ -246,3 +246,36 @@ fn distro_runs(node: &Node) -> usize {
         .filter(|l| l.contains("Finished") || l.starts_with("Updating certificates"))
         .count()
 }
+
+/// On some node images kubelet `Requires=containerd.service`: a restart of
+/// containerd restarts kubelet too. The agent reads containerd's reverse
+/// dependencies over D-Bus and says so before its restart.
+#[test]
+fn a_containerd_restart_that_also_restarts_kubelet_is_announced() {
+    preflight();
+    let node = Node::boot("edges-requires");
+    node.write_file(
+        "/etc/systemd/system/kubelet.service",
+        b"[Unit]\nDescription=stand-in kubelet that requires containerd\nRequires=containerd.service\nAfter=containerd.service\n[Service]\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    node.exec_ok(&["systemctl", "start", "kubelet.service"]);
+    let kubelet_before = node.main_pid("kubelet.service");
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, &volume.path().join("secret"), &["--kubelet", "off"]);
+    let ca = TestCa::new("nca edges requires CA");
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    wait_until(PASS_TIMEOUT, "the announcement", || {
+        agent.logs().iter().any(|e| {
+            e.message
+                .contains("restarting containerd.service also restarts kubelet.service")
+        })
+    });
+    // It was true: systemd restarted kubelet with containerd.
+    wait_until(Duration::from_secs(10), "kubelet restarted", || {
+        node.main_pid("kubelet.service") != kubelet_before
+    });
+}

@@ -106,6 +106,10 @@ fn trust_failure(e: &ReconcileError) -> (TrustReason, String) {
             TrustReason::RefreshFailed,
             format!("the trust bundle {} lacks CAs of the agent after the refresh, so nothing was restarted. See the agent's log for the fingerprints; the agent retries", bundle.display()),
         ),
+        ReconcileError::RestartWouldStopContainers { unit, .. } => (
+            TrustReason::RestartFailed,
+            format!("{unit} is not restarted: without live-restore in /etc/docker/daemon.json its restart stops every container on the node. Set \"live-restore\": true, or take {unit} off restart-units"),
+        ),
         ReconcileError::RestartCall { unit, .. } => (
             TrustReason::RestartFailed,
             format!("the restart of {unit} could not be requested through systemd's D-Bus API; check the node's system bus, the agent retries"),
@@ -117,7 +121,7 @@ fn trust_failure(e: &ReconcileError) -> (TrustReason, String) {
         ReconcileError::StartLimitHit { unit, limit, .. }
         | ReconcileError::AwaitingRecovery { unit, limit, .. } => (
             TrustReason::RestartFailed,
-            format!("{unit} hit its start limit ({limit}) after the agent's restart and is stopped; the agent starts it again once systemd's window is over. See `journalctl -u {unit}` on the node"),
+            format!("{unit} hit its start limit ({limit}) after the agent's restart and is stopped; the agent resets it and starts it again. See `journalctl -u {unit}` on the node"),
         ),
         ReconcileError::UnitMissing { unit, load_state } => (
             TrustReason::RestartFailed,

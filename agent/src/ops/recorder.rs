@@ -303,6 +303,7 @@ impl Recorder {
             // No restart was asked for.
             ReconcileError::UnitFailed { .. }
             | ReconcileError::UnitMissing { .. }
+            | ReconcileError::RestartWouldStopContainers { .. }
             | ReconcileError::AwaitingRecovery { .. }
             | ReconcileError::History(_)
             | ReconcileError::State(_)

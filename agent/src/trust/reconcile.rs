@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::k8s::source::SourceState;
+use crate::node::docker::{self, LiveRestore};
 use crate::node::systemd::{StartLimit, Systemd, SystemdError, UnitStatus};
 use crate::trust::api_secret::SecretCache;
 use crate::trust::pacing::{self, PacingError, RestartHistory};
@@ -70,6 +71,8 @@ pub enum ReconcileError {
         limit: StartLimit,
         recover_at_us: u64,
     },
+    #[error("{unit} is not restarted: a restart of dockerd without live-restore stops every container on the node ({reason}). Fix: set \"live-restore\": true in /etc/docker/daemon.json and reload dockerd, or take {unit} off restart-units")]
+    RestartWouldStopContainers { unit: String, reason: String },
     #[error("{unit} is {load_state} on this node, so restarting it cannot make the new CAs effective; set restart-units to the unit that runs the container runtime here ({})", likely_runtime_units())]
     UnitMissing { unit: String, load_state: String },
     #[error("{unit} is failed (Result={result}) and was not running before the agent's restart, so the agent leaves it alone; it reads the new CAs when it starts: `systemctl reset-failed {unit} && systemctl start {unit}` on the node")]
@@ -140,6 +143,9 @@ pub struct Outcome {
     pub refreshed: bool,
     /// Units restarted that are active again, in a new activation.
     pub restarted: Vec<String>,
+    /// For a unit restarted (or about to be), the units its restart
+    /// restarts too (`RequiredBy`, `BoundBy`, `ConsistsOf`).
+    pub restarted_with: Vec<(String, Vec<String>)>,
     /// Of those, units the agent started again after its own restart had
     /// driven them into `start-limit-hit`.
     pub recovered: Vec<String>,
@@ -809,6 +815,16 @@ impl<S: Systemd> Reconciler<S> {
                 load_state: status.load_state,
             });
         }
+        // A restart that would stop the node's containers is refused.
+        if unit == docker::DOCKER_UNIT && status.is_running() {
+            if let LiveRestore::Off(reason) = docker::live_restore(self.store.host()) {
+                error!(unit = %unit, reason = %reason, "{unit} is not restarted: without live-restore its restart stops every container on the node");
+                return Err(ReconcileError::RestartWouldStopContainers {
+                    unit: unit.to_string(),
+                    reason,
+                });
+            }
+        }
         let h = history.units.entry(unit.to_string()).or_default();
         h.set_start_limit(status.start_limit);
         // A unit that (re)started after the bundle was written already
@@ -931,6 +947,19 @@ impl<S: Systemd> Reconciler<S> {
             return Ok(Step::Deferred);
         }
 
+        // What else the restart restarts (kubelet with Requires=containerd
+        // on some node images): said before it happens.
+        let with = self.systemd.restarted_with(unit).await.unwrap_or_default();
+        if !with.is_empty() {
+            warn!(
+                unit = %unit,
+                restarted_with = %with.join(","),
+                "restarting {unit} also restarts {} (they require it, are bound to it or part of it)",
+                with.join(", ")
+            );
+            outcome.restarted_with.push((unit.to_string(), with));
+        }
+        let h = history.units.entry(unit.to_string()).or_default();
         // Recorded before the call: a crash in the middle still counts it.
         // After a reset, systemd counts from nothing: so does the agent.
         if resetting {
@@ -1376,6 +1405,52 @@ mod tests {
         let commands = fake.commands().len();
         rt().block_on(r.reconcile()).unwrap();
         assert_eq!(fake.commands().len(), commands);
+    }
+
+    /// Side effects of a restart: dockerd without live-restore is never
+    /// restarted (its restart stops every container); a unit that others
+    /// require is restarted with a warning naming them.
+    #[test]
+    fn a_restart_that_would_stop_containers_is_refused_and_one_that_restarts_others_says_so() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let mut r = node.reconciler(fake.clone());
+        r.settings.restart_units = vec!["docker.service".into()];
+        node.put("ca1.crt", &pem("A"));
+        let err = rt().block_on(r.reconcile()).unwrap_err();
+        assert!(
+            matches!(err, ReconcileError::RestartWouldStopContainers { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("live-restore"), "{err}");
+        assert!(fake.restarts().is_empty());
+        // With live-restore, containers survive: restarted.
+        fs::create_dir_all(node.root.path().join("etc/docker")).unwrap();
+        fs::write(
+            node.root.path().join("etc/docker/daemon.json"),
+            r#"{"live-restore": true}"#,
+        )
+        .unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec!["docker.service"]);
+
+        // containerd, which kubelet requires on this image.
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        fake.with_unit("containerd.service", |u| {
+            u.restarted_with = vec!["kubelet.service".into()];
+        });
+        let r = node.reconciler(fake.clone());
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec!["containerd.service"]);
+        assert_eq!(
+            out.restarted_with,
+            vec![(
+                "containerd.service".to_string(),
+                vec!["kubelet.service".to_string()]
+            )]
+        );
     }
 
     #[test]

@@ -339,6 +339,33 @@ impl DbusSystemd {
         })
     }
 
+    async fn restarted_with_inner(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        let conn = self.connection().await?;
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?;
+        let path = manager
+            .load_unit(unit)
+            .await
+            .map_err(|e| call_err("LoadUnit", e))?;
+        let u = Self::unit_proxy(&conn, path, "org.freedesktop.systemd1.Unit")
+            .await
+            .map_err(|e| call_err("Unit", e))?;
+        let mut out = Vec::new();
+        for property in ["RequiredBy", "BoundBy", "ConsistsOf"] {
+            let names: Vec<String> = u.get_property(property).await.unwrap_or_default();
+            out.extend(names);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     async fn unit_exec_inner(&self, unit: &str) -> Result<UnitExec, SystemdError> {
         let conn = self.connection().await?;
         let call_err = |call, source| SystemdError::Call {
@@ -562,6 +589,11 @@ impl Systemd for DbusSystemd {
 
     async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
         let r = self.unit_exec_inner(unit).await;
+        self.after_error(r).await
+    }
+
+    async fn restarted_with(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        let r = self.restarted_with_inner(unit).await;
         self.after_error(r).await
     }
 }

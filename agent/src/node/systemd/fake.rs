@@ -26,6 +26,8 @@ pub struct FakeUnit {
     pub load_state: String,
     /// How it starts its process (empty unless a test sets it).
     pub exec: UnitExec,
+    /// Units its restart restarts too (none unless a test sets them).
+    pub restarted_with: Vec<String>,
     /// systemd's rate limiter: when the current window began, and the
     /// starts in it.
     window: Option<(u64, u32)>,
@@ -45,6 +47,7 @@ impl Default for FakeUnit {
             },
             load_state: "loaded".into(),
             exec: UnitExec::default(),
+            restarted_with: Vec::new(),
             window: None,
         }
     }
@@ -276,6 +279,10 @@ impl Systemd for RecordingSystemd {
 
     async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
         Ok(self.unit(unit).exec)
+    }
+
+    async fn restarted_with(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        Ok(self.unit(unit).restarted_with)
     }
 
     async fn reset_failed_unit(&self, unit: &str) -> Result<(), SystemdError> {

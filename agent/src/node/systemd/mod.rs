@@ -230,6 +230,13 @@ pub trait Systemd: Send + Sync {
     /// How service `unit` starts its process (`ExecStart`, `Environment`,
     /// `EnvironmentFiles`); empty for a unit that is not loaded.
     fn unit_exec(&self, unit: &str) -> impl Future<Output = Result<UnitExec, SystemdError>> + Send;
+
+    /// The units a restart of `unit` restarts (or stops) too: its
+    /// `RequiredBy`, `BoundBy` and `ConsistsOf` (units `PartOf` it).
+    fn restarted_with(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<Vec<String>, SystemdError>> + Send;
 }
 
 /// The bus address: `DBUS_SYSTEM_BUS_ADDRESS` if set, else the node's socket
@@ -260,6 +267,10 @@ impl<T: Systemd> Systemd for std::sync::Arc<T> {
 
     async fn unit_exec(&self, unit: &str) -> Result<UnitExec, SystemdError> {
         self.as_ref().unit_exec(unit).await
+    }
+
+    async fn restarted_with(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
+        self.as_ref().restarted_with(unit).await
     }
 
     async fn start_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
