@@ -279,3 +279,75 @@ fn a_containerd_restart_that_also_restarts_kubelet_is_announced() {
         node.main_pid("kubelet.service") != kubelet_before
     });
 }
+
+/// Two restart units, one deferred by its start limit, then the change
+/// reverted: containerd, which took the added CA, is restarted again so it
+/// drops it; the deferred unit never took it and is not restarted at all.
+#[test]
+fn a_revert_restarts_the_unit_that_took_the_change_and_not_the_deferred_one() {
+    preflight();
+    let node = Node::boot("edges-revert");
+    let other = "other-runtime.service";
+    node.write_file(
+        &format!("/etc/systemd/system/{other}"),
+        b"[Unit]\nDescription=a second runtime unit with a tight start limit\nStartLimitBurst=2\nStartLimitIntervalSec=3600\n[Service]\nExecStart=/bin/sleep infinity\n",
+        0o644,
+    );
+    node.systemctl(&["daemon-reload"]);
+    // Its start now is the one the agent leaves to others: the agent's
+    // restart waits an hour.
+    node.exec_ok(&["systemctl", "start", other]);
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(
+        &node,
+        &volume.path().join("secret"),
+        &[
+            "--kubelet",
+            "off",
+            "--restart-unit",
+            "containerd.service",
+            "--restart-unit",
+            other,
+        ],
+    );
+    let containerd = observe::unit_starts(&node, "containerd.service");
+    let others = observe::unit_starts(&node, other);
+    let ca = TestCa::new("nca edges revert CA");
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "containerd restarted for the CA", || {
+        observe::unit_starts(&node, "containerd.service") == containerd + 1
+    });
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains(&format!("restart of {other} deferred"))),
+        "{}",
+        render_tail(&agent.logs(), 20)
+    );
+
+    // Reverted.
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    agent.secret().publish(&secret_data(&[]));
+    agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "containerd restarted for the revert", || {
+        observe::unit_starts(&node, "containerd.service") == containerd + 2
+    });
+    assert!(!observe::bundle_has(&node, ca.cert()));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        observe::unit_starts(&node, other),
+        others,
+        "the deferred unit never took the change and must not be restarted:\n{}",
+        render_tail(&agent.logs(), 20)
+    );
+    let status: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(node.root().join(DAEMON_STATUS.trim_start_matches('/'))).unwrap(),
+    )
+    .unwrap();
+    assert!(status["lastCaError"].is_null(), "{status}");
+}

@@ -64,6 +64,12 @@ pub struct UnitHistory {
     /// coming never push the restart out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsettled_since_us: Option<u64>,
+    /// SHA-256 of the trust bundle the unit last took (restarted with it,
+    /// started after it, or left stopped to read it when it starts): a
+    /// bundle change needs this unit's restart only when it differs. Per
+    /// unit, so a revert restarts exactly the units that took the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_sha256: Option<String>,
     /// The unit's start limit as last read: burst and interval.
     #[serde(default)]
     pub start_limit_burst: u32,

@@ -642,23 +642,35 @@ impl<S: Systemd> Reconciler<S> {
             bundle_changed = digest != st.bundle_sha256,
             "refreshed the node trust store"
         );
-        st.pending = if digest != st.bundle_sha256 {
-            Pending::Restart(self.settings.restart_units.iter().cloned().collect())
-        } else {
-            // Back to the bundle the units run with: no change is waiting.
-            let history_path = pacing::history_path(&self.settings.state_path);
-            let (mut history, _) = pacing::load(&history_path);
-            if history
+        // Each unit against the bundle it last took (the common record for
+        // a unit without its own): one restarted for a change that is now
+        // reverted must restart again, one still deferred need not.
+        let history_path = pacing::history_path(&self.settings.state_path);
+        let (mut history, _) = pacing::load(&history_path);
+        let mut needs = std::collections::BTreeSet::new();
+        let mut history_changed = false;
+        for unit in &self.settings.restart_units {
+            let took = history
                 .units
-                .values()
-                .any(|h| h.unsettled_since_us.is_some())
-            {
-                for h in history.units.values_mut() {
-                    h.unsettled_since_us = None;
+                .get(unit)
+                .and_then(|h| h.bundle_sha256.clone())
+                .or_else(|| st.bundle_sha256.clone());
+            if took != digest {
+                needs.insert(unit.clone());
+            } else if let Some(h) = history.units.get_mut(unit) {
+                // Back to the bundle it runs with: no change is waiting.
+                if h.unsettled_since_us.take().is_some() {
+                    history_changed = true;
                 }
-                pacing::save(&history_path, &history)?;
             }
+        }
+        if history_changed {
+            pacing::save(&history_path, &history)?;
+        }
+        st.pending = if needs.is_empty() {
             Pending::Nothing
+        } else {
+            Pending::Restart(needs)
         };
         self.save(st)
     }
@@ -753,6 +765,11 @@ impl<S: Systemd> Reconciler<S> {
         };
         let t = Instant::now();
         let mut already_current = false;
+        let digest = if pending.is_empty() {
+            None
+        } else {
+            self.store.bundle_digest()?
+        };
         let history_path = pacing::history_path(&self.settings.state_path);
         let (mut history, unreadable) = pacing::load(&history_path);
         if let Some(why) = unreadable {
@@ -774,6 +791,9 @@ impl<S: Systemd> Reconciler<S> {
                 Ok(Step::Deferred) => {}
                 Ok(step) => {
                     already_current |= step == Step::AlreadyCurrent;
+                    // It took this bundle (or reads it when it starts).
+                    history.units.entry(unit.clone()).or_default().bundle_sha256 = digest.clone();
+                    pacing::save(&history_path, &history)?;
                     st.pending = pending_without(&st.pending, &unit);
                     self.save(st)?;
                 }
@@ -1451,6 +1471,40 @@ mod tests {
                 vec!["kubelet.service".to_string()]
             )]
         );
+    }
+
+    /// Two units, one restarted and one deferred by its start limit, then
+    /// the change reverted: the restarted one took the removed CA and is
+    /// restarted again; the deferred one never took it and is not.
+    #[test]
+    fn a_revert_restarts_exactly_the_units_that_took_the_change() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let other = "other-runtime.service";
+        fake.with_unit(other, |u| {
+            u.start_limit = StartLimit {
+                burst: 2,
+                interval_us: 3_600_000_000,
+            };
+        });
+        // Its one start of the window is used: the agent's restart waits.
+        assert!(fake.external_start(other).is_done());
+        let mut r = node.reconciler(fake.clone());
+        r.settings.restart_units = vec![UNIT.into(), other.into()];
+        node.put("ca1.crt", &pem("A"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert_eq!(out.deferred.len(), 1, "{out:?}");
+        assert_eq!(out.deferred[0].unit, other);
+
+        // Reverted before the deferred restart came.
+        fs::remove_file(node.secret.path().join("ca1.crt")).unwrap();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT], "{out:?}");
+        assert!(out.deferred.is_empty(), "{out:?}");
+        assert_eq!(fake.restarts(), vec![UNIT, UNIT]);
+        let st = state::load(&r.settings().state_path).unwrap();
+        assert_eq!(st.pending, Pending::Nothing);
     }
 
     #[test]
