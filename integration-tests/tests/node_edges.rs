@@ -8,7 +8,10 @@
 //!   `update-ca-certificates --fresh` under the agent: repaired within
 //!   seconds, with no Secret change and no restart;
 //! - a path unit that runs the distribution's refresh on every anchor
-//!   write: 50 passes, every desired CA in the bundle after each.
+//!   write: 50 passes, every desired CA in the bundle after each;
+//! - kubelet `Requires=containerd.service`: announced before the restart;
+//! - two restart units, one deferred, then a revert;
+//! - the shipped host units on a node of Flatcar's layout.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -350,4 +353,60 @@ fn a_revert_restarts_the_unit_that_took_the_change_and_not_the_deferred_one() {
     )
     .unwrap();
     assert!(status["lastCaError"].is_null(), "{status}");
+}
+
+/// A stand-in for Flatcar's `update-ca-certificates`: the bundle from the
+/// distribution's certificates and every `*.pem` in `/etc/ssl/certs`, where
+/// Flatcar keeps its local anchors (the node's own tool, not the agent's:
+/// the agent runs no shell).
+const FLATCAR_REFRESH: &str = "#!/bin/sh\nset -e\ncd /etc/ssl/certs\ntmp=$(mktemp /etc/ssl/certs/.bundle.XXXXXX)\ncat /usr/share/ca-certificates/mozilla/*.crt > \"$tmp\"\nfor f in /etc/ssl/certs/*.pem; do [ -f \"$f\" ] && cat \"$f\" >> \"$tmp\"; done\nchmod 0644 \"$tmp\"\nmv \"$tmp\" /etc/ssl/certs/ca-certificates.crt\n";
+
+/// The shipped host units on a node of Flatcar's layout (`ID=flatcar`:
+/// anchors in `/etc/ssl/certs`, `*.pem`): `ProtectSystem=strict` must leave
+/// that directory writable, or every pass fails with EROFS. The agent, as
+/// installed by the package's units, installs a CA from its Secret
+/// directory into `/etc/ssl/certs`, the bundle has it, and no pass failed.
+#[test]
+fn the_host_units_work_on_a_node_of_flatcars_layout() {
+    preflight();
+    let node = Node::boot("edges-flatcar");
+    node.exec_ok(&["rm", "-f", "/etc/os-release"]);
+    node.write_file(
+        "/etc/os-release",
+        b"NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nID_LIKE=coreos\nVERSION_ID=4081.2.0\n",
+        0o644,
+    );
+    node.write_file(
+        "/usr/sbin/update-ca-certificates",
+        FLATCAR_REFRESH.as_bytes(),
+        0o755,
+    );
+    let config = format!(
+        "{}metrics-address: \"off\"\n",
+        integration_tests::agent::host_config(&[integration_tests::agent::HOST_SECRET_DIR], &[])
+    );
+    let agent = integration_tests::agent::HostModeAgent::install(&node, &config);
+    let ca = TestCa::new("nca edges flatcar CA");
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    let anchor = format!(
+        "/etc/ssl/certs/node-cert-agent-{}.pem",
+        ca.sha256_fingerprint()
+    );
+    wait_until(PASS_TIMEOUT, "the Flatcar anchor and the bundle", || {
+        node.exists(&anchor) && observe::bundle_has(&node, ca.cert())
+    });
+    let logs = agent.logs();
+    assert!(
+        logs.iter()
+            .any(|e| e.field("family").as_deref() == Some("flatcar")),
+        "{}",
+        render_tail(&logs, 20)
+    );
+    assert!(
+        !logs.iter().any(|e| e.error),
+        "a pass failed in the host unit's sandbox:\n{}",
+        render_tail(&logs, 20)
+    );
 }
