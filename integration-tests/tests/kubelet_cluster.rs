@@ -763,3 +763,54 @@ fn serving_follows_the_node(fx: &KubeletFixture, extra: &str) {
     let stdout = renew(fx, extra);
     assert!(!stdout.contains("renewing the kubelet serving"), "{stdout}");
 }
+
+/// "Everything issued before now": a RenewRevocation whose notBefore is the
+/// moment it is written. kube-controller-manager's signer (here the test
+/// server, as upstream) backdates NotBefore by 5 minutes, so the renewal's
+/// own certificate looks issued before the cutoff; the agent judges it by
+/// when it was signed and renews exactly once, with no "cannot help" error
+/// and no second CSR.
+#[test]
+fn a_revocation_of_everything_issued_before_its_creation_renews_exactly_once() {
+    let fx = KubeletFixture::new("kbc-nbnow");
+    let agent = fx.start_agent("");
+    let first = fx.wait_for_client_cert(&agent, "the first certificate", |_| true);
+    wait_for_revocation_watch(&fx);
+    // Written in a later second than the first certificate was signed.
+    std::thread::sleep(Duration::from_secs(2));
+    let created = node_cert_agent::x509::time::rfc3339(node_cert_agent::x509::time::now_unix());
+    fx.server
+        .add_revocation(
+            REVOCATIONS_NS,
+            json!({
+                "metadata": {"name": "rotate-all-now"},
+                "spec": {"revocations": [{
+                    "kind": "Group",
+                    "group": "system:nodes",
+                    "notBefore": created,
+                    "description": "everything issued before now"
+                }]}
+            }),
+        )
+        .unwrap();
+    let second = fx.wait_for_client_cert(&agent, "the renewal for the revocation", |c| {
+        serial(c) != serial(&first)
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(serial(&fx.client_cert().unwrap()), serial(&second));
+    let client_csrs = fx
+        .server
+        .csrs()
+        .iter()
+        .filter(|c| c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
+        .count();
+    assert_eq!(client_csrs, 2, "the bootstrap and exactly one renewal");
+    assert!(
+        !agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("cannot help")),
+        "{}",
+        render_tail(&agent.logs(), 20)
+    );
+}
