@@ -193,6 +193,12 @@ pub struct RunArgs {
     /// the same second [default: 0].
     #[arg(long, value_name = "SECONDS")]
     pub restart_spread_seconds: Option<u64>,
+    /// The least time between two of the agent's restarts of one unit,
+    /// doubling with each restart in the last 2 minutes up to a minute;
+    /// changes within it share one restart. 0 turns the spacing off
+    /// [default: 2].
+    #[arg(long, value_name = "SECONDS")]
+    pub restart_min_spacing_seconds: Option<u64>,
     /// A unit to restart (if running) when the trust bundle changes
     /// (repeatable; default containerd.service). No other unit is ever restarted.
     #[arg(long, value_name = "UNIT")]
@@ -260,6 +266,7 @@ impl RunArgs {
             ca_secret: self.ca_secret,
             ca_secret_kubeconfig: self.ca_secret_kubeconfig,
             restart_spread_seconds: self.restart_spread_seconds,
+            restart_min_spacing_seconds: self.restart_min_spacing_seconds,
             restart_unit: self.restart_unit,
             once: self.once,
             state_dir: self.state_dir,

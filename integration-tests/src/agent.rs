@@ -125,6 +125,8 @@ pub fn host_config(ca_dirs: &[&str], ca_files: &[&str]) -> String {
         }
     }
     y.push_str("restart-unit:\n  - containerd.service\n");
+    // Unspaced restarts, as for the pod-mode agent.
+    y.push_str("restart-min-spacing-seconds: 0\n");
     y
 }
 
@@ -474,6 +476,12 @@ impl<'n> PodModeAgent<'n> {
             "--log-format".into(),
             "json".into(),
         ];
+        // Restarts unspaced, so a scenario's consecutive changes each get
+        // their restart at once (the spacing has its own tests), unless the
+        // scenario sets it.
+        if !extra_args.contains(&"--restart-min-spacing-seconds") {
+            args.extend(["--restart-min-spacing-seconds".into(), "0".into()]);
+        }
         args.extend(extra_args.iter().map(OsString::from));
         let mut agent = PodModeAgent {
             node,

@@ -1038,3 +1038,72 @@ fn a_restart_that_drives_containerd_into_its_start_limit_is_recovered_at_once_by
     assert_pull_ok(&node, &reg.image, context);
     println!("{context}: metrics {counts:?}");
 }
+
+/// Two writers fighting over the Secret: a change every pass for 8 changes,
+/// with the default restart spacing (`restart-min-spacing-seconds` 2). The
+/// agent's restarts of containerd are spaced (2 s after the first, then
+/// doubling), changes in between share one restart, and the last set of CAs
+/// is in effect at the end with nothing pending.
+#[test]
+fn changes_faster_than_the_restart_spacing_share_restarts() {
+    let node = boot("spacing");
+    let work = workdir();
+    let secret = work.path().join("custom-ca-trust-secret");
+    let agent = PodModeAgent::start(
+        &node,
+        &secret,
+        &[
+            "--restart-min-spacing-seconds",
+            "2",
+            "--metrics-address",
+            "off",
+        ],
+    );
+    let t0 = now_us();
+    let cas: Vec<TestCa> = (0..8)
+        .map(|i| TestCa::new(&format!("nca spacing CA {i}")))
+        .collect();
+    for (i, ca) in cas.iter().enumerate() {
+        let key = format!("ca{i}.crt");
+        change_and_wait(&agent, || {
+            agent
+                .secret()
+                .publish(&secret_data(&[(key.as_str(), ca.cert_pem().as_bytes())]));
+        });
+    }
+    let settled = wait_until_or_timeout(TIMEOUT, || !restart_pending(&node));
+    let starts = containerd_start_times(&node, t0);
+    let context = format!("8 changes ({} containerd starts)", starts.len());
+    assert!(
+        settled,
+        "{context}: a restart is still pending:\n{}",
+        render_tail(&agent.logs(), 30)
+    );
+    assert!(starts.len() < cas.len(), "{context}: nothing was coalesced");
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1_900_000,
+            "{context}: two restarts {} ms apart: {starts:?}",
+            (pair[1] - pair[0]) / 1000
+        );
+    }
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|e| e.message.contains("restarts of a unit are spaced")),
+        "{context}: no spaced restart was logged"
+    );
+    assert!(
+        observe_bundle_has(&node, &cas[7]),
+        "{context}: the last CA is not in effect"
+    );
+    assert!(
+        node.is_active(CONTAINERD_UNIT),
+        "{context}: containerd is not active"
+    );
+}
+
+fn observe_bundle_has(node: &Node, ca: &TestCa) -> bool {
+    integration_tests::observe::bundle_has(node, ca.cert())
+}

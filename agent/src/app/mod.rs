@@ -310,6 +310,7 @@ fn trust_job(
                 .map(|s| Arc::new(SecretCache::new(s))),
             restart_delay,
             restart_units: settings.trust.restart_units.clone(),
+            restart_spacing: settings.trust.restart_min_spacing,
             max_certificates: settings.trust.max_certificates,
             state_path: node.state_dir.join(STATE_FILE),
         },

@@ -34,6 +34,10 @@ pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 /// The agent publishes its state on its own Node (README "Fleet") unless
 /// `fleet-publish: false`: it costs no API write while nothing changes.
 pub const DEFAULT_FLEET_PUBLISH: bool = true;
+/// The least time between two of the agent's restarts of one unit
+/// (`restart-min-spacing-seconds`), doubling with each restart in the last
+/// 2 minutes up to a minute (`trust::pacing::spaced_start`).
+pub const DEFAULT_RESTART_MIN_SPACING_SECONDS: u64 = 2;
 /// A change is published on the Node at the node's stable share of this
 /// many seconds after it was first seen (`fleet-publish-spread-seconds`),
 /// so a fleet that sees one Secret change in the same second does not
@@ -52,6 +56,7 @@ pub struct FileConfig {
     pub ca_secret: Option<SecretRef>,
     pub ca_secret_kubeconfig: Option<PathBuf>,
     pub restart_spread_seconds: Option<u64>,
+    pub restart_min_spacing_seconds: Option<u64>,
     pub restart_unit: Option<Vec<String>>,
     pub once: Option<bool>,
     pub state_dir: Option<PathBuf>,
@@ -75,6 +80,7 @@ pub struct Flags {
     pub ca_secret: Option<SecretRef>,
     pub ca_secret_kubeconfig: Option<PathBuf>,
     pub restart_spread_seconds: Option<u64>,
+    pub restart_min_spacing_seconds: Option<u64>,
     pub restart_unit: Vec<String>,
     pub once: bool,
     pub state_dir: Option<PathBuf>,
@@ -220,6 +226,12 @@ fn merge(file: FileConfig, flags: Flags) -> Result<Settings, ConfigError> {
                     .or(file.restart_spread_seconds)
                     .unwrap_or(0),
             ),
+            restart_min_spacing: Duration::from_secs(
+                flags
+                    .restart_min_spacing_seconds
+                    .or(file.restart_min_spacing_seconds)
+                    .unwrap_or(DEFAULT_RESTART_MIN_SPACING_SECONDS),
+            ),
         },
         kubelet: KubeletSettings::from_file(kubelet_file.clone(), kubelet_mode, node_name),
         ops: OpsSettings {
@@ -300,6 +312,13 @@ fn validate(s: &Settings, require_sources: bool) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid {
             key: "restart-spread-seconds",
             value: s.trust.restart_spread.as_secs().to_string(),
+            reason: format!("must be at most {MAX_RESTART_SPREAD_SECONDS} (an hour)"),
+        });
+    }
+    if s.trust.restart_min_spacing.as_secs() > MAX_RESTART_SPREAD_SECONDS {
+        return Err(ConfigError::Invalid {
+            key: "restart-min-spacing-seconds",
+            value: s.trust.restart_min_spacing.as_secs().to_string(),
             reason: format!("must be at most {MAX_RESTART_SPREAD_SECONDS} (an hour)"),
         });
     }

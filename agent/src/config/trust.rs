@@ -141,4 +141,7 @@ pub struct TrustSettings {
     /// Each node delays its restarts (not its anchor writes) by a stable
     /// fraction of this window, from its name.
     pub restart_spread: Duration,
+    /// `restart-min-spacing-seconds`: the first spacing between two of the
+    /// agent's restarts of one unit (zero: none).
+    pub restart_min_spacing: Duration,
 }

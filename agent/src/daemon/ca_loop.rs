@@ -346,6 +346,7 @@ mod tests {
                 api_secret: None,
                 restart_delay: std::time::Duration::ZERO,
                 restart_units: vec!["containerd.service".into()],
+                restart_spacing: std::time::Duration::ZERO,
                 max_certificates: 10,
                 state_path: state_path.clone(),
             },

@@ -34,6 +34,11 @@ const HISTORY_VERSION: u32 = 1;
 /// Added to the end of systemd's window before the next start: systemd
 /// measures it on its own (monotonic) clock, the agent on the wall clock.
 pub const WINDOW_MARGIN_US: u64 = 500_000;
+/// The longest spacing between two of the agent's restarts of one unit
+/// ([`spaced_start`]).
+pub const SPACING_MAX_US: u64 = 60_000_000;
+/// How long the agent's restarts count towards the spacing.
+pub const SPACING_MEMORY_US: u64 = 120_000_000;
 /// Starts kept per unit (far more than any start limit the agent meets).
 const MAX_STARTS_KEPT: usize = 64;
 /// A unit whose latest activation began this soon after one of the agent's
@@ -205,9 +210,49 @@ pub fn earliest_start(ours: &[u64], latest: Option<u64>, limit: StartLimit, now:
     (oldest_counted + limit.interval_us + WINDOW_MARGIN_US).max(now)
 }
 
+/// The earliest time (µs) the agent may restart a unit again after its own
+/// earlier starts `ours` (oldest first), at `now`: `first` after the last
+/// one, doubled for each further start within [`SPACING_MEMORY_US`], up to
+/// [`SPACING_MAX_US`] (or `first`, if longer). `now` when none is recent.
+/// Changes within the spacing share one restart.
+pub fn spaced_start(ours: &[u64], now: u64, first: u64) -> u64 {
+    let since = now.saturating_sub(SPACING_MEMORY_US);
+    let recent = ours.iter().filter(|&&t| t > since).count();
+    let Some(&last) = ours.iter().filter(|&&t| t > since).max() else {
+        return now;
+    };
+    let doublings = u32::try_from(recent.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(16);
+    let spacing = first
+        .saturating_mul(1u64 << doublings)
+        .min(SPACING_MAX_US.max(first));
+    last.saturating_add(spacing).max(now)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
+    #[test]
+    fn restarts_are_spaced_then_doubling_up_to_a_minute_and_forgotten_after_two() {
+        use super::*;
+        let now = 1_000_000_000_000;
+        let first = 2 * S;
+        assert_eq!(spaced_start(&[], now, first), now);
+        // One restart 1 s ago: the next waits 1 s more.
+        assert_eq!(spaced_start(&[now - S], now, first), now + S);
+        // Three in the last two minutes: 8 s after the last.
+        assert_eq!(
+            spaced_start(&[now - 30 * S, now - 20 * S, now - 5 * S], now, first),
+            now + 3 * S
+        );
+        // Fighting writers: a minute apart, no more.
+        let many: Vec<u64> = (0..20).map(|i| now - 19 * S + i * S).collect();
+        assert_eq!(spaced_start(&many, now, first), now + 60 * S);
+        // Old restarts are forgotten.
+        assert_eq!(spaced_start(&[now - 200 * S], now, first), now);
+    }
+
     use super::*;
 
     const S: u64 = 1_000_000;

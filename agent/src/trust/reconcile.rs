@@ -120,6 +120,10 @@ pub struct CaSettings {
     pub restart_delay: Duration,
     /// The allowlist: the only units ever restarted.
     pub restart_units: Vec<String>,
+    /// The first spacing between two of the agent's restarts of one unit
+    /// (`restart-min-spacing-seconds`; zero: none), doubling per recent
+    /// restart ([`pacing::spaced_start`]).
+    pub restart_spacing: Duration,
     pub max_certificates: usize,
     /// The state file, as this process sees it.
     pub state_path: PathBuf,
@@ -915,6 +919,20 @@ impl<S: Systemd> Reconciler<S> {
         } else {
             pacing::earliest_start(&h.starts_us, status.active_since(), limit, now)
         };
+        // Coalescing: the agent's restarts of a unit are spaced, more so
+        // the more of them came lately (two writers fighting over the
+        // Secret restart it about once a minute at most).
+        let spaced_until = (!resetting && !self.settings.restart_spacing.is_zero()).then(|| {
+            pacing::spaced_start(
+                &h.starts_us,
+                now,
+                u64::try_from(self.settings.restart_spacing.as_micros()).unwrap_or(u64::MAX),
+            )
+        });
+        let spaced = spaced_until.is_some_and(|t| t > earliest);
+        if let Some(t) = spaced_until {
+            earliest = earliest.max(t);
+        }
         // This node's place in the fleet's restart window, counted from the
         // first change the unit has not taken (kept across passes and agent
         // restarts), so a Secret that changes faster than the offset cannot
@@ -940,7 +958,15 @@ impl<S: Systemd> Reconciler<S> {
                     recover_at_us: earliest,
                 });
             }
-            if spread {
+            if spaced && !spread {
+                info!(
+                    unit = %unit,
+                    restart_at = %rfc3339_us(earliest),
+                    "restart of {unit} deferred to {}: the agent's restarts of a unit are spaced (restart-min-spacing-seconds {}, doubling with each restart in the last 2 minutes, up to a minute); every change until then shares that one restart",
+                    rfc3339_us(earliest),
+                    self.settings.restart_spacing.as_secs()
+                );
+            } else if spread {
                 info!(
                     unit = %unit,
                     restart_at = %rfc3339_us(earliest),
@@ -1330,6 +1356,7 @@ mod tests {
                     api_secret: None,
                     restart_delay: std::time::Duration::ZERO,
                     restart_units: vec!["containerd.service".into()],
+                    restart_spacing: std::time::Duration::ZERO,
                     max_certificates: 10,
                     state_path: self
                         .root
@@ -1505,6 +1532,36 @@ mod tests {
         assert_eq!(fake.restarts(), vec![UNIT, UNIT]);
         let st = state::load(&r.settings().state_path).unwrap();
         assert_eq!(st.pending, Pending::Nothing);
+    }
+
+    /// Changes faster than the spacing share one restart: the second one's
+    /// restart waits for `restart-min-spacing-seconds` after the first.
+    #[test]
+    fn restarts_are_spaced_and_changes_within_the_spacing_share_one() {
+        let node = Node::new();
+        let fake = Arc::new(RecordingSystemd::emulating_debian(node.root.path()));
+        let mut r = node.reconciler(fake.clone());
+        r.settings.restart_spacing = std::time::Duration::from_secs(1);
+        node.put("ca1.crt", &pem("A"));
+        let first = now_us();
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        node.put("ca2.crt", &pem("B"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.restarted.is_empty(), "{out:?}");
+        let wake = out.wake_at_us.unwrap();
+        assert!(wake >= first + 1_000_000, "{wake} vs {first}");
+        node.put("ca3.crt", &pem("C"));
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert!(out.restarted.is_empty(), "{out:?}");
+        sleep_until_us(wake);
+        let out = rt().block_on(r.reconcile()).unwrap();
+        assert_eq!(out.restarted, vec![UNIT]);
+        assert_eq!(
+            fake.restarts(),
+            vec![UNIT, UNIT],
+            "one restart for both changes"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Node {
                 api_secret: None,
                 restart_delay: std::time::Duration::ZERO,
                 restart_units: restart_units.iter().map(|u| u.to_string()).collect(),
+                restart_spacing: std::time::Duration::ZERO,
                 max_certificates: 10,
                 state_path: self.state_path(),
             },
