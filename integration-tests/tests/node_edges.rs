@@ -11,7 +11,8 @@
 //!   write: 50 passes, every desired CA in the bundle after each;
 //! - kubelet `Requires=containerd.service`: announced before the restart;
 //! - two restart units, one deferred, then a revert;
-//! - the shipped host units on a node of Flatcar's layout.
+//! - the shipped host units on a node of Flatcar's layout;
+//! - what hooks in /etc/ca-certificates/update.d are told of a removal.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -408,5 +409,59 @@ fn the_host_units_work_on_a_node_of_flatcars_layout() {
         !logs.iter().any(|e| e.error),
         "a pass failed in the host unit's sandbox:\n{}",
         render_tail(&logs, 20)
+    );
+}
+
+/// What the hooks in `/etc/ca-certificates/update.d` are told, checked on
+/// the node rather than assumed (README "Safety properties"): an added
+/// anchor of the agent reaches them as a `+` line; its removal is dropped
+/// from the bundle but reported to them by no `-` line, neither by the
+/// agent's incremental run nor by a full `update-ca-certificates --fresh`,
+/// so a full rebuild on removals would not help them.
+#[test]
+fn a_removed_anchor_is_not_reported_to_update_d_hooks_with_or_without_fresh() {
+    preflight();
+    let node = Node::boot("edges-hooks");
+    let log = "/var/log/nca-hook.log";
+    node.write_file(
+        "/etc/ca-certificates/update.d/zz-nca-test-hook",
+        format!("#!/bin/sh\n{{ cat; echo ===; }} >> {log}\n").as_bytes(),
+        0o755,
+    );
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(&node, &volume.path().join("secret"), &["--kubelet", "off"]);
+    let ca = TestCa::new("nca edges hook CA");
+    let anchor = format!("node-cert-agent-{}.crt", ca.sha256_fingerprint());
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    agent
+        .secret()
+        .publish(&secret_data(&[("ca1.crt", ca.cert_pem().as_bytes())]));
+    agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "the hook's + line", || {
+        node.exists(log)
+            && String::from_utf8_lossy(&node.read_file(log))
+                .lines()
+                .any(|l| l.starts_with('+') && l.contains("node-cert-agent"))
+    });
+    let added = String::from_utf8_lossy(&node.read_file(log)).into_owned();
+    println!("hook input on the add:\n{added}");
+
+    let passes = integration_tests::agent::count_passes(&agent.logs());
+    agent.secret().publish(&secret_data(&[]));
+    agent.wait_for_passes(passes + 1, PASS_TIMEOUT);
+    wait_until(PASS_TIMEOUT, "the CA out of the bundle", || {
+        !observe::bundle_has(&node, ca.cert())
+    });
+    node.exec_ok(&["update-ca-certificates", "--fresh"]);
+    let all = String::from_utf8_lossy(&node.read_file(log)).into_owned();
+    let after_add = &all[added.len()..];
+    println!("hook input after the removal and a --fresh run:\n{after_add}");
+    assert!(
+        !after_add.lines().any(|l| l.starts_with("-/")),
+        "a hook was told of the removal after all: the README's claim is wrong:\n{after_add}"
+    );
+    assert!(
+        !after_add.contains(&anchor),
+        "the removed anchor was named to the hooks:\n{after_add}"
     );
 }
