@@ -12,7 +12,9 @@
 //! - kubelet `Requires=containerd.service`: announced before the restart;
 //! - two restart units, one deferred, then a revert;
 //! - the shipped host units on a node of Flatcar's layout;
-//! - what hooks in /etc/ca-certificates/update.d are told of a removal.
+//! - what hooks in /etc/ca-certificates/update.d are told of a removal;
+//! - a Secret changing faster than the restart spread: the restart still
+//!   comes at the node's share of it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -463,5 +465,69 @@ fn a_removed_anchor_is_not_reported_to_update_d_hooks_with_or_without_fresh() {
     assert!(
         !after_add.contains(&anchor),
         "the removed anchor was named to the hooks:\n{after_add}"
+    );
+}
+
+/// `restart-spread-seconds` with a Secret that changes every 3 s, faster
+/// than this node's share of the spread: the restart still comes at that
+/// share after the first change, never pushed out by the later ones.
+#[test]
+fn a_secret_changing_faster_than_the_spread_still_gets_its_restart_within_the_spread() {
+    preflight();
+    let node = Node::boot("edges-spread");
+    let window = Duration::from_secs(20);
+    // A node name whose share of the window is long enough to matter.
+    let name = (0..100)
+        .map(|i| format!("spread-node-{i}"))
+        .find(|n| {
+            let o = node_cert_agent::trust::reconcile::spread_offset(n, window);
+            o >= Duration::from_secs(9) && o <= Duration::from_secs(15)
+        })
+        .unwrap();
+    let offset = node_cert_agent::trust::reconcile::spread_offset(&name, window);
+    let volume = tempfile::tempdir().unwrap();
+    let agent = PodModeAgent::start(
+        &node,
+        &volume.path().join("secret"),
+        &[
+            "--kubelet",
+            "off",
+            "--node-name",
+            &name,
+            "--restart-spread-seconds",
+            "20",
+        ],
+    );
+    let starts = observe::containerd_starts(&node);
+    let cas: Vec<TestCa> = (0..8)
+        .map(|i| TestCa::new(&format!("nca edges spread CA {i}")))
+        .collect();
+    let first_change = std::time::Instant::now();
+    let mut restarted_at = None;
+    for (i, ca) in cas.iter().enumerate() {
+        agent.secret().publish(&secret_data(&[(
+            &format!("ca{i}.crt"),
+            ca.cert_pem().as_bytes(),
+        )]));
+        std::thread::sleep(Duration::from_secs(3));
+        if restarted_at.is_none() && observe::containerd_starts(&node) > starts {
+            restarted_at = Some(first_change.elapsed());
+        }
+    }
+    let restarted_at = restarted_at.unwrap_or_else(|| {
+        panic!(
+            "no restart within {:?} of changes every 3 s (this node's share of the spread: {offset:?}):\n{}",
+            first_change.elapsed(),
+            render_tail(&agent.logs(), 30)
+        )
+    });
+    println!("share {offset:?}; restarted {restarted_at:?} after the first change");
+    assert!(
+        restarted_at + Duration::from_secs(1) >= offset,
+        "restarted at {restarted_at:?}, before this node's share {offset:?}"
+    );
+    assert!(
+        restarted_at <= offset + Duration::from_secs(8),
+        "restarted at {restarted_at:?}, long after this node's share {offset:?}: the changes pushed it out"
     );
 }
