@@ -1,4 +1,4 @@
-//! custom-ca-trust-secret read through the Kubernetes API (issue #14), on
+//! custom-ca-trust-secret read through the Kubernetes API, on
 //! real nodes: a pod-mode agent on a systemd-nspawn node with containerd,
 //! real TLS registries and CRI pulls, and the test API server with upstream's
 //! default policy plus the RBAC rendered from `manifests/base` only: the

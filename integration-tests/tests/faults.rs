@@ -1,4 +1,4 @@
-//! Fault injection on real nodes (issue #7): each fault is made for real
+//! Fault injection on real nodes: each fault is made for real
 //! inside a systemd-nspawn node, never mocked, and every case checks four
 //! things:
 //!

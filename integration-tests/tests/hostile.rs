@@ -1,4 +1,4 @@
-//! Hostile inputs and restart storms on real nodes (issue #13). Each attack
+//! Hostile inputs and restart storms on real nodes. Each attack
 //! is made for real against a pod-mode agent on a systemd-nspawn node that
 //! already trusts a good CA, and each test fails on an agent without the
 //! issue's fixes:

@@ -625,7 +625,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// The scenario: the documentation's example applied verbatim with
+/// The AKS scenario: the documentation's example applied verbatim with
 /// kubectl, on a node whose client certificate lives 60 s and crosses its
 /// renewal point. The agent renews once for the revocation, finds that no
 /// certificate can satisfy it, says so once (log, `status`), and then

@@ -1,4 +1,4 @@
-//! Live trust for image pulls on real nodes (issue 19): with containerd's CRI
+//! Live trust for image pulls on real nodes: with containerd's CRI
 //! registry `config_path` set as AKS sets it (`/etc/containerd/certs.d`), the
 //! agent keeps the desired CAs in `certs.d/_default` (its marked
 //! `hosts.toml` and its `node-cert-agent-ca.crt` bundle), so an added CA

@@ -669,7 +669,7 @@ fn status_from_host(node: &Node) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
-/// containerd's own environment (issue 21, item 12): a unit that sets
+/// containerd's own environment: a unit that sets
 /// `SSL_CERT_FILE` takes its roots from there, not from the OS bundle the
 /// agent writes. `status`, run in the node, reads the unit's environment
 /// over D-Bus (a drop-in here) and says so: `trustStore.runtimeRoots` and a

@@ -285,7 +285,7 @@ mod tests {
     use crate::kubelet::renewal::{deadline, renewal_fraction};
     use crate::node::procfs::ProcessIdentity;
 
-    /// The scenario, compressed: the documentation's example
+    /// The AKS documentation's scenario, compressed: the documentation's example
     /// RenewRevocation (its Group entry matches every node certificate) on
     /// a node whose signer backdates by 5 minutes and whose certificates
     /// reach their renewal deadline 2 s after they are issued. The loop

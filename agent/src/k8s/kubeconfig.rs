@@ -131,7 +131,10 @@ pub fn credential_of(text: &str, path: &Path) -> Result<Credential, KubeconfigEr
 /// bootstrap's server and cluster CA (embedded), and `cert` (a node path,
 /// kubelet's `kubelet-client-current.pem`, which holds the key too) as the
 /// client certificate and key. Pure.
-pub fn kubelet_kubeconfig(bootstrap: &ResolvedKubeconfig, cert: &Path) -> String {
+pub fn kubelet_kubeconfig(
+    bootstrap: &ResolvedKubeconfig,
+    cert: &Path,
+) -> Result<String, serde_yaml::Error> {
     use base64::Engine as _;
     let mut cluster = serde_yaml::Mapping::new();
     cluster.insert("server".into(), bootstrap.server.clone().into());
@@ -161,8 +164,9 @@ pub fn kubelet_kubeconfig(bootstrap: &ResolvedKubeconfig, cert: &Path) -> String
         "current-context": "default-context",
         "preferences": {},
     });
-    // A mapping of strings, numbers and booleans always serializes.
-    serde_yaml::to_string(&doc).unwrap_or_default()
+    // A mapping of strings, numbers and booleans serializes; should it ever
+    // fail, that is an error, never an empty kubeconfig on the node.
+    serde_yaml::to_string(&doc)
 }
 
 /// The one credential the agent presents.

@@ -886,10 +886,28 @@ mod tests {
     }
 
     #[test]
-    fn every_key_type_generates() {
-        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+    fn every_key_type_generates_the_key_it_names() {
+        use openssl::nid::Nid;
+        for (kt, curve, rsa_bits) in [
+            (KeyType::EcdsaP256, Some(Nid::X9_62_PRIME256V1), None),
+            (KeyType::EcdsaP384, Some(Nid::SECP384R1), None),
+            (KeyType::Rsa2048, None, Some(2048)),
+        ] {
             let key = generate_key(kt).unwrap();
-            build_request(&key, "n1", &Purpose::Client).unwrap();
+            match (curve, rsa_bits) {
+                (Some(nid), _) => {
+                    let ec = key.ec_key().unwrap();
+                    assert_eq!(ec.group().curve_name(), Some(nid), "{kt:?}");
+                }
+                (_, Some(bits)) => assert_eq!(key.rsa().unwrap().size() * 8, bits, "{kt:?}"),
+                _ => unreachable!(),
+            }
+            let bytes = build_request(&key, "n1", &Purpose::Client).unwrap();
+            let req = openssl::x509::X509Req::from_pem(&bytes)
+                .or_else(|_| openssl::x509::X509Req::from_der(&bytes))
+                .unwrap();
+            assert!(req.verify(&req.public_key().unwrap()).unwrap(), "{kt:?}");
+            assert!(req.public_key().unwrap().public_eq(&key), "{kt:?}");
         }
     }
 

@@ -395,7 +395,7 @@ impl TestNode {
         let cert_link = node.store().current_link(CertKind::Client);
         std::fs::write(
             &kubeconfig_host,
-            kubeconfig::kubelet_kubeconfig(&base, &cert_link),
+            kubeconfig::kubelet_kubeconfig(&base, &cert_link).unwrap(),
         )
         .unwrap();
         node.install_client(api, not_before, not_after);

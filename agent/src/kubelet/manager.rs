@@ -93,6 +93,8 @@ pub enum KubeletError {
     Kubeconfig(#[from] KubeconfigError),
     #[error("building an API client for {server}: {reason}")]
     Client { server: String, reason: String },
+    #[error("cannot render kubelet's kubeconfig {path}: {reason}; nothing was written")]
+    RenderKubeconfig { path: PathBuf, reason: String },
     #[error("cannot take the serving certificate's names from Node {node}: {reason}; the serving certificate is not renewed until it can (or set kubelet.serving.dns/ips)")]
     NodeAddresses { node: String, reason: String },
     #[error("restart of {unit} after installing the new certificate: {source}")]
@@ -1140,7 +1142,12 @@ impl<S: Systemd> KubeletManager<S> {
             return Ok(());
         }
         let cert = self.store.current_link(CertKind::Client);
-        let yaml = kubeconfig::kubelet_kubeconfig(bootstrap, &cert);
+        let yaml = kubeconfig::kubelet_kubeconfig(bootstrap, &cert).map_err(|e| {
+            KubeletError::RenderKubeconfig {
+                path: node_path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         if let Some(dir) = host.parent() {
             fsutil::ensure_dir(dir, 0o755).map_err(|source| KubeletError::WriteKubeconfig {
                 path: node_path.clone(),
@@ -1339,7 +1346,7 @@ mod tests {
         })
     }
 
-    /// The case: a revocation of everything issued before the
+    /// The backdate case: a revocation of everything issued before the
     /// moment it was written (`notBefore` = its creation time), against a
     /// signer that backdates by 5 minutes. One renewal; the new certificate
     /// is not revoked (it was signed after the cutoff, though its notBefore

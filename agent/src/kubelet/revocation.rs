@@ -602,7 +602,7 @@ mod tests {
         );
     }
 
-    /// The case: a revocation of "everything issued before now",
+    /// The backdate case: a revocation of "everything issued before now",
     /// written when it was created, against the certificate a renewal got
     /// moments later from a signer that backdates by 5 minutes.
     #[test]

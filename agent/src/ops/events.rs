@@ -887,11 +887,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_instead_of_blocking() {
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, mut rx) = mpsc::channel(1);
         let sink = EventSink { tx: Some(tx) };
-        for i in 0..10 {
-            sink.emit(NodeEvent::normal("CATrustChanged", format!("{i}")));
-        }
+        // Ten emits into a queue of one return at once (a blocking emit
+        // would hang here, which the timeout turns into a failure).
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            for i in 0..10 {
+                sink.emit(NodeEvent::normal("CATrustChanged", format!("{i}")));
+            }
+        })
+        .await
+        .expect("emit never waits for the queue");
+        // The first was kept; the nine others were dropped.
+        let kept = rx.try_recv().expect("the first event is queued");
+        assert_eq!(kept.message, "0");
+        assert!(rx.try_recv().is_err(), "only one event fits the queue");
+        // A disabled sink takes events and keeps none.
         EventSink::disabled().emit(NodeEvent::normal("CATrustChanged", "x"));
     }
 }

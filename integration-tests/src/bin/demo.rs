@@ -18,8 +18,14 @@ use integration_tests::{
     cri_pull, cri_remove_image, cri_try_pull, preflight, Node, Registry, SecretVolume,
 };
 
+/// A step's heading: bold on a terminal, plain text into a pipe or a file.
 fn say(step: &str) {
-    println!("\n\x1b[1m==> {step}\x1b[0m");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!("\n\x1b[1m==> {step}\x1b[0m");
+    } else {
+        println!("\n==> {step}");
+    }
 }
 
 fn main() {
