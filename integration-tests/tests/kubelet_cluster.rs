@@ -569,9 +569,16 @@ fn kubelets_own_serving_rotation_on_its_command_line_is_left_to_kubelet() {
         b"KUBELET_EXTRA_ARGS=\"--v=2 --rotate-server-certificates\"\n",
         0o644,
     );
+    // A stand-in named kubelet (only kubelet's own command line says its
+    // flags), run as kubeadm's unit runs kubelet.
+    fx.node.write_file(
+        "/usr/local/bin/kubelet",
+        b"#!/bin/sh\nexec sleep infinity\n",
+        0o755,
+    );
     fx.node.write_file(
         "/etc/systemd/system/kubelet.service",
-        b"[Unit]\nDescription=stand-in kubelet for node-cert-agent tests\n[Service]\nEnvironmentFile=-/etc/default/kubelet\nExecStart=/bin/sh -c 'exec sleep infinity' kubelet $KUBELET_EXTRA_ARGS\n",
+        b"[Unit]\nDescription=stand-in kubelet for node-cert-agent tests\n[Service]\nEnvironmentFile=-/etc/default/kubelet\nExecStart=/usr/local/bin/kubelet $KUBELET_EXTRA_ARGS\n",
         0o644,
     );
     fx.node.systemctl(&["daemon-reload"]);
@@ -738,6 +745,20 @@ fn serving_follows_the_node(fx: &KubeletFixture, extra: &str) {
     assert_eq!(
         serving_sans(fx),
         (vec![NODE_NAME.to_string()], vec!["10.0.0.9".to_string()])
+    );
+    // The first serving file restarts kubelet (it had none to watch): let
+    // that restart happen before the agent stops.
+    wait_until(
+        Duration::from_secs(30),
+        "kubelet's restarts for the new files",
+        || {
+            agent
+                .logs()
+                .iter()
+                .filter(|e| e.message.contains("so it uses the new certificate"))
+                .count()
+                >= 2
+        },
     );
     drop(agent);
 

@@ -306,6 +306,8 @@ fn report<W: NodeWriter>(
             None
         }
         Err(WriteError::NoIdentity) => {
+            // Published by a later pass: its change starts a spread anew.
+            *r.unpublished_since = None;
             p.metrics.record_publish(PublishReport {
                 state: "pending".into(),
                 last_write: *r.last_write,

@@ -267,13 +267,54 @@ pub fn expand_command_line(argv: &[String], env: &BTreeMap<String, String>) -> V
     for word in argv {
         if let Some(name) = word.strip_prefix('$').filter(|n| is_name(n)) {
             if let Some(v) = env.get(name) {
-                out.extend(v.split_whitespace().map(str::to_string));
+                out.extend(split_unquoted(v));
             }
             continue;
         }
         out.push(expand_braced(word, env));
     }
     out
+}
+
+/// A `$VAR` value split into words as systemd splits it (`EXTRACT_UNQUOTE
+/// | EXTRACT_RELAX`): at whitespace outside quotes; single and double
+/// quotes removed; a backslash escapes the next character.
+fn split_unquoted(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some('\''), c) => word.push(c),
+            (_, '\\') => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    word.push(n);
+                }
+            }
+            (_, c) => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
 fn is_name(s: &str) -> bool {
@@ -317,8 +358,9 @@ pub struct EffectiveKubelet {
     pub tls_cert_file: Option<PathBuf>,
     /// [`SERVING_RELOAD_GATE`] as set (`None`: kubelet's default).
     pub serving_reload_gate: Option<bool>,
-    /// The config file read (node path).
-    pub config_file: PathBuf,
+    /// The config file read (node path); `None` when kubelet's command
+    /// line is known and names none (kubelet then reads no file).
+    pub config_file: Option<PathBuf>,
     /// Whether kubelet's command line was known (else only the config file
     /// counted).
     pub command_line_known: bool,
@@ -329,15 +371,26 @@ impl EffectiveKubelet {
     /// (`None` when systemd could not be asked), `default_config` the file
     /// read when the command line names none.
     pub fn read(host: &HostRoot, exec: Option<&UnitExec>, default_config: &Path) -> Self {
-        let flags = exec.filter(|e| !e.argv.is_empty()).map(|e| {
-            let env = unit_environment(e, |p| read_text(host, p));
-            KubeletFlags::parse(&expand_command_line(&e.argv, &env))
-        });
-        let config_file = flags
+        // Only a command line that runs kubelet itself says kubelet's flags
+        // (a wrapper, `sh -c ...`, hides them: then it is unknown).
+        let flags = exec
+            .filter(|e| {
+                e.argv
+                    .first()
+                    .and_then(|p| Path::new(p).file_name())
+                    .is_some_and(|n| n == "kubelet")
+            })
+            .map(|e| {
+                let env = unit_environment(e, |p| read_text(host, p));
+                KubeletFlags::parse(&expand_command_line(&e.argv, &env))
+            });
+        let config_file = match &flags {
+            Some(f) => f.config.clone(),
+            None => Some(default_config.to_path_buf()),
+        };
+        let mut keys = config_file
             .as_ref()
-            .and_then(|f| f.config.clone())
-            .unwrap_or_else(|| default_config.to_path_buf());
-        let mut keys = read_text(host, &config_file)
+            .and_then(|c| read_text(host, c))
             .map(|t| ConfigKeys::parse(&t))
             .unwrap_or_default();
         if let Some(dir) = flags.as_ref().and_then(|f| f.config_dir.as_ref()) {
@@ -445,6 +498,16 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        // A $VAR word is unquoted as systemd unquotes it.
+        let quoted: BTreeMap<String, String> = [(
+            "Q".to_string(),
+            r#"--config="/etc/k/a b.yaml" '--x=1 2' --y=\"z"#.to_string(),
+        )]
+        .into();
+        assert_eq!(
+            expand_command_line(&words("kubelet $Q"), &quoted),
+            vec!["kubelet", "--config=/etc/k/a b.yaml", "--x=1 2", "--y=\"z"]
+        );
         let argv = words("/usr/bin/kubelet $A ${B} --p=${B}z $UNSET ${UNSET} $$A $5");
         assert_eq!(
             expand_command_line(&argv, &env),
@@ -511,7 +574,10 @@ mod tests {
         };
         let default = Path::new("/var/lib/kubelet/config.yaml");
         let e = EffectiveKubelet::read(&host, Some(&exec), default);
-        assert_eq!(e.config_file, PathBuf::from("/etc/kubelet/config.yaml"));
+        assert_eq!(
+            e.config_file,
+            Some(PathBuf::from("/etc/kubelet/config.yaml"))
+        );
         // 10-a turns client rotation off, the flag on again; 20-b turns
         // serving off after 10-a turned it on.
         assert_eq!(
@@ -535,7 +601,8 @@ mod tests {
             }
         );
         assert!(!e.command_line_known);
-        // A command line without --config: the default config file too.
+        // kubelet without --config reads no config file: the default one
+        // does not count.
         let bare = UnitExec {
             argv: words("/usr/bin/kubelet --rotate-certificates=true"),
             ..UnitExec::default()
@@ -545,6 +612,21 @@ mod tests {
             e.rotation,
             SelfRotation {
                 client: true,
+                serving: false
+            }
+        );
+        assert_eq!(e.config_file, None);
+        // A wrapper hides kubelet's flags: unknown, the default file counts.
+        let wrapped = UnitExec {
+            argv: words("/bin/sh -c exec kubelet --rotate-certificates"),
+            ..UnitExec::default()
+        };
+        let e = EffectiveKubelet::read(&host, Some(&wrapped), default);
+        assert!(!e.command_line_known);
+        assert_eq!(
+            e.rotation,
+            SelfRotation {
+                client: false,
                 serving: true
             }
         );

@@ -700,7 +700,7 @@ impl<S: Systemd> KubeletManager<S> {
             warn!(
                 cert = kind.name(),
                 reason = %reason,
-                kubelet_config = %kubelet.config_file.display(),
+                kubelet_config = %kubelet.config_file.as_deref().map_or("(none: kubelet's command line names no --config)".into(), |p| p.display().to_string()),
                 "kubelet rotates its own {} certificate ({setting}); node-cert-agent only monitors it and does not renew: {reason}",
                 kind.name()
             );
@@ -1039,7 +1039,10 @@ impl<S: Systemd> KubeletManager<S> {
                 restart_rule::RestartFacts {
                     bootstrapped,
                     kubeconfig_written: bootstrapped && self.write_kubeconfig && kubeconfig_absent,
-                    kubelet_reads_the_file: !kubeconfig_absent
+                    // With its own rotation, kubelet's client uses the
+                    // certificate manager's certificate, not the files.
+                    kubelet_reads_the_file: !kubelet.rotation.client
+                        && !kubeconfig_absent
                         && self.kubeconfig_mismatch().is_none(),
                     old_not_after: usable_client.map(|c| facts_of(c).not_after),
                     ..Default::default()
@@ -1048,8 +1051,9 @@ impl<S: Systemd> KubeletManager<S> {
             CertKind::Serving => {
                 let link = self.store.current_link(CertKind::Serving);
                 restart_rule::RestartFacts {
-                    kubelet_reads_the_file: kubelet.tls_cert_file.as_deref()
-                        == Some(link.as_path()),
+                    // With serverTLSBootstrap, kubelet serves its own.
+                    kubelet_reads_the_file: !kubelet.rotation.serving
+                        && kubelet.tls_cert_file.as_deref() == Some(link.as_path()),
                     old_not_after: self
                         .read_current(CertKind::Serving)
                         .as_ref()

@@ -38,7 +38,8 @@ impl NodeFacts {
             .into_iter()
             .flatten()
         {
-            let parsed = a.address.parse::<IpAddr>().ok();
+            // As Go's signer writes it (`To4()`): a v4-mapped v6 address is v4.
+            let parsed = a.address.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
             match (a.type_.as_str(), parsed) {
                 ("InternalIP" | "ExternalIP" | "Hostname", Some(ip)) => ips.push(ip),
                 ("InternalDNS" | "ExternalDNS" | "Hostname", None) if !a.address.is_empty() => {
@@ -71,7 +72,7 @@ impl NodeFacts {
         let mut dns = current.dns_names.clone();
         dns.sort();
         dns.dedup();
-        let mut ips = current.ips.clone();
+        let mut ips: Vec<IpAddr> = current.ips.iter().map(IpAddr::to_canonical).collect();
         ips.sort();
         ips.dedup();
         if dns == self.dns && ips == self.ips {

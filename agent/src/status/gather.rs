@@ -301,7 +301,10 @@ fn gather_kubelet(src: &StatusSources) -> KubeletFacts {
         ]),
         kubeconfig,
         kubeconfig_credential,
-        kubelet_config: effective.config_file.clone(),
+        kubelet_config: effective
+            .config_file
+            .clone()
+            .unwrap_or_else(|| "(none: kubelet's command line names no --config)".into()),
         tls_cert_file: effective.tls_cert_file.clone(),
         command_line_known: effective.command_line_known,
         rotate_certificates: rotation.client,

@@ -508,7 +508,17 @@ impl<S: Systemd> Reconciler<S> {
             .cloned()
             .collect();
         for dir in old {
-            let owned = self.store.owned_in(&dir)?;
+            // A directory this process cannot list or write (a pod sees the
+            // node's root read-only, but for the current directory) is
+            // kept in memory and reported: it never blocks the pass.
+            let owned = match self.store.owned_in(&dir) {
+                Ok(owned) => owned,
+                Err(e) => {
+                    warn!(dir = %dir.display(), "cannot clean the anchors directory the agent no longer uses: {e}; its anchors stay until it can");
+                    continue;
+                }
+            };
+            let mut all_removed = true;
             if !owned.is_empty() && !removed_any {
                 if st.bundle_sha256.is_none() {
                     st.bundle_sha256 = self.store.bundle_digest()?;
@@ -518,7 +528,11 @@ impl<S: Systemd> Reconciler<S> {
                 removed_any = true;
             }
             for (file, cert) in &owned {
-                self.store.remove_path(file)?;
+                if let Err(e) = self.store.remove_path(file) {
+                    warn!(path = %file.display(), "cannot remove an anchor of the agent's own from an anchors directory it no longer uses: {e}; it stays until it can");
+                    all_removed = false;
+                    continue;
+                }
                 match cert {
                     Some(cert) => {
                         log_ca(
@@ -534,7 +548,9 @@ impl<S: Systemd> Reconciler<S> {
                     }
                 }
             }
-            known.dirs.remove(&dir);
+            if all_removed {
+                known.dirs.remove(&dir);
+            }
         }
         if known != before {
             state::save_anchor_dirs(&path, &known)?;
@@ -839,16 +855,6 @@ impl<S: Systemd> Reconciler<S> {
                 load_state: status.load_state,
             });
         }
-        // A restart that would stop the node's containers is refused.
-        if unit == docker::DOCKER_UNIT && status.is_running() {
-            if let LiveRestore::Off(reason) = docker::live_restore(self.store.host()) {
-                error!(unit = %unit, reason = %reason, "{unit} is not restarted: without live-restore its restart stops every container on the node");
-                return Err(ReconcileError::RestartWouldStopContainers {
-                    unit: unit.to_string(),
-                    reason,
-                });
-            }
-        }
         let h = history.units.entry(unit.to_string()).or_default();
         h.set_start_limit(status.start_limit);
         // A unit that (re)started after the bundle was written already
@@ -915,7 +921,17 @@ impl<S: Systemd> Reconciler<S> {
         // start at once: waiting out the window would be outage for nothing.
         let resetting = recovering && status.hit_start_limit();
         let mut earliest = if resetting {
-            now
+            // Spaced all the same, so a unit that fails at every start is
+            // not reset and started at every pass.
+            if self.settings.restart_spacing.is_zero() {
+                now
+            } else {
+                pacing::spaced_start(
+                    &h.starts_us,
+                    now,
+                    u64::try_from(self.settings.restart_spacing.as_micros()).unwrap_or(u64::MAX),
+                )
+            }
         } else {
             pacing::earliest_start(&h.starts_us, status.active_since(), limit, now)
         };
@@ -993,6 +1009,17 @@ impl<S: Systemd> Reconciler<S> {
             return Ok(Step::Deferred);
         }
 
+        // A restart that would stop the node's containers is refused (only
+        // now: a unit already current or stopped needs none).
+        if unit == docker::DOCKER_UNIT && !resetting {
+            if let LiveRestore::Off(reason) = docker::live_restore(self.store.host()) {
+                error!(unit = %unit, reason = %reason, "{unit} is not restarted: without live-restore its restart stops every container on the node");
+                return Err(ReconcileError::RestartWouldStopContainers {
+                    unit: unit.to_string(),
+                    reason,
+                });
+            }
+        }
         // What else the restart restarts (kubelet with Requires=containerd
         // on some node images): said before it happens.
         let with = self.systemd.restarted_with(unit).await.unwrap_or_default();
@@ -1007,10 +1034,6 @@ impl<S: Systemd> Reconciler<S> {
         }
         let h = history.units.entry(unit.to_string()).or_default();
         // Recorded before the call: a crash in the middle still counts it.
-        // After a reset, systemd counts from nothing: so does the agent.
-        if resetting {
-            h.starts_us.clear();
-        }
         h.record_start(now);
         h.responsible = true;
         h.not_before_us = None;

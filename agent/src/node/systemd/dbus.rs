@@ -234,8 +234,11 @@ impl DbusSystemd {
         }
         // A distribution unit our anchor or bundle write started (a path
         // unit) rebuilds the bundle too: the caller checks it once that run
-        // is over.
-        Self::settle_refresh_units(&manager, &unit).await?;
+        // is over. One that does not finish in time does not undo ours:
+        // said, and the bundle check decides.
+        if let Err(e) = Self::settle_refresh_units(&manager, &unit).await {
+            tracing::warn!(unit = %unit, "after the agent's refresh, the distribution's own refresh of the trust store did not finish in time: {e}");
+        }
         Ok(CommandOutcome {
             unit,
             result,
