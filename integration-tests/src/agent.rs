@@ -892,7 +892,7 @@ mod tests {
         let y = host_config(&["/a"], &["/b c"]);
         assert_eq!(
             y,
-            "ca-dir:\n  - \"/a\"\nca-file:\n  - \"/b c\"\nrestart-unit:\n  - containerd.service\n"
+            "ca-dir:\n  - \"/a\"\nca-file:\n  - \"/b c\"\nrestart-unit:\n  - containerd.service\nrestart-min-spacing-seconds: 0\n"
         );
     }
 
