@@ -485,20 +485,7 @@ fn a_forbidden_revocation_watch_is_a_clear_error_in_status_and_readyz_and_is_ret
 
 /// `renew --force` from a node shell, as in `kubelet.rs`; its stdout.
 fn renew_force(fx: &KubeletFixture) -> String {
-    let out = Command::new(agent_binary())
-        .args(["renew", "--force", "--log-target", "stdout", "--config"])
-        .arg(fx.config_path(""))
-        .arg("--host-root")
-        .arg(fx.node.root())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "renew --force failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    renew_with(fx, "", &["--force"])
 }
 
 /// kubelet's API client (client-go) re-reads its kubeconfig's certificate
@@ -667,8 +654,16 @@ fn set_node_addresses(fx: &KubeletFixture, internal_ip: &str) {
 
 /// `renew` (not forced) from a node shell; its stdout.
 fn renew(fx: &KubeletFixture, extra: &str) -> String {
+    renew_with(fx, extra, &[])
+}
+
+/// `renew ARGS` from a node shell, with the fixture's config and
+/// `extra` in its kubelet section; its stdout (it must succeed).
+fn renew_with(fx: &KubeletFixture, extra: &str, args: &[&str]) -> String {
     let out = Command::new(agent_binary())
-        .args(["renew", "--log-target", "stdout", "--config"])
+        .arg("renew")
+        .args(args)
+        .args(["--log-target", "stdout", "--config"])
         .arg(fx.config_path(extra))
         .arg("--host-root")
         .arg(fx.node.root())
@@ -677,7 +672,7 @@ fn renew(fx: &KubeletFixture, extra: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "renew failed: {stdout}\n{}",
+        "renew {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout

@@ -152,15 +152,24 @@ pub fn load_anchor_dirs(path: &Path) -> Result<AnchorDirs, StateError> {
 
 /// Writes [`AnchorDirs`] atomically (0600).
 pub fn save_anchor_dirs(path: &Path, dirs: &AnchorDirs) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec_pretty(dirs).unwrap_or_default();
+    let bytes = serde_json::to_vec_pretty(dirs).map_err(|source| StateError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    write_state_file(path, &bytes)
+}
+
+/// Writes a file of the state directory atomically (0600), creating the
+/// directory (0700) first.
+fn write_state_file(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     if let Some(dir) = path.parent() {
         fsutil::ensure_dir(dir, STATE_DIR_MODE).map_err(|source| StateError::Write {
             path: path.into(),
             source,
         })?;
     }
-    fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
-        path: path.to_path_buf(),
+    fsutil::write_atomic(path, bytes, 0o600).map_err(|source| StateError::Write {
+        path: path.into(),
         source,
     })
 }
@@ -236,16 +245,7 @@ pub fn save(path: &Path, state: &CaState) -> Result<(), StateError> {
         source,
     })?;
     bytes.push(b'\n');
-    if let Some(dir) = path.parent() {
-        fsutil::ensure_dir(dir, STATE_DIR_MODE).map_err(|source| StateError::Write {
-            path: path.into(),
-            source,
-        })?;
-    }
-    fsutil::write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
-        path: path.into(),
-        source,
-    })
+    write_state_file(path, &bytes)
 }
 
 #[cfg(test)]

@@ -278,6 +278,31 @@ impl DbusSystemd {
             .await
     }
 
+    /// `unit`'s object path and its `Unit` interface. LoadUnit, unlike
+    /// GetUnit, answers for a unit that is not loaded too (then it is
+    /// inactive, and LoadState says `not-found` or `masked`).
+    async fn loaded_unit<'c>(
+        conn: &'c Connection,
+        unit: &str,
+    ) -> Result<(OwnedObjectPath, zbus::Proxy<'c>), SystemdError> {
+        let call_err = |call, source| SystemdError::Call {
+            call,
+            unit: unit.to_string(),
+            source: Box::new(source),
+        };
+        let manager = ManagerProxy::new(conn)
+            .await
+            .map_err(|e| call_err("Manager", e))?;
+        let path = manager
+            .load_unit(unit)
+            .await
+            .map_err(|e| call_err("LoadUnit", e))?;
+        let u = Self::unit_proxy(conn, path.clone(), "org.freedesktop.systemd1.Unit")
+            .await
+            .map_err(|e| call_err("Unit", e))?;
+        Ok((path, u))
+    }
+
     async fn unit_status_inner(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         let conn = self.connection().await?;
         let call_err = |call, source| SystemdError::Call {
@@ -285,18 +310,7 @@ impl DbusSystemd {
             unit: unit.to_string(),
             source: Box::new(source),
         };
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(|e| call_err("Manager", e))?;
-        // LoadUnit, unlike GetUnit, answers for a unit that is not loaded too
-        // (then it is inactive, and LoadState says `not-found` or `masked`).
-        let path = manager
-            .load_unit(unit)
-            .await
-            .map_err(|e| call_err("LoadUnit", e))?;
-        let u = Self::unit_proxy(&conn, path.clone(), "org.freedesktop.systemd1.Unit")
-            .await
-            .map_err(|e| call_err("Unit", e))?;
+        let (path, u) = Self::loaded_unit(&conn, unit).await?;
         let load_state: String = u
             .get_property("LoadState")
             .await
@@ -344,21 +358,7 @@ impl DbusSystemd {
 
     async fn restarted_with_inner(&self, unit: &str) -> Result<Vec<String>, SystemdError> {
         let conn = self.connection().await?;
-        let call_err = |call, source| SystemdError::Call {
-            call,
-            unit: unit.to_string(),
-            source: Box::new(source),
-        };
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(|e| call_err("Manager", e))?;
-        let path = manager
-            .load_unit(unit)
-            .await
-            .map_err(|e| call_err("LoadUnit", e))?;
-        let u = Self::unit_proxy(&conn, path, "org.freedesktop.systemd1.Unit")
-            .await
-            .map_err(|e| call_err("Unit", e))?;
+        let (_, u) = Self::loaded_unit(&conn, unit).await?;
         let mut out = Vec::new();
         for property in ["RequiredBy", "BoundBy", "ConsistsOf"] {
             let names: Vec<String> = u.get_property(property).await.unwrap_or_default();
@@ -376,16 +376,7 @@ impl DbusSystemd {
             unit: unit.to_string(),
             source: Box::new(source),
         };
-        let manager = ManagerProxy::new(&conn)
-            .await
-            .map_err(|e| call_err("Manager", e))?;
-        let path = manager
-            .load_unit(unit)
-            .await
-            .map_err(|e| call_err("LoadUnit", e))?;
-        let u = Self::unit_proxy(&conn, path.clone(), "org.freedesktop.systemd1.Unit")
-            .await
-            .map_err(|e| call_err("Unit", e))?;
+        let (path, u) = Self::loaded_unit(&conn, unit).await?;
         let load_state: String = u
             .get_property("LoadState")
             .await
