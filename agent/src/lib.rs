@@ -6,16 +6,17 @@
 //!
 //! ```text
 //!   app (bin) ──> daemon ──> trust ──┐
-//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry, text
+//!                   │   └──> kubelet ─┼──> x509, node, k8s, config, errors, retry, text, time
 //!                   └──> ops ─────────┘
 //!   status ──> everything above it; nothing imports status
 //! ```
 //!
 //! - [`x509`], [`node`], [`k8s`], [`config`], [`errors`], [`retry`],
-//!   [`text`]: the leaves. Certificate facts, the host boundary (host root,
-//!   atomic files, systemd, locks), the Kubernetes API boundary
+//!   [`text`], [`time`]: the leaves. Certificate facts, the host boundary
+//!   (host root, atomic files, systemd, locks), the Kubernetes API boundary
 //!   (kubeconfigs, clients), settings, how an error reads, when to try
-//!   again, and the one escaping rule of every operator-facing text sink.
+//!   again, the one escaping rule of every operator-facing text sink, and
+//!   the clock with its formats.
 //! - [`trust`]: the custom CA trust job. [`kubelet`]: the kubelet
 //!   certificate job. Both depend only on the leaves.
 //! - [`ops`]: logs, metrics, Events, the daemon-status file and the
@@ -38,5 +39,6 @@ pub mod ops;
 pub mod retry;
 pub mod status;
 pub mod text;
+pub mod time;
 pub mod trust;
 pub mod x509;

@@ -2,10 +2,10 @@
 //! `crate::...` path of the non-test code of each folder of `agent/src`
 //! must be one its folder may use.
 //!
-//! - `x509`, `node`, `k8s`, `config`, `errors`, `retry` and `text` are
-//!   leaves: they use nothing of the agent but each other (`node` and `k8s`
-//!   may use the other leaves; `x509`, `config`, `errors`, `retry` and
-//!   `text` use nothing).
+//! - `x509`, `node`, `k8s`, `config`, `errors`, `retry`, `text` and `time`
+//!   are leaves: they use nothing of the agent but each other (`node` and
+//!   `k8s` may use the other leaves; `x509` only `time`; `config`,
+//!   `errors`, `retry`, `text` and `time` use nothing).
 //! - `trust` and `kubelet` use only the leaves (and themselves).
 //! - `ops` uses the leaves, and of the jobs only their outcome types.
 //! - `fleet` uses the leaves and the jobs (their pure planning), never
@@ -34,9 +34,12 @@ const OUTCOME_TYPES: &[&str] = &[
 /// What a folder (the first path segment under `crate::`) may use.
 fn allowed(folder: &str, path: &str) -> bool {
     let top = path.split("::").next().unwrap_or_default();
-    let leaves = ["x509", "node", "k8s", "config", "errors", "retry", "text"];
+    let leaves = [
+        "x509", "node", "k8s", "config", "errors", "retry", "text", "time",
+    ];
     match folder {
-        "x509" | "config" | "errors" | "retry" | "text" => top == folder,
+        "config" | "errors" | "retry" | "text" | "time" => top == folder,
+        "x509" => top == folder || top == "time",
         "node" | "k8s" => leaves.contains(&top),
         "trust" | "kubelet" => top == folder || leaves.contains(&top),
         "ops" => {

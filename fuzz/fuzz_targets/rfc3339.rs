@@ -3,7 +3,7 @@
 //! same instant.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use node_cert_agent::x509::time::{kubeadm_date, parse_rfc3339, rfc3339};
+use node_cert_agent::time::{kubeadm_date, parse_rfc3339, rfc3339};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

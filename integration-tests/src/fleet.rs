@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nca_test_apiserver::ApiServer;
 use node_cert_agent::fleet::schema;
+use node_cert_agent::time::{now_unix, rfc3339};
 use node_cert_agent::x509::cert::Fingerprint;
-use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::agent::agent_binary;
 use crate::pki::{parse_pem, TestCa};

@@ -7,8 +7,8 @@
 //! serial is 159 random bits, so no two certificates collide. Validity starts
 //! an hour in the past to tolerate clock skew and lasts about a day.
 
+use node_cert_agent::time::now_unix;
 use node_cert_agent::x509::testpki;
-use node_cert_agent::x509::time::now_unix;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};

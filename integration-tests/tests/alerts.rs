@@ -21,7 +21,7 @@ use integration_tests::agent::{Agent, PodModeAgent};
 use integration_tests::pki::TestCa;
 use integration_tests::prometheus_rule;
 use integration_tests::{http_get, preflight, secret_data, Node};
-use node_cert_agent::x509::time::now_unix;
+use node_cert_agent::time::now_unix;
 
 const REFRESH_TOOL: &str = "/usr/sbin/update-ca-certificates";
 const FAILING_DROP_IN: &str = "/etc/systemd/system/containerd.service.d/nca-alerts-fault.conf";

@@ -158,7 +158,7 @@ fn conditions_and_labels_follow_a_ca_change_a_bad_key_and_a_failing_refresh_and_
         label(&node, TRUST_SET_LABEL).unwrap(),
         short_digest(&digest_of(&[]))
     );
-    let not_after = node_cert_agent::x509::time::rfc3339(
+    let not_after = node_cert_agent::time::rfc3339(
         node_cert_agent::x509::cert::CertInfo::from_der(&client.to_der().unwrap())
             .unwrap()
             .not_after,

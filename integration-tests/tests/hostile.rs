@@ -249,7 +249,7 @@ fn start_limit_hit_since(node: &Node, after_us: u64) -> bool {
 }
 
 fn now_us() -> u64 {
-    node_cert_agent::x509::time::now_us()
+    node_cert_agent::time::now_us()
 }
 
 /// The agent's CA state in the node: whether a restart is still pending.

@@ -794,7 +794,7 @@ fn a_revocation_of_everything_issued_before_its_creation_renews_exactly_once() {
     wait_for_revocation_watch(&fx);
     // Written in a later second than the first certificate was signed.
     std::thread::sleep(Duration::from_secs(2));
-    let created = node_cert_agent::x509::time::rfc3339(node_cert_agent::x509::time::now_unix());
+    let created = node_cert_agent::time::rfc3339(node_cert_agent::time::now_unix());
     fx.server
         .add_revocation(
             REVOCATIONS_NS,

@@ -7,11 +7,11 @@ use node_cert_agent::config::{SecretRef, SourceSpec};
 use node_cert_agent::k8s::failure::ApiFailure;
 use node_cert_agent::k8s::source::SourceState;
 use node_cert_agent::text::escape;
+use node_cert_agent::time::{now_unix, rfc3339};
 use node_cert_agent::trust::api_secret;
 use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
 use node_cert_agent::trust::sources::{self, read_source};
 use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
-use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::cli::{CheckArgs, OutputFormat};
 

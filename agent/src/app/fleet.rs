@@ -24,8 +24,8 @@ use node_cert_agent::fleet::report::{
 };
 use node_cert_agent::k8s::client::{user_client, UserTarget};
 use node_cert_agent::k8s::failure::{ApiFailure, FailureKind};
+use node_cert_agent::time::now_unix;
 use node_cert_agent::trust::sources::read_source;
-use node_cert_agent::x509::time::now_unix;
 
 use crate::cli::{FleetArgs, OutputFormat};
 

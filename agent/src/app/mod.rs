@@ -32,12 +32,12 @@ use node_cert_agent::ops::daemon_status::{AgentMode, DAEMON_STATUS_FILE};
 use node_cert_agent::ops::logging;
 use node_cert_agent::ops::recorder::{Recorder, RecorderOptions};
 use node_cert_agent::status::{self, StatusSources};
+use node_cert_agent::time::{now_unix, rfc3339};
 use node_cert_agent::trust;
 use node_cert_agent::trust::api_secret::SecretCache;
 use node_cert_agent::trust::reconcile::{CaSettings, Reconciler};
 use node_cert_agent::trust::state::STATE_FILE;
 use node_cert_agent::trust::store::{layout_for, TrustStore};
-use node_cert_agent::x509::time::{now_unix, rfc3339};
 
 use crate::cli::{OutputFormat, RenewArgs, RunArgs, StatusArgs, UninstallArgs};
 

@@ -247,7 +247,7 @@ mod tests {
         let theirs = etc.join("certs.d/registry.example_5000_/hosts.toml");
         fs::write(&theirs, "server = \"https://registry.example:5000\"\n").unwrap();
         let fake = Arc::new(RecordingSystemd::emulating_debian(root.path()));
-        fake.set_active_since("containerd.service", node_cert_agent::x509::time::now_us());
+        fake.set_active_since("containerd.service", node_cert_agent::time::now_us());
         install(root.path(), fake.clone(), &["A"]);
         let default = etc.join("certs.d/_default");
         assert!(

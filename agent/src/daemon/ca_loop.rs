@@ -21,9 +21,9 @@ use crate::errors::error_chain;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
+use crate::time::{now_unix, now_us, rfc3339_us};
 use crate::trust::api_secret::SecretCache;
 use crate::trust::reconcile::{Outcome, ReconcileError, Reconciler};
-use crate::x509::time::{now_unix, now_us, rfc3339_us};
 
 /// A burst never delays a pass by more than this many debounce windows.
 const MAX_DEBOUNCE_WINDOWS: u32 = 10;

@@ -26,7 +26,7 @@ use crate::kubelet::revocation::{self, RevocationCache, SourceState};
 use crate::kubelet::store::CertKind;
 use crate::node::systemd::Systemd;
 use crate::ops::recorder::Recorder;
-use crate::x509::time::now_unix;
+use crate::time::now_unix;
 
 /// Retry delays for a failed kubelet pass (kubelet backs off from 2 s too).
 const KUBELET_RETRY_FIRST: Duration = Duration::from_secs(2);
@@ -148,7 +148,7 @@ async fn run_paced<S: Systemd>(
                     info!("kubelet certificate pass succeeded again");
                 }
                 if let Some(d) = outcome.next_deadline {
-                    info!(next_renewal = %crate::x509::time::rfc3339(d), "kubelet certificates checked");
+                    info!(next_renewal = %crate::time::rfc3339(d), "kubelet certificates checked");
                 }
                 match outcome.next_deadline {
                     // A deadline already past that the pass did not renew
@@ -157,7 +157,7 @@ async fn run_paced<S: Systemd>(
                     Some(d) if d <= now && outcome.renewed.is_empty() => {
                         let wait = backoff.next_delay(None);
                         warn!(
-                            next_renewal = %crate::x509::time::rfc3339(d),
+                            next_renewal = %crate::time::rfc3339(d),
                             retry_in_s = wait.as_secs(),
                             "the kubelet certificate pass left a renewal deadline in the past without renewing; checking again in {}s",
                             wait.as_secs()

@@ -42,8 +42,8 @@ use crate::ops::daemon_status::{self, DAEMON_LOCK_FILE};
 use crate::ops::http::{self, Endpoint};
 use crate::ops::inventory::InventorySources;
 use crate::ops::recorder::Recorder;
+use crate::time::now_unix;
 use crate::trust::reconcile::Reconciler;
-use crate::x509::time::now_unix;
 
 /// How long SIGTERM waits for the pass in flight before giving up.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -335,7 +335,7 @@ mod test_support {
 
     use crate::ops::daemon_status::AgentMode;
     use crate::ops::recorder::{Recorder, RecorderOptions};
-    use crate::x509::time::now_unix;
+    use crate::time::now_unix;
 
     pub(super) fn test_metrics() -> Arc<Recorder> {
         Arc::new(Recorder::new(RecorderOptions {

@@ -27,9 +27,9 @@ use crate::node::fsutil;
 use crate::ops::daemon_status::PublishReport;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
+use crate::time::now_unix;
 use crate::trust::reconcile::spread_offset;
 use crate::trust::reconcile::{Outcome, ReconcileError};
-use crate::x509::time::now_unix;
 
 /// What was last published, in the state directory.
 pub const PUBLISHED_FILE: &str = "fleet-published.json";

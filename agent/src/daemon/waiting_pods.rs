@@ -28,9 +28,9 @@ use tracing::{debug, info, warn};
 use crate::fleet::writer::NodeClientSource;
 use crate::k8s::failure::ApiFailure;
 use crate::ops::recorder::Recorder;
+use crate::time::{now_unix, rfc3339};
 use crate::trust::reconcile::Outcome;
 use crate::trust::waiting_pods::{self, WaitingPods};
-use crate::x509::time::{now_unix, rfc3339};
 
 /// How long the list may take before it is given up (not retried).
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);

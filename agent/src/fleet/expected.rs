@@ -87,8 +87,8 @@ pub fn expected(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::time::now_unix;
     use crate::x509::testpki;
-    use crate::x509::time::now_unix;
 
     #[test]
     fn a_valid_secret_plans_its_cas_and_a_bad_key_is_a_finding() {

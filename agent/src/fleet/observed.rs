@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::fleet::schema;
-use crate::x509::time::parse_rfc3339;
+use crate::time::parse_rfc3339;
 
 /// Longest annotation value kept for display; longer ones are a problem.
 const MAX_SHOWN_VALUE: usize = 256;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::fleet::expected::Expected;
 use crate::fleet::observed::{Condition, NodeFacts};
 use crate::fleet::schema::{self, TrustReason};
-use crate::x509::time::rfc3339;
+use crate::time::rfc3339;
 
 /// The JSON schema's version; bump it on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

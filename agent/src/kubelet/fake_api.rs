@@ -38,8 +38,8 @@ use crate::kubelet::manager::{KubeletJob, KubeletManager};
 use crate::kubelet::store::{CertKind, KubeletStore};
 use crate::node::hostroot::HostRoot;
 use crate::node::systemd::fake::RecordingSystemd;
+use crate::time::now_unix;
 use crate::x509::testpki::{self, TestCa};
-use crate::x509::time::now_unix;
 
 /// kube-controller-manager's signer issues every certificate with
 /// `notBefore = now - 5 min`.

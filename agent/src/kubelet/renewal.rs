@@ -92,7 +92,7 @@ impl std::fmt::Display for RenewReason {
             Self::Due { deadline } => write!(
                 f,
                 "its renewal deadline {} has passed",
-                crate::x509::time::rfc3339(*deadline)
+                crate::time::rfc3339(*deadline)
             ),
             Self::Forced => f.write_str("renewal was forced"),
             Self::NamesChanged { has, wants } => write!(
@@ -389,7 +389,7 @@ impl FirstSeen {
 mod tests {
     use super::*;
     use crate::kubelet::revocation::SIGNER_BACKDATE;
-    use crate::x509::time::rfc3339;
+    use crate::time::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
         CertFacts {

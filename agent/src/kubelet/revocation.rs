@@ -181,8 +181,7 @@ impl Revocation {
         self.not_before
             .as_ref()
             .map(|nb| {
-                crate::x509::time::parse_rfc3339(nb)
-                    .ok_or_else(|| RevocationError::BadTime(nb.clone()))
+                crate::time::parse_rfc3339(nb).ok_or_else(|| RevocationError::BadTime(nb.clone()))
             })
             .transpose()
     }
@@ -505,7 +504,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::x509::time::rfc3339;
+    use crate::time::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
         CertFacts {

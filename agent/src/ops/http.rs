@@ -70,7 +70,7 @@ impl Endpoint {
                 Err(e) => warn!("gathering certificates for /metrics failed: {e}"),
             }
         }
-        let now = crate::x509::time::now_unix();
+        let now = crate::time::now_unix();
         match self.recorder.metrics().render(certificates, now) {
             Ok(body) => Some(body),
             Err(e) => {

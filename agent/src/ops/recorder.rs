@@ -32,11 +32,11 @@ use crate::ops::daemon_status::{
 };
 use crate::ops::events::{EventSink, NodeEvent, MAX_MESSAGE_BYTES};
 use crate::ops::prometheus::AgentMetrics;
+use crate::time::rfc3339_us;
 use crate::trust::pull_trust::PullTrust;
 use crate::trust::reconcile::{Outcome, ReconcileError};
 use crate::trust::waiting_pods::WaitingPods;
 use crate::x509::cert::CertInfo;
-use crate::x509::time::rfc3339_us;
 
 /// What the daemon did and how it stands; see the module comment.
 #[derive(Debug)]

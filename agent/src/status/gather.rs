@@ -430,7 +430,7 @@ mod tests {
             ));
         let src = StatusSources::from_settings(&settings, host, Ok(layout), &node, job);
         assert_eq!(src.node_name.as_deref(), Some("node-7"));
-        let facts = gather(&src, crate::x509::time::now_unix());
+        let facts = gather(&src, crate::time::now_unix());
         let report = build_report(&facts);
 
         assert_eq!(report.custom_cas.len(), 1);

@@ -5,7 +5,7 @@
 use crate::node::lock::DaemonLock;
 use crate::node::procfs::ProcessIdentity;
 use crate::ops::daemon_status::{DaemonStatus, DAEMON_LOCK_FILE};
-use crate::x509::time::rfc3339;
+use crate::time::rfc3339;
 
 /// Two readings of the kernel's boot time this close are the same boot.
 const BOOT_TIME_SLACK_SECS: i64 = 2;

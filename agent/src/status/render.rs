@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::status::report::{CertStatus, PendingRestartReport, RenewedBy, StatusReport};
 use crate::text::escape;
-use crate::x509::time::{kubeadm_date, parse_rfc3339};
+use crate::time::{kubeadm_date, parse_rfc3339};
 
 // ---------------------------------------------------------------------------
 // Rendering (pure)
@@ -239,7 +239,7 @@ pub fn render_table(r: &StatusReport) -> String {
     if let Some(p) = &a.fleet_publish {
         let last = p
             .last_write
-            .map(|t| format!(", last write {}", crate::x509::time::rfc3339(t)))
+            .map(|t| format!(", last write {}", crate::time::rfc3339(t)))
             .unwrap_or_default();
         let text = match &p.error {
             Some(e) => format!("{} ({} writes{last}): {e}", p.state, p.writes),

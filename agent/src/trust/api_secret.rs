@@ -316,8 +316,8 @@ pub fn failure_message(secret: &SecretRef, identity: &str, failure: &ApiFailure)
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::time::now_unix;
     use crate::x509::testpki;
-    use crate::x509::time::now_unix;
 
     fn secret() -> SecretRef {
         SecretRef::parse("kube-system/custom-ca-trust-secret").unwrap()

@@ -1,8 +1,8 @@
 //! Custom CA trust: read the CA inputs ([`sources`]: mounted Secrets and
 //! provisioning files; [`api_secret`]: the Secret through the API), judge each key ([`validate`]), decide the desired
 //! set ([`plan`], pure), remember the last good state ([`state`]), write the
-//! agent's own anchors ([`store`]), pace restarts within each unit's start
-//! limit ([`pacing`]), make the CAs effective for image pulls through
+//! agent's own anchors ([`store`]), restart the allowlisted units that
+//! need it ([`restart`]) within each unit's start limit ([`pacing`]), make the CAs effective for image pulls through
 //! containerd's registry host config without a restart where it reaches
 //! every registry ([`pull_trust`]) and run one pass end to end
 //! ([`reconcile`]: plan, write the live pull trust and the anchors,
@@ -20,6 +20,7 @@ pub mod pacing;
 pub mod plan;
 pub mod pull_trust;
 pub mod reconcile;
+pub mod restart;
 pub mod sources;
 pub mod state;
 pub mod store;

@@ -244,9 +244,9 @@ fn carry(
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::time::now_unix;
     use crate::trust::validate::validate_key;
     use crate::x509::testpki;
-    use crate::x509::time::now_unix;
 
     fn pem(cn: &str) -> String {
         testpki::pem(&testpki::good_ca(cn).cert)

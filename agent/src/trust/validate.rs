@@ -9,9 +9,9 @@ use std::fmt;
 
 use base64::Engine;
 
+use crate::time::rfc3339;
 use crate::x509::cert::{CertInfo, Fingerprint};
 use crate::x509::pem::{scan_pem, PemScan};
-use crate::x509::time::rfc3339;
 
 /// Largest input accepted, per key or file (a Kubernetes Secret holds at most 1 MiB).
 pub const MAX_INPUT_BYTES: u64 = 1024 * 1024;
@@ -499,8 +499,8 @@ fn unsupported_block(key: &str, position: usize, label: &str) -> Finding {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::time::now_unix;
     use crate::x509::testpki;
-    use crate::x509::time::now_unix;
 
     fn kinds(v: &KeyVerdict) -> Vec<FindingKind> {
         v.findings.iter().map(|f| f.kind).collect()

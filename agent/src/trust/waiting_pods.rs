@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
 use serde::{Deserialize, Serialize};
 
+use crate::time::rfc3339;
 use crate::trust::reconcile::Outcome;
-use crate::x509::time::rfc3339;
 
 /// What an x509 failure of a pull says (Go's `x509.UnknownAuthorityError`,
 /// as containerd reports it and kubelet copies into the waiting message).

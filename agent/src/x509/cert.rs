@@ -9,8 +9,8 @@ use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::x509::{X509NameRef, X509Ref, X509};
 
 use super::name::name_to_string;
-use super::time::rfc3339;
 use super::{der, openssl_reason_or};
+use crate::time::rfc3339;
 
 /// What OpenSSL's silence about a certificate means.
 const NOT_A_CERTIFICATE: &str = "not a valid X.509 certificate";

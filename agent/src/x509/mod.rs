@@ -1,9 +1,10 @@
 //! X.509 facts: parsed certificates and their fingerprints ([`cert`]),
-//! just enough DER ([`der`]), PEM scanning ([`pem`]), names ([`name`]) and
-//! time ([`time`]). [`testpki`] makes certificates for tests.
+//! just enough DER ([`der`]), PEM scanning ([`pem`]) and names ([`name`]).
+//! [`testpki`] makes certificates for tests. Time is `crate::time`, a leaf
+//! of its own.
 //!
-//! Boundary: a leaf. Pure apart from the clock: no file, no network, and
-//! nothing of the agent's other modules.
+//! Boundary: a leaf. Pure: no file, no network, and nothing of the
+//! agent's other modules but the `time` leaf.
 
 pub mod cert;
 pub(crate) mod der;
@@ -11,7 +12,6 @@ pub mod name;
 pub mod pem;
 #[cfg(any(test, feature = "testing"))]
 pub mod testpki;
-pub mod time;
 
 /// The first reason OpenSSL gives, without its internal file and line
 /// noise ("unreadable" when it gives none). It never carries input bytes,

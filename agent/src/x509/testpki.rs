@@ -21,7 +21,7 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509Name, X509NameRef, X509};
 
-use crate::x509::time::now_unix;
+use crate::time::now_unix;
 
 /// The organization in the subject of this crate's own fixtures.
 const FIXTURE_ORG: &str = "node-cert-agent tests";

@@ -7,8 +7,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub(crate) use node_cert_agent::time::now_unix;
 use node_cert_agent::x509::testpki::{self, TestCa};
-pub(crate) use node_cert_agent::x509::time::now_unix;
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;

@@ -213,7 +213,7 @@ fn revocation_peak(spread_s: u64) -> (usize, i64) {
     let revocation: Revocation = serde_json::from_value(serde_json::json!({
         "kind": "Group",
         "group": "system:nodes",
-        "notBefore": node_cert_agent::x509::time::rfc3339(written),
+        "notBefore": node_cert_agent::time::rfc3339(written),
     }))
     .unwrap();
     let listed = [revocation];

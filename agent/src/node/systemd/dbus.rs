@@ -457,7 +457,7 @@ fn process_token() -> &'static str {
         // still differ across restarts.
         match openssl::rand::rand_bytes(&mut bytes) {
             Ok(()) => hex::encode(bytes),
-            Err(_) => format!("{}x{}", std::process::id(), crate::x509::time::now_us()),
+            Err(_) => format!("{}x{}", std::process::id(), crate::time::now_us()),
         }
     })
 }

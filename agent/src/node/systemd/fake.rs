@@ -11,7 +11,7 @@ use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use super::{CommandOutcome, JobResult, StartLimit, Systemd, SystemdError, UnitExec, UnitStatus};
-use crate::x509::time::now_us;
+use crate::time::now_us;
 
 /// One unit as the fake keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,7 +71,7 @@ impl std::fmt::Display for StartLimit {
             f,
             "{} starts in {}",
             self.burst,
-            crate::x509::time::short_span_us(self.interval_us)
+            crate::time::short_span_us(self.interval_us)
         )
     }
 }

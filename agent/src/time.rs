@@ -2,6 +2,9 @@
 //! (`2026-11-22T04:57:28Z`) in logs, state and JSON, and kubeadm's
 //! `Jan 02, 2006 15:04 UTC` in tables. Formatting and parsing are jiff's.
 //!
+//! Boundary: a leaf. It owns the clock and the time formats, and uses
+//! nothing of the agent.
+//!
 //! Parsing never panics, whatever the input: remote objects (a
 //! RenewRevocation's `notBefore`) and files reach it.
 
