@@ -329,7 +329,7 @@ mod tests {
     use super::*;
     use crate::node::distro::Family;
     use crate::node::hostroot::HostRoot;
-    use crate::status::report::{CertStatus, RenewedBy};
+    use crate::status::schema::{CertStatus, RenewedBy};
     use crate::status::{build_report, render_table, EXIT_UNHEALTHY};
     use crate::trust::state::{self, CaState, STATE_FILE};
     use crate::trust::store::TrustStore;

@@ -3,7 +3,8 @@
 //!
 //! Three steps, so the middle one can be tested with fixed data:
 //! 1. [`gather`] reads the node into [`gather::Facts`];
-//! 2. [`report`] judges them into a [`report::StatusReport`] (pure);
+//! 2. [`report`] judges them into a [`schema::StatusReport`] (pure), whose
+//!    types are the JSON schema;
 //! 3. [`render`] prints it as a table or as JSON (pure).
 //!
 //! [`liveness`] decides whether the daemon behind the daemon status file
@@ -13,6 +14,7 @@ pub mod gather;
 pub mod liveness;
 pub mod render;
 pub mod report;
+pub mod schema;
 
 pub use gather::{gather, StatusSources};
 pub use render::{render_json, render_table};

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::status::report::{CertStatus, PendingRestartReport, RenewedBy, StatusReport};
+use crate::status::schema::{CertStatus, PendingRestartReport, RenewedBy, StatusReport};
 use crate::text::escape;
 use crate::time::{kubeadm_date, parse_rfc3339};
 
