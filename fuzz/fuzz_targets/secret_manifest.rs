@@ -2,7 +2,8 @@
 //! found through the daemon's own validation. Never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use node_cert_agent::trust::sources::{parse_secret_manifest, validate_raw_keys};
+use node_cert_agent::trust::secret_manifest::parse_secret_manifest;
+use node_cert_agent::trust::sources::validate_raw_keys;
 
 // A fixed clock, so a crash reproduces whatever the date.
 const NOW: i64 = 1_795_000_000;

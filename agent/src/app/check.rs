@@ -10,6 +10,7 @@ use node_cert_agent::text::escape;
 use node_cert_agent::time::{now_unix, rfc3339};
 use node_cert_agent::trust::api_secret;
 use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
+use node_cert_agent::trust::secret_manifest;
 use node_cert_agent::trust::sources::{self, read_source};
 use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
 
@@ -33,7 +34,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             continue;
         }
         // A Secret manifest is linted key by key, as the daemon would see it.
-        match sources::read_secret_manifest(p) {
+        match secret_manifest::read_secret_manifest(p) {
             Ok(Some(secrets)) => {
                 for (name, keys) in secrets {
                     inputs.push(sources::validate_raw_keys(name, keys, now));

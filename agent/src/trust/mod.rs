@@ -1,5 +1,6 @@
 //! Custom CA trust: read the CA inputs ([`sources`]: mounted Secrets and
-//! provisioning files; [`api_secret`]: the Secret through the API), judge each key ([`validate`]), decide the desired
+//! provisioning files; [`api_secret`]: the Secret through the API;
+//! [`secret_manifest`]: a Secret manifest given to `check`), judge each key ([`validate`]), decide the desired
 //! set ([`plan`], pure), remember the last good state ([`state`]), write the
 //! agent's own anchors ([`store`]), restart the allowlisted units that
 //! need it ([`restart`]) within each unit's start limit ([`pacing`]), make the CAs effective for image pulls through
@@ -21,6 +22,7 @@ pub mod plan;
 pub mod pull_trust;
 pub mod reconcile;
 pub mod restart;
+pub mod secret_manifest;
 pub mod sources;
 pub mod state;
 pub mod store;

@@ -33,7 +33,6 @@ pub use crate::config::SourceSpec;
 use crate::node::dirfd::{
     check_path_owners, open_file_at_path, own_uid, DirError, DirHandle, Facts, Kind, UnsafeDir,
 };
-use crate::node::fsutil::read_limited;
 use crate::text::is_plain_ascii;
 use crate::trust::plan::SourceInput;
 use crate::trust::validate::{
@@ -583,87 +582,6 @@ fn not_a_file(handle: &DirHandle, name: &OsStr, key: &str, path: &Path, facts: F
             "make the key a regular file holding PEM certificates",
         ),
     }
-}
-
-/// One Secret of a manifest: a display name and its keys.
-pub type ManifestSecret = (String, Vec<RawKey>);
-
-/// A Kubernetes Secret manifest (YAML, possibly several documents) as an
-/// input to `check`, so a pipeline can lint a Secret before it is applied.
-/// `Ok(None)` when the file holds no `kind: Secret` document. Keys come from
-/// `data` (decoded from base64 once, as kubelet does) and `stringData`.
-pub fn read_secret_manifest(path: &Path) -> Result<Option<Vec<ManifestSecret>>, String> {
-    let bytes = read_limited(path, 4 * MAX_INPUT_BYTES).map_err(|e| e.to_string())?;
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return Ok(None);
-    };
-    Ok(parse_secret_manifest(text, &path.display().to_string()))
-}
-
-/// The Secrets of manifest text (pure); `origin` names the file in the
-/// Secrets' display names. `None` when the text is not YAML or holds no
-/// `kind: Secret` document.
-pub fn parse_secret_manifest(text: &str, origin: &str) -> Option<Vec<ManifestSecret>> {
-    let mut secrets = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let Ok(value) = <serde_yaml::Value as serde::Deserialize>::deserialize(doc) else {
-            return None;
-        };
-        if value.get("kind").and_then(serde_yaml::Value::as_str) != Some("Secret") {
-            continue;
-        }
-        let meta = value.get("metadata");
-        let field = |k: &str| {
-            meta.and_then(|m| m.get(k))
-                .and_then(serde_yaml::Value::as_str)
-                .unwrap_or("")
-        };
-        let name = format!(
-            "{} (Secret {}/{})",
-            origin,
-            field("namespace"),
-            field("name")
-        );
-        let mut keys: Vec<RawKey> = Vec::new();
-        if let Some(data) = value.get("data").and_then(serde_yaml::Value::as_mapping) {
-            for (k, v) in data {
-                let key = k.as_str().unwrap_or_default().to_string();
-                let encoded: String = v
-                    .as_str()
-                    .unwrap_or_default()
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect();
-                let content = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.as_bytes()).map_err(|e| {
-                    Finding::error(
-                        FindingKind::Unparsable,
-                        &key,
-                        None,
-                        format!("the value under `data` is not valid base64 ({e})"),
-                        "base64-encode the PEM exactly once (`base64 -w0 ca.crt`), or put the plain PEM under `stringData:`",
-                    )
-                });
-                keys.push(RawKey { key, content });
-            }
-        }
-        if let Some(data) = value
-            .get("stringData")
-            .and_then(serde_yaml::Value::as_mapping)
-        {
-            for (k, v) in data {
-                let key = k.as_str().unwrap_or_default().to_string();
-                // stringData wins over data for the same key, as in the API server.
-                keys.retain(|r| r.key != key);
-                keys.push(RawKey {
-                    key,
-                    content: Ok(v.as_str().unwrap_or_default().as_bytes().to_vec()),
-                });
-            }
-        }
-        keys.sort_by(|a, b| a.key.cmp(&b.key));
-        secrets.push((name, keys));
-    }
-    (!secrets.is_empty()).then_some(secrets)
 }
 
 /// Validates the keys of a Secret manifest like a mounted Secret's.

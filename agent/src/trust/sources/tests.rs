@@ -7,6 +7,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 
 use super::*;
 use crate::time::now_unix;
+use crate::trust::secret_manifest::read_secret_manifest;
 use crate::x509::testpki;
 
 /// Publishes `keys` the way kubelet's AtomicWriter does.
