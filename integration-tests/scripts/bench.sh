@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's bench command: builds the release agent, then runs the
+# The bench command (CONTRIBUTING.md "Benchmarks"; its figures are in
+# docs/benchmarks.md): builds the release agent, then runs the
 # benchmarks (latency on a real node, no-ops, idle footprint, fleet, size)
 # and prints a table. Must run as root (it boots a systemd-nspawn node).
 # Flags are passed on: --runs N (default 50), --idle-minutes M (default 1).

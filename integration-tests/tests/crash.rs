@@ -5,7 +5,7 @@
 //!
 //! `NCA_CRASH_UPDATES` (default 60) sets the number of CA updates, and
 //! `NCA_CRASH_RENEWALS` (default 20) the number of killed renewals; the
-//! README's long run uses 500. `NCA_CRASH_SEED` replays a run (the seed is
+//! long run of docs/benchmarks.md uses 500. `NCA_CRASH_SEED` replays a run (the seed is
 //! printed).
 #![allow(
     clippy::unwrap_used,

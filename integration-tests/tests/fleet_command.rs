@@ -140,8 +140,8 @@ fn fleet_of_5000_mixed_nodes_counts_each_state_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let table = text(&o.stdout);
     let lines: Vec<&str> = table.lines().collect();
-    // The README's sample: the head, the first row of each other state,
-    // the last row and the summary.
+    // The sample of docs/fleet.md ("The table"): the head, the first row of
+    // each other state, the last row and the summary.
     let converged = NODES - BEHIND - INVALID - NO_AGENT;
     println!(
         "--- fleet (rows cut) ---\n{}\n...\n{}\n...\n{}\n...\n{}\n{}",

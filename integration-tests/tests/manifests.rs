@@ -3,13 +3,13 @@
 //! `kubectl kustomize` renders the base, the example overlay and the overlay
 //! of every distro family, every path the agent's config uses is mounted in
 //! the DaemonSet, each family's overlay mounts exactly that family's anchors
-//! directory (as the README's trust-store table and the agent's own detection
-//! for that family's os-release say), the families with SELinux-enforcing
-//! releases (rhel, suse) and no other run the pod as spc_t (rendered only:
-//! no SELinux node runs here), the mixed-pools example renders one DaemonSet
-//! per family on its AKS OS SKUs and the shared objects once, and the
-//! ClusterRole grants exactly the API calls the agent makes against the
-//! test API server.
+//! directory (as the trust-store table of docs/configuration.md and the
+//! agent's own detection for that family's os-release say), the families
+//! with SELinux-enforcing releases (rhel, suse) and no other run the pod as
+//! spc_t (rendered only: no SELinux node runs here), the mixed-pools example
+//! renders one DaemonSet per family on its AKS OS SKUs and the shared
+//! objects once, and the ClusterRole grants exactly the API calls the agent
+//! makes against the test API server.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -747,11 +747,12 @@ fn the_mixed_pools_example_renders_one_daemonset_per_family_and_the_shared_objec
     }
 }
 
-/// The README's trust-store table: (os-release IDs of the row, anchors
-/// directory) per row.
-fn readme_trust_store_table() -> Vec<(Vec<String>, PathBuf)> {
-    let readme = std::fs::read_to_string(workspace_dir().join("README.md")).unwrap();
-    let mut lines = readme
+/// The trust-store table of docs/configuration.md ("Trust store
+/// detection"): (os-release IDs of the row, anchors directory) per row.
+fn documented_trust_store_table() -> Vec<(Vec<String>, PathBuf)> {
+    let doc = workspace_dir().join("docs/configuration.md");
+    let text = std::fs::read_to_string(&doc).unwrap_or_else(|e| panic!("{}: {e}", doc.display()));
+    let mut lines = text
         .lines()
         .skip_while(|l| !l.starts_with("| family | anchors (agent-owned files) |"))
         .skip(2);
@@ -763,20 +764,20 @@ fn readme_trust_store_table() -> Vec<(Vec<String>, PathBuf)> {
         let file = anchor.file_name().unwrap().to_string_lossy();
         assert!(
             file.starts_with("node-cert-agent-<sha256>."),
-            "README trust-store row {line:?}: the anchors cell names the agent's files"
+            "docs/configuration.md trust-store row {line:?}: the anchors cell names the agent's files"
         );
         rows.push((ids, anchor.parent().unwrap().to_owned()));
     }
     assert_eq!(
         rows.len(),
         4,
-        "the README's trust-store table has a row per family"
+        "the trust-store table of docs/configuration.md has a row per family"
     );
     rows
 }
 
-/// The README row's anchors directory for os-release ID `id`.
-fn readme_anchors_dir(table: &[(Vec<String>, PathBuf)], id: &str) -> PathBuf {
+/// The documented row's anchors directory for os-release ID `id`.
+fn documented_anchors_dir(table: &[(Vec<String>, PathBuf)], id: &str) -> PathBuf {
     table
         .iter()
         .find(|(ids, _)| {
@@ -786,7 +787,9 @@ fn readme_anchors_dir(table: &[(Vec<String>, PathBuf)], id: &str) -> PathBuf {
             })
         })
         .map(|(_, dir)| dir.clone())
-        .unwrap_or_else(|| panic!("no row of the README's trust-store table names ID={id}"))
+        .unwrap_or_else(|| {
+            panic!("no row of the trust-store table of docs/configuration.md names ID={id}")
+        })
 }
 
 /// The writable directory hostPaths of a DaemonSet's container, each with
@@ -815,8 +818,8 @@ fn writable_host_dirs(ds: &DaemonSet) -> Vec<(PathBuf, PathBuf, Option<String>)>
 }
 
 #[test]
-fn every_family_overlay_mounts_exactly_its_anchors_dir_as_the_readme_and_the_agent_say() {
-    let table = readme_trust_store_table();
+fn every_family_overlay_mounts_exactly_its_anchors_dir_as_the_docs_and_the_agent_say() {
+    let table = documented_trust_store_table();
     let (settings, _) = pod_settings(&load::<DaemonSet>("base/daemonset.yaml"));
     let under_host = |node: &Path| settings.host_root.join(node.strip_prefix("/").unwrap());
     let shared: BTreeSet<PathBuf> = [
@@ -862,9 +865,9 @@ fn every_family_overlay_mounts_exactly_its_anchors_dir_as_the_readme_and_the_age
                 .unwrap_or_else(|| panic!("the agent detects no family for {fixture}"));
             let layout = family.layout();
             assert_eq!(
-                readme_anchors_dir(&table, &os.id),
+                documented_anchors_dir(&table, &os.id),
                 layout.anchors_dir,
-                "{fixture}: the README's trust-store table and the agent disagree"
+                "{fixture}: the trust-store table of docs/configuration.md and the agent disagree"
             );
             assert_eq!(
                 anchors_dir, layout.anchors_dir,

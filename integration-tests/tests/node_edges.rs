@@ -415,11 +415,11 @@ fn the_host_units_work_on_a_node_of_flatcars_layout() {
 }
 
 /// What the hooks in `/etc/ca-certificates/update.d` are told, checked on
-/// the node rather than assumed (README "Safety properties"): an added
-/// anchor of the agent reaches them as a `+` line; its removal is dropped
-/// from the bundle but reported to them by no `-` line, neither by the
-/// agent's incremental run nor by a full `update-ca-certificates --fresh`,
-/// so a full rebuild on removals would not help them.
+/// the node rather than assumed (docs/design.md "Safety properties"): an
+/// added anchor of the agent reaches them as a `+` line; its removal is
+/// dropped from the bundle but reported to them by no `-` line, neither by
+/// the agent's incremental run nor by a full `update-ca-certificates
+/// --fresh`, so a full rebuild on removals would not help them.
 #[test]
 fn a_removed_anchor_is_not_reported_to_update_d_hooks_with_or_without_fresh() {
     preflight();
@@ -460,7 +460,7 @@ fn a_removed_anchor_is_not_reported_to_update_d_hooks_with_or_without_fresh() {
     println!("hook input after the removal and a --fresh run:\n{after_add}");
     assert!(
         !after_add.lines().any(|l| l.starts_with("-/")),
-        "a hook was told of the removal after all: the README's claim is wrong:\n{after_add}"
+        "a hook was told of the removal after all: docs/design.md's claim is wrong:\n{after_add}"
     );
     assert!(
         !after_add.contains(&anchor),

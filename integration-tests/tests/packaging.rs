@@ -158,15 +158,36 @@ fn mode_owner(node: &Node, path: &str) -> String {
         .to_owned()
 }
 
+/// The documents the packages ship: the README and every `docs/*.md` of
+/// the repository (each needs its asset entries in agent/Cargo.toml), at
+/// their node paths.
+fn shipped_docs() -> Vec<String> {
+    let mut docs = vec!["/usr/share/doc/node-cert-agent/README.md".to_owned()];
+    let mut names: Vec<String> = std::fs::read_dir(workspace_dir().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty(), "no docs/*.md in the repository");
+    docs.extend(
+        names
+            .iter()
+            .map(|name| format!("/usr/share/doc/node-cert-agent/docs/{name}")),
+    );
+    docs
+}
+
 /// Files, modes, no unit enabled or started: what any install leaves.
 fn assert_installed(node: &Node, unit_dir: &str) {
-    for (path, mode) in [
+    let files = [
         (NODE_BINARY.to_owned(), "755"),
         (format!("{unit_dir}/{AGENT_UNIT}"), "644"),
         (format!("{unit_dir}/{PROVISION_UNIT}"), "644"),
         (HOST_CONFIG.to_owned(), "644"),
-        ("/usr/share/doc/node-cert-agent/README.md".to_owned(), "644"),
-    ] {
+    ];
+    let docs = shipped_docs().into_iter().map(|doc| (doc, "644"));
+    for (path, mode) in files.into_iter().chain(docs) {
         assert!(node.exists(&path), "{path} not installed");
         assert_eq!(
             mode_owner(node, &path),
@@ -243,7 +264,7 @@ fn assert_upgraded(node: &Node, pid_before: u32) {
     assert_eq!(
         node.main_pid(AGENT_UNIT),
         pid_before,
-        "the upgrade restarted {AGENT_UNIT} (the README says the operator does)"
+        "the upgrade restarted {AGENT_UNIT} (docs/install.md says the operator does)"
     );
 }
 
