@@ -158,7 +158,7 @@ fn print_check_table(inputs: &[SourceInput], totals: &[Finding]) {
     }
 }
 
-/// `check --output json`: schemaVersion 1, documented in the README.
+/// `check --output json`: schemaVersion 1, documented in docs/json.md ("check").
 fn check_json(
     inputs: &[SourceInput],
     totals: &[Finding],

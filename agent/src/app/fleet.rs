@@ -13,7 +13,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use node_cert_agent::config::SourceSpec;
 use node_cert_agent::errors::error_chain;
 use node_cert_agent::fleet::duration::parse_timeout;
@@ -24,6 +24,7 @@ use node_cert_agent::fleet::report::{
 };
 use node_cert_agent::k8s::client::{user_client, UserTarget};
 use node_cert_agent::k8s::failure::{ApiFailure, FailureKind};
+use node_cert_agent::k8s::watch::{self, Change};
 use node_cert_agent::time::now_unix;
 use node_cert_agent::trust::sources::read_source;
 
@@ -316,12 +317,9 @@ async fn wait(
     if let Some(s) = &args.selector {
         config = config.labels(s);
     }
-    let stream = watcher(nodes.clone(), config).default_backoff();
-    let mut stream = std::pin::pin!(stream);
+    let mut stream = watch::changes(watcher(nodes.clone(), config).boxed()).boxed();
     let deadline = tokio::time::sleep(timeout);
     let mut deadline = std::pin::pin!(deadline);
-    let mut relist: Option<BTreeMap<String, NodeFacts>> = None;
-    let mut last_error = String::new();
     let code = loop {
         let event = tokio::select! {
             e = stream.next() => e,
@@ -344,43 +342,38 @@ async fn wait(
                 progress.note("the watch of Nodes ended");
                 break EXIT_NOT_CONVERGED;
             }
-            Some(Err(e)) => {
-                let text = error_chain(&e);
-                if text != last_error {
-                    progress.note(&format!("watching Nodes: {text}; retrying"));
-                    last_error = text;
+            Some(Change::Failed {
+                failure,
+                retry_in,
+                repeated,
+            }) => {
+                if !repeated {
+                    progress.note(&format!(
+                        "watching Nodes: {failure}; retrying in {}s",
+                        retry_in.as_secs()
+                    ));
                 }
                 false
             }
-            Some(Ok(watcher::Event::Init)) => {
-                relist = Some(BTreeMap::new());
-                false
-            }
-            Some(Ok(watcher::Event::InitApply(n))) => {
-                let f = NodeFacts::of_node(&n);
-                relist
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(f.name.clone(), f);
-                false
-            }
-            Some(Ok(watcher::Event::InitDone)) => {
-                if let Some(r) = relist.take() {
-                    facts = r;
-                }
+            Some(Change::Listed { objects, .. }) => {
+                facts = objects
+                    .iter()
+                    .map(NodeFacts::of_node)
+                    .map(|f| (f.name.clone(), f))
+                    .collect();
                 true
             }
-            Some(Ok(watcher::Event::Apply(n))) => {
+            Some(Change::Applied(n)) => {
                 let f = NodeFacts::of_node(&n);
                 facts.insert(f.name.clone(), f);
                 true
             }
-            Some(Ok(watcher::Event::Delete(n))) => {
+            Some(Change::Deleted(n)) => {
                 facts.remove(n.metadata.name.as_deref().unwrap_or_default());
                 true
             }
         };
         if changed {
-            last_error.clear();
             let summary = summary_of(&facts);
             progress.show(&summary);
             if summary.all_converged() {

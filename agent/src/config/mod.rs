@@ -31,7 +31,7 @@ pub const DEFAULT_HOST_ROOT: &str = "/";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/node-cert-agent";
 /// Node path of the system bus socket (systemd's D-Bus API).
 pub const SYSTEM_BUS_SOCKET: &str = "/run/dbus/system_bus_socket";
-/// The agent publishes its state on its own Node (README "Fleet") unless
+/// The agent publishes its state on its own Node (docs/fleet.md) unless
 /// `fleet-publish: false`: it costs no API write while nothing changes.
 pub const DEFAULT_FLEET_PUBLISH: bool = true;
 /// The least time between two of the agent's restarts of one unit

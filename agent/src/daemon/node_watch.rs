@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::fleet::writer::NodeClientSource;
-use crate::k8s::failure::{ApiFailure, WatchRetry};
+use crate::k8s::failure::WatchRetry;
+use crate::k8s::watch::{self as k8s_watch, Change};
 
 /// How soon a node whose identity cannot be loaded any more looks again.
 const NO_IDENTITY_WAIT: Duration = Duration::from_secs(30);
@@ -43,8 +44,9 @@ pub async fn run(
         // The publisher is gone; so is the daemon.
         return std::future::pending().await;
     }
-    let mut retry = WatchRetry::default();
-    let mut last_error: Option<String> = None;
+    // Kept across the re-established watches: a node forbidden for hours
+    // backs off to minutes, not to the first wait again.
+    let mut auth_retry = WatchRetry::default();
     loop {
         let Some(c) = client() else {
             tokio::time::sleep(NO_IDENTITY_WAIT).await;
@@ -52,44 +54,46 @@ pub async fn run(
         };
         let api: Api<Node> = Api::all(c);
         let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
-        let mut stream = watcher(api, config).boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                    if let Some(u) = n.metadata.uid {
-                        uid.send_if_modified(|current| {
-                            let new = current.as_deref() != Some(u.as_str());
-                            if new {
-                                *current = Some(u);
-                            }
-                            new
-                        });
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    retry.reset();
-                    if last_error.take().is_some() {
+        let mut changes = k8s_watch::changes(watcher(api, config).boxed()).boxed();
+        while let Some(change) = changes.next().await {
+            let seen = match change {
+                Change::Listed { objects, recovered } => {
+                    auth_retry.reset();
+                    if recovered {
                         info!(node = %node, "Node {node} can be watched again");
                     }
+                    objects.into_iter().next()
                 }
-                Ok(watcher::Event::Init | watcher::Event::Delete(_)) => {}
-                Err(e) => {
-                    let failure = ApiFailure::of_watch(&e);
-                    let wait = retry.next_delay(&failure);
+                Change::Applied(n) => Some(n),
+                Change::Deleted(_) => None,
+                Change::Failed {
+                    failure,
+                    retry_in,
+                    repeated,
+                } => {
                     let message = format!(
                         "cannot watch Node {node} as system:node:{node}: {failure}; a Node registered again is repaired only at the next change"
                     );
-                    if last_error.as_deref() != Some(message.as_str()) {
-                        warn!(node = %node, retry_in_s = wait.as_secs(), "{message}");
-                        last_error = Some(message);
+                    if !repeated {
+                        warn!(node = %node, retry_in_s = retry_in.as_secs(), "{message}");
                     }
-                    tokio::time::sleep(wait).await;
                     if failure.is_auth() {
                         // Another identity may be allowed: start again
                         // with the node's identity of now.
+                        tokio::time::sleep(auth_retry.next_delay(&failure)).await;
                         break;
                     }
+                    None
                 }
+            };
+            if let Some(u) = seen.and_then(|n| n.metadata.uid) {
+                uid.send_if_modified(|current| {
+                    let new = current.as_deref() != Some(u.as_str());
+                    if new {
+                        *current = Some(u);
+                    }
+                    new
+                });
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The `fleet` command's report: one row per Node, whether it is in sync
 //! with the [`Expected`] state and, if not, why; the summary that groups
-//! the rest by reason; the table and the JSON (`schemaVersion` 1, README
-//! "Fleet"); the exit code. Pure: data in, text and numbers out.
+//! the rest by reason; the table and the JSON (`schemaVersion` 1, docs/json.md
+//! "fleet"); the exit code. Pure: data in, text and numbers out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -385,7 +385,7 @@ impl Report {
         ]
     }
 
-    /// `-o json`: schemaVersion 1 (README "Fleet" documents every field).
+    /// `-o json`: schemaVersion 1 (docs/json.md documents every field).
     pub fn json(&self) -> Value {
         let e = &self.expected;
         let summary = self.summary();

@@ -1,7 +1,7 @@
 //! The fleet schema: the names an agent publishes on its Node and the
 //! digests in them. Pure: no I/O. Changing anything here changes what
 //! operators' selectors, dashboards and the `fleet` command depend on
-//! (README "Fleet"), so do it on purpose.
+//! (docs/fleet.md, "What each agent publishes"), so do it on purpose.
 
 use std::collections::BTreeMap;
 

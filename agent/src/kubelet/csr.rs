@@ -29,7 +29,7 @@ pub use crate::config::KeyType;
 use tracing::{debug, info};
 
 use crate::k8s::failure::ApiFailure;
-use crate::retry::Backoff;
+use crate::k8s::watch::{self, Change};
 use crate::x509::name::common_name;
 use crate::x509::openssl_reason;
 
@@ -333,30 +333,34 @@ pub async fn submit_and_wait(
 }
 
 /// Watches the CSR until it is finished or gone. Watch errors (410 Gone, a
-/// dropped connection, a restarting API server) are waited out: the watcher
-/// relists on its next poll, after a short backoff.
+/// dropped connection, a restarting API server) are waited out with the
+/// watches' one retry schedule ([`crate::k8s::watch`]); the caller's timeout
+/// bounds the wait.
 async fn wait_for(
     api: Api<CertificateSigningRequest>,
     mut followed: Followed,
 ) -> Result<Vec<u8>, CsrError> {
     let name = followed.name.clone();
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).boxed();
-    let mut backoff = Backoff::new(WAIT_RETRY_FIRST, WAIT_RETRY_MAX, WAIT_RETRY_JITTER);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => {
-                if matches!(event, watcher::Event::InitDone | watcher::Event::Apply(_)) {
-                    backoff.reset();
-                }
-                if let Some(result) = followed.on(event) {
-                    return result;
-                }
+    let mut changes = watch::changes(watcher(api, config).boxed()).boxed();
+    while let Some(change) = changes.next().await {
+        let events = match change {
+            Change::Listed { objects, .. } => std::iter::once(watcher::Event::Init)
+                .chain(objects.into_iter().map(watcher::Event::InitApply))
+                .chain(std::iter::once(watcher::Event::InitDone))
+                .collect(),
+            Change::Applied(obj) => vec![watcher::Event::Apply(obj)],
+            Change::Deleted(obj) => vec![watcher::Event::Delete(obj)],
+            Change::Failed {
+                failure, retry_in, ..
+            } => {
+                debug!(csr = %name, retry_in_ms = retry_in.as_millis() as u64, "watching CertificateSigningRequest {name}: {failure}; relisting");
+                Vec::new()
             }
-            Err(e) => {
-                let wait = backoff.next_delay(None);
-                debug!(csr = %name, retry_in_ms = wait.as_millis() as u64, "watching CertificateSigningRequest {name}: {e}; relisting");
-                tokio::time::sleep(wait).await;
+        };
+        for event in events {
+            if let Some(result) = followed.on(event) {
+                return result;
             }
         }
     }
@@ -428,11 +432,6 @@ impl Followed {
         }
     }
 }
-
-/// Retries of a CSR watch that failed: soon, and never faster than this.
-const WAIT_RETRY_FIRST: Duration = Duration::from_millis(500);
-const WAIT_RETRY_MAX: Duration = Duration::from_secs(30);
-const WAIT_RETRY_JITTER: f64 = 0.2;
 
 /// Whether `existing` (a CSR of the name this key gives) is the request we
 /// would file: same signer and usages, and a request for this key and

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use crate::k8s::failure::{ApiFailure, WatchRetry};
+use crate::k8s::failure::ApiFailure;
+use crate::k8s::watch::{self, Change};
 use crate::kubelet::facts::{normalize_serial, CertFacts};
 
 // The doc comments of the CRD's types are its descriptions (kubectl explain).
@@ -390,64 +391,56 @@ pub async fn watch(
     if cache.state() == SourceState::NoIdentity {
         cache.set_state(SourceState::Syncing);
     }
-    let mut stream = watcher(raw_api(client, &namespace), watcher::Config::default()).boxed();
-    let mut retry = WatchRetry::default();
-    let mut listing: Option<BTreeMap<String, Vec<Revocation>>> = None;
-    let mut last_error: Option<String> = None;
-    while let Some(event) = stream.next().await {
-        let changed = match event {
-            Ok(watcher::Event::Init) => {
-                listing = Some(BTreeMap::new());
-                false
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                if let (Some(list), Some((name, entries))) = (listing.as_mut(), decode(object)) {
-                    list.insert(name, entries);
-                }
-                false
-            }
-            Ok(watcher::Event::InitDone) => {
-                retry.reset();
-                if last_error.take().is_some() {
+    let events = watcher(raw_api(client, &namespace), watcher::Config::default()).boxed();
+    let mut changes = watch::changes(events).boxed();
+    while let Some(change) = changes.next().await {
+        let changed = match change {
+            Change::Listed { objects, recovered } => {
+                if recovered {
                     info!(namespace = %namespace, "RenewRevocations can be read again");
                 }
-                cache.replace(listing.take().unwrap_or_default())
+                cache.replace(objects.into_iter().filter_map(decode).collect())
             }
-            Ok(watcher::Event::Apply(object)) => match decode(object) {
+            Change::Applied(object) => match decode(object) {
                 Some((name, entries)) => cache.apply(name, Some(entries)),
                 None => false,
             },
-            Ok(watcher::Event::Delete(object)) => match object.metadata.name {
+            Change::Deleted(object) => match object.metadata.name {
                 Some(name) => cache.apply(name, None),
                 None => false,
             },
-            Err(e) => {
-                let failure = ApiFailure::of_watch(&e);
-                let message = if failure.is_auth() {
-                    format!(
-                        "{identity} cannot read RenewRevocations in {namespace}: {failure}.                          Grant it with the Role node-cert-agent:renewrevocations-reader and its                          RoleBinding to the group system:nodes (manifests/base/rbac-renewrevocations.yaml);                          check with `kubectl auth can-i list renewrevocations.certificates.microsoft.com                          -n {namespace} --as {identity} --as-group system:nodes`"
-                    )
-                } else {
-                    format!("cannot read RenewRevocations in {namespace}: {failure}")
-                };
-                let wait = retry.next_delay(&failure);
+            Change::Failed {
+                failure,
+                retry_in,
+                repeated,
+            } => {
+                let message = failure_message(&namespace, &identity, &failure);
                 // Once per distinct error: a watch that fails for hours
                 // says so once, not every minute.
-                if last_error.as_deref() != Some(message.as_str()) {
-                    error!(namespace = %namespace, retry_in_s = wait.as_secs(), "{message}");
-                    last_error = Some(message.clone());
+                if !repeated {
+                    error!(namespace = %namespace, retry_in_s = retry_in.as_secs(), "{message}");
                 }
-                let changed = cache.fail(message, failure.is_auth());
-                if changed {
-                    wake.notify_one();
-                }
-                tokio::time::sleep(wait).await;
-                false
+                cache.fail(message, failure.is_auth())
             }
         };
         if changed {
             wake.notify_one();
         }
+    }
+}
+
+/// What a failed list or watch of the RenewRevocations means, with the fix.
+pub fn failure_message(namespace: &str, identity: &str, failure: &ApiFailure) -> String {
+    if failure.is_auth() {
+        format!(
+            "{identity} cannot read RenewRevocations in {namespace}: {failure}. \
+             Grant it with the Role node-cert-agent:renewrevocations-reader and its \
+             RoleBinding to the group system:nodes (manifests/base/rbac-renewrevocations.yaml); \
+             check with `kubectl auth can-i list renewrevocations.certificates.microsoft.com \
+             -n {namespace} --as {identity} --as-group system:nodes`"
+        )
+    } else {
+        format!("cannot read RenewRevocations in {namespace}: {failure}")
     }
 }
 
@@ -527,6 +520,35 @@ mod tests {
 
     fn object(value: serde_json::Value) -> DynamicObject {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_403_says_which_role_grants_the_read_in_one_line() {
+        let failure = ApiFailure {
+            kind: crate::k8s::failure::FailureKind::Forbidden,
+            code: Some(403),
+            message: "renewrevocations.certificates.microsoft.com is forbidden".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            failure_message("kube-system", "system:node:n1", &failure),
+            "system:node:n1 cannot read RenewRevocations in kube-system: \
+             renewrevocations.certificates.microsoft.com is forbidden (403). Grant it with the \
+             Role node-cert-agent:renewrevocations-reader and its RoleBinding to the group \
+             system:nodes (manifests/base/rbac-renewrevocations.yaml); check with `kubectl auth \
+             can-i list renewrevocations.certificates.microsoft.com -n kube-system --as \
+             system:node:n1 --as-group system:nodes`"
+        );
+        let down = ApiFailure {
+            kind: crate::k8s::failure::FailureKind::Unreachable,
+            code: None,
+            message: "connection refused".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            failure_message("kube-system", "system:node:n1", &down),
+            "cannot read RenewRevocations in kube-system: connection refused"
+        );
     }
 
     #[test]

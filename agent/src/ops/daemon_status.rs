@@ -118,7 +118,7 @@ pub struct DaemonStatus {
     pub waiting_pods: Option<WaitingPods>,
 }
 
-/// The publisher of the fleet view (README "Fleet").
+/// The publisher of the fleet view (docs/fleet.md, "How it writes").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishReport {

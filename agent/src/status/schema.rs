@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::ops::daemon_status::{PublishReport, SourceReport};
 
-/// What `status --output json` prints. Stable: see README "Operating it".
+/// What `status --output json` prints. Stable: documented in docs/json.md ("status").
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusReport {

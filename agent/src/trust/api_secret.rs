@@ -31,8 +31,9 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use crate::config::SecretRef;
-use crate::k8s::failure::{ApiFailure, FailureKind, WatchRetry};
+use crate::k8s::failure::ApiFailure;
 use crate::k8s::source::SourceState;
+use crate::k8s::watch::{self, Change};
 use crate::trust::plan::SourceInput;
 use crate::trust::sources::{validate_raw_keys, RawKey, MAX_KEYS_PER_SOURCE};
 use crate::trust::validate::{Finding, FindingKind};
@@ -232,24 +233,18 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
     }
     let api: Api<Secret> = Api::namespaced(client, &secret.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
-    let mut stream = watcher(api, config).boxed();
-    let mut retry = WatchRetry::default();
-    let mut listing: Option<SecretView> = None;
-    let mut last_error: Option<String> = None;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(watcher::Event::Init) => listing = Some(SecretView::Absent),
-            Ok(watcher::Event::InitApply(object)) => {
-                if object.metadata.name.as_deref() == Some(secret.name.as_str()) {
-                    listing = Some(view_of(object));
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                retry.reset();
-                if last_error.take().is_some() {
+    let mut changes = watch::changes(watcher(api, config).boxed()).boxed();
+    let ours = |object: &Secret| object.metadata.name.as_deref() == Some(secret.name.as_str());
+    while let Some(change) = changes.next().await {
+        match change {
+            Change::Listed { objects, recovered } => {
+                if recovered {
                     info!(secret = %secret, "Secret {secret} can be read again");
                 }
-                let view = listing.take().unwrap_or(SecretView::Absent);
+                let view = objects
+                    .into_iter()
+                    .find(ours)
+                    .map_or(SecretView::Absent, view_of);
                 if view == SecretView::Absent && cache.view() != Some(SecretView::Absent) {
                     warn!(
                         secret = %secret,
@@ -260,38 +255,27 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
                 debug!(secret = %secret, present = view != SecretView::Absent, "listed Secret {secret}");
                 cache.set_view(view);
             }
-            Ok(watcher::Event::Apply(object)) => {
-                if object.metadata.name.as_deref() == Some(secret.name.as_str()) {
-                    cache.set_view(view_of(object));
-                }
+            Change::Applied(object) if ours(&object) => cache.set_view(view_of(object)),
+            Change::Deleted(object) if ours(&object) => {
+                warn!(secret = %secret, "Secret {secret} was deleted: the CAs installed from it are removed");
+                cache.set_view(SecretView::Absent);
             }
-            Ok(watcher::Event::Delete(object)) => {
-                if object.metadata.name.as_deref() == Some(secret.name.as_str()) {
-                    warn!(secret = %secret, "Secret {secret} was deleted: the CAs installed from it are removed");
-                    cache.set_view(SecretView::Absent);
-                }
-            }
-            Err(e) => {
-                let failure = ApiFailure::of_watch(&e);
-                if failure.kind == FailureKind::Gone {
-                    // The watch's resourceVersion is too old: the watcher
-                    // relists at once, and the same content changes nothing.
-                    debug!(secret = %secret, "watch of Secret {secret} expired (410); relisting");
-                    continue;
-                }
+            Change::Applied(_) | Change::Deleted(_) => {}
+            Change::Failed {
+                failure,
+                retry_in,
+                repeated,
+            } => {
                 let message = failure_message(&secret, &identity, &failure);
-                let wait = retry.next_delay(&failure);
-                if last_error.as_deref() != Some(message.as_str()) {
-                    error!(secret = %secret, retry_in_s = wait.as_secs(), "{message}");
-                    last_error = Some(message.clone());
+                if repeated {
+                    debug!(secret = %secret, retry_in_s = retry_in.as_secs(), "{message}");
                 } else {
-                    debug!(secret = %secret, retry_in_s = wait.as_secs(), "{message}");
+                    error!(secret = %secret, retry_in_s = retry_in.as_secs(), "{message}");
                 }
                 cache.set_state(SourceState::Failing {
                     message,
                     forbidden: failure.is_auth(),
                 });
-                tokio::time::sleep(wait).await;
             }
         }
     }
@@ -316,6 +300,7 @@ pub fn failure_message(secret: &SecretRef, identity: &str, failure: &ApiFailure)
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::k8s::failure::FailureKind;
     use crate::time::now_unix;
     use crate::x509::testpki;
 

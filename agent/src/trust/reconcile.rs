@@ -614,7 +614,7 @@ impl<S: Systemd> Reconciler<S> {
         // the hooks in /etc/ca-certificates/update.d: Debian's tool reports
         // a removal to them only for a CA deselected with `!` in
         // /etc/ca-certificates.conf, never for a deleted local anchor, with
-        // or without --fresh; README "Safety properties".)
+        // or without --fresh; docs/design.md, "Safety properties".)
         let t = Instant::now();
         let mut result = self.run_refresh(false).await?;
         let mut missing = self.missing_from_bundle(outcome)?;

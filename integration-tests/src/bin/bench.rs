@@ -1,4 +1,4 @@
-//! The README's `bench` command (run by `integration-tests/scripts/bench.sh`):
+//! The `bench` command of CONTRIBUTING.md (run by `integration-tests/scripts/bench.sh`):
 //! latency of a CA update on a real node, no-op restarts, the idle footprint
 //! of the agent, renewal spread over a fleet, and the release binary's size.
 //!

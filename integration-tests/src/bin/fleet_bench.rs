@@ -1,4 +1,4 @@
-//! The README's fleet benchmark: the whole listing of 5,000 Nodes by
+//! The fleet benchmark of docs/benchmarks.md ("Fleet listing"): the whole listing of 5,000 Nodes by
 //! `node-cert-agent fleet` (every page, the Secret, the judgement and the
 //! rendering) against the test API server, wall time per run in ms. Needs no
 //! root and no node:

@@ -1,4 +1,4 @@
-//! The idle API load of the fleet publisher, measured (README "Fleet"): a
+//! The idle API load of the fleet publisher, measured (docs/benchmarks.md, "Fleet idle API load"): a
 //! real node with the agent (pod mode, kubelet job on) against the test API
 //! server; once its state is published, the agent is left alone for
 //! `--minutes M` (default 10) and the write requests that reach its Node
