@@ -2,7 +2,7 @@
 //! (`pkg/auth/nodeidentifier/default.go`) and bootstrap-token parsing
 //! (`plugin/pkg/auth/authenticator/token/bootstrap/bootstrap.go`). The
 //! authenticators themselves run in `handler.rs`; authorization is
-//! `authz.rs`.
+//! `authz.rs`. A leaf: it uses nothing of the crate.
 
 /// An authenticated identity, as kube-apiserver's `user.Info`.
 #[derive(Debug, Clone, PartialEq, Eq)]

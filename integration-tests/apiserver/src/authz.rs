@@ -17,26 +17,13 @@
 //! pod by name, as a node without pods could not. Its pod list by
 //! `spec.nodeName=<node>` needs no graph, and is allowed as upstream allows
 //! it.
+//!
+//! It uses `rbac` (the RBAC authorizer and the Node rules) and never the
+//! other way round: the attributes both read are `attributes.rs`'s.
 
-use super::auth::UserInfo;
-use super::rbac::{node_rules, Rbac};
-
-/// The request attributes an authorizer sees (`authorizer.Attributes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Attributes {
-    pub verb: String,
-    pub resource_request: bool,
-    pub path: String,
-    pub group: String,
-    pub version: String,
-    pub resource: String,
-    pub subresource: String,
-    pub namespace: String,
-    pub name: String,
-    /// The list/watch field selector's requirements (`GetFieldSelector`):
-    /// (field, equals, value).
-    pub field_selector: Vec<(String, bool, String)>,
-}
+use crate::attributes::Attributes;
+use crate::auth::UserInfo;
+use crate::rbac::{node_rules, Rbac};
 
 /// The outcome: allowed, or denied with the reasons of every authorizer
 /// (empty when none gave one).

@@ -1,4 +1,5 @@
-//! Response bodies: a whole buffer, or a stream of chunks (watch).
+//! Response bodies: a whole buffer, or a stream of chunks (watch). A leaf:
+//! it uses nothing of the crate.
 
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -2,7 +2,9 @@
 //! serving certificate, client certificates, and the kube-controller-manager
 //! signer (`csrsigning`) policy for approved CSRs. Certificates are built with
 //! the agent's test PKI primitives (`node_cert_agent::x509::testpki`); this
-//! module chooses what kube-apiserver and kubeadm would put in them.
+//! module chooses what kube-apiserver and kubeadm would put in them. A
+//! leaf: it uses nothing of the crate (the controllers decide what to sign,
+//! and hand it here).
 
 use std::sync::Mutex;
 use std::time::Duration;

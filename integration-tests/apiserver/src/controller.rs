@@ -1,6 +1,9 @@
 //! kube-controller-manager's CSR controllers: `csrapproving` (auto-approval
 //! after a SubjectAccessReview) and `csrsigning` (the built-in signers), plus
-//! the test's deny knobs.
+//! the test's deny knobs. The decisions are `csr.rs`'s and the signing
+//! `ca.rs`'s; this module runs them on the stored CSRs. It must not use the
+//! request pipeline (`handler.rs`, `resources.rs`): the controllers see
+//! only storage, as kube-controller-manager sees only the API.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +14,11 @@ use k8s_openapi::api::certificates::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::ByteString;
 
-use super::ca::{parse_csr, IssueDeviation};
-use super::csr::{auto_approval, has_condition, signer_check, signing_duration};
-use super::store::Kind;
-use super::{Shared, State, Verdict};
+use crate::ca::{parse_csr, IssueDeviation};
+use crate::csr::{auto_approval, has_condition, signer_check, signing_duration};
+use crate::store::{meta_str, Kind};
+use crate::writes::now_time;
+use crate::{Shared, State, Verdict};
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
@@ -31,7 +35,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 fn now() -> Time {
-    super::resources::now_time()
+    now_time()
 }
 
 fn add_condition(csr: &mut CertificateSigningRequest, typ: &str, reason: &str, message: &str) {
@@ -93,7 +97,7 @@ fn approve_pass(state: &mut State) -> bool {
     let names: Vec<String> = state
         .store
         .list(Kind::Csr)
-        .map(|v| super::store::meta_str(v, "name").to_string())
+        .map(|v| meta_str(v, "name").to_string())
         .collect();
     let mut changed = false;
     for name in names {
@@ -140,7 +144,7 @@ fn sign_pass(shared: &Shared, state: &mut State) {
     let names: Vec<String> = state
         .store
         .list(Kind::Csr)
-        .map(|v| super::store::meta_str(v, "name").to_string())
+        .map(|v| meta_str(v, "name").to_string())
         .collect();
     for name in names {
         let Some(mut csr) = load(state, &name) else {

@@ -16,6 +16,9 @@
 //! The schema may only use the keywords this module enforces; the CRD is
 //! parsed at first use and anything else panics with the keyword and its
 //! path, so a new keyword in the manifest cannot be silently ignored.
+//!
+//! It defines and checks; it uses only `cel` and `status`, never the
+//! request pipeline or the kinds' writes (`custom.rs` is those).
 
 use std::sync::LazyLock;
 

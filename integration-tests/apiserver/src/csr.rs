@@ -1,5 +1,10 @@
-//! CertificateSigningRequests: kube-apiserver's create validation, and the
-//! kube-controller-manager's `csrapproving` and `csrsigning` decisions.
+//! CertificateSigningRequests: the hooks of their create (kube-apiserver's
+//! decoding, validation, CertificateSubjectRestriction admission and
+//! requester recording), and the kube-controller-manager's `csrapproving`
+//! and `csrsigning` decisions (`controller.rs` runs them). The write
+//! pipeline (`resources.rs`) runs the hooks; this module must not use it or
+//! the handlers. The validation it shares with other kinds is
+//! `validation.rs`'s.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,12 +12,20 @@ use std::time::Duration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use serde_json::Value;
 
-use super::auth::UserInfo;
-use super::authz::{authorize, Attributes, Decision};
-use super::ca::ParsedCsr;
-use super::rbac::Rbac;
-use super::selectors::{valid_dns_label, valid_dns_subdomain, valid_label_key, valid_label_value};
-use super::status::{bad_request, go_bytes, ApiError, FieldError, FieldErrorType};
+use crate::attributes::Attributes;
+use crate::auth::UserInfo;
+use crate::authz::{authorize, Decision};
+use crate::ca::{parse_csr, ParsedCsr};
+use crate::defs::ResourceDef;
+use crate::rbac::Rbac;
+use crate::request::Req;
+use crate::status::{self, bad_request, go_bytes, ApiError, FieldError, FieldErrorType};
+use crate::store::meta_str;
+use crate::validation::{
+    check_type_meta, decode_error, valid_dns_label, valid_dns_subdomain, validate_meta,
+};
+use crate::writes::{strict_known, ResourceKind};
+use crate::{State, Verdict};
 
 pub(crate) const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub(crate) const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
@@ -79,99 +92,93 @@ pub(crate) fn decode(body: &Value) -> Result<CertificateSigningRequest, ApiError
         .map_err(|e| decode_error("CertificateSigningRequest", "v1", &e.to_string()))
 }
 
-pub(crate) fn decode_error(kind: &str, version: &str, e: &str) -> ApiError {
-    bad_request(format!(
-        "{kind} in version {version:?} cannot be handled as a {kind}: {e}"
-    ))
+/// CertificateSigningRequests, for the write pipeline (create only: their
+/// `approval` and `status` subresources are not served).
+pub(crate) struct Csrs;
+
+/// The typed CSR of a decoded object.
+fn typed(obj: &Value) -> Result<CertificateSigningRequest, ApiError> {
+    serde_json::from_value(obj.clone())
+        .map_err(|e| decode_error("CertificateSigningRequest", "v1", &e.to_string()))
 }
 
-/// A body's `apiVersion`/`kind` must be absent or name this resource.
-pub(crate) fn check_type_meta(
-    obj: &serde_json::Map<String, Value>,
-    api_version: &str,
-    kind: &str,
-) -> Result<(), ApiError> {
-    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let k = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    if (!av.is_empty() && av != api_version) || (!k.is_empty() && k != kind) {
-        let (g, ver) = av.rsplit_once('/').unwrap_or(("", av));
-        let _ = g;
-        return Err(bad_request(format!(
-            "{k} in version {ver:?} cannot be handled as a {kind}: no kind {k:?} is registered for version {av:?} in scheme \"pkg/api/legacyscheme/scheme.go:30\""
-        )));
+impl ResourceKind for Csrs {
+    /// Nothing before the metadata is prepared: the body's checks are
+    /// [`decode`]'s.
+    fn check_body(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        _body: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        Ok(vec![])
     }
-    Ok(())
-}
 
-/// `metadata.name`/`generateName` checks of `ValidateObjectMeta` plus the
-/// path-segment rule of `ValidateObjectMetaAccessor`.
-pub(crate) fn validate_meta(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    dns_subdomain_name: bool,
-) -> Vec<FieldError> {
-    let mut errs = vec![];
-    let name = meta.name.as_deref().unwrap_or("");
-    if name.is_empty() {
-        errs.push(FieldError::required(
-            "metadata.name",
-            "name or generateName is required",
-        ));
-    } else {
-        for msg in super::selectors::valid_path_segment_name(name) {
-            errs.push(FieldError::invalid(
-                "metadata.name",
-                format!("{name:?}"),
-                &msg,
-            ));
-        }
-        if dns_subdomain_name && !valid_dns_subdomain(name) {
-            errs.push(FieldError::invalid(
-                "metadata.name",
-                format!("{name:?}"),
-                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
-            ));
-        }
+    fn decode(
+        &self,
+        r: &Req,
+        def: &ResourceDef,
+        body: Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let known = serde_json::to_value(decode(&body)?).unwrap();
+        let warnings = strict_known(r, def, &body, &known, true)?;
+        Ok((known, warnings))
     }
-    if let Some(labels) = &meta.labels {
-        for (k, v) in labels {
-            if !valid_label_value(v) {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    format!("{v:?}"),
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                ));
-            }
-            if !valid_label_key(k) {
-                errs.push(FieldError::invalid(
-                    "metadata.labels",
-                    format!("{k:?}"),
-                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+
+    fn validate(&self, _def: &ResourceDef, obj: &Value) -> Result<Vec<FieldError>, ApiError> {
+        let csr = typed(obj)?;
+        Ok(validate_create(&csr, &parse_csr(&csr.spec.request.0)))
+    }
+
+    /// CertificateSubjectRestriction: no `system:masters` with the
+    /// `kube-apiserver-client` signer.
+    fn validate_admission(&self, obj: &Value) -> Result<(), ApiError> {
+        let csr = typed(obj)?;
+        if let Ok(p) = parse_csr(&csr.spec.request.0) {
+            if csr.spec.signer_name == APISERVER_CLIENT
+                && p.orgs.iter().any(|o| o == "system:masters")
+            {
+                let name = meta_str(obj, "name");
+                return Err(status::forbidden(
+                    format!("certificatesigningrequests.certificates.k8s.io {name:?} is forbidden: use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed"),
+                    "certificates.k8s.io",
+                    "certificatesigningrequests",
+                    name,
                 ));
             }
         }
+        Ok(())
     }
-    // ValidateAnnotations: qualified-name keys (lower-cased), 256 KiB in all.
-    if let Some(annotations) = &meta.annotations {
-        let mut total = 0;
-        for (k, v) in annotations {
-            total += k.len() + v.len();
-            for m in super::selectors::qualified_name_errors(&k.to_lowercase()) {
-                errs.push(FieldError::invalid(
-                    "metadata.annotations",
-                    format!("{k:?}"),
-                    &m,
-                ));
-            }
-        }
-        if total > 256 * 1024 {
-            errs.push(FieldError {
-                field: "metadata.annotations".into(),
-                typ: FieldErrorType::TooLong(256 * 1024),
-                detail: String::new(),
-            });
-        }
+
+    /// `PrepareForCreate`: the requester's identity from the
+    /// authenticator, the status cleared.
+    fn finalize(&self, user: &UserInfo, obj: &mut Value) -> Result<(), ApiError> {
+        let mut csr = typed(obj)?;
+        csr.spec.username = Some(user.name.clone());
+        csr.spec.uid = (!user.uid.is_empty()).then(|| user.uid.clone());
+        csr.spec.groups = Some(user.groups.clone());
+        csr.spec.extra = None;
+        csr.status = None;
+        *obj = serde_json::to_value(&csr).unwrap();
+        Ok(())
     }
-    errs
+
+    /// The test's deny knobs give the new CSR its verdict; the controllers
+    /// have work.
+    fn after_create(&self, st: &mut State, stored: &Value) -> bool {
+        if let Some((reason, message)) = st
+            .csr
+            .deny_next
+            .pop_front()
+            .or_else(|| st.csr.deny_all.clone())
+        {
+            st.verdicts.insert(
+                meta_str(stored, "name").to_string(),
+                Verdict::Deny(reason, message),
+            );
+        }
+        true
+    }
 }
 
 /// `ValidateSignerName` (apis/core/validation).
@@ -439,38 +446,4 @@ pub(crate) fn has_condition(csr: &CertificateSigningRequest, typ: &str) -> bool 
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == typ && c.status == "True"))
-}
-
-/// Fields of `input` a typed round trip (`known`) dropped: what
-/// `fieldValidation=Strict` reports as unknown.
-pub(crate) fn unknown_fields(input: &Value, known: &Value, prefix: &str, out: &mut Vec<String>) {
-    if let (Some(i), Some(k)) = (input.as_array(), known.as_array()) {
-        if i.len() == k.len() {
-            for (n, (a, b)) in i.iter().zip(k).enumerate() {
-                unknown_fields(a, b, &format!("{prefix}[{n}]"), out);
-            }
-        }
-        return;
-    }
-    let (Some(i), Some(k)) = (input.as_object(), known.as_object()) else {
-        return;
-    };
-    for (key, v) in i {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match k.get(key) {
-            None => {
-                let empty = v.is_null()
-                    || v.as_object().is_some_and(serde_json::Map::is_empty)
-                    || v.as_array().is_some_and(Vec::is_empty);
-                if !empty {
-                    out.push(path);
-                }
-            }
-            Some(kv) => unknown_fields(v, kv, &path, out),
-        }
-    }
 }

@@ -1,9 +1,12 @@
-//! Writes of the custom resource (`crd.rs` defines it): create and PATCH
-//! (JSON patch, merge patch; no strategic merge patch, as for every custom
-//! resource), in the order kube-apiserver runs them: decode with pruning
-//! (unknown fields are errors under `fieldValidation=Strict`, warnings by
-//! default), NamespaceLifecycle, metadata and schema validation, then
-//! storage (`dryRun=All` stores nothing).
+//! Writes of the custom resource (`crd.rs` defines it): the hooks of its
+//! create and PATCH (JSON patch, merge patch; no strategic merge patch, as
+//! for every custom resource) as kube-apiserver runs them: decoding with
+//! pruning (unknown fields are errors under `fieldValidation=Strict`,
+//! warnings by default), metadata and schema validation, the generation;
+//! and the test knob that replaces a stored spec. NamespaceLifecycle and
+//! storage (`dryRun=All` stores nothing) are the write pipeline's
+//! (`resources.rs`), which runs the hooks; this module must not use it or
+//! the handlers.
 //!
 //! Upstream files: `staging/src/k8s.io/apiextensions-apiserver/pkg/apiserver/customresource_handler.go`
 //! (the unstructured decoder, pruning, strict errors),
@@ -11,21 +14,17 @@
 //! `staging/src/k8s.io/apiserver/pkg/endpoints/handlers/create.go` and
 //! `patch.go` (the strict errors' messages).
 
-use std::sync::Arc;
-
-use http::Response;
 use serde_json::{json, Value};
 
-use super::body::Body;
-use super::crd::{prune_metadata, CRD};
-use super::handler::Req;
-use super::resources::{
-    self, apply_patch, before_update, check_identity, namespace_exists, parse_body, prepare_meta,
-    present, respond_warned, validation_directive, PatchType, ResourceDef,
-};
-use super::status::{self, ApiError, FieldError};
-use super::store::{meta_str, set_meta, Kind};
-use super::{Shared, State};
+use crate::auth::UserInfo;
+use crate::crd::{prune_metadata, CRD};
+use crate::defs::ResourceDef;
+use crate::request::Req;
+use crate::status::{self, ApiError, FieldError};
+use crate::store::{meta_str, set_meta, Kind};
+use crate::validation::{check_object_body, validate_meta};
+use crate::writes::{store_update, unknown_field_outcome, Patchable, ResourceKind};
+use crate::State;
 
 /// Name and metadata validation of a custom resource
 /// (`ValidateObjectMetaAccessor` with `NameIsDNSSubdomain`).
@@ -33,7 +32,7 @@ fn meta_errors(obj: &Value) -> Vec<FieldError> {
     match serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(
         obj.get("metadata").cloned().unwrap_or(json!({})),
     ) {
-        Ok(m) => super::csr::validate_meta(&m, true),
+        Ok(m) => validate_meta(&m, true),
         Err(e) => vec![FieldError::invalid(
             "metadata",
             "\"object\"".into(),
@@ -44,38 +43,28 @@ fn meta_errors(obj: &Value) -> Vec<FieldError> {
 
 /// Pruning as the decoder does it; `Err` for unknown fields under
 /// `fieldValidation=Strict`, otherwise the warnings to send.
-fn decode_pruned(r: &Req, obj: &mut Value, create: bool) -> Result<Vec<String>, ApiError> {
-    let directive = validation_directive(r)?;
+fn decode_pruned(
+    r: &Req,
+    def: &ResourceDef,
+    obj: &mut Value,
+    create: bool,
+) -> Result<Vec<String>, ApiError> {
     let mut unknown = prune_metadata(obj);
     unknown.extend(CRD.prune(obj));
     unknown.sort();
-    let msgs: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field {f:?}"))
-        .collect();
-    match directive {
-        _ if msgs.is_empty() => Ok(vec![]),
-        "Strict" => {
-            let strict = format!("strict decoding error: {}", msgs.join(", "));
-            Err(status::bad_request(if create {
-                format!(
-                    "{kind} in version {v:?} cannot be handled as a {kind}: {strict}",
-                    kind = CRD.kind,
-                    v = CRD.version
-                )
-            } else {
-                strict
-            }))
-        }
-        "Ignore" => Ok(vec![]),
-        _ => Ok(msgs),
-    }
+    unknown_field_outcome(r, def, &unknown, create)
+}
+
+/// Name, metadata and schema validation (with the CEL rules).
+fn validation_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errs = meta_errors(obj);
+    errs.extend(CRD.validate(obj));
+    errs
 }
 
 /// Validation after pruning: metadata, then the schema and its rules.
 fn validate(obj: &Value) -> Result<(), ApiError> {
-    let mut errs = meta_errors(obj);
-    errs.extend(CRD.validate(obj));
+    let errs = validation_errors(obj);
     if errs.is_empty() {
         Ok(())
     } else {
@@ -88,83 +77,79 @@ fn validate(obj: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// Creates a custom resource from a decoded body whose metadata is
-/// prepared (`prepare_meta`); `dry` stores nothing.
-pub(crate) fn create_object(st: &mut State, mut body: Value, dry: bool) -> Result<Value, ApiError> {
-    let ns = meta_str(&body, "namespace").to_string();
-    if CRD.namespaced {
-        // NamespaceLifecycle admission.
-        namespace_exists(st, &ns)?;
-    }
-    validate(&body)?;
-    let name = meta_str(&body, "name").to_string();
-    if st.store.get(Kind::Revocation, &ns, &name).is_some() {
-        return Err(status::already_exists(CRD.group, CRD.plural, &name));
-    }
-    body["apiVersion"] = json!(CRD.api_version());
-    body["kind"] = json!(CRD.kind);
-    set_meta(&mut body, "generation", json!(1));
-    Ok(if dry {
-        body
-    } else {
-        st.store.create(Kind::Revocation, body)
-    })
-}
-
-/// POST of the custom resource.
-pub(crate) fn create(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut body = parse_body(r)?;
-    let obj = body
-        .as_object()
-        .ok_or_else(|| status::bad_request("the body of the request was in an unknown format"))?;
-    super::csr::check_type_meta(obj, &def.api_version(), def.kind_name)?;
-    let warnings = decode_pruned(r, &mut body, true)?;
-    prepare_meta(r, def, &mut body)?;
-    let mut st = shared.state.lock().unwrap();
-    let stored = create_object(&mut st, body, dry)?;
-    Ok(respond_warned(
-        201,
-        &present(def, &stored, false),
-        &warnings,
-    ))
-}
-
-/// PATCH of the custom resource.
-pub(crate) fn patch(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    pt: PatchType,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut st = shared.state.lock().unwrap();
-    let Some(stored) = st
-        .store
-        .get(Kind::Revocation, &r.attrs.namespace, &r.attrs.name)
-        .cloned()
-    else {
-        return Err(status::not_found(def.group, def.plural, &r.attrs.name));
-    };
-    let presented = present(def, &stored, false);
-    let mut patched = apply_patch(pt, &presented, r, super::patch::no_strategy)?;
-    let warnings = decode_pruned(r, &mut patched, false)?;
-    check_identity(def, &stored, &patched, r)?;
-    let errs = before_update(&stored, &mut patched);
-    if !errs.is_empty() {
-        return Err(status::invalid(CRD.group, CRD.kind, &r.attrs.name, &errs));
-    }
-    validate(&patched)?;
-    if patched.get("spec") != stored.get("spec") {
+/// The next generation when the spec changed.
+fn bump_generation(stored: &Value, obj: &mut Value) {
+    if obj.get("spec") != stored.get("spec") {
         let g = stored["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        set_meta(&mut patched, "generation", json!(g));
+        set_meta(obj, "generation", json!(g));
     }
-    let out = resources::store_update(&mut st, Kind::Revocation, &stored, patched, dry);
-    Ok(respond_warned(200, &present(def, &out, false), &warnings))
+}
+
+/// The custom resource, for the write pipeline.
+pub(crate) struct Custom;
+
+impl ResourceKind for Custom {
+    fn check_body(
+        &self,
+        r: &Req,
+        def: &ResourceDef,
+        body: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        check_object_body(body, &def.api_version(), def.kind_name)?;
+        decode_pruned(r, def, body, true)
+    }
+
+    fn decode(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        body: Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        Ok((body, vec![]))
+    }
+
+    fn validate(&self, _def: &ResourceDef, obj: &Value) -> Result<Vec<FieldError>, ApiError> {
+        Ok(validation_errors(obj))
+    }
+
+    fn finalize(&self, _user: &UserInfo, obj: &mut Value) -> Result<(), ApiError> {
+        obj["apiVersion"] = json!(CRD.api_version());
+        obj["kind"] = json!(CRD.kind);
+        set_meta(obj, "generation", json!(1));
+        Ok(())
+    }
+}
+
+/// PATCH of the custom resource: JSON patch and merge patch only.
+impl Patchable for Custom {
+    fn check_patched(
+        &self,
+        r: &Req,
+        def: &ResourceDef,
+        patched: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        decode_pruned(r, def, patched, false)
+    }
+
+    /// Metadata errors first, alone; then validation; the generation
+    /// bumped when the spec changed.
+    fn update(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        stored: &Value,
+        mut patched: Value,
+        errs: Vec<FieldError>,
+    ) -> Result<(Value, Vec<FieldError>), ApiError> {
+        if !errs.is_empty() {
+            return Ok((patched, errs));
+        }
+        let errs = validation_errors(&patched);
+        if errs.is_empty() {
+            bump_generation(stored, &mut patched);
+        }
+        Ok((patched, errs))
+    }
 }
 
 /// Replaces the spec of a stored custom resource (test knob), validated.
@@ -181,15 +166,6 @@ pub(crate) fn replace_spec(
     obj["spec"] = spec;
     CRD.prune(&mut obj);
     validate(&obj)?;
-    if obj.get("spec") != stored.get("spec") {
-        let g = stored["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
-        set_meta(&mut obj, "generation", json!(g));
-    }
-    Ok(resources::store_update(
-        st,
-        Kind::Revocation,
-        &stored,
-        obj,
-        false,
-    ))
+    bump_generation(&stored, &mut obj);
+    Ok(store_update(st, Kind::Revocation, &stored, obj, false))
 }

@@ -1,180 +1,138 @@
 //! Events: core/v1 and `events.k8s.io/v1` share one storage (core/v1
-//! form), with the field renames between the two APIs, create and update
-//! validation (`ValidateEventCreate`, `ValidateEventUpdate`,
+//! form; the field renames between the two APIs are the wire form's, in
+//! `defs.rs`). This module has the hooks of their create and PATCH: create
+//! and update validation (`ValidateEventCreate`, `ValidateEventUpdate`,
 //! `legacyValidateEvent`: with `eventTime` set, `reportingController`
 //! (`reportingComponent` in core/v1), `reportingInstance` and `action` are
-//! required and `message` is at most 1024 bytes), and the handlers.
+//! required and `message` is at most 1024 bytes). The write pipeline
+//! (`resources.rs`) runs the hooks; this module must not use it or the
+//! handlers.
 //!
 //! Upstream files: `pkg/apis/core/validation/events.go`,
 //! `pkg/apis/events/v1/conversion.go`, `pkg/registry/core/event/strategy.go`.
 
-use std::sync::Arc;
-
-use http::Response;
 use serde_json::{json, Value};
 
-use super::body::Body;
-use super::handler::Req;
-use super::resources::{
-    self, apply_patch, before_update, check_identity, get_str, namespace_exists, parse_body,
-    prepare_meta, present, respond_warned, PatchType, ResourceDef,
-};
-use super::selectors::qualified_name_errors;
-use super::status::{self, ApiError, FieldError};
-use super::store::{meta_str, Kind};
-use super::Shared;
+use crate::auth::UserInfo;
+use crate::defs::{core_to_events, events_to_core, get_str, ResourceDef};
+use crate::request::Req;
+use crate::status::{ApiError, FieldError};
+use crate::store::meta_str;
+use crate::validation::{check_object_body, qualified_name_errors, valid_dns_subdomain};
+use crate::writes::{Patchable, ResourceKind};
 
-/// POST of an Event (either API).
-pub(crate) fn create(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut body = parse_body(r)?;
-    let obj = body
-        .as_object()
-        .ok_or_else(|| status::bad_request("the body of the request was in an unknown format"))?;
-    super::csr::check_type_meta(obj, &def.api_version(), "Event")?;
-    prepare_meta(r, def, &mut body)?;
-    let core = if def.group == "events.k8s.io" {
-        events_to_core(&body)
-    } else {
-        body
-    };
-    // NamespaceLifecycle admission runs before validation.
-    namespace_exists(&shared.state.lock().unwrap(), &r.attrs.namespace)?;
-    let errs = validate_event(&core, def.group == "events.k8s.io");
-    let name = meta_str(&core, "name").to_string();
-    if !errs.is_empty() {
-        return Err(status::invalid(def.group, "Event", &name, &errs));
-    }
-    let mut st = shared.state.lock().unwrap();
-    if st
-        .store
-        .get(Kind::Event, &r.attrs.namespace, &name)
-        .is_some()
-    {
-        return Err(status::already_exists(def.group, def.plural, &name));
-    }
-    let mut core = core;
-    core["apiVersion"] = json!("v1");
-    core["kind"] = json!("Event");
-    let stored = if dry {
-        core
-    } else {
-        st.store.create(Kind::Event, core)
-    };
-    Ok(respond_warned(201, &present(def, &stored, false), &[]))
+/// Events of either API, for the write pipeline.
+pub(crate) struct Events;
+
+/// Whether `def` is the `events.k8s.io/v1` API (validated strictly).
+fn events_api(def: &ResourceDef) -> bool {
+    def.group == "events.k8s.io"
 }
 
-/// PATCH of an Event (either API).
-pub(crate) fn patch(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    pt: PatchType,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut st = shared.state.lock().unwrap();
-    let Some(stored) = st
-        .store
-        .get(def.kind, &r.attrs.namespace, &r.attrs.name)
-        .cloned()
-    else {
-        return Err(status::not_found(def.group, def.plural, &r.attrs.name));
-    };
-    let presented = present(def, &stored, false);
-    let mut patched = apply_patch(pt, &presented, r, super::patch::no_strategy)?;
-    check_identity(def, &stored, &patched, r)?;
-    let mut errs = before_update(&stored, &mut patched);
-    let core = if def.group == "events.k8s.io" {
-        events_to_core(&patched)
-    } else {
-        patched
-    };
-    let strict = def.group == "events.k8s.io";
-    errs.extend(validate_event(&core, strict));
-    if strict {
-        let old_events = core_to_events(&stored);
-        let new_events = core_to_events(&core);
-        for f in [
-            "regarding",
-            "reason",
-            "note",
-            "deprecatedSource",
-            "deprecatedFirstTimestamp",
-            "deprecatedLastTimestamp",
-            "deprecatedCount",
-            "type",
-            "eventTime",
-            "action",
-            "related",
-            "reportingController",
-            "reportingInstance",
-        ] {
-            if old_events.get(f) != new_events.get(f) {
-                let internal = match f {
-                    "regarding" => "involvedObject",
-                    "note" => "message",
-                    "deprecatedSource" => "source",
-                    "deprecatedFirstTimestamp" => "firstTimestamp",
-                    "deprecatedLastTimestamp" => "lastTimestamp",
-                    "deprecatedCount" => "count",
-                    other => other,
-                };
-                errs.push(FieldError::invalid(
-                    internal,
-                    "…".into(),
-                    "field is immutable",
-                ));
-            }
-        }
+impl ResourceKind for Events {
+    fn check_body(
+        &self,
+        _r: &Req,
+        def: &ResourceDef,
+        body: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        check_object_body(body, &def.api_version(), def.kind_name)?;
+        Ok(vec![])
     }
-    if !errs.is_empty() {
-        return Err(status::invalid(def.group, "Event", &r.attrs.name, &errs));
+
+    /// The stored (core/v1) form.
+    fn decode(
+        &self,
+        _r: &Req,
+        def: &ResourceDef,
+        body: Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let core = if events_api(def) {
+            events_to_core(&body)
+        } else {
+            body
+        };
+        Ok((core, vec![]))
     }
-    let mut core = core;
-    core["apiVersion"] = json!("v1");
-    core["kind"] = json!("Event");
-    let out = resources::store_update(&mut st, def.kind, &stored, core, dry);
-    Ok(respond_warned(200, &present(def, &out, false), &[]))
+
+    fn validate(&self, def: &ResourceDef, obj: &Value) -> Result<Vec<FieldError>, ApiError> {
+        Ok(validate_event(obj, events_api(def)))
+    }
+
+    fn finalize(&self, _user: &UserInfo, obj: &mut Value) -> Result<(), ApiError> {
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!("Event");
+        Ok(())
+    }
 }
 
-const EVENT_RENAMES: &[(&str, &str)] = &[
-    ("regarding", "involvedObject"),
-    ("note", "message"),
-    ("deprecatedSource", "source"),
-    ("deprecatedFirstTimestamp", "firstTimestamp"),
-    ("deprecatedLastTimestamp", "lastTimestamp"),
-    ("deprecatedCount", "count"),
-    ("reportingController", "reportingComponent"),
-];
+impl Patchable for Events {
+    fn check_patched(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        _patched: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        Ok(vec![])
+    }
 
-/// events.k8s.io/v1 → core/v1 field names.
-pub(crate) fn events_to_core(v: &Value) -> Value {
-    let mut out = v.clone();
-    if let Some(o) = out.as_object_mut() {
-        for (from, to) in EVENT_RENAMES {
-            if let Some(x) = o.remove(*from) {
-                o.insert((*to).into(), x);
+    /// `ValidateEventUpdate`: validation as on create, and for
+    /// `events.k8s.io/v1` every field but the series immutable.
+    fn update(
+        &self,
+        _r: &Req,
+        def: &ResourceDef,
+        stored: &Value,
+        patched: Value,
+        mut errs: Vec<FieldError>,
+    ) -> Result<(Value, Vec<FieldError>), ApiError> {
+        let strict = events_api(def);
+        let mut core = if strict {
+            events_to_core(&patched)
+        } else {
+            patched
+        };
+        errs.extend(validate_event(&core, strict));
+        if strict {
+            let old_events = core_to_events(stored);
+            let new_events = core_to_events(&core);
+            for f in [
+                "regarding",
+                "reason",
+                "note",
+                "deprecatedSource",
+                "deprecatedFirstTimestamp",
+                "deprecatedLastTimestamp",
+                "deprecatedCount",
+                "type",
+                "eventTime",
+                "action",
+                "related",
+                "reportingController",
+                "reportingInstance",
+            ] {
+                if old_events.get(f) != new_events.get(f) {
+                    let internal = match f {
+                        "regarding" => "involvedObject",
+                        "note" => "message",
+                        "deprecatedSource" => "source",
+                        "deprecatedFirstTimestamp" => "firstTimestamp",
+                        "deprecatedLastTimestamp" => "lastTimestamp",
+                        "deprecatedCount" => "count",
+                        other => other,
+                    };
+                    errs.push(FieldError::invalid(
+                        internal,
+                        "…".into(),
+                        "field is immutable",
+                    ));
+                }
             }
         }
+        core["apiVersion"] = json!("v1");
+        core["kind"] = json!("Event");
+        Ok((core, errs))
     }
-    out
-}
-
-/// core/v1 → events.k8s.io/v1 field names.
-pub(crate) fn core_to_events(v: &Value) -> Value {
-    let mut out = v.clone();
-    if let Some(o) = out.as_object_mut() {
-        for (to, from) in EVENT_RENAMES {
-            if let Some(x) = o.remove(*from) {
-                o.insert((*to).into(), x);
-            }
-        }
-    }
-    out
 }
 
 /// `ValidateEventCreate` on the internal (core) form; `strict` for
@@ -261,7 +219,7 @@ pub(crate) fn validate_event(e: &Value, strict: bool) -> Vec<FieldError> {
             ));
         }
     }
-    if !super::selectors::valid_dns_subdomain(ns) {
+    if !valid_dns_subdomain(ns) {
         errs.push(FieldError::invalid("namespace", format!("{ns:?}"), "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"));
     }
     let name = meta_str(e, "name");
@@ -272,7 +230,7 @@ pub(crate) fn validate_event(e: &Value, strict: bool) -> Vec<FieldError> {
         ));
     }
     if strict {
-        if !name.is_empty() && !super::selectors::valid_dns_subdomain(name) {
+        if !name.is_empty() && !valid_dns_subdomain(name) {
             errs.push(FieldError::invalid("metadata.name", format!("{name:?}"), "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"));
         }
         if let Some(series) = e.get("series").filter(|s| !s.is_null()) {

@@ -1,5 +1,7 @@
 //! The listener: TLS (OpenSSL, client certificate requested, not required),
-//! HTTP/1.1 (hyper), going down and up, and shutdown.
+//! HTTP/1.1 (hyper), going down and up, and shutdown. It starts the filter
+//! chain (`handler.rs`) per request and the CSR controllers
+//! (`controller.rs`) once; nothing but `ApiServer` uses it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

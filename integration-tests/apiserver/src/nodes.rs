@@ -1,8 +1,10 @@
-//! Nodes: create, and PATCH of `nodes` and `nodes/status` (JSON patch,
-//! merge patch, strategic merge patch with Node's patch strategies: status
-//! conditions merge by `type`), with the NodeRestriction admission plugin
-//! and the node strategies (`nodes` keeps the old status, `nodes/status`
-//! the old spec).
+//! Nodes: the hooks of their create, and of their PATCH of `nodes` and
+//! `nodes/status` (strategic merge patch with Node's patch strategies:
+//! status conditions merge by `type`): the typed decoding, the
+//! NodeRestriction admission plugin and the node strategies (`nodes` keeps
+//! the old status, `nodes/status` the old spec). The write pipeline
+//! (`resources.rs`) runs them; this module must not use it or the
+//! handlers.
 //!
 //! Upstream files: `plugin/pkg/admission/noderestriction/admission.go`
 //! (`admitNode`, `getForbiddenLabels`), `staging/src/k8s.io/kubelet/pkg/apis/well_known_labels.go`
@@ -10,22 +12,18 @@
 //! (`PrepareForUpdate` of both strategies).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use http::Response;
 use k8s_openapi::api::core::v1::Node;
 use serde_json::Value;
 
-use super::auth::UserInfo;
-use super::body::Body;
-use super::handler::Req;
-use super::resources::{
-    self, apply_patch, before_update, check_identity, parse_body, prepare_meta, present,
-    respond_warned, PatchType, ResourceDef,
-};
-use super::status::{self, ApiError};
-use super::store::Kind;
-use super::Shared;
+use crate::auth::UserInfo;
+use crate::defs::ResourceDef;
+use crate::patch::{node_strategy, Strategies};
+use crate::request::Req;
+use crate::status::{self, ApiError, FieldError};
+use crate::store::meta_str;
+use crate::validation::{check_object_body, decode_error, validate_meta};
+use crate::writes::{strict_known, Patchable, ResourceKind};
 
 /// Labels kubelet may set on its own Node (`kubeletLabels`).
 const KUBELET_LABELS: &[&str] = &[
@@ -175,92 +173,97 @@ fn admit(u: &UserInfo, name: &str, new: &Node, old: Option<&Node>) -> Result<(),
 }
 
 fn decode(v: &Value) -> Result<Node, ApiError> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| super::csr::decode_error("Node", "v1", &e.to_string()))
+    serde_json::from_value(v.clone()).map_err(|e| decode_error("Node", "v1", &e.to_string()))
 }
 
-/// POST of a Node.
-pub(crate) fn create(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut body = parse_body(r)?;
-    let obj = body
-        .as_object()
-        .ok_or_else(|| status::bad_request("the body of the request was in an unknown format"))?;
-    super::csr::check_type_meta(obj, "v1", "Node")?;
-    let warnings = resources::strict_typed(r, def, &body)?;
-    prepare_meta(r, def, &mut body)?;
-    let node = decode(&body)?;
-    let name = node.metadata.name.clone().unwrap_or_default();
-    admit(&r.user, &name, &node, None)?;
-    let errs = super::csr::validate_meta(&node.metadata, true);
-    if !errs.is_empty() {
-        return Err(status::invalid("", "Node", &name, &errs));
+/// Nodes, for the write pipeline.
+pub(crate) struct Nodes;
+
+impl ResourceKind for Nodes {
+    fn check_body(
+        &self,
+        r: &Req,
+        def: &ResourceDef,
+        body: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        check_object_body(body, &def.api_version(), def.kind_name)?;
+        let known = serde_json::to_value(decode(body)?).unwrap();
+        strict_known(r, def, body, &known, true)
     }
-    let mut st = shared.state.lock().unwrap();
-    if st.store.get(Kind::Node, "", &name).is_some() {
-        return Err(status::already_exists("", "nodes", &name));
+
+    fn decode(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        body: Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        Ok((serde_json::to_value(decode(&body)?).unwrap(), vec![]))
     }
-    let v = serde_json::to_value(&node).unwrap();
-    let stored = if dry {
-        v
-    } else {
-        st.store.create(Kind::Node, v)
-    };
-    Ok(respond_warned(
-        201,
-        &present(def, &stored, false),
-        &warnings,
-    ))
+
+    fn admit(&self, user: &UserInfo, obj: &Value) -> Result<(), ApiError> {
+        let node = decode(obj)?;
+        admit(user, meta_str(obj, "name"), &node, None)
+    }
+
+    fn validate(&self, _def: &ResourceDef, obj: &Value) -> Result<Vec<FieldError>, ApiError> {
+        Ok(validate_meta(&decode(obj)?.metadata, true))
+    }
 }
 
-/// PATCH of `nodes/<name>` or `nodes/<name>/status`.
-pub(crate) fn patch(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    pt: PatchType,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut st = shared.state.lock().unwrap();
-    let Some(stored) = st.store.get(Kind::Node, "", &r.attrs.name).cloned() else {
-        return Err(status::not_found("", "nodes", &r.attrs.name));
-    };
-    let presented = present(def, &stored, false);
-    let mut patched = apply_patch(pt, &presented, r, super::patch::node_strategy)?;
-    let warnings = resources::strict_typed_patch(r, def, &patched)?;
-    check_identity(def, &stored, &patched, r)?;
-    let old = decode(&stored)?;
-    let new = decode(&patched)?;
-    // Mutating admission sees the patched object, before the strategy.
-    admit(&r.user, &r.attrs.name, &new, Some(&old))?;
-    let mut errs = before_update(&stored, &mut patched);
-    // PrepareForUpdate: the main resource keeps the old status, the status
-    // subresource the old spec.
-    let keep = if r.attrs.subresource == "status" {
-        "spec"
-    } else {
-        "status"
-    };
-    match stored.get(keep) {
-        Some(v) => patched[keep] = v.clone(),
-        None => {
-            if let Some(o) = patched.as_object_mut() {
-                o.remove(keep);
+impl Patchable for Nodes {
+    fn strategies(&self) -> Strategies {
+        node_strategy
+    }
+
+    fn check_patched(
+        &self,
+        r: &Req,
+        def: &ResourceDef,
+        patched: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        let known = serde_json::to_value(decode(patched)?).unwrap();
+        strict_known(r, def, patched, &known, false)
+    }
+
+    fn admit_update(
+        &self,
+        user: &UserInfo,
+        stored: &Value,
+        patched: &Value,
+    ) -> Result<(), ApiError> {
+        let old = decode(stored)?;
+        let new = decode(patched)?;
+        // Mutating admission sees the patched object, before the strategy.
+        admit(user, meta_str(patched, "name"), &new, Some(&old))
+    }
+
+    /// PrepareForUpdate: the main resource keeps the old status, the
+    /// status subresource the old spec.
+    fn update(
+        &self,
+        r: &Req,
+        _def: &ResourceDef,
+        stored: &Value,
+        mut patched: Value,
+        mut errs: Vec<FieldError>,
+    ) -> Result<(Value, Vec<FieldError>), ApiError> {
+        let keep = if r.attrs.subresource == "status" {
+            "spec"
+        } else {
+            "status"
+        };
+        match stored.get(keep) {
+            Some(v) => patched[keep] = v.clone(),
+            None => {
+                if let Some(o) = patched.as_object_mut() {
+                    o.remove(keep);
+                }
             }
         }
+        let node = decode(&patched)?;
+        errs.extend(validate_meta(&node.metadata, true));
+        Ok((serde_json::to_value(&node).unwrap(), errs))
     }
-    let node = decode(&patched)?;
-    errs.extend(super::csr::validate_meta(&node.metadata, true));
-    if !errs.is_empty() {
-        return Err(status::invalid("", "Node", &r.attrs.name, &errs));
-    }
-    let new = serde_json::to_value(&node).unwrap();
-    let out = resources::store_update(&mut st, Kind::Node, &stored, new, dry);
-    Ok(respond_warned(200, &present(def, &out, false), &warnings))
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@
 //! `dryRun` (its dry-run verifier) and to skip client-side validation of a
 //! kind without a definition, as it does for any kind the document lacks.
 //! Upstream's v2 document also has every path and definition.
+//!
+//! It builds documents from the CRD (`crd.rs`) only; serving them is
+//! `discovery.rs`'s and `handler.rs`'s.
 
 use serde_json::{json, Value};
 

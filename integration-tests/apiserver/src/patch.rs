@@ -10,6 +10,9 @@
 //! (`mergeMap`, `mergeSlice`, `normalizeElementOrder`, `mergeSortedSlice`).
 //! Patch strategies are the `patchStrategy`/`patchMergeKey` tags of
 //! `k8s.io/api` (listed per type in [`node_strategy`] and [`no_strategy`]).
+//!
+//! A leaf: it works on JSON values and uses nothing of the crate; when a
+//! patch is applied, and to what, is the write pipeline's.
 
 use serde_json::{Map, Value};
 

@@ -1,10 +1,12 @@
-//! core/v1 Secrets, as the agent's CA source reads them: create (with
-//! `stringData` merged into `data`, as the conversion does), patch and
-//! delete, validated as `ValidateSecret` does: a DNS-1123 subdomain name,
-//! data keys of `IsConfigMapKey` form, at most 1 MiB of data in total,
-//! `type` defaulted to Opaque and immutable, and `immutable: true` honoured.
-//! List and watch are the generic ones (with the `metadata.name` and `type`
-//! field selectors); what RBAC lets a caller list is authz's.
+//! core/v1 Secrets, as the agent's CA source reads them: the hooks of
+//! their create (with `stringData` merged into `data`, as the conversion
+//! does) and PATCH, validated as `ValidateSecret` does: a DNS-1123
+//! subdomain name, data keys of `IsConfigMapKey` form, at most 1 MiB of
+//! data in total, `type` defaulted to Opaque and immutable, and
+//! `immutable: true` honoured. Delete, list and watch are the generic ones
+//! (with the `metadata.name` and `type` field selectors); what RBAC lets a
+//! caller list is authz's. The write pipeline (`resources.rs`) runs the
+//! hooks; this module must not use it or the handlers.
 //!
 //! Upstream files: `pkg/apis/core/validation/validation.go`
 //! (`ValidateSecret`, `ValidateSecretUpdate`), `pkg/apis/core/types.go`
@@ -12,22 +14,16 @@
 //! `staging/src/k8s.io/apimachinery/pkg/util/validation/validation.go`
 //! (`IsConfigMapKey`).
 
-use std::sync::Arc;
-
 use base64::Engine;
-use http::Response;
 use serde_json::{json, Value};
 
-use super::body::Body;
-use super::handler::Req;
-use super::resources::{
-    apply_patch, before_update, check_identity, namespace_exists, parse_body, prepare_meta,
-    present, respond_warned, store_update, PatchType, ResourceDef,
-};
-use super::selectors::valid_dns_subdomain;
-use super::status::{self, ApiError, FieldError, FieldErrorType};
-use super::store::{meta_str, Kind};
-use super::Shared;
+use crate::auth::UserInfo;
+use crate::defs::ResourceDef;
+use crate::request::Req;
+use crate::status::{ApiError, FieldError, FieldErrorType};
+use crate::store::meta_str;
+use crate::validation::{check_object_body, valid_dns_subdomain};
+use crate::writes::{Patchable, ResourceKind};
 
 /// `core.MaxSecretSize`.
 const MAX_SECRET_SIZE: usize = 1024 * 1024;
@@ -120,97 +116,93 @@ fn validate(v: &Value) -> Vec<FieldError> {
     errs
 }
 
-/// POST of a Secret.
-pub(crate) fn create(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut body = parse_body(r)?;
-    let obj = body
-        .as_object()
-        .ok_or_else(|| status::bad_request("the body of the request was in an unknown format"))?;
-    super::csr::check_type_meta(obj, "v1", "Secret")?;
-    prepare_meta(r, def, &mut body)?;
-    fold_string_data(&mut body);
-    if body
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .is_empty()
-    {
-        body["type"] = json!("Opaque");
+/// Secrets, for the write pipeline.
+pub(crate) struct Secrets;
+
+impl ResourceKind for Secrets {
+    fn check_body(
+        &self,
+        _r: &Req,
+        def: &ResourceDef,
+        body: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        check_object_body(body, &def.api_version(), def.kind_name)?;
+        Ok(vec![])
     }
-    namespace_exists(&shared.state.lock().unwrap(), &r.attrs.namespace)?;
-    let name = meta_str(&body, "name").to_string();
-    let errs = validate(&body);
-    if !errs.is_empty() {
-        return Err(status::invalid("", "Secret", &name, &errs));
+
+    /// `stringData` folded into `data`; `type` defaulted to Opaque.
+    fn decode(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        mut body: Value,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        fold_string_data(&mut body);
+        if body
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            body["type"] = json!("Opaque");
+        }
+        Ok((body, vec![]))
     }
-    let mut st = shared.state.lock().unwrap();
-    if st
-        .store
-        .get(Kind::Secret, &r.attrs.namespace, &name)
-        .is_some()
-    {
-        return Err(status::already_exists("", "secrets", &name));
+
+    fn validate(&self, _def: &ResourceDef, obj: &Value) -> Result<Vec<FieldError>, ApiError> {
+        Ok(validate(obj))
     }
-    body["apiVersion"] = json!("v1");
-    body["kind"] = json!("Secret");
-    let stored = if dry {
-        body
-    } else {
-        st.store.create(Kind::Secret, body)
-    };
-    Ok(respond_warned(201, &present(def, &stored, false), &[]))
+
+    fn finalize(&self, _user: &UserInfo, obj: &mut Value) -> Result<(), ApiError> {
+        obj["apiVersion"] = json!("v1");
+        obj["kind"] = json!("Secret");
+        Ok(())
+    }
 }
 
-/// PATCH of a Secret (merge and strategic patches treat `data` alike: a
+/// PATCH of a Secret: merge and strategic patches treat `data` alike (a
 /// map of strings).
-pub(crate) fn patch(
-    shared: &Arc<Shared>,
-    def: &'static ResourceDef,
-    r: &Req,
-    pt: PatchType,
-    dry: bool,
-) -> Result<Response<Body>, ApiError> {
-    let mut st = shared.state.lock().unwrap();
-    let Some(stored) = st
-        .store
-        .get(Kind::Secret, &r.attrs.namespace, &r.attrs.name)
-        .cloned()
-    else {
-        return Err(status::not_found("", "secrets", &r.attrs.name));
-    };
-    let presented = present(def, &stored, false);
-    let mut patched = apply_patch(pt, &presented, r, super::patch::no_strategy)?;
-    fold_string_data(&mut patched);
-    check_identity(def, &stored, &patched, r)?;
-    let mut errs = before_update(&stored, &mut patched);
-    errs.extend(validate(&patched));
-    if patched.get("type") != stored.get("type") {
-        errs.push(FieldError::invalid(
-            "type",
-            patched["type"].as_str().unwrap_or_default().to_string(),
-            "field is immutable",
-        ));
+impl Patchable for Secrets {
+    fn check_patched(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        patched: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        fold_string_data(patched);
+        Ok(vec![])
     }
-    if stored.get("immutable").and_then(Value::as_bool) == Some(true)
-        && (patched.get("data") != stored.get("data")
-            || patched.get("immutable") != stored.get("immutable"))
-    {
-        errs.push(FieldError::invalid(
-            "data",
-            "<value>".into(),
-            "field is immutable when `immutable` is set",
-        ));
+
+    /// `ValidateSecretUpdate`: `type` is immutable, and so are `data` and
+    /// `immutable` once `immutable` is true.
+    fn update(
+        &self,
+        _r: &Req,
+        _def: &ResourceDef,
+        stored: &Value,
+        patched: Value,
+        mut errs: Vec<FieldError>,
+    ) -> Result<(Value, Vec<FieldError>), ApiError> {
+        errs.extend(validate(&patched));
+        if patched.get("type") != stored.get("type") {
+            errs.push(FieldError::invalid(
+                "type",
+                patched["type"].as_str().unwrap_or_default().to_string(),
+                "field is immutable",
+            ));
+        }
+        if stored.get("immutable").and_then(Value::as_bool) == Some(true)
+            && (patched.get("data") != stored.get("data")
+                || patched.get("immutable") != stored.get("immutable"))
+        {
+            errs.push(FieldError::invalid(
+                "data",
+                "<value>".into(),
+                "field is immutable when `immutable` is set",
+            ));
+        }
+        Ok((patched, errs))
     }
-    if !errs.is_empty() {
-        return Err(status::invalid("", "Secret", &r.attrs.name, &errs));
-    }
-    let out = store_update(&mut st, Kind::Secret, &stored, patched, dry);
-    Ok(respond_warned(200, &present(def, &out, false), &[]))
 }
 
 #[cfg(test)]

@@ -1,6 +1,13 @@
-//! Label and field selectors as apimachinery parses and matches them.
+//! Label and field selectors as apimachinery parses and matches them:
+//! `labelSelector=` and `fieldSelector=` of list and watch, and the field
+//! selector's requirements that request info hands the authorizers. The
+//! name rules a selector's keys and values must follow are `validation`'s;
+//! this module knows nothing of the served kinds (their field labels are
+//! passed in).
 
 use std::collections::BTreeMap;
+
+use crate::validation::{valid_label_key, valid_label_value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum LabelOp {
@@ -17,96 +24,6 @@ enum LabelOp {
 /// A parsed label selector (`labelSelector=`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LabelSelector(Vec<(String, LabelOp)>);
-
-pub(crate) fn valid_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !p.split('.').all(valid_dns_label) {
-            return false;
-        }
-    }
-    valid_label_value(name) && !name.is_empty()
-}
-
-pub(crate) fn valid_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-pub(crate) fn valid_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(valid_dns_label)
-}
-
-/// `path.IsValidPathSegmentName`: the messages for a name that cannot be
-/// a URL path segment.
-pub(crate) fn valid_path_segment_name(name: &str) -> Vec<String> {
-    if name == "." || name == ".." {
-        return vec![format!("may not be '{name}'")];
-    }
-    ["/", "%"]
-        .iter()
-        .filter(|bad| name.contains(**bad))
-        .map(|bad| format!("may not contain '{bad}'"))
-        .collect()
-}
-
-/// `validation.IsQualifiedName`: the messages for a value that is not an
-/// optionally prefixed qualified name (label keys, event controllers).
-pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
-    const REGEX_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-    let mut errs = vec![];
-    let parts: Vec<&str> = value.split('/').collect();
-    let name = match parts.as_slice() {
-        [n] => *n,
-        [prefix, n] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else if !valid_dns_subdomain(prefix) {
-                errs.push("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string());
-            }
-            n
-        }
-        _ => {
-            return vec!["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')".to_string()];
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errs.push("name part must be no more than 63 characters".to_string());
-    }
-    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
-    let regex_ok = alnum(name.as_bytes().first())
-        && alnum(name.as_bytes().last())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !regex_ok {
-        errs.push(REGEX_MSG.to_string());
-    }
-    errs
-}
-
-/// A label value: empty, or up to 63 of `[A-Za-z0-9_.-]`, alphanumeric at
-/// both ends.
-pub(crate) fn valid_label_value(v: &str) -> bool {
-    if v.is_empty() {
-        return true;
-    }
-    let ok = |b: u8| b.is_ascii_alphanumeric();
-    v.len() <= 63
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && ok(v.as_bytes()[0])
-        && ok(v.as_bytes()[v.len() - 1])
-}
 
 /// Splits on commas that are not inside parentheses.
 fn split_top(s: &str) -> Vec<String> {

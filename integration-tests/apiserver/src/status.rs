@@ -1,5 +1,6 @@
 //! `metav1.Status` errors with the codes, reasons, messages and details
-//! kube-apiserver's `k8s.io/apimachinery/pkg/api/errors` produce.
+//! kube-apiserver's `k8s.io/apimachinery/pkg/api/errors` produce. A leaf:
+//! it uses nothing of the crate.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 use serde_json::Value;

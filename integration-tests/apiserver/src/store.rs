@@ -1,6 +1,7 @@
 //! Object storage with one global resourceVersion counter (an etcd
 //! revision), an event history for watch resumption with compaction, and
-//! live watchers.
+//! live watchers. A leaf: it knows no kind's rules and uses nothing of the
+//! crate; validation and admission happen before anything is stored.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
