@@ -9,10 +9,11 @@ use node_cert_agent::k8s::source::SourceState;
 use node_cert_agent::text::escape;
 use node_cert_agent::time::{now_unix, rfc3339};
 use node_cert_agent::trust::api_secret;
+use node_cert_agent::trust::check_report::{key_status, CheckReport};
 use node_cert_agent::trust::plan::{self, KeyState, SourceInput};
 use node_cert_agent::trust::secret_manifest;
 use node_cert_agent::trust::sources::{self, read_source};
-use node_cert_agent::trust::validate::{Finding, KeyVerdict, Severity};
+use node_cert_agent::trust::validate::Finding;
 
 use crate::cli::{CheckArgs, OutputFormat};
 
@@ -49,24 +50,16 @@ pub fn check(args: &CheckArgs) -> ExitCode {
         &Default::default(),
         args.max_certificates,
     );
-    let per_key = inputs.iter().flat_map(|i| match &i.keys {
-        Err(f) => vec![f.clone()],
-        Ok(vs) => vs.iter().flat_map(|v| v.findings.iter().cloned()).collect(),
-    });
-    let all: Vec<_> = per_key.chain(total.findings.iter().cloned()).collect();
-    let errors = all.iter().filter(|f| f.is_error()).count();
-    let warnings = all.len() - errors;
+    let report = CheckReport::new(&inputs, &total.findings, total.desired.len());
+    let (errors, warnings) = (report.summary.errors, report.summary.warnings);
     if args.output == OutputFormat::Json {
-        println!(
-            "{}",
-            check_json(
-                &inputs,
-                &total.findings,
-                total.desired.len(),
-                errors,
-                warnings
-            )
-        );
+        match report.to_json() {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: encoding the report: {e}");
+                return ExitCode::from(2);
+            }
+        }
     } else {
         print_check_table(&inputs, &total.findings);
         println!(
@@ -111,16 +104,6 @@ fn live_secret(secret: &SecretRef, now: i64) -> anyhow::Result<SourceInput> {
     })
 }
 
-fn key_status(v: &KeyVerdict) -> &'static str {
-    if v.rejected {
-        "REFUSED"
-    } else if v.has_errors() {
-        "partly used"
-    } else {
-        "ok"
-    }
-}
-
 /// The table: every line through the one escaping rule (`text::escape`),
 /// since key names, subjects and paths are the input being linted.
 fn print_check_table(inputs: &[SourceInput], totals: &[Finding]) {
@@ -156,54 +139,4 @@ fn print_check_table(inputs: &[SourceInput], totals: &[Finding]) {
     for f in totals {
         say(f.to_string());
     }
-}
-
-/// `check --output json`: schemaVersion 1, documented in docs/json.md ("check").
-fn check_json(
-    inputs: &[SourceInput],
-    totals: &[Finding],
-    distinct: usize,
-    errors: usize,
-    warnings: usize,
-) -> String {
-    let finding = |f: &Finding| {
-        serde_json::json!({
-            "severity": if f.severity == Severity::Error { "error" } else { "warning" },
-            "kind": format!("{:?}", f.kind),
-            "key": f.key,
-            "position": f.position,
-            "problem": f.problem,
-            "fix": f.fix,
-            "message": f.to_string(),
-        })
-    };
-    let sources: Vec<_> = inputs
-        .iter()
-        .map(|i| match &i.keys {
-            Err(f) => serde_json::json!({"source": i.source, "error": finding(f), "keys": []}),
-            Ok(vs) => serde_json::json!({
-                "source": i.source,
-                "keys": vs.iter().map(|v| serde_json::json!({
-                    "key": v.key,
-                    "status": key_status(v),
-                    "certificates": v.certs.iter().map(|c| serde_json::json!({
-                        "subject": c.subject,
-                        "issuer": c.issuer,
-                        "serial": c.serial,
-                        "notBefore": rfc3339(c.not_before),
-                        "notAfter": rfc3339(c.not_after),
-                        "sha256": c.fingerprint.hex(),
-                    })).collect::<Vec<_>>(),
-                    "findings": v.findings.iter().map(finding).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            }),
-        })
-        .collect();
-    serde_json::json!({
-        "schemaVersion": 1,
-        "sources": sources,
-        "findings": totals.iter().map(finding).collect::<Vec<_>>(),
-        "summary": {"distinctCertificates": distinct, "errors": errors, "warnings": warnings, "valid": errors == 0},
-    })
-    .to_string()
 }

@@ -84,7 +84,8 @@ fn print_report(report: &Report, output: OutputFormat) -> anyhow::Result<()> {
         OutputFormat::Table => print!("{}", report.table()),
         OutputFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&report.json()).context("encoding the report")?
+            serde_json::to_string_pretty(&report.json().context("encoding the report")?)
+                .context("encoding the report")?
         ),
     }
     Ok(())

@@ -7,8 +7,8 @@
 //!   never panics, malformed values become problems on the row).
 //! - [`expected`]: what every node should have, from the live Secret and
 //!   the provisioning files, by the trust job's own validation and planning.
-//! - [`report`]: the `fleet` command's rows, judgement, summary, table,
-//!   JSON (schemaVersion 1) and exit code.
+//! - [`report`]: the `fleet` command's rows, judgement, summary, table and
+//!   exit code; [`output`]: its JSON (schemaVersion 1), typed.
 //! - [`duration`]: `--timeout DURATION`.
 //! - [`publish`]: what an agent publishes, from its passes, and the patches
 //!   that bring its Node there from what it last published. Pure.
@@ -21,6 +21,7 @@
 pub mod duration;
 pub mod expected;
 pub mod observed;
+pub mod output;
 pub mod publish;
 pub mod report;
 pub mod schema;

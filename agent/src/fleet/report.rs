@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::fleet::expected::Expected;
 use crate::fleet::observed::{Condition, NodeFacts};
+use crate::fleet::output::FleetReport;
 use crate::fleet::schema::{self, TrustReason};
 use crate::time::rfc3339;
 
@@ -385,69 +386,11 @@ impl Report {
         ]
     }
 
-    /// `-o json`: schemaVersion 1 (docs/json.md documents every field).
-    pub fn json(&self) -> Value {
-        let e = &self.expected;
-        let summary = self.summary();
-        let condition = |c: &Option<Condition>| match c {
-            Some(c) => json!({"status": c.status, "reason": c.reason, "message": c.message}),
-            None => Value::Null,
-        };
-        let nodes: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|r| {
-                let a = r.node.agent.as_ref();
-                json!({
-                    "name": r.node.name,
-                    "agent": a.is_some(),
-                    "state": r.state.as_str(),
-                    "inSync": r.in_sync(),
-                    "version": a.and_then(|a| a.version.clone()),
-                    "trustSetDigest": a.and_then(|a| a.trust_set_digest.clone()),
-                    "inputDigest": a.and_then(|a| a.input_digest.clone()),
-                    "caCount": a.and_then(|a| a.ca_count),
-                    "pullTrust": a.and_then(|a| a.pull_trust.clone()),
-                    "trustCondition": condition(&a.and_then(|a| a.trust.clone())),
-                    "kubeletCondition": condition(&a.and_then(|a| a.kubelet.clone())),
-                    "kubeletClientNotAfter": a.and_then(|a| a.kubelet_client_not_after).map(rfc3339),
-                    "changedAt": a.and_then(|a| a.changed_at).map(rfc3339),
-                    "problems": a.map(|a| a.problems.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-                })
-            })
-            .collect();
-        let not_converged: serde_json::Map<String, Value> = summary
-            .not_converged
-            .iter()
-            .map(|(s, n)| (s.as_str().to_string(), json!(n)))
-            .collect();
-        json!({
-            "schemaVersion": SCHEMA_VERSION,
-            "generatedAt": rfc3339(self.now),
-            "selector": self.selector,
-            "expected": {
-                "secret": e.secret,
-                "secretFound": e.secret_found,
-                "inputDigest": e.input_digest,
-                "trustSetDigest": e.trust_set_digest,
-                "caCount": e.ca_count,
-                "findings": e.findings.iter().map(|f| json!({
-                    "severity": if f.is_error() { "error" } else { "warning" },
-                    "key": f.key,
-                    "message": f.to_string(),
-                })).collect::<Vec<_>>(),
-            },
-            "nodes": nodes,
-            "summary": {
-                "total": summary.total,
-                "converged": summary.converged,
-                "allConverged": summary.all_converged(),
-                "notConverged": not_converged,
-                "kubeletNotValid": summary.kubelet_not_valid,
-                "pullTrustRestart": summary.pull_trust_restart,
-                "line": summary.line(),
-            },
-        })
+    /// `-o json`: schemaVersion 1 (docs/json.md documents every field),
+    /// as a JSON value whose object keys are in sorted order, as every
+    /// earlier version printed them.
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(FleetReport::of(self))
     }
 }
 
@@ -625,7 +568,53 @@ mod tests {
 
     #[test]
     fn the_json_has_schema_version_1_and_every_field() {
-        let v = mixed().json();
+        let v = mixed().json().unwrap();
+        crate::contract::assert_contract_with_maps(
+            &v,
+            &[
+                "expected",
+                "expected.caCount",
+                "expected.findings",
+                "expected.inputDigest",
+                "expected.secret",
+                "expected.secretFound",
+                "expected.trustSetDigest",
+                "generatedAt",
+                "nodes",
+                "nodes[].agent",
+                "nodes[].caCount",
+                "nodes[].changedAt",
+                "nodes[].inSync",
+                "nodes[].inputDigest",
+                "nodes[].kubeletClientNotAfter",
+                "nodes[].kubeletCondition",
+                "nodes[].kubeletCondition.message",
+                "nodes[].kubeletCondition.reason",
+                "nodes[].kubeletCondition.status",
+                "nodes[].name",
+                "nodes[].problems",
+                "nodes[].pullTrust",
+                "nodes[].state",
+                "nodes[].trustCondition",
+                "nodes[].trustCondition.message",
+                "nodes[].trustCondition.reason",
+                "nodes[].trustCondition.status",
+                "nodes[].trustSetDigest",
+                "nodes[].version",
+                "schemaVersion",
+                "selector",
+                "summary",
+                "summary.allConverged",
+                "summary.converged",
+                "summary.kubeletNotValid",
+                "summary.line",
+                "summary.notConverged",
+                "summary.pullTrustRestart",
+                "summary.total",
+            ],
+            &["summary.notConverged", "summary.kubeletNotValid"],
+            "fleet",
+        );
         assert_eq!(v["schemaVersion"], 1);
         assert_eq!(v["expected"]["inputDigest"], IN);
         assert_eq!(v["nodes"].as_array().unwrap().len(), 5);

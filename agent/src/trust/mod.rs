@@ -17,6 +17,7 @@
 //! what it did through its outcome types, never to the operator sinks.
 
 pub mod api_secret;
+pub mod check_report;
 pub mod pacing;
 pub mod plan;
 pub mod pull_trust;

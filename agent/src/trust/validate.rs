@@ -67,6 +67,51 @@ pub enum FindingKind {
     HiddenKey,
 }
 
+impl FindingKind {
+    /// The kind's name in `check --output json` (`kind`) and in logs: part
+    /// of the documented output, so it is spelt out here rather than taken
+    /// from the variant's name, which a rename would change silently.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::TooLarge => "TooLarge",
+            Self::Binary => "Binary",
+            Self::DerNotPem => "DerNotPem",
+            Self::DoubleBase64 => "DoubleBase64",
+            Self::PrivateKey => "PrivateKey",
+            Self::NoCertificate => "NoCertificate",
+            Self::UnsupportedBlock => "UnsupportedBlock",
+            Self::Unparsable => "Unparsable",
+            Self::CrlfNormalized => "CrlfNormalized",
+            Self::BomRemoved => "BomRemoved",
+            Self::NotCaSelfSigned => "NotCaSelfSigned",
+            Self::NotCa => "NotCa",
+            Self::Expired => "Expired",
+            Self::NotYetValid => "NotYetValid",
+            Self::DuplicateInKey => "DuplicateInKey",
+            Self::NegativeSerial => "NegativeSerial",
+            Self::V1Root => "V1Root",
+            Self::TooManyCertificates => "TooManyCertificates",
+            Self::Unreadable => "Unreadable",
+            Self::Link => "Link",
+            Self::HardLink => "HardLink",
+            Self::WritableByOthers => "WritableByOthers",
+            Self::BadLayout => "BadLayout",
+            Self::NonAsciiKeyName => "NonAsciiKeyName",
+            Self::SourceMissing => "SourceMissing",
+            Self::SourceUnavailable => "SourceUnavailable",
+            Self::NotAKey => "NotAKey",
+            Self::HiddenKey => "HiddenKey",
+        }
+    }
+}
+
+impl serde::Serialize for FindingKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// One problem found in the input, in words an operator can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
