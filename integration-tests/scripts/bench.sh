@@ -26,4 +26,4 @@ else
   cargo build --release -p node-cert-agent
   export NCA_AGENT_BIN="$target_dir/release/node-cert-agent"
 fi
-cargo run -q -p integration-tests --bin bench -- --binary "$NCA_AGENT_BIN" "$@"
+cargo run -q -p nca-tools --bin bench -- --binary "$NCA_AGENT_BIN" "$@"

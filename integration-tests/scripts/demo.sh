@@ -22,4 +22,4 @@ cargo build -q -p node-cert-agent
 target_dir=$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export NCA_AGENT_BIN="$target_dir/debug/node-cert-agent"
-cargo run -q -p integration-tests --bin demo
+cargo run -q -p nca-tools --bin demo

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Shows that two versions of the agent behave the same on one fixture node:
 # `status -o json`, `check -o json` and every /metrics series (parsed as
-# Prometheus text) are compared (src/bin/parity.rs says what the fixture
+# Prometheus text) are compared (integration-tests/tools/src/bin/parity.rs says what the fixture
 # holds and which clock-derived values get a tolerance).
 #
 #   integration-tests/scripts/parity.sh [OLD_REF]
@@ -25,6 +25,6 @@ git worktree add --detach "$work/old" "$old_ref" >/dev/null
 echo "== building $old_ref"
 (cd "$work/old" && CARGO_TARGET_DIR="$work/old-target" cargo build -q -p node-cert-agent)
 echo "== building the current tree"
-cargo build -q -p node-cert-agent -p integration-tests --bin node-cert-agent --bin parity
+cargo build -q -p node-cert-agent -p nca-tools --bin node-cert-agent --bin parity
 target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 "$target/debug/parity" "$work/old-target/debug/node-cert-agent" "$target/debug/node-cert-agent"
