@@ -122,6 +122,6 @@ fn file_mappings(pid: u32) -> Vec<(String, u64)> {
         }
     }
     let mut files: Vec<(String, u64)> = by_file.into_iter().filter(|(_, k)| *k > 0).collect();
-    files.sort_by(|a, b| b.1.cmp(&a.1));
+    files.sort_by_key(|f| std::cmp::Reverse(f.1));
     files
 }

@@ -608,10 +608,7 @@ fn main() {
         .take(6)
         .map(|(f, k)| format!("{f} {:.1} MiB", mib(*k)))
         .collect();
-    println!(
-        "| idle file-backed RSS by file | {} | |",
-        files.join("; ")
-    );
+    println!("| idle file-backed RSS by file | {} | |", files.join("; "));
     println!(
         "| idle CPU over {:.1} min | {cpu_ms:.0} ms = {cpu_per_hour:.0} ms/hour | <= 50 ms/hour ({}) |",
         secs / 60.0,

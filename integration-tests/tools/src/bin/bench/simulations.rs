@@ -9,7 +9,6 @@ use node_cert_agent::kubelet::renewal::{deadline, renewal_fraction};
 use node_cert_agent::kubelet::revocation::Revocation;
 use node_cert_agent::trust::reconcile::spread_offset;
 
-
 fn fleet() -> (usize, usize) {
     const NODES: usize = 5_000;
     const LIFETIME: i64 = 365 * 86_400;
