@@ -48,7 +48,8 @@ pub const BACKDATE: i64 = 300;
 /// The node the tests renew for.
 pub const NODE: &str = "node-1";
 
-/// The RenewRevocation of the AKS hybrid documentation, verbatim: its
+/// The RenewRevocation of the AKS hybrid documentation
+/// (<https://learn.microsoft.com/en-us/azure/aks/hybrid/certificates-overview>), verbatim: its
 /// `kind: Group, group: system:nodes` entry has no notBefore and revokes
 /// every present and future node certificate.
 pub fn documentation_example() -> serde_json::Value {

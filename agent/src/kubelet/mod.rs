@@ -8,7 +8,8 @@
 //! needs a restart of kubelet ([`restart_rule`], pure), and one pass over
 //! the client (and opt-in serving) certificate ([`manager`]).
 //!
-//! Boundary: depends only on the leaves (`x509`, `node`, `config`). It
+//! Boundary: depends only on the leaves (`x509`, `node`, `k8s`, `config`,
+//! `errors`, `retry`, `time`). It
 //! writes only kubelet's certificate files in kubelet's own layout, and
 //! reports through its outcome types, never to the operator sinks.
 

@@ -1,5 +1,6 @@
 //! The `RenewRevocation` custom resource (`certificates.microsoft.com/v1`,
-//! namespaced, as the AKS hybrid documentation writes it; the agent reads
+//! namespaced, as the AKS hybrid documentation writes it, <https://learn.microsoft.com/en-us/azure/aks/hybrid/certificates-overview>,
+//! "Certificate revocation"; the agent reads
 //! the objects of one namespace, kube-system by default): its type, from
 //! which the CRD shipped in
 //! manifests/base/crd-renewrevocation.yaml is generated (a test holds the

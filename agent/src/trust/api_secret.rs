@@ -367,9 +367,24 @@ mod tests {
             "system:serviceaccount:kube-system:node-cert-agent",
             &f,
         );
-        assert!(
-            m.contains(SECRET_ROLE) && m.contains("kubectl auth can-i"),
-            "{m}"
+        assert_eq!(
+            m,
+            "system:serviceaccount:kube-system:node-cert-agent cannot read Secret \
+             kube-system/custom-ca-trust-secret: secrets is forbidden (403). Apply the Role \
+             node-cert-agent:ca-secret-reader and its RoleBinding in kube-system \
+             (manifests/base/rbac-ca-secret.yaml), with the Secret's name in resourceNames; \
+             check with `kubectl auth can-i watch secrets/custom-ca-trust-secret -n kube-system \
+             --as system:serviceaccount:kube-system:node-cert-agent`"
+        );
+        let down = ApiFailure {
+            kind: FailureKind::Unreachable,
+            code: None,
+            message: "connection refused".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            failure_message(&secret(), "x", &down),
+            "cannot read Secret kube-system/custom-ca-trust-secret from the API server: connection refused"
         );
     }
 }

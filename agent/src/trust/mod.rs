@@ -12,7 +12,8 @@
 //! still wait in kubelet's image-pull back-off after an x509 error (pure;
 //! the list is the daemon's).
 //!
-//! Boundary: depends only on the leaves (`x509`, `node`, `config`, `k8s`). It never
+//! Boundary: depends only on the leaves (`x509`, `node`, `config`, `k8s`,
+//! `retry`, `text`, `time`). It never
 //! touches the distro's own CAs, restarts only allowlisted units, and says
 //! what it did through its outcome types, never to the operator sinks.
 
