@@ -1,22 +1,35 @@
-//! The layout's dependency rules, checked on the source: every
-//! `crate::...` path of the non-test code of each folder of `agent/src`
-//! must be one its folder may use.
+//! The agent's layout, checked on its source (`agent/src`, test code left
+//! out as `support/layout_rules.rs` reads it):
 //!
-//! - `x509`, `node`, `k8s`, `config`, `errors`, `retry`, `text` and `time`
-//!   are leaves: they use nothing of the agent but each other (`node` and
-//!   `k8s` may use the other leaves; `x509` only `time`; `config`,
-//!   `errors`, `retry`, `text` and `time` use nothing).
-//! - `trust` and `kubelet` use only the leaves (and themselves).
-//! - `ops` uses the leaves, and of the jobs only their outcome types.
-//! - `fleet` uses the leaves and the jobs (their pure planning), never
-//!   `daemon`, `ops` or `status`.
-//! - Nothing but the binary (`main.rs`, `cli.rs`, `app/`) uses `status`.
+//! - the rules of every crate (`layout_rules`): no import cycle between
+//!   modules, and no source file over [`MAX_LINES`] lines;
+//! - the dependency rules of the folders: every `crate::` and `super::`
+//!   path of the non-test code of each folder must be one its folder may
+//!   use:
+//!   - `x509`, `node`, `k8s`, `config`, `errors`, `retry`, `text` and
+//!     `time` are leaves: they use nothing of the agent but each other
+//!     (`node` and `k8s` may use the other leaves; `x509` only `time`;
+//!     `config`, `errors`, `retry`, `text` and `time` use nothing).
+//!   - `trust` and `kubelet` use only the leaves (and themselves).
+//!   - `ops` uses the leaves, and of the jobs only their outcome types.
+//!   - `fleet` uses the leaves and the jobs (their pure planning), never
+//!     `daemon`, `ops` or `status`.
+//! - nothing but the binary (`main.rs`, `cli.rs`, `app/`) and `status`
+//!   itself uses `status` (the library's root included): its own test,
+//!   though the folder rules imply it too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+#[path = "support/layout_rules.rs"]
+mod layout_rules;
+
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, PathBuf};
+
+use layout_rules::{paths, read_src, sources_of, src, Source};
+
+/// The most lines a source file may have.
+const MAX_LINES: usize = 900;
 
 /// The outcome types of the jobs, the only part of them `ops` sees.
 const OUTCOME_TYPES: &[&str] = &[
@@ -56,110 +69,55 @@ fn allowed(folder: &str, path: &str) -> bool {
     }
 }
 
-/// Every `crate::` path in `code`, with `{a, b::{c, d}}` groups expanded.
-fn crate_paths(code: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
-        rest = &rest[at + "crate::".len()..];
-        expand(String::new(), rest, &mut out);
-    }
-    out
+/// The first segment of `path` (a module path or a file under `src`).
+fn top(path: &str) -> &str {
+    path.split("::").next().unwrap_or_default()
 }
 
-/// Expands the path that starts at `text` after `prefix`.
-fn expand(prefix: String, text: &str, out: &mut Vec<String>) {
-    let ident_end = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(text.len());
-    let (path, rest) = text.split_at(ident_end);
-    let full = format!("{prefix}{path}");
-    if full.ends_with("::") && rest.starts_with('{') {
-        // A group: split its top-level items.
-        let mut depth = 0;
-        let mut start = 1;
-        for (i, c) in rest.char_indices() {
-            match c {
-                '{' => depth += 1,
-                '}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        item(&full, &rest[start..i], out);
-                        return;
-                    }
-                }
-                ',' if depth == 1 => {
-                    item(&full, &rest[start..i], out);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-    } else if !full.is_empty() {
-        out.push(full.trim_end_matches(':').to_string());
-    }
+/// Whether `s` is a file of the binary (`main.rs`, `cli.rs`, `app/`).
+fn is_binary(s: &Source) -> bool {
+    matches!(
+        s.file.components().next(),
+        Some(Component::Normal(first)) if ["main.rs", "cli.rs", "app"].iter().any(|b| first == *b)
+    )
 }
 
-fn item(prefix: &str, text: &str, out: &mut Vec<String>) {
-    let text = text.trim();
-    if text.is_empty() {
-        return;
-    }
-    if text == "self" {
-        out.push(prefix.trim_end_matches(':').to_string());
-        return;
-    }
-    expand(prefix.to_string(), text, out);
-}
-
-/// The non-test code of every `.rs` file under `dir`.
-fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                let text = fs::read_to_string(&p).unwrap();
-                let code = match text.find("\n#[cfg(test)]\n") {
-                    Some(at) => text[..at].to_string(),
-                    None => text,
-                };
-                out.push((p, code));
+/// The paths of `sources` their folder may not use (`file: crate::path`),
+/// and how many paths were checked.
+fn folder_violations(sources: &[Source]) -> (BTreeSet<String>, usize) {
+    let mut violations = BTreeSet::new();
+    let mut checked = 0;
+    for s in sources
+        .iter()
+        .filter(|s| !is_binary(s) && !s.module.is_empty())
+    {
+        for p in paths(&s.module, &s.code) {
+            checked += 1;
+            if !allowed(top(&s.module), &p) {
+                violations.insert(format!("{}: crate::{p}", s.file.display()));
             }
         }
     }
-    out.sort();
-    out
+    (violations, checked)
+}
+
+/// The uses of `status` outside the binary and `status` itself.
+fn status_imports(sources: &[Source]) -> Vec<String> {
+    sources
+        .iter()
+        .filter(|s| !is_binary(s) && top(&s.module) != "status")
+        .flat_map(|s| {
+            paths(&s.module, &s.code)
+                .into_iter()
+                .filter(|p| top(p) == "status")
+                .map(|p| format!("{}: crate::{p}", s.file.display()))
+        })
+        .collect()
 }
 
 #[test]
 fn every_folder_uses_only_what_the_layout_allows() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let binary = ["main.rs", "cli.rs", "app"];
-    let mut violations = BTreeSet::new();
-    let mut checked = 0;
-    for (path, code) in sources(&src) {
-        let rel = path.strip_prefix(&src).unwrap();
-        let first = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let folder = first.trim_end_matches(".rs").to_string();
-        if binary.contains(&first.as_ref()) || folder == "lib" {
-            continue;
-        }
-        for p in crate_paths(&code) {
-            checked += 1;
-            if !allowed(&folder, &p) {
-                violations.insert(format!("{}: crate::{p}", rel.display()));
-            }
-        }
-    }
+    let (violations, checked) = folder_violations(&read_src(&src()));
     assert!(checked > 100, "found the agent's crate paths ({checked})");
     assert!(
         violations.is_empty(),
@@ -169,7 +127,50 @@ fn every_folder_uses_only_what_the_layout_allows() {
 }
 
 #[test]
-fn the_path_expander_reads_groups() {
-    let paths = crate_paths("use crate::a::{b, c::{d, e}, self};\nlet x = crate::f::g(1);");
-    assert_eq!(paths, ["a::b", "a::c::d", "a::c::e", "a", "f::g"]);
+fn nothing_but_the_binary_imports_status() {
+    let sources = read_src(&src());
+    assert!(
+        sources
+            .iter()
+            .any(|s| is_binary(s) && top(&s.module) == "app"),
+        "read the binary's files"
+    );
+    let found = status_imports(&sources);
+    assert!(
+        found.is_empty(),
+        "`status` is the binary's alone (it reads everything; nothing reads it):\n  {}",
+        found.join("\n  ")
+    );
+}
+
+#[test]
+fn the_rules_catch_a_use_they_do_not_allow() {
+    let files = [
+        (
+            "lib.rs",
+            "pub mod daemon;\npub mod status;\npub mod trust;\n",
+        ),
+        ("main.rs", "mod app;\n"),
+        ("app/mod.rs", "use crate::status::Report;\n"),
+        ("status/mod.rs", "use crate::daemon::Loops;\n"),
+        ("daemon/mod.rs", "use crate::{status::Report, trust};\n"),
+        (
+            "trust/mod.rs",
+            "use crate::x509::Cert;\nuse crate::daemon::Loops;\n",
+        ),
+    ];
+    let sources = sources_of(files.map(|(f, t)| (PathBuf::from(f), t.to_string())).into());
+    assert_eq!(
+        status_imports(&sources),
+        ["daemon/mod.rs: crate::status::Report"]
+    );
+    let (violations, checked) = folder_violations(&sources);
+    assert_eq!(checked, 5);
+    assert_eq!(
+        violations.into_iter().collect::<Vec<_>>(),
+        [
+            "daemon/mod.rs: crate::status::Report",
+            "trust/mod.rs: crate::daemon::Loops"
+        ]
+    );
 }

@@ -84,3 +84,21 @@ pub fn facts_of_x509(cert: &X509, key_matches: bool) -> CertFacts {
         key_matches,
     }
 }
+
+#[cfg(test)]
+impl CertFacts {
+    /// A node client certificate's facts for tests: serial `0A1B`, valid
+    /// for 100,000 s from 1,000,000, one DNS name and one IP.
+    pub fn example(node: &str) -> Self {
+        Self {
+            serial: "0A1B".into(),
+            common_name: Some(format!("system:node:{node}")),
+            organizations: vec!["system:nodes".into()],
+            dns_names: vec!["node1.eu.example.com".into()],
+            ips: vec![std::net::IpAddr::from([10, 0, 0, 7])],
+            not_before: 1_000_000,
+            not_after: 1_000_000 + 100_000,
+            key_matches: true,
+        }
+    }
+}

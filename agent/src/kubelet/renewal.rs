@@ -392,16 +392,7 @@ mod tests {
     use crate::time::rfc3339;
 
     fn facts(node: &str) -> CertFacts {
-        CertFacts {
-            serial: "0A1B".into(),
-            common_name: Some(format!("system:node:{node}")),
-            organizations: vec!["system:nodes".into()],
-            dns_names: vec!["node1.eu.example.com".into()],
-            ips: vec!["10.0.0.7".parse().unwrap()],
-            not_before: 1_000_000,
-            not_after: 1_000_000 + 100_000,
-            key_matches: true,
-        }
+        CertFacts::example(node)
     }
 
     #[test]

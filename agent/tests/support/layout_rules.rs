@@ -136,12 +136,16 @@ pub fn code_of(text: &str) -> String {
             }
         } else if let Some(hashes) = raw_string_at(&c, i) {
             i += hashes + 2;
-            while i < c.len() && !(c[i] == '"' && c[i + 1..].iter().take_while(|&&h| h == '#').count() >= hashes) {
+            while i < c.len()
+                && !(c[i] == '"' && c[i + 1..].iter().take_while(|&&h| h == '#').count() >= hashes)
+            {
                 i += 1;
             }
             i += hashes + 1;
             out.push_str("\"\"");
-        } else if c[i] == '"' || (c[i] == '\'' && (next == Some('\\') || c.get(i + 2) == Some(&'\''))) {
+        } else if c[i] == '"'
+            || (c[i] == '\'' && (next == Some('\\') || c.get(i + 2) == Some(&'\'')))
+        {
             // A string or a character (a lifetime has no closing quote).
             let quote = c[i];
             i += 1;
@@ -167,7 +171,8 @@ fn raw_string_at(c: &[char], i: usize) -> Option<usize> {
     let ident_at = |j: Option<usize>| j.and_then(|j| c.get(j)).is_some_and(|&x| is_ident(x));
     let before = i.checked_sub(1);
     let starts = !ident_at(before)
-        || (before.is_some_and(|b| c[b] == 'b') && !ident_at(before.and_then(|b| b.checked_sub(1))));
+        || (before.is_some_and(|b| c[b] == 'b')
+            && !ident_at(before.and_then(|b| b.checked_sub(1))));
     if c[i] != 'r' || !starts {
         return None;
     }
@@ -234,9 +239,13 @@ fn item_len(s: &str) -> usize {
             ')' | ']' | '}' => {
                 depth -= 1;
                 if depth == 0 && c == '}' {
+                    // `use a::{b, c};` ends at its `;`.
                     let after = &s[i + 1..];
-                    let semicolon = after.trim_start().starts_with(';');
-                    return i + 1 + if semicolon { after.find(';').unwrap() + 1 } else { 0 };
+                    let tail = match after.trim_start().starts_with(';') {
+                        true => after.find(';').unwrap() + 1,
+                        false => 0,
+                    };
+                    return i + 1 + tail;
                 }
             }
             ';' if depth == 0 => return i + 1,
@@ -567,7 +576,10 @@ fn modules_are_named_as_rustc_names_them_and_test_files_left_out() {
         ("support/deep.rs", ""),
     ]
     .map(|(f, t)| (PathBuf::from(f), t.to_string()));
-    let read: Vec<String> = sources_of(files.into()).into_iter().map(|s| s.module).collect();
+    let read: Vec<String> = sources_of(files.into())
+        .into_iter()
+        .map(|s| s.module)
+        .collect();
     assert_eq!(read, ["a", ""]);
 }
 
@@ -602,12 +614,18 @@ fn a_cycle_through_files_and_a_long_file_are_reported() {
             ("lib.rs", "mod a;\nmod b;\nmod c;\n"),
             ("a.rs", a),
             ("b.rs", "use super::a::{self, A};\n"),
-            ("c.rs", "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::c;\n}\n"),
+            (
+                "c.rs",
+                "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::c;\n}\n",
+            ),
         ];
         sources_of(files.map(|(f, t)| (PathBuf::from(f), t.to_string())).into())
     };
     let quiet = read("//! Not crate::b.\nconst B: &str = \"crate::b\";\n");
-    assert!(import_cycles(&quiet).is_empty(), "comments and strings are no use");
+    assert!(
+        import_cycles(&quiet).is_empty(),
+        "comments and strings are no use"
+    );
     assert_eq!(
         import_cycles(&read("use crate::b::B;\n")),
         ["{a, b}: a -> b; b -> a"]
