@@ -480,11 +480,11 @@ fn a_secret_changing_faster_than_the_spread_still_gets_its_restart_within_the_sp
     let name = (0..100)
         .map(|i| format!("spread-node-{i}"))
         .find(|n| {
-            let o = node_cert_agent::trust::reconcile::spread_offset(n, window);
+            let o = node_cert_agent::trust::restart::spread_offset(n, window);
             o >= Duration::from_secs(9) && o <= Duration::from_secs(15)
         })
         .unwrap();
-    let offset = node_cert_agent::trust::reconcile::spread_offset(&name, window);
+    let offset = node_cert_agent::trust::restart::spread_offset(&name, window);
     let volume = tempfile::tempdir().unwrap();
     let agent = PodModeAgent::start(
         &node,

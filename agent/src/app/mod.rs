@@ -292,7 +292,7 @@ fn trust_job(
     }
     let window = settings.trust.restart_spread;
     let restart_delay = match node.identity.name.as_deref() {
-        Some(name) => trust::reconcile::spread_offset(name, window),
+        Some(name) => trust::restart::spread_offset(name, window),
         None if window.is_zero() => Duration::ZERO,
         None => anyhow::bail!(
             "restart-spread-seconds needs the node's name: set NODE_NAME or --node-name"

@@ -28,8 +28,8 @@ use crate::ops::daemon_status::PublishReport;
 use crate::ops::recorder::Recorder;
 use crate::retry::Backoff;
 use crate::time::now_unix;
-use crate::trust::reconcile::spread_offset;
 use crate::trust::reconcile::{Outcome, ReconcileError};
+use crate::trust::restart::spread_offset;
 
 /// What was last published, in the state directory.
 pub const PUBLISHED_FILE: &str = "fleet-published.json";

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::fleet::observed::Condition;
 use crate::fleet::report::{Report, Row, SCHEMA_VERSION};
@@ -159,5 +160,14 @@ impl ConditionReport {
             reason: c.reason.clone(),
             message: c.message.clone(),
         }
+    }
+}
+
+impl Report {
+    /// `-o json`: schemaVersion 1 (docs/json.md documents every field),
+    /// as a JSON value whose object keys are in sorted order, as every
+    /// earlier version printed them.
+    pub fn json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(FleetReport::of(self))
     }
 }

@@ -1,16 +1,13 @@
 //! The `fleet` command's report: one row per Node, whether it is in sync
 //! with the [`Expected`] state and, if not, why; the summary that groups
-//! the rest by reason; the table and the JSON (`schemaVersion` 1, docs/json.md
-//! "fleet"); the exit code. Pure: data in, text and numbers out.
+//! the rest by reason; the table; the exit code (the JSON is
+//! [`crate::fleet::output`]'s). Pure: data in, text and numbers out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use crate::fleet::expected::Expected;
 use crate::fleet::observed::{Condition, NodeFacts};
-use crate::fleet::output::FleetReport;
 use crate::fleet::schema::{self, TrustReason};
 use crate::time::rfc3339;
 
@@ -384,13 +381,6 @@ impl Report {
             expires,
             changed,
         ]
-    }
-
-    /// `-o json`: schemaVersion 1 (docs/json.md documents every field),
-    /// as a JSON value whose object keys are in sorted order, as every
-    /// earlier version printed them.
-    pub fn json(&self) -> Result<Value, serde_json::Error> {
-        serde_json::to_value(FleetReport::of(self))
     }
 }
 

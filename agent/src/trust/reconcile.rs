@@ -30,8 +30,6 @@ use crate::trust::plan::{self, SourceInput};
 use crate::trust::pull_trust::{
     self, Assessment, PullTrust, PullTrustError, RegistryHosts, RuntimeTrust, RUNTIME_UNIT,
 };
-use crate::trust::restart::PassFacts;
-pub use crate::trust::restart::{spread_offset, started_after};
 use crate::trust::sources::{read_source, SourceSpec};
 use crate::trust::state::{self, CaState, Pending, StateError};
 use crate::trust::store::{Installed, TrustError, TrustStore};
@@ -188,6 +186,20 @@ impl Outcome {
     pub fn has_input_errors(&self) -> bool {
         self.findings.iter().any(Finding::is_error)
     }
+}
+
+/// What the restart phase needs to know of the pass before it.
+pub(super) struct PassFacts {
+    /// The agent's anchors when the pass began (hex fingerprints).
+    pub(super) installed_before: BTreeSet<String>,
+    /// Nothing was pending when the pass began: the units run with the
+    /// bundle those anchors made.
+    pub(super) settled_before: bool,
+    /// What the node should trust after the pass.
+    pub(super) desired: BTreeSet<String>,
+    /// A desired CA has a negative serial, which Go refuses to parse.
+    pub(super) desired_negative_serial: bool,
+    pub(super) assessment: Assessment,
 }
 
 pub struct Reconciler<S: Systemd> {

@@ -19,24 +19,10 @@ use crate::node::docker::{self, LiveRestore};
 use crate::node::systemd::{Systemd, UnitStatus};
 use crate::time::{now_us, rfc3339, rfc3339_us};
 use crate::trust::pacing::{self, RestartHistory};
-use crate::trust::pull_trust::{self, Assessment, RuntimeTrust, RUNTIME_UNIT};
-use crate::trust::reconcile::{DeferredRestart, Outcome, ReconcileError, Reconciler};
+use crate::trust::pull_trust::{self, RuntimeTrust, RUNTIME_UNIT};
+use crate::trust::reconcile::{DeferredRestart, Outcome, PassFacts, ReconcileError, Reconciler};
 use crate::trust::state::{CaState, Pending};
 use crate::x509::cert::Fingerprint;
-
-/// What the restart phase needs to know of the pass before it.
-pub(super) struct PassFacts {
-    /// The agent's anchors when the pass began (hex fingerprints).
-    pub(super) installed_before: BTreeSet<String>,
-    /// Nothing was pending when the pass began: the units run with the
-    /// bundle those anchors made.
-    pub(super) settled_before: bool,
-    /// What the node should trust after the pass.
-    pub(super) desired: BTreeSet<String>,
-    /// A desired CA has a negative serial, which Go refuses to parse.
-    pub(super) desired_negative_serial: bool,
-    pub(super) assessment: Assessment,
-}
 
 impl<S: Systemd> Reconciler<S> {
     /// Phase 4: restart the units whose restart is pending, within their

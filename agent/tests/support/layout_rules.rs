@@ -331,7 +331,7 @@ fn expand(prefix: String, text: &str, out: &mut Vec<String>) {
         .unwrap_or(text.len());
     let (path, rest) = text.split_at(end);
     let full = format!("{prefix}{path}");
-    if full.ends_with("::") && rest.starts_with('{') {
+    if (full.is_empty() || full.ends_with("::")) && rest.starts_with('{') {
         let mut depth = 0;
         let mut start = 1;
         for (i, c) in rest.char_indices() {
@@ -361,8 +361,10 @@ fn item(prefix: &str, text: &str, out: &mut Vec<String>) {
     if text.is_empty() {
         return;
     }
-    if text == "self" {
-        out.push(prefix.trim_end_matches(':').to_string());
+    if text == "self" || text.starts_with("self ") {
+        if !prefix.is_empty() {
+            out.push(prefix.trim_end_matches(':').to_string());
+        }
         return;
     }
     expand(prefix.to_string(), text, out);
@@ -499,6 +501,14 @@ pub fn files_over(sources: &[Source], max: usize) -> Vec<String> {
         .collect()
 }
 
+/// Fails, saying `what` they are, unless `found` is empty.
+#[track_caller]
+pub fn assert_none<S: AsRef<str>>(what: &str, found: impl IntoIterator<Item = S>) {
+    let found: Vec<S> = found.into_iter().collect();
+    let lines: Vec<&str> = found.iter().map(AsRef::as_ref).collect();
+    assert!(lines.is_empty(), "{what}:\n  {}", lines.join("\n  "));
+}
+
 #[test]
 fn no_module_import_cycles() {
     let sources = read_src(&src());
@@ -508,22 +518,18 @@ fn no_module_import_cycles() {
         "read the crate's modules ({}) and their uses ({edges})",
         sources.len()
     );
-    let found = import_cycles(&sources);
-    assert!(
-        found.is_empty(),
-        "modules that import each other (directly or through others):\n  {}",
-        found.join("\n  ")
+    assert_none(
+        "modules that import each other (directly or through others)",
+        import_cycles(&sources),
     );
 }
 
 #[test]
 fn no_source_file_is_over_the_line_limit() {
     let max = super::MAX_LINES;
-    let long = files_over(&read_src(&src()), max);
-    assert!(
-        long.is_empty(),
-        "source files over {max} lines (move big test modules to a sibling `tests.rs`, or split the module):\n  {}",
-        long.join("\n  ")
+    assert_none(
+        &format!("source files over {max} lines (move big test modules to a sibling `tests.rs`, or split the module)"),
+        files_over(&read_src(&src()), max),
     );
 }
 
@@ -544,6 +550,13 @@ fn the_path_reader_expands_groups_and_resolves_super() {
         ]
     );
     assert_eq!(paths("top", "use super::Shared;"), ["Shared"]);
+    assert_eq!(
+        paths(
+            "a",
+            "use crate::{self, b::C, d};\nuse super::{e::{self as g}, f};"
+        ),
+        ["b::C", "d", "e", "f"]
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::time::now_us;
+use crate::trust::restart::{spread_offset, started_after};
 
 /// The peak restarts in any one second when `nodes` nodes see one change
 /// at the same instant and each waits its [`spread_offset`] of `window`.

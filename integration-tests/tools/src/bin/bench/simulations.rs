@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use node_cert_agent::kubelet::renewal::{deadline, renewal_fraction};
 use node_cert_agent::kubelet::revocation::Revocation;
-use node_cert_agent::trust::reconcile::spread_offset;
+use node_cert_agent::trust::restart::spread_offset;
 
 fn fleet() -> (usize, usize) {
     const NODES: usize = 5_000;
