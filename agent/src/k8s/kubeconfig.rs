@@ -17,18 +17,10 @@
 //! talks to the API server, and does not run exec or auth-provider plugins.
 //! Token and key material never appear in `Debug` output or error messages.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::{fmt, io};
 
-use base64::Engine as _;
-use kube::config::{AuthInfo, Cluster, NamedAuthInfo, NamedCluster, NamedContext};
-use openssl::pkey::PKey;
-use openssl::x509::X509;
-use secrecy::ExposeSecret;
-
-use crate::node::fsutil::{self, FsError};
-use crate::node::hostroot::{HostRoot, HostRootError};
-use crate::x509::openssl_reason;
+use kube::config::{NamedAuthInfo, NamedCluster, NamedContext};
 
 mod error;
 mod resolve;

@@ -19,37 +19,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::Flock;
-use openssl::x509::X509;
 use tracing::{error, info, warn};
 
 use self::revocations::RevocationMemory;
 pub use crate::config::KubeletSettings;
 use crate::errors::error_chain;
-use crate::k8s::client::{build_client, ClientError};
-use crate::k8s::kubeconfig::{self, KubeconfigError, ResolvedKubeconfig};
-use crate::kubelet::csr::{self, CsrError, Purpose};
+use crate::k8s::client::ClientError;
+use crate::k8s::kubeconfig::{self, KubeconfigError};
+use crate::kubelet::csr::{CsrError, Purpose};
 use crate::kubelet::facts::facts_of;
 use crate::kubelet::facts::CertFacts;
 use crate::kubelet::identity::{self, IdentityError, IdentitySource};
 use crate::kubelet::kubelet_config::EffectiveKubelet;
 use crate::kubelet::node_facts::NodeFacts;
-use crate::kubelet::renewal::{
-    self, Decision, FirstSeen, RenewReason, RevocationContext, Unsatisfiable,
-};
-use crate::kubelet::restart_rule;
-use crate::kubelet::revocation::{self, Revocation, RevocationCache, SourceState};
+use crate::kubelet::renewal::{self, Decision, RenewReason};
+use crate::kubelet::revocation::{Revocation, RevocationCache, SourceState};
 use crate::kubelet::scope::{self, NodeNameError};
-use crate::kubelet::state::{
-    self as kubelet_state, KubeletState, KubeletStateError, RevocationRecords, SeenRecord,
-    KUBELET_REVOCATIONS_FILE, KUBELET_STATE_FILE,
-};
+use crate::kubelet::state::{KubeletStateError, KUBELET_STATE_FILE};
 use crate::kubelet::store::{CertKind, CurrentCert, KubeletStore, StoreError};
 use crate::node::fsutil::{self, FsError};
 use crate::node::hostroot::{HostRoot, HostRootError};
 use crate::node::lock::{lock_exclusive, LockError};
 use crate::node::systemd::{Systemd, SystemdError, UnitExec};
-use crate::time::{now_unix, parse_rfc3339, rfc3339};
-use crate::x509::cert::CertInfo;
+use crate::time::{now_unix, rfc3339};
 
 /// The longest sleep between passes, so a clock jump (suspend, NTP step) is
 /// noticed within this time even when nothing else wakes the agent.

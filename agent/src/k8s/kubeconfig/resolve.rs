@@ -6,7 +6,22 @@
 //! Boundary: reads only; never writes, never talks to the API server, runs
 //! no exec or auth-provider plugin.
 
-use super::*;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use kube::config::{AuthInfo, Cluster, NamedAuthInfo, NamedContext};
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use secrecy::ExposeSecret;
+
+use super::{
+    parse, Auth, Kubeconfig, KubeconfigError, ResolvedKubeconfig, MAX_KUBECONFIG_BYTES,
+    MAX_REFERENCED_BYTES,
+};
+use crate::node::fsutil::{self, FsError};
+use crate::node::hostroot::{HostRoot, HostRootError};
+use crate::x509::openssl_reason;
 
 /// Reads the kubeconfig at `node_path` through `host` and resolves it to what
 /// the agent needs.

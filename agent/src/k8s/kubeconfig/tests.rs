@@ -4,7 +4,10 @@
 
 use std::fs;
 
+use base64::Engine as _;
+
 use super::*;
+use crate::node::hostroot::HostRoot;
 use crate::x509::testpki;
 
 const TOKEN: &str = "abcdef.0123456789abcdef";

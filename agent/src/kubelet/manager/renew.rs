@@ -7,7 +7,25 @@
 //! renew (that is `due`'s, in the manager) and makes API calls only
 //! through `csr` and `node_facts`.
 
-use super::*;
+use openssl::x509::X509;
+use tracing::{error, info, warn};
+
+use super::{KubeletError, KubeletManager, PassOutcome};
+use crate::k8s::client::build_client;
+use crate::k8s::kubeconfig::{self, ResolvedKubeconfig};
+use crate::kubelet::csr::{self, CsrError, Purpose};
+use crate::kubelet::facts::facts_of;
+use crate::kubelet::identity;
+use crate::kubelet::kubelet_config::EffectiveKubelet;
+use crate::kubelet::node_facts::NodeFacts;
+use crate::kubelet::renewal;
+use crate::kubelet::restart_rule;
+use crate::kubelet::state::{self as kubelet_state, KubeletState};
+use crate::kubelet::store::{CertKind, CurrentCert};
+use crate::node::fsutil;
+use crate::node::systemd::Systemd;
+use crate::time::{now_unix, rfc3339};
+use crate::x509::cert::CertInfo;
 
 impl<S: Systemd> KubeletManager<S> {
     pub(super) async fn renew(

@@ -7,7 +7,24 @@
 //! Boundary: decides no renewal (that is `renewal`'s) and writes no
 //! certificate.
 
-use super::*;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::{error, warn};
+
+use super::{slot, KubeletManager, PassOutcome};
+use crate::errors::error_chain;
+use crate::k8s::client::build_client;
+use crate::kubelet::facts::facts_of;
+use crate::kubelet::identity;
+use crate::kubelet::renewal::{self, FirstSeen, RevocationContext, Unsatisfiable};
+use crate::kubelet::revocation::{self, Revocation, SourceState};
+use crate::kubelet::state::{
+    self as kubelet_state, RevocationRecords, SeenRecord, KUBELET_REVOCATIONS_FILE,
+};
+use crate::kubelet::store::CertKind;
+use crate::node::systemd::Systemd;
+use crate::time::{parse_rfc3339, rfc3339};
 
 /// What the job learned of the RenewRevocation entries, each kept while it
 /// stands unchanged in a complete list:

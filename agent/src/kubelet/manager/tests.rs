@@ -6,6 +6,7 @@ use super::*;
 use crate::kubelet::fake_api::{
     documentation_example, FakeApi, TestNode, EXAMPLE_GROUP_LABEL, NODE,
 };
+use crate::kubelet::state as kubelet_state;
 use crate::node::systemd::fake::RecordingSystemd;
 
 /// `node`'s manager with `kubelet.revocation-spread-seconds: spread`: a
