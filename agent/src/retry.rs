@@ -31,7 +31,9 @@ impl Backoff {
     pub fn next_delay(&mut self, instead: Option<Duration>) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        instead.unwrap_or(base) + jitter(base, self.jitter)
+        // A server's Retry-After is honoured up to the cap: one bad answer must
+        // not stall a loop for hours.
+        instead.map_or(base, |d| d.min(self.max)) + jitter(base, self.jitter)
     }
 
     /// After a success: the next failure retries after `first` again.

@@ -69,6 +69,9 @@ fn run(args: FleetArgs) -> anyhow::Result<u8> {
             now_unix(),
             args.selector.clone(),
         );
+        // Only the facts are kept while waiting: at 5,000 Nodes the objects
+        // themselves are most of the memory.
+        drop(listed);
         let Some(timeout) = timeout.filter(|_| !report.summary().all_converged()) else {
             print_report(&report, args.output)?;
             return Ok(report.exit_code());
@@ -318,7 +321,15 @@ async fn wait(
     if let Some(s) = &args.selector {
         config = config.labels(s);
     }
-    let mut stream = watch::changes(watcher(nodes.clone(), config).boxed()).boxed();
+    let nodes = nodes.clone();
+    // Each Node becomes its facts as it arrives, so a relist of 5,000
+    // Nodes never holds the objects.
+    let mut stream = watch::changes(move || {
+        watcher(nodes.clone(), config.clone())
+            .map(|event| event.map(facts_event))
+            .boxed()
+    })
+    .boxed();
     let deadline = tokio::time::sleep(timeout);
     let mut deadline = std::pin::pin!(deadline);
     let code = loop {
@@ -343,6 +354,12 @@ async fn wait(
                 progress.note("the watch of Nodes ended");
                 break EXIT_NOT_CONVERGED;
             }
+            Some(Change::Failed { failure, .. }) if failure.is_auth() => {
+                progress.note(&format!(
+                    "watching Nodes: {failure}; the kubeconfig's user may not watch them: check with `kubectl auth can-i watch nodes` and ask for that permission"
+                ));
+                break EXIT_ERROR;
+            }
             Some(Change::Failed {
                 failure,
                 retry_in,
@@ -357,20 +374,15 @@ async fn wait(
                 false
             }
             Some(Change::Listed { objects, .. }) => {
-                facts = objects
-                    .iter()
-                    .map(NodeFacts::of_node)
-                    .map(|f| (f.name.clone(), f))
-                    .collect();
+                facts = objects.into_iter().map(|f| (f.name.clone(), f)).collect();
                 true
             }
-            Some(Change::Applied(n)) => {
-                let f = NodeFacts::of_node(&n);
+            Some(Change::Applied(f)) => {
                 facts.insert(f.name.clone(), f);
                 true
             }
-            Some(Change::Deleted(n)) => {
-                facts.remove(n.metadata.name.as_deref().unwrap_or_default());
+            Some(Change::Deleted(f)) => {
+                facts.remove(&f.name);
                 true
             }
         };
@@ -384,4 +396,15 @@ async fn wait(
     };
     progress.finish();
     (report_of(&facts), code)
+}
+
+/// A watcher event of a Node as the event of its facts.
+fn facts_event(event: watcher::Event<Node>) -> watcher::Event<NodeFacts> {
+    match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(n) => watcher::Event::InitApply(NodeFacts::of_node(&n)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::Apply(n) => watcher::Event::Apply(NodeFacts::of_node(&n)),
+        watcher::Event::Delete(n) => watcher::Event::Delete(NodeFacts::of_node(&n)),
+    }
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::fleet::writer::NodeClientSource;
-use crate::k8s::failure::WatchRetry;
+use crate::k8s::failure::{ApiFailure, WatchRetry};
 use crate::k8s::watch::{self as k8s_watch, Change};
 
 /// How soon a node whose identity cannot be loaded any more looks again.
@@ -44,9 +44,10 @@ pub async fn run(
         // The publisher is gone; so is the daemon.
         return std::future::pending().await;
     }
-    // Kept across the re-established watches: a node forbidden for hours
-    // backs off to minutes, not to the first wait again.
+    // Kept across the watches built with each identity: a node forbidden
+    // for hours backs off to minutes and says so once, not every time.
     let mut auth_retry = WatchRetry::default();
+    let mut last_warned: Option<ApiFailure> = None;
     loop {
         let Some(c) = client() else {
             tokio::time::sleep(NO_IDENTITY_WAIT).await;
@@ -54,12 +55,13 @@ pub async fn run(
         };
         let api: Api<Node> = Api::all(c);
         let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
-        let mut changes = k8s_watch::changes(watcher(api, config).boxed()).boxed();
+        let mut changes =
+            k8s_watch::changes(move || watcher(api.clone(), config.clone()).boxed()).boxed();
         while let Some(change) = changes.next().await {
             let seen = match change {
-                Change::Listed { objects, recovered } => {
+                Change::Listed { objects, .. } => {
                     auth_retry.reset();
-                    if recovered {
+                    if last_warned.take().is_some() {
                         info!(node = %node, "Node {node} can be watched again");
                     }
                     objects.into_iter().next()
@@ -67,20 +69,26 @@ pub async fn run(
                 Change::Applied(n) => Some(n),
                 Change::Deleted(_) => None,
                 Change::Failed {
-                    failure,
-                    retry_in,
-                    repeated,
+                    failure, retry_in, ..
                 } => {
-                    let message = format!(
-                        "cannot watch Node {node} as system:node:{node}: {failure}; a Node registered again is repaired only at the next change"
-                    );
-                    if !repeated {
-                        warn!(node = %node, retry_in_s = retry_in.as_secs(), "{message}");
+                    // Another identity may be allowed after a 401 or 403:
+                    // the watch starts again with the node's identity of
+                    // now, after the auth schedule's wait.
+                    let wait = if failure.is_auth() {
+                        auth_retry.next_delay(&failure)
+                    } else {
+                        retry_in
+                    };
+                    if last_warned.as_ref() != Some(&failure) {
+                        warn!(
+                            node = %node,
+                            retry_in_s = wait.as_secs(),
+                            "cannot watch Node {node} as system:node:{node}: {failure}; a Node registered again is repaired only at the next change"
+                        );
+                        last_warned = Some(failure.clone());
                     }
                     if failure.is_auth() {
-                        // Another identity may be allowed: start again
-                        // with the node's identity of now.
-                        tokio::time::sleep(auth_retry.next_delay(&failure)).await;
+                        tokio::time::sleep(wait).await;
                         break;
                     }
                     None

@@ -5,13 +5,20 @@
 //! What it does for every caller, so none does it again:
 //! - a (re)list arrives whole, as one [`Change::Listed`] after the
 //!   watcher's `Init`/`InitApply`/`InitDone`, never as a half list;
-//! - a 410 (the watch's resourceVersion is too old) is not a failure: the
-//!   watcher relists at once and the same content changes nothing;
-//! - any other failure is classified ([`ApiFailure`]) and paced by the one
+//! - a 410 inside an established watch (the watch cache's "too old
+//!   resourceVersion") is not a failure: the watcher relists at once, and
+//!   the same content changes nothing;
+//! - any other failure is classified ([`ApiFailure`]), paced by the one
 //!   retry schedule ([`WatchRetry`]: soon for a restarting server, minutes
-//!   for a 401 or 403), and says whether it repeats the last one, so a
-//!   watch that fails for hours is logged once, not every minute;
-//! - a list after failures says so (`recovered`).
+//!   for a 401 or 403, a server's Retry-After up to the cap), and says
+//!   whether it repeats the last one, so a watch that fails for hours is
+//!   logged once, not every minute;
+//! - after such a failure the watcher is built afresh, so the next success
+//!   is always a whole list with `recovered` set: a caller's "failing"
+//!   state, the backoff and the repeat check all end there. (kube-runtime
+//!   alone resumes a dropped watch from its resourceVersion without a
+//!   word, which would leave a caller failing until the next change.) The
+//!   lists are by name or of one namespace, so a relist is one small read.
 //!
 //! Boundary: no message to the operator and no state of the caller's; the
 //! callers say what a change or a failure means.
@@ -22,20 +29,20 @@ use futures_util::{Stream, StreamExt};
 use kube::runtime::watcher;
 use tracing::debug;
 
-use crate::k8s::failure::{ApiFailure, FailureKind, WatchRetry};
+use crate::k8s::failure::{ApiFailure, WatchRetry};
 
 /// What a watched collection did.
 #[derive(Debug)]
 pub enum Change<K> {
     /// A complete list: the first one, or a relist (after a 410 or a
-    /// dropped watch). `recovered`: it ends a run of failures.
+    /// failure). `recovered`: it ends a run of failures.
     Listed { objects: Vec<K>, recovered: bool },
     /// An object was added or modified.
     Applied(K),
     /// An object was deleted.
     Deleted(K),
     /// The list or the watch failed; the stream waits `retry_in` before it
-    /// tries again. `repeated`: the same failure as the one before, with no
+    /// lists again. `repeated`: the same failure as the one before, with no
     /// list in between (say it at debug level only).
     Failed {
         failure: ApiFailure,
@@ -44,26 +51,19 @@ pub enum Change<K> {
     },
 }
 
-/// The changes of the watcher stream `events` (from
-/// `kube::runtime::watcher`), paced by the agent's retry schedule. Ends
-/// when `events` ends.
-pub fn changes<K, S>(events: S) -> impl Stream<Item = Change<K>> + Send
+/// The changes of the watcher streams `watch` builds (each a
+/// `kube::runtime::watcher`), paced by the agent's retry schedule. Never
+/// ends unless a stream `watch` built ends.
+pub fn changes<K, S, F>(watch: F) -> impl Stream<Item = Change<K>> + Send
 where
     K: Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + Unpin + 'static,
-{
-    changes_with(events, WatchRetry::default())
-}
-
-/// [`changes`] with `retry` as the schedule.
-pub fn changes_with<K, S>(events: S, retry: WatchRetry) -> impl Stream<Item = Change<K>> + Send
-where
-    K: Send + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + Unpin + 'static,
+    F: FnMut() -> S + Send + 'static,
 {
     let state = State {
-        events,
-        retry,
+        events: None,
+        watch,
+        retry: WatchRetry::default(),
         listing: None,
         wait: None,
         last_failure: None,
@@ -74,8 +74,10 @@ where
     })
 }
 
-struct State<K, S> {
-    events: S,
+struct State<K, S, F> {
+    /// The watcher of now; `None` after a failure, until it is built again.
+    events: Option<S>,
+    watch: F,
     retry: WatchRetry,
     /// The list being received (between `Init` and `InitDone`).
     listing: Option<Vec<K>>,
@@ -85,39 +87,54 @@ struct State<K, S> {
     last_failure: Option<ApiFailure>,
 }
 
-impl<K, S> State<K, S>
+impl<K, S, F> State<K, S, F>
 where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+    F: FnMut() -> S,
 {
     async fn next(&mut self) -> Option<Change<K>> {
         loop {
             if let Some(wait) = self.wait.take() {
                 tokio::time::sleep(wait).await;
             }
-            match self.events.next().await? {
+            let events = self.events.get_or_insert_with(&mut self.watch);
+            match events.next().await? {
                 Ok(watcher::Event::Init) => self.listing = Some(Vec::new()),
                 Ok(watcher::Event::InitApply(object)) => {
-                    self.listing.get_or_insert_with(Vec::new).push(object);
+                    if let Some(listing) = self.listing.as_mut() {
+                        listing.push(object);
+                    }
                 }
                 Ok(watcher::Event::InitDone) => {
+                    // Only a list that began is one: an `InitDone` alone
+                    // must never read as "everything is gone".
+                    let Some(objects) = self.listing.take() else {
+                        continue;
+                    };
                     self.retry.reset();
                     return Some(Change::Listed {
-                        objects: self.listing.take().unwrap_or_default(),
+                        objects,
                         recovered: self.last_failure.take().is_some(),
                     });
                 }
                 Ok(watcher::Event::Apply(object)) => return Some(Change::Applied(object)),
                 Ok(watcher::Event::Delete(object)) => return Some(Change::Deleted(object)),
+                Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                    // The watch cache no longer has the watch's revision:
+                    // the watcher lists again at its next poll.
+                    debug!(
+                        "watch expired (410: {}); the watcher relists",
+                        status.message
+                    );
+                }
                 Err(e) => {
                     let failure = ApiFailure::of_watch(&e);
-                    if failure.kind == FailureKind::Gone {
-                        debug!("watch expired (410: {failure}); the watcher relists");
-                        continue;
-                    }
                     let retry_in = self.retry.next_delay(&failure);
                     let repeated = self.last_failure.as_ref() == Some(&failure);
                     self.last_failure = Some(failure.clone());
                     self.wait = Some(retry_in);
+                    self.events = None;
+                    self.listing = None;
                     return Some(Change::Failed {
                         failure,
                         retry_in,
@@ -145,37 +162,56 @@ mod tests {
         })))
     }
 
-    async fn collect(events: Vec<Result<watcher::Event<u32>, watcher::Error>>) -> Vec<Change<u32>> {
-        changes(futures_util::stream::iter(events)).collect().await
+    fn status(code: u16) -> watcher::Error {
+        watcher::Error::WatchError(Box::new(Status {
+            code,
+            message: "too old resource version".into(),
+            ..Status::default()
+        }))
+    }
+
+    /// The changes of one watcher per batch: a failure ends its batch (the
+    /// stream builds the next watcher), the last batch ends the stream.
+    async fn collect(
+        batches: Vec<Vec<Result<watcher::Event<u32>, watcher::Error>>>,
+    ) -> Vec<Change<u32>> {
+        let mut batches = batches.into_iter();
+        changes(move || futures_util::stream::iter(batches.next().unwrap_or_default()))
+            .collect()
+            .await
+    }
+
+    fn shape(got: &[Change<u32>]) -> Vec<String> {
+        got.iter()
+            .map(|c| match c {
+                Change::Listed { objects, recovered } => format!("listed {objects:?} {recovered}"),
+                Change::Applied(o) => format!("applied {o}"),
+                Change::Deleted(o) => format!("deleted {o}"),
+                Change::Failed { failure, .. } => format!("failed {}", failure.code.unwrap_or(0)),
+            })
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_list_arrives_whole_and_a_410_is_no_failure() {
+    async fn a_list_arrives_whole_and_a_410_in_the_watch_is_no_failure() {
         use watcher::Event::*;
-        let got = collect(vec![
+        let got = collect(vec![vec![
+            // An InitDone without its Init is no list: nothing is "gone".
+            Ok(InitDone),
             Ok(Init),
             Ok(InitApply(1)),
             Ok(InitApply(2)),
             Ok(InitDone),
             Ok(Apply(3)),
-            Err(api(410, "too old resource version")),
+            Err(status(410)),
             Ok(Init),
             Ok(InitApply(3)),
             Ok(InitDone),
             Ok(Delete(3)),
-        ])
+        ]])
         .await;
-        let shape: Vec<String> = got
-            .iter()
-            .map(|c| match c {
-                Change::Listed { objects, recovered } => format!("listed {objects:?} {recovered}"),
-                Change::Applied(o) => format!("applied {o}"),
-                Change::Deleted(o) => format!("deleted {o}"),
-                Change::Failed { failure, .. } => format!("failed {failure}"),
-            })
-            .collect();
         assert_eq!(
-            shape,
+            shape(&got),
             [
                 "listed [1, 2] false",
                 "applied 3",
@@ -186,15 +222,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn after_a_failure_the_watcher_is_built_again_and_lists_whole() {
+        use watcher::Event::*;
+        let got = collect(vec![
+            // A list cut short: its half is dropped.
+            vec![Ok(Init), Ok(InitApply(9)), Err(api(503, "unavailable"))],
+            // A watch that cannot start with its old revision (HTTP 410):
+            // a failure, paced, never a hot loop.
+            vec![Err(watcher::Error::WatchStartFailed(kube::Error::Api(
+                Box::new(Status {
+                    code: 410,
+                    message: "gone".into(),
+                    ..Status::default()
+                }),
+            )))],
+            vec![Ok(Init), Ok(InitApply(1)), Ok(InitDone)],
+        ])
+        .await;
+        assert_eq!(shape(&got), ["failed 503", "failed 410", "listed [1] true"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failures_are_paced_said_once_and_a_list_ends_them() {
         use watcher::Event::*;
         let started = tokio::time::Instant::now();
         let got = collect(vec![
-            Err(api(503, "unavailable")),
-            Err(api(503, "unavailable")),
-            Err(api(403, "forbidden")),
-            Ok(Init),
-            Ok(InitDone),
+            vec![Err(api(503, "unavailable"))],
+            vec![Err(api(503, "unavailable"))],
+            vec![Err(api(403, "forbidden"))],
+            vec![Ok(Init), Ok(InitDone)],
         ])
         .await;
         let failed: Vec<(u16, Duration, bool)> = got

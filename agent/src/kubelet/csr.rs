@@ -342,7 +342,7 @@ async fn wait_for(
 ) -> Result<Vec<u8>, CsrError> {
     let name = followed.name.clone();
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut changes = watch::changes(watcher(api, config).boxed()).boxed();
+    let mut changes = watch::changes(move || watcher(api.clone(), config.clone()).boxed()).boxed();
     while let Some(change) = changes.next().await {
         let events = match change {
             Change::Listed { objects, .. } => std::iter::once(watcher::Event::Init)
@@ -351,6 +351,14 @@ async fn wait_for(
                 .collect(),
             Change::Applied(obj) => vec![watcher::Event::Apply(obj)],
             Change::Deleted(obj) => vec![watcher::Event::Delete(obj)],
+            Change::Failed { failure, .. } if failure.is_auth() => {
+                // Only new credentials or RBAC fix it: waiting out the
+                // timeout would only hide why.
+                return Err(CsrError::Watch {
+                    name,
+                    reason: failure.to_string(),
+                });
+            }
             Change::Failed {
                 failure, retry_in, ..
             } => {

@@ -392,8 +392,9 @@ pub async fn watch(
     if cache.state() == SourceState::NoIdentity {
         cache.set_state(SourceState::Syncing);
     }
-    let events = watcher(raw_api(client, &namespace), watcher::Config::default()).boxed();
-    let mut changes = watch::changes(events).boxed();
+    let api = raw_api(client, &namespace);
+    let mut changes =
+        watch::changes(move || watcher(api.clone(), watcher::Config::default()).boxed()).boxed();
     while let Some(change) = changes.next().await {
         let changed = match change {
             Change::Listed { objects, recovered } => {

@@ -233,7 +233,7 @@ pub async fn watch(client: kube::Client, identity: String, cache: Arc<SecretCach
     }
     let api: Api<Secret> = Api::namespaced(client, &secret.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
-    let mut changes = watch::changes(watcher(api, config).boxed()).boxed();
+    let mut changes = watch::changes(move || watcher(api.clone(), config.clone()).boxed()).boxed();
     let ours = |object: &Secret| object.metadata.name.as_deref() == Some(secret.name.as_str());
     while let Some(change) = changes.next().await {
         match change {
