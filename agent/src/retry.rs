@@ -75,9 +75,14 @@ mod tests {
         b.reset();
         assert_eq!(b.next_delay(None), Duration::from_secs(1));
         assert_eq!(
-            b.next_delay(Some(Duration::from_secs(30))),
-            Duration::from_secs(30),
+            b.next_delay(Some(Duration::from_secs(3))),
+            Duration::from_secs(3),
             "the server's Retry-After replaces the base"
+        );
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(30))),
+            Duration::from_secs(5),
+            "up to the cap"
         );
     }
 
