@@ -18,7 +18,7 @@ use crate::defs::{core_to_events, events_to_core, get_str, ResourceDef};
 use crate::request::Req;
 use crate::status::{ApiError, FieldError};
 use crate::store::meta_str;
-use crate::validation::{check_object_body, qualified_name_errors, valid_dns_subdomain};
+use crate::validation::{qualified_name_errors, valid_dns_subdomain};
 use crate::writes::{Patchable, ResourceKind};
 
 /// Events of either API, for the write pipeline.
@@ -30,16 +30,6 @@ fn events_api(def: &ResourceDef) -> bool {
 }
 
 impl ResourceKind for Events {
-    fn check_body(
-        &self,
-        _r: &Req,
-        def: &ResourceDef,
-        body: &mut Value,
-    ) -> Result<Vec<String>, ApiError> {
-        check_object_body(body, &def.api_version(), def.kind_name)?;
-        Ok(vec![])
-    }
-
     /// The stored (core/v1) form.
     fn decode(
         &self,

@@ -22,7 +22,7 @@ use crate::defs::ResourceDef;
 use crate::request::Req;
 use crate::status::{ApiError, FieldError, FieldErrorType};
 use crate::store::meta_str;
-use crate::validation::{check_object_body, valid_dns_subdomain};
+use crate::validation::valid_dns_subdomain;
 use crate::writes::{Patchable, ResourceKind};
 
 /// `core.MaxSecretSize`.
@@ -120,16 +120,6 @@ fn validate(v: &Value) -> Vec<FieldError> {
 pub(crate) struct Secrets;
 
 impl ResourceKind for Secrets {
-    fn check_body(
-        &self,
-        _r: &Req,
-        def: &ResourceDef,
-        body: &mut Value,
-    ) -> Result<Vec<String>, ApiError> {
-        check_object_body(body, &def.api_version(), def.kind_name)?;
-        Ok(vec![])
-    }
-
     /// `stringData` folded into `data`; `type` defaulted to Opaque.
     fn decode(
         &self,

@@ -24,7 +24,7 @@ use crate::patch::{no_strategy, Strategies};
 use crate::request::{validation_directive, Req};
 use crate::status::{self, ApiError, FieldError};
 use crate::store::{meta_str, set_meta, Kind};
-use crate::validation::unknown_fields;
+use crate::validation::{check_object_body, unknown_fields};
 use crate::State;
 
 /// What a kind does in a create, in the order the pipeline runs the hooks:
@@ -41,13 +41,17 @@ pub(crate) trait ResourceKind: Sync {
     /// The decoder's checks of the body as sent, before its metadata is
     /// prepared: a JSON object, its `apiVersion` and `kind`, unknown fields
     /// under `fieldValidation` (pruned where the decoder prunes them).
-    /// Returns the warnings to send.
+    /// Returns the warnings to send. By default: the object, its
+    /// `apiVersion` and `kind`, and no warning (kinds decoded leniently).
     fn check_body(
         &self,
-        r: &Req,
+        _r: &Req,
         def: &ResourceDef,
         body: &mut Value,
-    ) -> Result<Vec<String>, ApiError>;
+    ) -> Result<Vec<String>, ApiError> {
+        check_object_body(body, &def.api_version(), def.kind_name)?;
+        Ok(vec![])
+    }
 
     /// The rest of decoding, with the metadata prepared: conversion to the
     /// stored form, defaulting, the typed round trip. Returns the object
