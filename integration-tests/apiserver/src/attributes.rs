@@ -24,3 +24,22 @@ pub(crate) struct Attributes {
     /// (field, equals, value).
     pub field_selector: Vec<(String, bool, String)>,
 }
+
+#[cfg(test)]
+impl Attributes {
+    /// A resource request of API version v1, for tests.
+    pub(crate) fn resource(verb: &str, group: &str, resource: &str, ns: &str, name: &str) -> Self {
+        Self {
+            verb: verb.into(),
+            resource_request: true,
+            path: String::new(),
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+            subresource: String::new(),
+            namespace: ns.into(),
+            name: name.into(),
+            field_selector: vec![],
+        }
+    }
+}

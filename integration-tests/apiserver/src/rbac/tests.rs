@@ -4,18 +4,7 @@
 use super::*;
 
 fn attrs(verb: &str, group: &str, resource: &str, ns: &str, name: &str) -> Attributes {
-    Attributes {
-        verb: verb.into(),
-        resource_request: true,
-        path: String::new(),
-        group: group.into(),
-        version: "v1".into(),
-        resource: resource.into(),
-        subresource: String::new(),
-        namespace: ns.into(),
-        name: name.into(),
-        field_selector: vec![],
-    }
+    Attributes::resource(verb, group, resource, ns, name)
 }
 
 fn sa(ns: &str, name: &str) -> UserInfo {
